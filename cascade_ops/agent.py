@@ -1,0 +1,616 @@
+"""Host-side facts and primitive operations, standard library only.
+
+This module runs *on the host being recovered*: imported in-process for a local run, or sent as
+source to the host's own ``python3`` for a remote one. So it imports nothing outside the standard
+library and nothing from cascade_ops, and every public function takes and returns JSON values.
+
+Nothing here decides *what* to do (that is the steps' job); it reads the host and carries out
+one exact instruction, refusing when the host no longer looks like the facts the decision used.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import pwd
+import select
+import signal
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# States in /proc/PID/stat: T stopped (SIGSTOP), t stopped by a tracer, Z zombie, X dead.
+STOPPED_STATES = ("T", "t")
+GONE_STATES = ("Z", "X")
+
+
+class AgentError(Exception):
+    """An instruction the agent refused or could not carry out; the message says why."""
+
+
+# --------------------------------------------------------------------------- sockets
+
+
+def _decode_addr(hexaddr, family):
+    raw = bytes.fromhex(hexaddr)
+    # /proc/net/tcp* prints each 32-bit word in host (little-endian) order.
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, raw)
+
+
+def listen_sockets(port):
+    """Every LISTEN socket on ``port``, both IP families, with its accept backlog."""
+    found = []
+    for table, family in (("tcp", 4), ("tcp6", 6)):
+        try:
+            with open("/proc/net/" + table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            addr_hex, port_hex = fields[1].split(":")
+            if int(port_hex, 16) != port:
+                continue
+            # For a listener the kernel reports the current accept-queue length as rx_queue.
+            rx_queue = fields[4].split(":")[1]
+            found.append({
+                "inode": int(fields[9]),
+                "address": _decode_addr(addr_hex, family),
+                "port": port,
+                "family": family,
+                "backlog": int(rx_queue, 16),
+                "uid": int(fields[7]),
+            })
+    return found
+
+
+def socket_holders(inodes):
+    """Map each pid to the subset of ``inodes`` it holds open, by scanning every /proc/PID/fd.
+
+    psutil.net_connections() keeps only the first pid per inode, which hides the second holder
+    of an inherited socket; this scan sees them all. Returns (holders, unreadable_pids).
+    """
+    wanted = {"socket:[%d]" % inode: inode for inode in inodes}
+    holders = {}
+    unreadable = []
+    if not wanted:
+        return holders, unreadable
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fd_dir = "/proc/" + name + "/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except PermissionError:
+            unreadable.append(int(name))
+            continue
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                inode = wanted.get(os.readlink(fd_dir + "/" + fd))
+            except OSError:
+                continue
+            if inode is not None:
+                holders.setdefault(int(name), set()).add(inode)
+    return {pid: sorted(inodes) for pid, inodes in holders.items()}, unreadable
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _boot_time():
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return int(line.split()[1])
+    raise AgentError("no btime in /proc/stat")
+
+
+_users = {}
+
+
+def _user(uid):
+    if uid not in _users:
+        try:
+            _users[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            _users[uid] = str(uid)
+    return _users[uid]
+
+
+def _read_stat(pid):
+    """(comm, fields after comm) of /proc/PID/stat, or None when the process is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            raw = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    close = raw.rindex(")")
+    return raw[raw.index("(") + 1:close], raw[close + 2:].split()
+
+
+def process_info(pid, boot=None, now=None):
+    """One process's facts, or None when it is gone."""
+    stat = _read_stat(pid)
+    if stat is None:
+        return None
+    comm, fields = stat
+    try:
+        uid = os.stat("/proc/%d" % pid).st_uid
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            raw_cmd = f.read()
+    except OSError:
+        return None
+    boot = _boot_time() if boot is None else boot
+    now = time.time() if now is None else now
+    start_ticks = int(fields[19])
+    cmdline = [a.decode("utf-8", "replace") for a in raw_cmd.rstrip(b"\0").split(b"\0")] if raw_cmd else []
+    return {
+        "pid": pid,
+        "ppid": int(fields[1]),
+        "pgid": int(fields[2]),
+        "sid": int(fields[3]),
+        "state": fields[0],
+        "comm": comm,
+        "uid": uid,
+        "user": _user(uid),
+        "start_ticks": start_ticks,
+        "age_s": round(max(0.0, now - (boot + start_ticks / _CLK_TCK)), 2),
+        "cpu_s": round((int(fields[11]) + int(fields[12])) / _CLK_TCK, 2),
+        "threads": int(fields[17]),
+        "rss": int(fields[21]) * _PAGE,
+        "cmdline": cmdline or ["[" + comm + "]"],
+    }
+
+
+def process_table():
+    """Facts about every process on the host (the tree is needed to find reloaders and workers)."""
+    boot, now = _boot_time(), time.time()
+    table = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            info = process_info(int(name), boot, now)
+            if info is not None:
+                table.append(info)
+    return table
+
+
+def _ancestry(pid, by_pid):
+    chain = []
+    while pid in by_pid and pid not in chain:
+        chain.append(pid)
+        pid = by_pid[pid]["ppid"]
+    return chain
+
+
+# --------------------------------------------------------------------------- HTTP probe
+
+
+def probe_address(bind_host):
+    """Where to reach a server bound to ``bind_host`` from the same host."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind_host, bind_host)
+
+
+def http_probe(host, port, path, timeout):
+    """GET ``path`` with one deadline for connect, send and the whole response.
+
+    A raw socket instead of http.client: it keeps the hot path free of imports, and a single
+    deadline is exact (http.client's timeout is per operation, so a trickling server outlives it).
+    A completed TCP handshake proves nothing: a hung server's kernel still accepts.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    result = {"url": "http://%s:%d%s" % (host if ":" not in host else "[%s]" % host, port, path)}
+
+    def finish(**fields):
+        result.update(fields)
+        result["elapsed_s"] = round(time.monotonic() - started, 4)
+        return result
+
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        return finish(ok=False, error="refused", detail="connection refused")
+    except socket.timeout:
+        return finish(ok=False, error="timeout", detail="no TCP connection within %.2fs" % timeout)
+    except OSError as exc:
+        return finish(ok=False, error="error", detail=str(exc))
+    chunks = []
+    try:
+        with sock:
+            request = "GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n" % (path, host, port)
+            sock.sendall(request.encode())
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout()
+                sock.settimeout(remaining)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > 1 << 20:
+                    break
+    except socket.timeout:
+        return finish(ok=False, error="timeout",
+                      detail="connected, but no complete HTTP response within %.2fs" % timeout)
+    except OSError as exc:
+        return finish(ok=False, error="error", detail=str(exc))
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return finish(ok=False, error="bad_response", detail=repr(raw[:200]))
+    excerpt = body[:512].decode("utf-8", "replace")
+    if status != 200:
+        return finish(ok=False, error="bad_status", status=status, body=excerpt)
+    return finish(ok=True, status=status, body=excerpt)
+
+
+# --------------------------------------------------------------------------- one-call facts
+
+
+def host_facts(port, bind_host, health_path, probe_timeout, probe=True):
+    """Everything diagnosis needs in one call (one round trip when remote).
+
+    The HTTP probe is skipped when nothing listens (refused is certain) and when a holder is
+    stopped or a zombie: it is known hung, and waiting out the probe deadline only delays recovery.
+    """
+    sockets = listen_sockets(port)
+    holders, unreadable = socket_holders([s["inode"] for s in sockets])
+    procs = process_table()
+    by_pid = {p["pid"]: p for p in procs}
+    hung = [pid for pid in holders if by_pid.get(pid, {}).get("state") in STOPPED_STATES + GONE_STATES]
+    probe_result = None
+    if probe and sockets and not hung:
+        probe_result = http_probe(probe_address(bind_host), port, health_path, probe_timeout)
+    return {
+        "sockets": sockets,
+        "holders": [{"pid": pid, "inodes": inodes} for pid, inodes in sorted(holders.items())],
+        "unreadable_pids": len(unreadable),
+        "processes": procs,
+        "protected": _ancestry(os.getpid(), by_pid),
+        "probe": probe_result,
+        "collected_at": time.time(),
+    }
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class _Target:
+    """One process to signal, pinned to its identity (pid *and* start time).
+
+    With pidfd the kernel guarantees a signal reaches the process we opened; opening it and then
+    confirming the start time closes the window psutil's check-then-kill leaves open.
+    """
+
+    def __init__(self, pid, start_ticks):
+        self.pid = pid
+        self.start_ticks = start_ticks
+        self.fd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self.fd = None
+            except OSError:  # kernel without pidfd: fall back to the start-time check alone
+                pass
+
+    def same_process(self):
+        stat = _read_stat(self.pid)
+        return stat is not None and int(stat[1][19]) == self.start_ticks and stat[1][0] not in GONE_STATES
+
+    def gone(self):
+        if self.fd is not None and select.select([self.fd], [], [], 0)[0]:
+            return True  # a pidfd turns readable when its process exits
+        return not self.same_process()
+
+    def send(self, sig):
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, sig)
+            elif self.same_process():
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _wait_gone(targets, deadline, poll_interval):
+    while True:
+        alive = [t for t in targets if not t.gone()]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+
+def terminate(targets, grace, kill_timeout=5.0, poll_interval=0.01):
+    """SIGTERM (then SIGCONT), wait ``grace`` seconds, SIGKILL survivors; zombies count as gone.
+
+    SIGCONT follows SIGTERM because a stopped process keeps SIGTERM pending until it is continued
+    (as systemd does). ``targets`` are {"pid", "start_ticks"} from a snapshot; a pid whose start
+    time no longer matches is a different process and is never signalled.
+    """
+    handles = []
+    outcomes = {}
+    for spec in targets:
+        target = _Target(spec["pid"], spec["start_ticks"])
+        if not target.same_process():
+            target.close()
+            outcomes[target.pid] = "already gone"
+            continue
+        handles.append(target)
+    try:
+        started = time.monotonic()
+        for target in handles:
+            target.send(signal.SIGTERM)
+            target.send(signal.SIGCONT)
+        survivors = _wait_gone(handles, started + grace, poll_interval)
+        for target in handles:
+            if target not in survivors:
+                outcomes[target.pid] = "exited on SIGTERM"
+        for target in survivors:
+            target.send(signal.SIGKILL)
+        stubborn = _wait_gone(survivors, time.monotonic() + kill_timeout, poll_interval)
+        for target in survivors:
+            outcomes[target.pid] = "still running after SIGKILL" if target in stubborn else "killed (SIGKILL)"
+    finally:
+        for target in handles:
+            target.close()
+    return {"outcomes": [{"pid": pid, "outcome": o} for pid, o in sorted(outcomes.items())],
+            "elapsed_s": round(time.monotonic() - started, 3) if handles else 0.0}
+
+
+def suspend(pid, start_ticks):
+    """SIGSTOP one process (the demo's way to make a backend hang)."""
+    target = _Target(pid, start_ticks)
+    try:
+        if not target.same_process():
+            raise AgentError("process %d is gone or was replaced" % pid)
+        target.send(signal.SIGSTOP)
+    finally:
+        target.close()
+    return {"pid": pid}
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def port_free(bind_host, port):
+    """True when a fresh listener could bind now (SO_REUSEADDR, as uvicorn sets it)."""
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind_host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def wait_port_free(bind_host, port, timeout, poll_interval=0.01):
+    deadline = time.monotonic() + timeout
+    while not port_free(bind_host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_interval)
+    return True
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_state(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return {"path": path, "exists": False}
+    return {"path": path, "exists": True, "sha256": _sha256(data), "size": len(data), "mode": mode}
+
+
+def path_kind(path):
+    """"dir", "file", "other" or None when nothing is there."""
+    if os.path.isdir(path):
+        return "dir"
+    if os.path.isfile(path):
+        return "file"
+    return "other" if os.path.lexists(path) else None
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _prune_backups(backup_dir, base, keep):
+    ours = sorted(n for n in os.listdir(backup_dir) if n.startswith(base + "."))
+    for name in ours[:-keep] if keep > 0 else ours:
+        os.unlink(os.path.join(backup_dir, name))
+
+
+def install_file(dest, content_b64, backup_dir, keep_backups=5, validate_python=False, mode=None):
+    """Atomically replace ``dest`` with the given content, keeping a timestamped backup.
+
+    The candidate is validated before anything is replaced, written to a temporary file in the
+    destination's directory (so the rename is atomic on one filesystem), fsynced, then renamed.
+    """
+    data = base64.b64decode(content_b64)
+    before = file_state(dest)
+    if before["exists"] and before["sha256"] == _sha256(data):
+        return {"changed": False, "sha256": before["sha256"], "backup": None}
+    if validate_python:
+        try:
+            compile(data, dest, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raise AgentError("refusing %s: not valid Python (%s at line %s)" % (dest, exc.msg, exc.lineno))
+    directory = os.path.dirname(dest) or "."
+    os.makedirs(directory, exist_ok=True)
+    backup = None
+    if before["exists"]:
+        os.makedirs(backup_dir, mode=0o700, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        base = os.path.basename(dest)
+        backup = os.path.join(backup_dir, "%s.%s" % (base, stamp))
+        with open(dest, "rb") as src, open(backup, "wb") as out:
+            out.write(src.read())
+        os.chmod(backup, before["mode"])
+        _prune_backups(backup_dir, base, keep_backups)
+    tmp = os.path.join(directory, ".%s.cascade-tmp.%d" % (os.path.basename(dest), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode if mode is not None else before.get("mode", 0o644))
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return {"changed": True, "sha256": _sha256(data), "backup": backup}
+
+
+def secret_state(path):
+    """Whether the JWT secret file exists and is fit to use; never returns the secret."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {"exists": False}
+    problems = []
+    if st.st_mode & 0o077:
+        problems.append("mode %o lets other users read it (chmod 600 %s)" % (st.st_mode & 0o777, path))
+    if st.st_size < 32:
+        problems.append("it is shorter than 32 bytes")
+    return {"exists": True, "problems": problems}
+
+
+def create_secret(path):
+    """Create a random secret file readable by its owner only; fail if it already exists."""
+    import secrets
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48))
+    return {"created": True}
+
+
+def read_secret(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def tail(path, lines=20):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+# --------------------------------------------------------------------------- detached start
+
+
+def spawn(argv, cwd, log, pidfile, env=None, secret_env=None):
+    """Start ``argv`` detached: own session, stdin /dev/null, output appended to ``log``.
+
+    Run in a short-lived intermediate process (see ``start_detached``), so the backend is
+    re-parented to init instead of becoming the runner's zombie. Secrets are read from files into
+    the child's environment only: never on a command line, where any user could read them.
+    """
+    import subprocess
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    for name, path in (secret_env or {}).items():
+        child_env[name] = read_secret(path)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        with open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=devnull, stdout=out, stderr=out,
+                                    env=child_env, start_new_session=True, close_fds=True)
+    finally:
+        os.close(out)
+    tmp = pidfile + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("%d\n" % proc.pid)
+    os.replace(tmp, pidfile)
+    return {"pid": proc.pid}
+
+
+def wait_healthy(pid, bind_host, port, path, timeout, probe_timeout, poll_interval=0.02):
+    """Poll a just-started backend on the host itself until its health path answers 200.
+
+    Gives up early when the process exits (no point waiting out the deadline for a crash).
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    host = probe_address(bind_host)
+    last = None
+    while True:
+        stat = _read_stat(pid)
+        if stat is None or stat[1][0] in GONE_STATES:
+            return {"ok": False, "reason": "exited", "elapsed_s": round(time.monotonic() - started, 3),
+                    "last_probe": last}
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return {"ok": False, "reason": "timeout", "elapsed_s": round(time.monotonic() - started, 3),
+                    "last_probe": last}
+        last = http_probe(host, port, path, min(probe_timeout, remaining))
+        if last["ok"]:
+            return {"ok": True, "elapsed_s": round(time.monotonic() - started, 3), "last_probe": last}
+        if last["error"] == "refused":
+            time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+
+COMMANDS = {f.__name__: f for f in (host_facts, listen_sockets, process_table, http_probe, terminate,
+                                     suspend, port_free, wait_port_free, file_state, path_kind, read_text,
+                                     install_file, secret_state, create_secret, read_secret, tail, spawn, wait_healthy)}
+
+
+def main(argv):
+    """``python3 agent.py COMMAND`` with JSON keyword arguments on stdin; prints one JSON reply."""
+    try:
+        kwargs = json.loads(sys.stdin.read() or "{}")
+        reply = {"result": COMMANDS[argv[1]](**kwargs)}
+    except AgentError as exc:
+        reply = {"error": str(exc)}
+    except Exception as exc:  # reported to the controller, which decides what it means
+        reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
+    sys.stdout.write(json.dumps(reply))
+    return 1 if "error" in reply else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

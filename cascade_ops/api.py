@@ -1,0 +1,59 @@
+"""The library's entry points; ``tasks.py`` only wraps these."""
+
+import os
+from typing import Dict, Iterable, List, Optional
+
+from .facts import Diagnosis
+from .inventory import Host, load_inventory
+from .hostvars import parse_cli_vars
+from .playbook import load_playbook
+from .runner import RunResult, StepCallback, run_playbook
+from .steps.diagnose import gather_diagnosis
+from .steps.base import HostRun
+from .steps.verify import Check, run_checks
+from .transport import connect
+
+DEFAULT_INVENTORY = "inventory.yaml"
+
+
+def select_hosts(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+                 vars: Iterable[str] = ()) -> List[Host]:
+    """Load and validate the inventory (``vars`` are KEY=VALUE overrides) and pick hosts."""
+    return load_inventory(inventory, parse_cli_vars(vars)).select(limit)
+
+
+def default_playbook(inventory: str, name: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(inventory)), "playbooks", name + ".yaml")
+
+
+def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
+            check: bool = False, diff: bool = False, playbook: Optional[str] = None,
+            on_step: Optional[StepCallback] = None) -> RunResult:
+    """Run the recovery playbook on the selected hosts. Everything is validated first."""
+    book = load_playbook(playbook or default_playbook(inventory, "recover"))
+    hosts = select_hosts(inventory, limit, vars)
+    return run_playbook(hosts, book, check=check, diff=diff, on_step=on_step)
+
+
+def _per_host(hosts: List[Host], action):
+    results = {}
+    for host in hosts:
+        transport = connect(host.vars)
+        try:
+            results[host.name] = action(host, transport)
+        finally:
+            transport.close()
+    return results
+
+
+def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+             vars: Iterable[str] = ()) -> Dict[str, Diagnosis]:
+    """Probe each selected host and list who holds its port. Changes nothing."""
+    return _per_host(select_hosts(inventory, limit, vars),
+                     lambda host, transport: gather_diagnosis(HostRun(host.name, host.vars, transport)))
+
+
+def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+           vars: Iterable[str] = ()) -> Dict[str, List[Check]]:
+    """Run every verification check on each selected host. Changes nothing."""
+    return _per_host(select_hosts(inventory, limit, vars), lambda host, transport: run_checks(transport, host.vars))

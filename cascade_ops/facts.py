@@ -1,0 +1,173 @@
+"""Typed facts about a host, built from what the agent reports."""
+
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+from .agent import GONE_STATES, STOPPED_STATES
+
+_STATE_NAMES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "stopped (traced)",
+                "Z": "zombie", "X": "dead", "I": "idle"}
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    user: str
+    state_code: str
+    start_ticks: int
+    age_s: float
+    cpu_s: float
+    threads: int
+    rss: int
+    cmdline: Tuple[str, ...]
+
+    @property
+    def state(self) -> str:
+        return _STATE_NAMES.get(self.state_code, self.state_code)
+
+    @property
+    def stopped(self) -> bool:
+        return self.state_code in STOPPED_STATES
+
+    @property
+    def zombie(self) -> bool:
+        return self.state_code in GONE_STATES
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.cmdline)
+
+    @classmethod
+    def from_agent(cls, raw) -> "ProcessFacts":
+        return cls(raw["pid"], raw["ppid"], raw["pgid"], raw["sid"], raw["user"], raw["state"],
+                   raw["start_ticks"], raw["age_s"], raw["cpu_s"], raw["threads"], raw["rss"], tuple(raw["cmdline"]))
+
+
+@dataclass(frozen=True)
+class ListenSocket:
+    inode: int
+    address: str
+    port: int
+    family: int
+    backlog: int
+
+    @property
+    def endpoint(self) -> str:
+        return "[%s]:%d" % (self.address, self.port) if self.family == 6 else "%s:%d" % (self.address, self.port)
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """A process holding one or more of the port's LISTEN sockets open."""
+
+    process: ProcessFacts
+    sockets: Tuple[ListenSocket, ...]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def inodes(self) -> FrozenSet[int]:
+        return frozenset(s.inode for s in self.sockets)
+
+    @property
+    def backlog(self) -> int:
+        return sum(s.backlog for s in self.sockets)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    url: str
+    ok: bool
+    elapsed_s: float
+    error: Optional[str] = None  # refused, timeout, bad_status, bad_response, error
+    status: Optional[int] = None
+    detail: str = ""
+    body: str = ""
+
+    @classmethod
+    def from_agent(cls, raw) -> "ProbeResult":
+        return cls(raw["url"], raw["ok"], raw["elapsed_s"], raw.get("error"), raw.get("status"),
+                   raw.get("detail", ""), raw.get("body", ""))
+
+    def describe(self) -> str:
+        if self.ok:
+            return "HTTP %s in %.0f ms" % (self.status, self.elapsed_s * 1000)
+        if self.error == "bad_status":
+            return "HTTP %s from %s" % (self.status, self.url)
+        return "%s: %s" % (self.url, self.detail or self.error)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What a host looks like now: who holds the port, and whether it answers."""
+
+    port: int
+    sockets: Tuple[ListenSocket, ...]
+    holders: Tuple[PortHolder, ...]
+    processes: Dict[int, ProcessFacts]
+    protected: FrozenSet[int]  # the runner and its ancestors on that host
+    unreadable_pids: int
+    probe: Optional[ProbeResult]
+    orphan_sockets: Tuple[ListenSocket, ...] = field(default=())  # listening, holder not visible
+
+    @classmethod
+    def from_agent(cls, raw, port) -> "Diagnosis":
+        sockets = tuple(ListenSocket(s["inode"], s["address"], s["port"], s["family"], s["backlog"])
+                        for s in raw["sockets"])
+        by_inode = {s.inode: s for s in sockets}
+        processes = {p["pid"]: ProcessFacts.from_agent(p) for p in raw["processes"]}
+        holders = tuple(PortHolder(processes[h["pid"]], tuple(by_inode[i] for i in h["inodes"]))
+                        for h in raw["holders"] if h["pid"] in processes)
+        held = {i for h in holders for i in h.inodes}
+        probe = ProbeResult.from_agent(raw["probe"]) if raw.get("probe") else None
+        return cls(port, sockets, holders, processes, frozenset(raw["protected"]), raw["unreadable_pids"],
+                   probe, tuple(s for s in sockets if s.inode not in held))
+
+    @property
+    def hung_holders(self) -> List[PortHolder]:
+        return [h for h in self.holders if h.process.stopped or h.process.zombie]
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.probe and self.probe.ok and not self.hung_holders)
+
+    @property
+    def backlog(self) -> int:
+        return sum(s.backlog for s in self.sockets)
+
+    def verdict(self) -> str:
+        """One line a person can act on."""
+        if self.healthy:
+            return "healthy: %s" % self.probe.describe()
+        if not self.sockets:
+            return "unhealthy: nothing listens on port %d" % self.port
+        if self.hung_holders:
+            names = ", ".join("pid %d is %s" % (h.pid, h.process.state) for h in self.hung_holders)
+            return "unhealthy: %s (known hung, probe skipped)" % names
+        backlog = " (accept backlog %d)" % self.backlog if self.backlog else ""
+        return "unhealthy: %s%s" % (self.probe.describe() if self.probe else "not probed", backlog)
+
+    def descendants(self, pid: int) -> List[int]:
+        children: Dict[int, List[int]] = {}
+        for proc in self.processes.values():
+            children.setdefault(proc.ppid, []).append(proc.pid)
+        found, todo = [], list(children.get(pid, ()))
+        while todo:
+            child = todo.pop()
+            if child not in found:
+                found.append(child)
+                todo.extend(children.get(child, ()))
+        return found
+
+    def ancestors(self, pid: int) -> List[int]:
+        chain = []
+        proc = self.processes.get(pid)
+        while proc is not None and proc.ppid not in chain and proc.ppid in self.processes:
+            chain.append(proc.ppid)
+            proc = self.processes.get(proc.ppid)
+        return chain

@@ -1,0 +1,118 @@
+"""Playbooks: an ordered list of named steps with arguments that may refer to host variables.
+
+    name: recover
+    steps:
+      - diagnose
+      - deploy_file: {src: "{auth_module}", dest: "{app_dir}/{auth_dest}"}
+
+Loaded and checked (step names, argument names, variable references) before anything runs, and
+bound to every selected host's variables before the first host is touched.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+from .errors import ConfigError
+from .hostvars import SPECS, references, render
+from .steps import REGISTRY
+from .steps.base import Step
+from .yamlsrc import expect_mapping, load_file
+
+_PLAYBOOK_KEYS = ("name", "steps")
+
+
+@dataclass(frozen=True)
+class StepCall:
+    name: str
+    args: Dict[str, Any]
+    file: str
+    line: Optional[int]
+    arg_lines: Dict[str, int]
+
+
+@dataclass(frozen=True)
+class Playbook:
+    path: str
+    name: str
+    steps: Tuple[StepCall, ...]
+
+
+@dataclass(frozen=True)
+class BoundStep:
+    """A step with its arguments rendered for one host, or the reason it is skipped there."""
+
+    step: Step
+    args: Optional[Dict[str, Any]]
+    skip_reason: Optional[str] = None
+
+
+def _step_call(item, path, line) -> StepCall:
+    if isinstance(item, str):
+        name, args, arg_lines = item, {}, {}
+    elif isinstance(item, dict) and len(item) == 1:
+        name, args = next(iter(item.items()))
+        line = item.lines.get(name, line)
+        args = {} if args is None else expect_mapping(args, path, line, name)
+        arg_lines = getattr(args, "lines", {})
+    else:
+        raise ConfigError("a step is a name, or a mapping of one name to its arguments", path, line, "steps")
+    step = REGISTRY.get(name)
+    if step is None:
+        raise ConfigError("unknown step (known: %s)" % ", ".join(sorted(REGISTRY)), path, line, str(name))
+    for key, value in args.items():
+        arg_line = arg_lines.get(key, line)
+        if key not in step.args:
+            raise ConfigError("unknown argument of step %s (known: %s)" % (name, ", ".join(step.args) or "none"),
+                              path, arg_line, key)
+        if not isinstance(value, (str, int, float, bool)):
+            raise ConfigError("expected a plain value", path, arg_line, "%s.%s" % (name, key))
+    for key, spec in step.args.items():
+        if spec.required and key not in args:
+            raise ConfigError("step %s needs argument %r" % (name, key), path, line, name)
+    merged = {key: spec.default for key, spec in step.args.items()}
+    merged.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in args.items()})
+    for key, value in merged.items():
+        try:
+            unknown = [r for r in references(value or "") if r not in SPECS]
+        except ValueError as exc:
+            raise ConfigError("bad template %r: %s" % (value, exc), path, arg_lines.get(key, line), key)
+        if unknown:
+            raise ConfigError("unknown variable {%s}" % unknown[0], path, arg_lines.get(key, line), key)
+    return StepCall(name, merged, path, line, dict(arg_lines))
+
+
+def load_playbook(path) -> Playbook:
+    path = os.path.abspath(path)
+    data = load_file(path)
+    if not isinstance(data, dict):
+        raise ConfigError("a playbook is a mapping with 'steps:'", path, 1)
+    for key in data:
+        if key not in _PLAYBOOK_KEYS:
+            raise ConfigError("unknown key (expected %s)" % ", ".join(_PLAYBOOK_KEYS), path, data.lines[key], key)
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise ConfigError("expected a non-empty list of steps", path, data.lines.get("steps", 1), "steps")
+    line = data.lines["steps"]
+    calls = tuple(_step_call(item, path, getattr(item, "line", None) or line) for item in steps)
+    return Playbook(path, str(data.get("name") or os.path.basename(path)), calls)
+
+
+def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:
+    """Render a step's arguments with a host's variables and parse them."""
+    step_cls = REGISTRY[call.name]
+    args: Dict[str, Any] = {}
+    for key, template in call.args.items():
+        line = call.arg_lines.get(key, call.line)
+        if template is None:
+            args[key] = None
+            continue
+        unset = [r for r in references(template) if host_vars.get(r) is None]
+        if unset:
+            return BoundStep(step_cls(), None, "%s is not set for host %s" % (unset[0], host_vars["host"]))
+        text = render(template, host_vars, call.file, line, "%s.%s" % (call.name, key))
+        try:
+            args[key] = step_cls.args[key].parse(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc), call.file, line, "%s.%s" % (call.name, key))
+    return BoundStep(step_cls(), args)

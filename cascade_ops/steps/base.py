@@ -1,0 +1,114 @@
+"""What a step is: gather facts, compute a plan, apply it unless in check mode.
+
+Check mode runs exactly the same ``gather`` and ``plan`` as a real run and stops before
+``apply``: a dry run can only differ from a real one by the change itself.
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Optional
+
+from ..errors import CascadeError, HostCommandError
+from ..facts import Diagnosis
+from ..transport import Transport
+
+OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+
+
+class StepFailed(CascadeError):
+    """The step cannot do its job; the message tells the operator what to look at."""
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str
+    message: str
+    duration_s: float = 0.0
+    diff: str = ""
+    data: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return self.status == CHANGED
+
+    def to_json(self) -> dict:
+        doc = {"name": self.name, "status": self.status, "changed": self.changed,
+               "message": self.message, "duration_s": round(self.duration_s, 4)}
+        if self.diff:
+            doc["diff"] = self.diff
+        return doc
+
+
+@dataclass
+class Plan:
+    """A change to make: ``summary`` completes "would ..." / "did ..."; ``diff`` for --diff."""
+
+    summary: str
+    diff: str = ""
+    payload: Any = None
+
+
+@dataclass
+class Unchanged:
+    message: str
+
+
+@dataclass
+class Skipped:
+    message: str
+
+
+@dataclass
+class HostRun:
+    """One host's run: its variables, its transport, and what earlier steps found or planned."""
+
+    host: str
+    vars: Dict[str, Any]
+    transport: Transport
+    check: bool = False
+    diff: bool = False
+    diagnosis: Optional[Diagnosis] = None
+    changed_files: List[str] = field(default_factory=list)
+    restart_planned: bool = False
+    started_pid: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Arg:
+    parse: Callable[[str], Any] = str
+    default: Any = None
+    required: bool = False
+
+
+class Step:
+    name: ClassVar[str]
+    args: ClassVar[Dict[str, Arg]] = {}
+
+    def gather(self, run: HostRun, args: Dict[str, Any]) -> Any:
+        return None
+
+    def plan(self, run: HostRun, args: Dict[str, Any], facts: Any):
+        """Return Unchanged, Skipped or a Plan; record in ``run`` what later steps must know."""
+        raise NotImplementedError
+
+    def apply(self, run: HostRun, args: Dict[str, Any], plan: Plan) -> str:
+        """Make the change; return what was done, in words."""
+        raise NotImplementedError
+
+    def execute(self, run: HostRun, args: Dict[str, Any]) -> StepResult:
+        started = time.monotonic()
+        diff = ""
+        try:
+            outcome = self.plan(run, args, self.gather(run, args))
+            if isinstance(outcome, Unchanged):
+                status, message = OK, outcome.message
+            elif isinstance(outcome, Skipped):
+                status, message = SKIPPED, outcome.message
+            else:
+                diff = outcome.diff if run.diff else ""
+                message = "would " + outcome.summary if run.check else self.apply(run, args, outcome)
+                status = CHANGED
+        except (StepFailed, HostCommandError) as exc:
+            status, message = FAILED, str(exc)
+        return StepResult(self.name, status, message, time.monotonic() - started, diff)

@@ -1,0 +1,199 @@
+"""Steps that put files in place: the app itself (demo), the auth module, main.py, the JWT secret."""
+
+import ast
+import base64
+import difflib
+import hashlib
+import os
+
+from .base import Arg, HostRun, Plan, Step, StepFailed, Unchanged
+
+
+def _unified_diff(path, old, new):
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
+
+
+def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> dict:
+    v = run.vars
+    return run.transport.agent("install_file", dest=dest, content_b64=base64.b64encode(data).decode(),
+                               backup_dir=os.path.join(v["state_dir"], "backups"),
+                               keep_backups=v["keep_backups"], validate_python=validate_python)
+
+
+def _short(sha):
+    return sha[:12] if sha else "none"
+
+
+class SeedApp(Step):
+    """Create app_dir from app_seed when it does not exist yet (the bundled demo's first run)."""
+
+    name = "seed_app"
+    args = {"src": Arg(default="{app_seed}"), "dest": Arg(default="{app_dir}")}
+
+    def gather(self, run, args):
+        return run.transport.agent("path_kind", path=args["dest"])
+
+    def plan(self, run, args, kind):
+        if kind == "dir":
+            return Unchanged("%s exists" % args["dest"])
+        if kind is not None:
+            raise StepFailed("%s exists and is not a directory" % args["dest"])
+        if not os.path.isdir(args["src"]):
+            raise StepFailed("app_seed %s is not a directory" % args["src"])
+        run.changed_files.append(args["dest"])
+        return Plan("create %s from %s" % (args["dest"], args["src"]))
+
+    def apply(self, run, args, plan):
+        run.transport.put_tree(args["src"], args["dest"])
+        return "created %s from %s" % (args["dest"], args["src"])
+
+
+class DeployFile(Step):
+    """Put a file in place when its sha256 differs: validated first, atomic, previous one backed up."""
+
+    name = "deploy_file"
+    args = {"src": Arg(required=True), "dest": Arg(required=True),
+            "validate": Arg(default="python", parse=lambda s: s if s in ("python", "none") else _bad_validate(s))}
+
+    def gather(self, run, args):
+        try:
+            with open(args["src"], "rb") as f:
+                wanted = f.read()
+        except OSError as exc:
+            raise StepFailed("cannot read %s: %s" % (args["src"], exc.strerror))
+        return wanted, run.transport.agent("file_state", path=args["dest"])
+
+    def plan(self, run, args, facts):
+        wanted, current = facts
+        sha = hashlib.sha256(wanted).hexdigest()
+        if current["exists"] and current["sha256"] == sha:
+            return Unchanged("%s is up to date (sha256 %s)" % (args["dest"], _short(sha)))
+        if args["validate"] == "python":
+            try:
+                compile(wanted, args["src"], "exec", dont_inherit=True)
+            except SyntaxError as exc:
+                raise StepFailed("refusing %s: not valid Python (%s at line %s); %s left untouched"
+                                 % (args["src"], exc.msg, exc.lineno, args["dest"]))
+        diff = ""
+        if run.diff:
+            old = run.transport.agent("read_text", path=args["dest"]) or ""
+            diff = _unified_diff(args["dest"], old, wanted.decode("utf-8", "replace"))
+        run.changed_files.append(args["dest"])
+        return Plan("replace %s (sha256 %s -> %s)" % (args["dest"], _short(current.get("sha256")), _short(sha)),
+                    diff, wanted)
+
+    def apply(self, run, args, plan):
+        done = install(run, args["dest"], plan.payload, args["validate"] == "python")
+        backup = " (previous kept as %s)" % done["backup"] if done["backup"] else ""
+        return "replaced %s%s" % (args["dest"], backup)
+
+
+def _bad_validate(value):
+    raise ValueError("validate is python or none, got %r" % value)
+
+
+def _is_router_import(node, module, name, alias):
+    return (isinstance(node, ast.ImportFrom) and node.module == module
+            and any(a.name == name and (a.asname or a.name) == alias for a in node.names))
+
+
+def _is_include(node, app_name, alias):
+    call = node.value if isinstance(node, ast.Expr) else None
+    return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "include_router" and isinstance(call.func.value, ast.Name)
+            and call.func.value.id == app_name and call.args and isinstance(call.args[0], ast.Name)
+            and call.args[0].id == alias)
+
+
+def _app_statement(tree, app_name):
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == app_name for t in node.targets)
+                and isinstance(node.value, ast.Call)):
+            func = node.value.func
+            if (isinstance(func, ast.Name) and func.id == "FastAPI") or (
+                    isinstance(func, ast.Attribute) and func.attr == "FastAPI"):
+                return node
+    return None
+
+
+def mount_router(source: str, filename: str, module: str, name: str, alias: str, app_name: str) -> str:
+    """main.py's text with the router imported and included exactly once.
+
+    Parsed, not pattern-matched: lineinfile-style regexps duplicate lines once the text no
+    longer matches, while the syntax tree recognises an existing import or include in any layout.
+    """
+    try:
+        tree = ast.parse(source, filename)
+    except SyntaxError as exc:
+        raise StepFailed("%s does not parse (%s at line %s)" % (filename, exc.msg, exc.lineno))
+    has_import = any(_is_router_import(n, module, name, alias) for n in tree.body)
+    has_include = any(_is_include(n, app_name, alias) for n in tree.body)
+    if has_import and has_include:
+        return source
+    anchor = _app_statement(tree, app_name)
+    if anchor is None:
+        raise StepFailed("%s has no top-level '%s = FastAPI(...)' statement to mount the router after"
+                         % (filename, app_name))
+    lines = source.splitlines(True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    inserts = []  # (index to insert before, text); applied bottom-up so indexes stay valid
+    if not has_include:
+        inserts.append((anchor.end_lineno, "%s.include_router(%s)\n" % (app_name, alias)))
+    if not has_import:
+        imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and n.lineno < anchor.lineno]
+        at = imports[-1].end_lineno if imports else anchor.lineno - 1
+        inserts.append((at, "from %s import %s as %s\n" % (module, name, alias)))
+    for index, text in sorted(inserts, reverse=True):
+        lines.insert(index, text)
+    return "".join(lines)
+
+
+class MountRouter(Step):
+    """Ensure main.py imports the auth router and calls app.include_router() on it, once."""
+
+    name = "mount_router"
+    args = {"main": Arg(default="{app_dir}/main.py"), "module": Arg(default="api.auth"),
+            "router": Arg(default="router"), "alias": Arg(default="auth_router")}
+
+    def gather(self, run, args):
+        text = run.transport.agent("read_text", path=args["main"])
+        if text is None:
+            raise StepFailed("%s does not exist" % args["main"])
+        return text
+
+    def plan(self, run, args, source):
+        app_name = run.vars["app"].rpartition(":")[2]
+        wanted = mount_router(source, args["main"], args["module"], args["router"], args["alias"], app_name)
+        if wanted == source:
+            return Unchanged("%s already includes %s" % (args["main"], args["alias"]))
+        run.changed_files.append(args["main"])
+        return Plan("mount %s in %s" % (args["alias"], args["main"]),
+                    _unified_diff(args["main"], source, wanted), wanted.encode())
+
+    def apply(self, run, args, plan):
+        done = install(run, args["main"], plan.payload, validate_python=True)
+        return "mounted %s in %s (previous kept as %s)" % (args["alias"], args["main"], done["backup"])
+
+
+class JwtSecret(Step):
+    """Make sure the JWT secret file exists (random, mode 0600); never reads it out."""
+
+    name = "jwt_secret"
+    args = {"path": Arg(default="{jwt_secret_file}")}
+
+    def gather(self, run, args):
+        return run.transport.agent("secret_state", path=args["path"])
+
+    def plan(self, run, args, state):
+        if state["exists"]:
+            if state["problems"]:
+                raise StepFailed("refusing JWT secret %s: %s" % (args["path"], "; ".join(state["problems"])))
+            return Unchanged("%s is in place" % args["path"])
+        run.changed_files.append(args["path"])  # a running backend holds the old secret, or none
+        return Plan("create a random JWT secret in %s (mode 0600)" % args["path"])
+
+    def apply(self, run, args, plan):
+        run.transport.agent("create_secret", path=args["path"])
+        return "created a random JWT secret in %s (mode 0600)" % args["path"]
+

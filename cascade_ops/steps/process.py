@@ -1,0 +1,176 @@
+"""Steps that act on processes: terminate the stale backend (only it), start a fresh one detached."""
+
+import os
+import re
+from dataclasses import dataclass
+from typing import List, Set, Tuple
+
+from ..facts import Diagnosis, PortHolder, ProcessFacts
+from .base import Arg, Plan, Step, StepFailed, Unchanged
+from .diagnose import gather_diagnosis
+
+LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class TerminationPlan:
+    targets: Tuple[ProcessFacts, ...]  # every process to signal: the holders' whole trees
+    refused: Tuple[PortHolder, ...]  # holders not proven to be the stale backend
+
+
+def _matching_root(d: Diagnosis, pid: int, pattern, protected: Set[int]):
+    """The top of the run of matching processes at ``pid`` or its parent, or None.
+
+    The walk allows one non-matching step, the holder itself (a ``--reload`` worker or a
+    multiprocess worker is ``python -c "from multiprocessing.spawn ..."``), then climbs only
+    while the parent matches too: a shell or tmux above the backend is never part of it.
+    """
+    chain = [pid] + d.ancestors(pid)
+    root = None
+    for index, candidate in enumerate(chain):
+        if candidate in protected or candidate == 1:
+            break
+        if pattern.search(d.processes[candidate].command):
+            root = candidate
+        elif root is not None or index > 0:
+            break
+    return root
+
+
+def plan_termination(d: Diagnosis, process_match: str, force: bool) -> TerminationPlan:
+    """Which processes to signal, and which holders are refused.
+
+    A holder is the stale backend when its command line (or its parent's) matches
+    ``process_match``, or when it shares a listening socket with one that is (an inherited
+    socket: the incident's python + node pair). Its whole process tree goes with it, so a
+    reloader cannot orphan its worker and a worker cannot be respawned.
+    """
+    pattern = re.compile(process_match)
+    protected = set(d.protected) | {1, os.getpid()}
+    roots: List[int] = []
+    eligible_inodes: Set[int] = set()
+    pending = list(d.holders)
+    for holder in d.holders:
+        root = _matching_root(d, holder.pid, pattern, protected)
+        if root is not None:
+            roots.append(root)
+            eligible_inodes |= holder.inodes
+            pending.remove(holder)
+    grew = True
+    while grew:  # sharing spreads: a socket shared with an eligible holder makes its holders eligible
+        grew = False
+        for holder in list(pending):
+            if holder.inodes & eligible_inodes:
+                roots.append(holder.pid)
+                eligible_inodes |= holder.inodes
+                pending.remove(holder)
+                grew = True
+    refused = [h for h in pending if h.pid in protected or not force]
+    roots.extend(h.pid for h in pending if h not in refused)
+    pids: List[int] = []
+    for root in roots:
+        for pid in [root] + d.descendants(root):
+            if pid not in pids and pid not in protected:
+                pids.append(pid)
+    return TerminationPlan(tuple(d.processes[p] for p in pids), tuple(refused))
+
+
+def describe(proc: ProcessFacts) -> str:
+    command = proc.command if len(proc.command) <= 90 else proc.command[:87] + "..."
+    return "pid %d (%s, %s, user %s: %s)" % (proc.pid, proc.state, "%.0fs old" % proc.age_s, proc.user, command)
+
+
+class Terminate(Step):
+    """Stop the stale backend and only it: SIGTERM + SIGCONT, then SIGKILL after ``grace``.
+
+    Runs only when the backend is unhealthy or an earlier step changed what it runs; a healthy,
+    up-to-date backend is never restarted. Success is judged by the port, not by the signals.
+    """
+
+    name = "terminate"
+
+    def gather(self, run, args):
+        return gather_diagnosis(run, probe=False)
+
+    def plan(self, run, args, d):
+        healthy = run.diagnosis is not None and run.diagnosis.healthy
+        if healthy and not run.changed_files:
+            return Unchanged("backend healthy and up to date: left running")
+        if d.orphan_sockets:
+            raise StepFailed("port %d is held by a process this user cannot see (%s); run as its owner or root"
+                             % (d.port, ", ".join(s.endpoint for s in d.orphan_sockets)))
+        run.restart_planned = True
+        if not d.holders:
+            return Unchanged("port %d is free" % d.port)
+        termination = plan_termination(d, run.vars["process_match"], run.vars["force"])
+        if termination.refused:
+            names = "; ".join(describe(h.process) for h in termination.refused)
+            raise StepFailed("refusing to signal anything: port %d is also held by %s, which does not match "
+                             "process_match %r (set force=true to include it)"
+                             % (d.port, names, run.vars["process_match"]))
+        why = "files changed" if healthy else d.verdict()
+        return Plan("terminate %s [%s]" % ("; ".join(describe(p) for p in termination.targets), why),
+                    payload=termination)
+
+    def apply(self, run, args, plan):
+        v = run.vars
+        targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in plan.payload.targets]
+        done = run.transport.agent("terminate", targets=targets, grace=v["grace"])
+        outcomes = ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"])
+        if not run.transport.agent("wait_port_free", bind_host=v["bind_host"], port=v["port"],
+                                   timeout=max(5.0, v["grace"])):
+            left = gather_diagnosis(run, probe=False)
+            raise StepFailed("%s, but port %d is still held by %s" % (
+                outcomes, v["port"], "; ".join(describe(h.process) for h in left.holders) or "an unseen process"))
+        return "%s; port %d free" % (outcomes, v["port"])
+
+
+def start_command(v) -> List[str]:
+    return [v["python"], "-m", "uvicorn", v["app"], "--app-dir", v["app_dir"],
+            "--host", v["bind_host"], "--port", str(v["port"])]
+
+
+def log_path(v) -> str:
+    return os.path.join(v["state_dir"], "backend.log")
+
+
+class Start(Step):
+    """Start the backend detached (own session, stdin /dev/null, log and pid file in state_dir)
+    and wait for its health path to answer 200 within ``start_timeout``."""
+
+    name = "start"
+
+    def gather(self, run, args):
+        if run.restart_planned:
+            return None  # the facts are about to change; in check mode they never will
+        return gather_diagnosis(run)
+
+    def plan(self, run, args, d):
+        if d is not None:
+            if d.healthy:
+                pids = ", ".join(str(h.pid) for h in d.holders)
+                return Unchanged("running and healthy (pid %s)" % pids)
+            if d.sockets:
+                raise StepFailed("port %d is held and %s; run the terminate step first" % (d.port, d.verdict()))
+        return Plan("start %s on %s:%d" % (run.vars["app"], run.vars["bind_host"], run.vars["port"]))
+
+    def apply(self, run, args, plan):
+        v = run.vars
+        env = {"PYTHONUNBUFFERED": "1"}
+        if v["redis_url"]:
+            env["CASCADE_REDIS_URL"] = v["redis_url"]
+        spawned = run.transport.spawn(argv=start_command(v), cwd=v["app_dir"], log=log_path(v),
+                                      pidfile=os.path.join(v["state_dir"], "backend.pid"), env=env,
+                                      secret_env={"CASCADE_JWT_SECRET": v["jwt_secret_file"]})
+        pid = spawned["pid"]
+        ready = run.transport.agent("wait_healthy", pid=pid, bind_host=v["bind_host"], port=v["port"],
+                                    path=v["health_path"], timeout=v["start_timeout"],
+                                    probe_timeout=v["probe_timeout"])
+        if not ready["ok"]:
+            why = ("exited during start-up" if ready["reason"] == "exited"
+                   else "not healthy within %.0fs" % v["start_timeout"])
+            lines = run.transport.agent("tail", path=log_path(v), lines=LOG_TAIL_LINES)
+            raise StepFailed("backend pid %d %s; last lines of %s:\n%s"
+                             % (pid, why, log_path(v), "\n".join("  | " + line for line in lines)))
+        run.started_pid = pid
+        return "started pid %d, healthy after %.2fs" % (pid, ready["elapsed_s"])

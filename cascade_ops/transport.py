@@ -1,0 +1,85 @@
+"""How the steps reach a host: run an agent command there, start a detached process, copy a tree.
+
+Steps talk to a ``Transport`` only, so the same step code serves every kind of host. The local
+transport calls the agent in-process (no subprocess, no serialisation: the healthy path stays
+fast); only a detached start goes through a short-lived intermediate process.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from typing import Any, Protocol
+
+from . import agent
+from .errors import HostCommandError
+
+_SPAWN_TIMEOUT = 30.0
+
+
+class Transport(Protocol):
+    host: str
+
+    def agent(self, command: str, **kwargs: Any) -> Any:
+        """Run one agent command on the host and return its result."""
+
+    def spawn(self, **kwargs: Any) -> dict:
+        """Start a detached process on the host (see ``agent.spawn``); returns {"pid": ...}."""
+
+    def put_tree(self, src: str, dest: str) -> None:
+        """Copy a directory from the controller to a new directory on the host."""
+
+    def close(self) -> None:
+        """Release the connection, if any."""
+
+
+def decode_reply(host: str, command: str, stdout: str, stderr: str = "") -> Any:
+    """The result of an agent run as a script (``agent.main``), or HostCommandError."""
+    try:
+        reply = json.loads(stdout)
+    except ValueError:
+        detail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        raise HostCommandError(host, command, "agent did not answer: %s" % detail[0])
+    if "error" in reply:
+        raise HostCommandError(host, command, reply["error"])
+    return reply["result"]
+
+
+class LocalTransport:
+    """The machine cascade-ops runs on."""
+
+    def __init__(self, host: str = "localhost"):
+        self.host = host
+
+    def agent(self, command: str, **kwargs: Any) -> Any:
+        try:
+            return agent.COMMANDS[command](**kwargs)
+        except (agent.AgentError, OSError) as exc:
+            raise HostCommandError(self.host, command, str(exc)) from exc
+
+    def spawn(self, **kwargs: Any) -> dict:
+        # The intermediate exits at once, so the backend is re-parented to init and never
+        # becomes a zombie of a long-lived runner (a library caller, a test process).
+        try:
+            proc = subprocess.run([sys.executable, "-I", agent.__file__, "spawn"], input=json.dumps(kwargs),
+                                  capture_output=True, text=True, timeout=_SPAWN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise HostCommandError(self.host, "spawn", "launcher did not return within %ds" % _SPAWN_TIMEOUT)
+        return decode_reply(self.host, "spawn", proc.stdout, proc.stderr)
+
+    def put_tree(self, src: str, dest: str) -> None:
+        try:
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".cascade-ops"))
+        except OSError as exc:
+            raise HostCommandError(self.host, "copy", "%s -> %s: %s" % (src, dest, exc)) from exc
+
+    def close(self) -> None:
+        pass
+
+
+def connect(host_vars: dict) -> Transport:
+    """The transport for a host's ``connection`` variable."""
+    if host_vars["connection"] == "local":
+        return LocalTransport(host_vars["host"])
+    raise HostCommandError(host_vars["host"], "connect", "connection: ssh is not supported yet")
+

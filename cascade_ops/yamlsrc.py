@@ -1,0 +1,78 @@
+"""Safe YAML loading that remembers where every mapping key was written.
+
+Errors about inventory and playbooks must name the file and line; PyYAML drops positions once it
+builds Python objects, so mappings are built as ``Located`` dicts carrying each key's line.
+"""
+
+import yaml
+
+from .errors import ConfigError
+
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class Located(dict):
+    """A dict from YAML with ``file``, ``line`` (of the mapping) and ``lines[key]``."""
+
+    file = None
+    line = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lines = {}
+
+    def where(self, key=None):
+        return {"file": self.file, "line": self.lines.get(key, self.line)}
+
+
+class _Loader(_Base):
+    pass
+
+
+def _construct_mapping(loader, node):
+    loader.flatten_mapping(node)
+    mapping = Located()
+    mapping.file = loader.name
+    mapping.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise ConfigError("a mapping key must be a plain value", loader.name, line)
+        if key in mapping:
+            # YAML would silently keep the last one; a duplicated key is almost always a mistake.
+            raise ConfigError("duplicate key (first at line %d)" % mapping.lines[key], loader.name, line, key)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = line
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_file(path):
+    """Parse one YAML file safely; syntax errors become ConfigError with the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError("cannot read: %s" % exc.strerror, str(path))
+    loader = _Loader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError("YAML syntax: %s" % (exc.problem or exc), str(path), mark.line + 1 if mark else None)
+    except yaml.YAMLError as exc:
+        raise ConfigError("YAML: %s" % exc, str(path))
+    finally:
+        loader.dispose()
+
+
+def expect_mapping(value, file, line, field):
+    if not isinstance(value, dict):
+        raise ConfigError("expected a mapping, got %s" % type(value).__name__, file, line, field)
+    return value

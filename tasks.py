@@ -1,0 +1,95 @@
+"""cascade-ops tasks. ``invoke --list`` shows them; ``invoke --help TASK`` shows a task's options.
+
+Exit codes: 0 all ok; 2 a step failed; 4 invalid inventory, playbook or variables (nothing touched).
+"""
+
+import json
+import sys
+
+from invoke import Collection, Exit, task
+
+HELP = {
+    "inventory": "inventory file (default: inventory.yaml)",
+    "limit": "hosts or groups to act on: names or globs, comma-separated",
+    "var": "KEY=VALUE overriding an inventory variable (repeatable)",
+    "check": "report what would change and change nothing",
+    "diff": "show file changes as unified diffs",
+    "json": "print one JSON document and nothing else on stdout",
+}
+
+
+def _guard(action):
+    """Run an action; turn cascade-ops errors into a message and the documented exit code."""
+    from cascade_ops.errors import CascadeError
+    try:
+        return action()
+    except CascadeError as exc:
+        print("cascade-ops: %s" % exc, file=sys.stderr)
+        raise Exit(code=exc.exit_code)
+
+
+@task(iterable=["var"], help=HELP)
+def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False):
+    """Recover the backend on the inventory's hosts: find who holds the port, stop only them,
+    put the auth module in place, start the backend detached, verify it. Idempotent."""
+    from cascade_ops import api, output
+
+    def show(host, result):
+        print(output.step_line(host, result), flush=True)
+
+    run = _guard(lambda: api.recover(inventory, limit, var or (), check=check, diff=diff,
+                                     on_step=None if json_ else show))
+    print(json.dumps(run.to_json(), indent=2) if json_ else output.recap(run))
+    if run.exit_code:
+        raise Exit(code=run.exit_code)
+
+
+@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
+def diagnose(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
+    """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing."""
+    from cascade_ops import api, output
+    found = _guard(lambda: api.diagnose(inventory, limit, var or ()))
+    if json_:
+        print(json.dumps({host: {"verdict": d.verdict(), "healthy": d.healthy,
+                                 "holders": [{"pid": h.pid, "ppid": h.process.ppid, "user": h.process.user,
+                                              "state": h.process.state, "age_s": h.process.age_s,
+                                              "rss": h.process.rss, "command": h.process.command,
+                                              "listen": [s.endpoint for s in h.sockets], "backlog": h.backlog}
+                                             for h in d.holders]}
+                          for host, d in found.items()}, indent=2))
+    else:
+        print("\n".join(output.diagnosis_table(host, d) for host, d in found.items()))
+
+
+@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
+def verify(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
+    """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
+    from cascade_ops import api, output
+    results = _guard(lambda: api.verify(inventory, limit, var or ()))
+    if json_:
+        print(json.dumps({host: [c.__dict__ for c in checks] for host, checks in results.items()}, indent=2))
+    else:
+        print("\n".join(output.checks_text(host, checks) for host, checks in results.items()))
+    if not all(c.ok for checks in results.values() for c in checks):
+        raise Exit(code=2)
+
+
+@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
+def hang(c, inventory="inventory.yaml", limit=None, var=None):
+    """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
+    from cascade_ops import api
+    from cascade_ops.transport import connect
+    for host in _guard(lambda: api.select_hosts(inventory, limit, var or ())):
+        diagnosis = api.diagnose(inventory, host.name, var or ())[host.name]
+        if not diagnosis.holders:
+            print("%s: nothing holds port %d" % (host.name, diagnosis.port))
+            continue
+        transport = connect(host.vars)
+        for holder in diagnosis.holders:
+            _guard(lambda: transport.agent("suspend", pid=holder.pid, start_ticks=holder.process.start_ticks))
+            print("%s: stopped pid %d (%s)" % (host.name, holder.pid, holder.process.command))
+
+
+demo = Collection("demo")
+demo.add_task(hang)
+ns = Collection(recover, diagnose, verify, demo)
