@@ -15,6 +15,7 @@ HELP = {
     "check": "report what would change and change nothing",
     "diff": "show file changes as unified diffs",
     "json": "print one JSON document and nothing else on stdout",
+    "playbook": "playbook file (default: playbooks/recover.yaml beside the inventory, else here)",
 }
 
 
@@ -29,7 +30,8 @@ def _guard(action):
 
 
 @task(iterable=["var"], help=HELP)
-def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False):
+def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
+            playbook=None):
     """Recover the backend on the inventory's hosts: find who holds the port, stop only them,
     put the auth module in place, start the backend detached, verify it. Idempotent."""
     from cascade_ops import api, output
@@ -37,7 +39,7 @@ def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, di
     def show(host, result):
         print(output.step_line(host, result), flush=True)
 
-    run = _guard(lambda: api.recover(inventory, limit, var or (), check=check, diff=diff,
+    run = _guard(lambda: api.recover(inventory, limit, var or (), check=check, diff=diff, playbook=playbook,
                                      on_step=None if json_ else show))
     print(json.dumps(run.to_json(), indent=2) if json_ else output.recap(run))
     if run.exit_code:

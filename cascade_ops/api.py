@@ -23,7 +23,9 @@ def select_hosts(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None
 
 
 def default_playbook(inventory: str, name: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(inventory)), "playbooks", name + ".yaml")
+    """``playbooks/NAME.yaml`` beside the inventory, else in the current directory."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(inventory)), "playbooks", name + ".yaml")
+    return beside if os.path.exists(beside) else os.path.abspath(os.path.join("playbooks", name + ".yaml"))
 
 
 def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),

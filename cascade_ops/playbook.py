@@ -94,7 +94,8 @@ def load_playbook(path) -> Playbook:
     if not isinstance(steps, list) or not steps:
         raise ConfigError("expected a non-empty list of steps", path, data.lines.get("steps", 1), "steps")
     line = data.lines["steps"]
-    calls = tuple(_step_call(item, path, getattr(item, "line", None) or line) for item in steps)
+    lines = getattr(steps, "lines", [line] * len(steps))
+    calls = tuple(_step_call(item, path, item_line) for item, item_line in zip(steps, lines))
     return Playbook(path, str(data.get("name") or os.path.basename(path)), calls)
 
 

@@ -25,8 +25,22 @@ class Located(dict):
         return {"file": self.file, "line": self.lines.get(key, self.line)}
 
 
+class LocatedList(list):
+    """A list from YAML with ``lines[i]``, the line of each item."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.lines = []
+
+
 class _Loader(_Base):
     pass
+
+
+def _construct_sequence(loader, node):
+    items = LocatedList(loader.construct_object(child, deep=True) for child in node.value)
+    items.lines = [child.start_mark.line + 1 for child in node.value]
+    return items
 
 
 def _construct_mapping(loader, node):
@@ -50,6 +64,7 @@ def _construct_mapping(loader, node):
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def load_file(path):
@@ -65,7 +80,11 @@ def load_file(path):
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise ConfigError("YAML syntax: %s" % (exc.problem or exc), str(path), mark.line + 1 if mark else None)
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            context = " (%s at line %d)" % (exc.context, exc.context_mark.line + 1)
+        raise ConfigError("YAML syntax: %s%s" % (exc.problem or exc, context), str(path),
+                          mark.line + 1 if mark else None)
     except yaml.YAMLError as exc:
         raise ConfigError("YAML: %s" % exc, str(path))
     finally:

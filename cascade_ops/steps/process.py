@@ -90,11 +90,13 @@ class Terminate(Step):
     name = "terminate"
 
     def gather(self, run, args):
+        if _untouched_and_healthy(run):
+            return None  # nothing will be signalled: skip the second scan on the hot path
         return gather_diagnosis(run, probe=False)
 
     def plan(self, run, args, d):
         healthy = run.diagnosis is not None and run.diagnosis.healthy
-        if healthy and not run.changed_files:
+        if d is None:
             return Unchanged("backend healthy and up to date: left running")
         if d.orphan_sockets:
             raise StepFailed("port %d is held by a process this user cannot see (%s); run as its owner or root"
@@ -125,6 +127,10 @@ class Terminate(Step):
         return "%s; port %d free" % (outcomes, v["port"])
 
 
+def _untouched_and_healthy(run) -> bool:
+    return run.diagnosis is not None and run.diagnosis.healthy and not run.changed_files
+
+
 def start_command(v) -> List[str]:
     return [v["python"], "-m", "uvicorn", v["app"], "--app-dir", v["app_dir"],
             "--host", v["bind_host"], "--port", str(v["port"])]
@@ -143,6 +149,8 @@ class Start(Step):
     def gather(self, run, args):
         if run.restart_planned:
             return None  # the facts are about to change; in check mode they never will
+        if _untouched_and_healthy(run):
+            return run.diagnosis  # nothing happened since diagnose: its facts still hold
         return gather_diagnosis(run)
 
     def plan(self, run, args, d):

@@ -1,0 +1,221 @@
+"""Fixtures: real backends in temporary app dirs on free ports, and a reaper that stops every
+process a test started, by PID, whether the test passed or not."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cascade_ops import agent
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "examples" / "cascade_backend"
+AUTH_MODULE = REPO / "playbooks" / "files" / "auth.py"
+PLAYBOOK = REPO / "playbooks" / "recover.yaml"
+INVOKE = [sys.executable, "-m", "invoke", "-r", str(REPO)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=15.0, interval=0.02, message="condition"):
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, message))
+        time.sleep(interval)
+
+
+def gone(pid: int, create_time: float = None) -> bool:
+    """True when the process no longer runs (zombies count as gone, as in cascade-ops)."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return True
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class Reaper:
+    """Remembers processes and kills them (SIGCONT + SIGKILL, by PID) at teardown."""
+
+    def __init__(self):
+        self.procs = []
+        self.ports = []
+        self.pidfiles = []
+
+    def track(self, pid):
+        try:
+            self.procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+        return pid
+
+    def popen(self, argv, **kwargs):
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, **kwargs)
+        self.track(proc.pid)
+        return proc
+
+    def _holders(self):
+        for port in self.ports:
+            sockets = agent.listen_sockets(port)
+            holders, _ = agent.socket_holders([s["inode"] for s in sockets])
+            for pid in holders:
+                yield pid
+
+    def reap(self):
+        victims = list(self.procs)
+        for pid in list(self._holders()) + [self._pid_from(f) for f in self.pidfiles]:
+            if pid:
+                try:
+                    victims.append(psutil.Process(pid))
+                except psutil.NoSuchProcess:
+                    pass
+        for proc in list(victims):
+            try:
+                victims.extend(proc.children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+        for proc in victims:
+            try:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(victims, timeout=5)
+
+    @staticmethod
+    def _pid_from(path):
+        try:
+            return int(Path(path).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+@pytest.fixture
+def reaper():
+    r = Reaper()
+    yield r
+    r.reap()
+
+
+class Site:
+    """One backend host: a copy of the demo app on a free port, with its inventory file."""
+
+    def __init__(self, root: Path, reaper: Reaper, **extra_vars):
+        self.root = root
+        self.port = free_port()
+        self.app_dir = root / "app"
+        self.state_dir = self.app_dir / ".cascade-ops"
+        self.auth_module = root / "auth.py"
+        shutil.copytree(DEMO, self.app_dir)
+        shutil.copy(AUTH_MODULE, self.auth_module)
+        self.inventory = root / "inventory.yaml"
+        self.vars = {"connection": "local", "port": self.port, "bind_host": "127.0.0.1",
+                     "app_dir": str(self.app_dir), "auth_module": str(self.auth_module),
+                     "probe_timeout": 1, "grace": "2s", "start_timeout": "30s"}
+        self.vars.update(extra_vars)
+        self.write_inventory()
+        self.reaper = reaper
+        reaper.ports.append(self.port)
+        reaper.pidfiles.append(self.state_dir / "backend.pid")
+
+    def write_inventory(self):
+        lines = ["all:", "  hosts:", "    web:"]
+        lines += ["      %s: %s" % (k, _yaml_scalar(v)) for k, v in self.vars.items()]
+        self.inventory.write_text("\n".join(lines) + "\n")
+
+    # -- running cascade-ops
+    def recover(self, **kwargs):
+        from cascade_ops import api
+        kwargs.setdefault("playbook", str(PLAYBOOK))
+        return api.recover(str(self.inventory), **kwargs)
+
+    def cli(self, *args, timeout=90):
+        return subprocess.run(INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:]),
+                              cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    # -- looking at the result
+    def holders(self):
+        sockets = agent.listen_sockets(self.port)
+        return sorted(agent.socket_holders([s["inode"] for s in sockets])[0])
+
+    def health(self):
+        return agent.http_probe("127.0.0.1", self.port, "/health", 1.0)
+
+    def backend_pid(self):
+        return int((self.state_dir / "backend.pid").read_text())
+
+    def start_backend_by_hand(self, *extra, env=None):
+        """A backend started the way an operator would (not by cascade-ops), tracked for cleanup."""
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        log = open(self.root / "manual.log", "ab")
+        proc = self.reaper.popen([sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
+                                  "--port", str(self.port), *extra], cwd=self.app_dir, env=full_env,
+                                 stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        wait_for(lambda: self.health()["ok"], message="manual backend on port %d" % self.port)
+        return proc
+
+
+def _yaml_scalar(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return "'%s'" % str(value).replace("'", "''")
+
+
+@pytest.fixture
+def site(tmp_path, reaper):
+    return Site(tmp_path, reaper)
+
+
+@pytest.fixture
+def make_site(tmp_path, reaper):
+    def make(name="site", **extra):
+        root = tmp_path / name
+        root.mkdir()
+        return Site(root, reaper, **extra)
+    return make
+
+
+def python_script(code: str) -> str:
+    return textwrap.dedent(code)
+
+
+@pytest.fixture
+def redis_url(reaper, tmp_path):
+    """A real redis-server on a free loopback port, stopped by PID at teardown."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    port = free_port()
+    proc = reaper.popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                         "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = "redis://127.0.0.1:%d/0" % port
+
+    from cascade_ops.steps.verify import redis_ping
+
+    def answers():
+        try:
+            return redis_ping(url, 0.5) == "+PONG"
+        except OSError:
+            return False
+    wait_for(answers, message="redis-server on port %d" % port)
+    yield url, proc
