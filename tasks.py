@@ -1,9 +1,11 @@
 """cascade-ops tasks. ``invoke --list`` shows them; ``invoke --help TASK`` shows a task's options.
 
-Exit codes: 0 all ok; 2 a step failed; 4 invalid inventory, playbook or variables (nothing touched).
+Exit codes: 0 all ok; 2 a step failed; 4 invalid inventory, playbook or variables (nothing touched);
+5 another run holds the host's lock; 6 the watchdog's restart budget is spent.
 """
 
 import json
+import os
 import sys
 
 from invoke import Collection, Exit, task
@@ -92,6 +94,67 @@ def hang(c, inventory="inventory.yaml", limit=None, var=None):
             print("%s: stopped pid %d (%s)" % (host.name, holder.pid, holder.process.command))
 
 
+@task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var", "json", "playbook")},
+                                   reset="forget the failure streak and the restart budget first"))
+def watch(c, inventory="inventory.yaml", limit=None, var=None, reset=False, playbook=None, json_=False):
+    """One watchdog tick: probe; if unhealthy (fail_threshold ticks in a row) recover, within the
+    restart budget (max_restarts per window), under the host's lock. For cron."""
+    from cascade_ops import api
+    from cascade_ops.watch import exit_code
+    ticks = _guard(lambda: api.watch(inventory, limit, var or (), reset=reset, playbook=playbook))
+    if json_:
+        print(json.dumps({name: t.to_json() for name, t in ticks.items()}, indent=2))
+    else:
+        for t in ticks.values():
+            print("%-12s %-16s %s (%s) %.3fs" % (t.host, t.action, t.outcome, t.verdict, t.duration_s))
+            if t.alert_error:
+                print("%-12s alert            %s" % (t.host, t.alert_error))
+    code = exit_code(ticks)
+    if code:
+        raise Exit(code=code)
+
+
+CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
+                 user="whose crontab (default: the current user's)",
+                 every="how often: 1m-30m dividing an hour, or 1h-24h dividing a day",
+                 log="where cron appends the ticks' output (default: .cascade/cron.log beside the inventory)")
+
+
+@task(iterable=["var"], help=CRON_HELP)
+def cron_install(c, every="5m", inventory="inventory.yaml", limit=None, var=None, user=None, log=None):
+    """Install (or update) one crontab entry running `watch` with absolute paths. Idempotent."""
+    from cascade_ops import api, cron
+    _guard(lambda: api.select_hosts(inventory, limit, var or ()))  # a bad inventory never reaches cron
+    project = os.path.dirname(os.path.abspath(__file__))
+    log = log or os.path.join(os.path.dirname(os.path.abspath(inventory)), ".cascade", "cron.log")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    command = cron.watch_command(sys.executable, project, inventory, limit, var or [], log)
+    changed = _guard(lambda: cron.install(inventory, cron.schedule(every), command, user))
+    print("%s crontab entry: %s" % ("installed" if changed else "unchanged", cron.find(cron.read_crontab(user), inventory)))
+
+
+@task(help={k: CRON_HELP[k] for k in ("inventory", "user")})
+def cron_remove(c, inventory="inventory.yaml", user=None):
+    """Remove this inventory's watch entry from the crontab; other entries stay untouched."""
+    from cascade_ops import cron
+    removed = _guard(lambda: cron.remove(inventory, user))
+    print("removed the crontab entry" if removed else "no crontab entry for %s" % inventory)
+
+
+@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user")})
+def cron_status(c, inventory="inventory.yaml", limit=None, var=None, user=None):
+    """Show this inventory's crontab entry and each host's last watchdog tick."""
+    from cascade_ops import api, cron
+    entry = _guard(lambda: cron.find(cron.read_crontab(user), inventory))
+    print("crontab: %s" % (entry or "no entry (invoke cron.install)"))
+    for host in _guard(lambda: api.select_hosts(inventory, limit, var or ())):
+        print("%-12s last tick: %s" % (host.name, api.last_tick(host) or "none yet"))
+
+
 demo = Collection("demo")
 demo.add_task(hang)
-ns = Collection(recover, diagnose, verify, demo)
+cron_tasks = Collection("cron")
+cron_tasks.add_task(cron_install, "install")
+cron_tasks.add_task(cron_remove, "remove")
+cron_tasks.add_task(cron_status, "status")
+ns = Collection(recover, diagnose, verify, watch, demo, cron_tasks)

@@ -437,6 +437,14 @@ def path_kind(path):
     return "other" if os.path.lexists(path) else None
 
 
+def list_dir(path):
+    """Entry names of a directory, or None when it does not exist."""
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return None
+
+
 def read_text(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -497,6 +505,46 @@ def install_file(dest, content_b64, backup_dir, keep_backups=5, validate_python=
     finally:
         os.close(dir_fd)
     return {"changed": True, "sha256": _sha256(data), "backup": backup}
+
+
+def write_file(path, content, mode=0o600):
+    """Replace a small state file atomically (temp file + rename)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+    os.replace(tmp, path)
+    return {"path": path}
+
+
+def append_log(path, line, max_bytes, keep):
+    """Append one line; first rotate (path -> path.1 -> ... -> path.KEEP) when it would exceed max_bytes."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    data = (line.rstrip("\n") + "\n").encode()
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        size = 0
+    if size and size + len(data) > max_bytes:
+        for index in range(keep - 1, 0, -1):
+            if os.path.exists("%s.%d" % (path, index)):
+                os.replace("%s.%d" % (path, index), "%s.%d" % (path, index + 1))
+        os.replace(path, path + ".1")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return {"rotated": bool(size and size + len(data) > max_bytes)}
+
+
+def remove_file(path):
+    try:
+        os.unlink(path)
+        return {"removed": True}
+    except FileNotFoundError:
+        return {"removed": False}
 
 
 def secret_state(path):
@@ -594,9 +642,10 @@ def wait_healthy(pid, bind_host, port, path, timeout, probe_timeout, poll_interv
             time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
 
-COMMANDS = {f.__name__: f for f in (host_facts, listen_sockets, process_table, http_probe, terminate,
-                                     suspend, port_free, wait_port_free, file_state, path_kind, read_text,
-                                     install_file, secret_state, create_secret, read_secret, tail, spawn, wait_healthy)}
+COMMANDS = {f.__name__: f for f in (
+    host_facts, listen_sockets, process_table, http_probe, wait_healthy, terminate, suspend, port_free,
+    wait_port_free, file_state, path_kind, list_dir, read_text, install_file, write_file, append_log,
+    remove_file, secret_state, create_secret, read_secret, tail, spawn)}
 
 
 def main(argv):

@@ -1,17 +1,18 @@
 """The library's entry points; ``tasks.py`` only wraps these."""
 
+import functools
 import os
-from typing import Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
-from .facts import Diagnosis
-from .inventory import Host, load_inventory
 from .hostvars import parse_cli_vars
-from .playbook import load_playbook
-from .runner import RunResult, StepCallback, run_playbook
-from .steps.diagnose import gather_diagnosis
-from .steps.base import HostRun
-from .steps.verify import Check, run_checks
+from .inventory import Host, load_inventory
 from .transport import connect
+
+if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
+    from .facts import Diagnosis
+    from .runner import RunResult, StepCallback
+    from .steps.verify import Check
+    from .watch import Tick
 
 DEFAULT_INVENTORY = "inventory.yaml"
 
@@ -30,8 +31,10 @@ def default_playbook(inventory: str, name: str) -> str:
 
 def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
             check: bool = False, diff: bool = False, playbook: Optional[str] = None,
-            on_step: Optional[StepCallback] = None) -> RunResult:
+            on_step: "Optional[StepCallback]" = None) -> "RunResult":
     """Run the recovery playbook on the selected hosts. Everything is validated first."""
+    from .playbook import load_playbook
+    from .runner import run_playbook
     book = load_playbook(playbook or default_playbook(inventory, "recover"))
     hosts = select_hosts(inventory, limit, vars)
     return run_playbook(hosts, book, check=check, diff=diff, on_step=on_step)
@@ -49,13 +52,43 @@ def _per_host(hosts: List[Host], action):
 
 
 def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-             vars: Iterable[str] = ()) -> Dict[str, Diagnosis]:
+             vars: Iterable[str] = ()) -> "Dict[str, Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
+    from .steps.base import HostRun
+    from .steps.diagnose import gather_diagnosis
     return _per_host(select_hosts(inventory, limit, vars),
                      lambda host, transport: gather_diagnosis(HostRun(host.name, host.vars, transport)))
 
 
 def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-           vars: Iterable[str] = ()) -> Dict[str, List[Check]]:
+           vars: Iterable[str] = ()) -> "Dict[str, List[Check]]":
     """Run every verification check on each selected host. Changes nothing."""
+    from .steps.verify import run_checks
     return _per_host(select_hosts(inventory, limit, vars), lambda host, transport: run_checks(transport, host.vars))
+
+
+def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
+          reset: bool = False, playbook: Optional[str] = None) -> "Dict[str, Tick]":
+    """One watchdog tick on each selected host: recover only when unhealthy, within the budget.
+
+    The playbook is loaded and checked only when a host needs recovering, before it is touched.
+    """
+    from .watch import watch as watch_hosts
+    hosts = select_hosts(inventory, limit, vars)
+
+    @functools.lru_cache(maxsize=None)
+    def load():
+        from .playbook import load_playbook
+        return load_playbook(playbook or default_playbook(inventory, "recover"))
+    return watch_hosts(hosts, load, reset)
+
+
+def last_tick(host: Host) -> Optional[str]:
+    """The last line of a host's watch log."""
+    from .watch import LOG_FILE
+    transport = connect(host.vars)
+    try:
+        lines = transport.agent("tail", path=os.path.join(host.vars["state_dir"], LOG_FILE), lines=1)
+    finally:
+        transport.close()
+    return lines[-1] if lines else None

@@ -4,6 +4,8 @@ EXIT_OK = 0
 EXIT_FAILED = 2
 EXIT_UNREACHABLE = 3
 EXIT_INVALID = 4
+EXIT_LOCKED = 5
+EXIT_BUDGET = 6
 
 
 class CascadeError(Exception):
@@ -31,3 +33,13 @@ class HostCommandError(CascadeError):
     def __init__(self, host, command, message):
         self.host, self.command = host, command
         super().__init__("%s: %s: %s" % (host, command, message))
+
+
+class LockHeld(CascadeError):
+    """Another cascade-ops run is acting on the same host and app right now."""
+
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, host, path):
+        self.host, self.path = host, path
+        super().__init__("%s: another cascade-ops run holds %s; not acting at the same time" % (host, path))

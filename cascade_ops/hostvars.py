@@ -39,6 +39,13 @@ def _int(value):
     return int(value)
 
 
+def _positive_int(value):
+    number = _int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
 def _port(value):
     port = _int(value)
     if not 1 <= port <= 65535:
@@ -142,6 +149,13 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("start_timeout", parse_duration, 30.0, help="deadline for a started backend to be healthy"),
     VarSpec("state_dir", _str, "{app_dir}/.cascade-ops", path="host", help="pid file, logs, backups"),
     VarSpec("keep_backups", _int, 5, help="backups kept per deployed file"),
+    # The watchdog.
+    VarSpec("fail_threshold", _positive_int, 1, help="consecutive unhealthy ticks before recovering"),
+    VarSpec("max_restarts", _positive_int, 3, help="recoveries allowed within window"),
+    VarSpec("window", parse_duration, 900.0, help="restart budget window"),
+    VarSpec("alert_webhook", _str, help="URL that receives a JSON summary of every recovery"),
+    VarSpec("watch_log_max_bytes", _positive_int, 1 << 20, help="watch log size before rotation"),
+    VarSpec("watch_log_keep", _positive_int, 3, help="rotated watch logs kept"),
 )}
 
 

@@ -4,6 +4,11 @@
     steps:
       - diagnose
       - deploy_file: {src: "{auth_module}", dest: "{app_dir}/{auth_dest}"}
+      - mount_router: {main: "{app_dir}/main.py"}
+        when: auth_module          # run only where this variable is set and true
+
+A step whose arguments refer to an unset variable is skipped on that host, as is one whose
+``when`` variable is unset or false.
 
 Loaded and checked (step names, argument names, variable references) before anything runs, and
 bound to every selected host's variables before the first host is touched.
@@ -29,6 +34,7 @@ class StepCall:
     file: str
     line: Optional[int]
     arg_lines: Dict[str, int]
+    when: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -48,15 +54,20 @@ class BoundStep:
 
 
 def _step_call(item, path, line) -> StepCall:
+    when = None
     if isinstance(item, str):
         name, args, arg_lines = item, {}, {}
-    elif isinstance(item, dict) and len(item) == 1:
-        name, args = next(iter(item.items()))
+    elif isinstance(item, dict) and len([k for k in item if k != "when"]) == 1:
+        when = item.get("when")
+        if "when" in item and when not in SPECS:
+            raise ConfigError("when: names a variable; unknown variable %r" % when, path, item.lines["when"], "when")
+        name, args = next((k, v) for k, v in item.items() if k != "when")
         line = item.lines.get(name, line)
         args = {} if args is None else expect_mapping(args, path, line, name)
         arg_lines = getattr(args, "lines", {})
     else:
-        raise ConfigError("a step is a name, or a mapping of one name to its arguments", path, line, "steps")
+        raise ConfigError("a step is a name, or a mapping of one name to its arguments (and an optional when:)",
+                          path, line, "steps")
     step = REGISTRY.get(name)
     if step is None:
         raise ConfigError("unknown step (known: %s)" % ", ".join(sorted(REGISTRY)), path, line, str(name))
@@ -79,7 +90,7 @@ def _step_call(item, path, line) -> StepCall:
             raise ConfigError("bad template %r: %s" % (value, exc), path, arg_lines.get(key, line), key)
         if unknown:
             raise ConfigError("unknown variable {%s}" % unknown[0], path, arg_lines.get(key, line), key)
-    return StepCall(name, merged, path, line, dict(arg_lines))
+    return StepCall(name, merged, path, line, dict(arg_lines), when)
 
 
 def load_playbook(path) -> Playbook:
@@ -102,6 +113,8 @@ def load_playbook(path) -> Playbook:
 def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:
     """Render a step's arguments with a host's variables and parse them."""
     step_cls = REGISTRY[call.name]
+    if call.when and not host_vars.get(call.when):
+        return BoundStep(step_cls(), None, "%s is not set for host %s" % (call.when, host_vars["host"]))
     args: Dict[str, Any] = {}
     for key, template in call.args.items():
         line = call.arg_lines.get(key, call.line)

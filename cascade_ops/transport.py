@@ -5,14 +5,17 @@ transport calls the agent in-process (no subprocess, no serialisation: the healt
 fast); only a detached start goes through a short-lived intermediate process.
 """
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
-from typing import Any, Protocol
+from typing import Any, ContextManager, Protocol
 
 from . import agent
-from .errors import HostCommandError
+from .errors import HostCommandError, LockHeld
 
 _SPAWN_TIMEOUT = 30.0
 
@@ -28,6 +31,9 @@ class Transport(Protocol):
 
     def put_tree(self, src: str, dest: str) -> None:
         """Copy a directory from the controller to a new directory on the host."""
+
+    def lock(self, path: str) -> ContextManager[None]:
+        """Hold an exclusive lock on the host for the block, or raise LockHeld at once."""
 
     def close(self) -> None:
         """Release the connection, if any."""
@@ -69,9 +75,24 @@ class LocalTransport:
 
     def put_tree(self, src: str, dest: str) -> None:
         try:
-            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".cascade-ops"))
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".cascade-ops"),
+                            dirs_exist_ok=True)
         except OSError as exc:
             raise HostCommandError(self.host, "copy", "%s -> %s: %s" % (src, dest, exc)) from exc
+
+    @contextlib.contextmanager
+    def lock(self, path: str):
+        # A kernel lock, not a pid file: it dies with its process, so a crash leaves nothing stale.
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockHeld(self.host, path) from None
+            yield
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         pass

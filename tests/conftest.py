@@ -139,7 +139,7 @@ class Site:
 
     def write_inventory(self):
         lines = ["all:", "  hosts:", "    web:"]
-        lines += ["      %s: %s" % (k, _yaml_scalar(v)) for k, v in self.vars.items()]
+        lines += ["      %s: %s" % (k, _yaml_scalar(v)) for k, v in self.vars.items() if v is not None]
         self.inventory.write_text("\n".join(lines) + "\n")
 
     # -- running cascade-ops
@@ -148,9 +148,17 @@ class Site:
         kwargs.setdefault("playbook", str(PLAYBOOK))
         return api.recover(str(self.inventory), **kwargs)
 
+    def cli_argv(self, *args):
+        return INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:])
+
     def cli(self, *args, timeout=90):
-        return subprocess.run(INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:]),
-                              cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(self.cli_argv(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def watch(self, **kwargs):
+        from cascade_ops import api
+        kwargs.setdefault("playbook", str(PLAYBOOK))
+        return api.watch(str(self.inventory), **kwargs)["web"]
 
     # -- looking at the result
     def holders(self):
@@ -219,3 +227,40 @@ def redis_url(reaper, tmp_path):
             return False
     wait_for(answers, message="redis-server on port %d" % port)
     yield url, proc
+
+
+class WebhookServer:
+    """A real HTTP server on loopback that records the JSON bodies POSTed to it."""
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def webhook():
+    server = WebhookServer()
+    yield server
+    server.close()

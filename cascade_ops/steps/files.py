@@ -25,19 +25,22 @@ def _short(sha):
 
 
 class SeedApp(Step):
-    """Create app_dir from app_seed when it does not exist yet (the bundled demo's first run)."""
+    """Fill app_dir from app_seed when it holds nothing yet but cascade-ops's own state
+    (the bundled demo's first run)."""
 
     name = "seed_app"
     args = {"src": Arg(default="{app_seed}"), "dest": Arg(default="{app_dir}")}
 
     def gather(self, run, args):
-        return run.transport.agent("path_kind", path=args["dest"])
+        return run.transport.agent("path_kind", path=args["dest"]), run.transport.agent("list_dir", path=args["dest"])
 
-    def plan(self, run, args, kind):
-        if kind == "dir":
-            return Unchanged("%s exists" % args["dest"])
-        if kind is not None:
+    def plan(self, run, args, facts):
+        kind, entries = facts
+        if kind not in ("dir", None):
             raise StepFailed("%s exists and is not a directory" % args["dest"])
+        state = os.path.relpath(run.vars["state_dir"], args["dest"])
+        if [e for e in entries or () if e != state]:
+            return Unchanged("%s exists" % args["dest"])
         if not os.path.isdir(args["src"]):
             raise StepFailed("app_seed %s is not a directory" % args["src"])
         run.changed_files.append(args["dest"])

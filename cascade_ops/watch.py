@@ -1,0 +1,164 @@
+"""The watchdog: one tick per host probes fast and recovers only when unhealthy.
+
+A healthy tick reads the host and writes one log line, nothing else: no playbook, no steps, no
+HTTP client, no lock. An unhealthy one (``fail_threshold`` ticks in a row) takes the host's lock,
+looks again (another run may have fixed it), checks the restart budget, and runs the recovery
+playbook. Budget and streak live in ``state_dir/watch-state.json`` between ticks.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from .errors import EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, LockHeld
+from .facts import Diagnosis
+from .inventory import Host
+from .transport import Transport, connect
+
+STATE_FILE = "watch-state.json"
+LOG_FILE = "watch.log"
+# Worst outcome wins when several hosts tick together.
+_SEVERITY = [EXIT_OK, EXIT_LOCKED, EXIT_BUDGET, EXIT_FAILED]
+
+
+@dataclass
+class WatchState:
+    fail_streak: int = 0
+    restarts: List[float] = field(default_factory=list)  # times of recoveries, pruned to the window
+    budget_alerted_at: Optional[float] = None
+
+    def prune(self, now: float, window: float) -> None:
+        self.restarts = [t for t in self.restarts if now - t < window]
+        if not self.restarts:
+            self.budget_alerted_at = None
+
+
+@dataclass
+class Tick:
+    host: str
+    healthy: bool
+    verdict: str
+    action: str  # none, wait, recover, budget_exhausted, locked
+    outcome: str
+    exit_code: int = EXIT_OK
+    duration_s: float = 0.0
+    recovery: Optional[dict] = None
+    alert_error: Optional[str] = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _paths(v):
+    return os.path.join(v["state_dir"], STATE_FILE), os.path.join(v["state_dir"], LOG_FILE)
+
+
+def _load_state(transport: Transport, path: str) -> WatchState:
+    text = transport.agent("read_text", path=path)
+    if not text:
+        return WatchState()
+    try:
+        return WatchState(**json.loads(text))
+    except (ValueError, TypeError):
+        return WatchState()  # a torn or foreign file must not stop the watchdog
+
+
+def _save_state(transport: Transport, path: str, state: WatchState) -> None:
+    transport.agent("write_file", path=path, content=json.dumps(state.__dict__))
+
+
+def _diagnose(transport: Transport, v) -> Diagnosis:
+    raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
+                          probe_timeout=v["probe_timeout"])
+    return Diagnosis.from_agent(raw, v["port"])
+
+
+def tick_host(host: Host, playbook_loader: Callable, reset: bool = False, now: Callable[[], float] = time.time) -> Tick:
+    """One watchdog tick on one host."""
+    started = time.monotonic()
+    v = host.vars
+    state_path, log_path = _paths(v)
+    transport = connect(v)
+    try:
+        if reset:
+            transport.agent("remove_file", path=state_path)
+        state = _load_state(transport, state_path)
+        diagnosis = _diagnose(transport, v)
+        state.prune(now(), v["window"])
+        if diagnosis.healthy:
+            state.fail_streak = 0
+            tick = Tick(host.name, True, diagnosis.verdict(), "none", "healthy")
+        else:
+            state.fail_streak += 1
+            if state.fail_streak < v["fail_threshold"]:
+                tick = Tick(host.name, False, diagnosis.verdict(), "wait",
+                            "unhealthy %d/%d ticks" % (state.fail_streak, v["fail_threshold"]))
+            else:
+                tick = _recover(host, transport, state, state_path, diagnosis, playbook_loader, now)
+        _save_state(transport, state_path, state)
+        tick.duration_s = round(time.monotonic() - started, 4)
+        record = dict(tick.to_json(), time=now(), probe=diagnosis.probe.__dict__ if diagnosis.probe else None)
+        record.pop("recovery", None)
+        transport.agent("append_log", path=log_path, line=json.dumps(record),
+                        max_bytes=v["watch_log_max_bytes"], keep=v["watch_log_keep"])
+        return tick
+    finally:
+        transport.close()
+
+
+def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now) -> Tick:
+    from .runner import lock_path, run_host
+    from .playbook import bind
+    v = host.vars
+    bound = [bind(call, v) for call in playbook_loader().steps]  # validated before any change
+    try:
+        with transport.lock(lock_path(v)):
+            again = _diagnose(transport, v)
+            if again.healthy:
+                state.fail_streak = 0
+                return Tick(host.name, True, again.verdict(), "none", "healthy again (another run recovered it)")
+            if len(state.restarts) >= v["max_restarts"]:
+                return _budget_exhausted(host, state, diagnosis, now)
+            state.restarts.append(now())
+            _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
+            result = run_host(host, bound, transport=transport)
+    except LockHeld as exc:
+        return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
+    failed = result.failed
+    last = result.steps[-1] if result.steps else None
+    outcome = ("failed at %s: %s" % (last.name, last.message.splitlines()[0])) if failed else "recovered"
+    if not failed:
+        state.fail_streak = 0
+    tick = Tick(host.name, False, diagnosis.verdict(), "recover", outcome, EXIT_FAILED if failed else EXIT_OK,
+                recovery=result.to_json())
+    tick.alert_error = _alert(v, host.name, diagnosis, "recovery", outcome, now)
+    return tick
+
+
+def _budget_exhausted(host, state, diagnosis, now) -> Tick:
+    v = host.vars
+    outcome = ("restart budget spent: %d recoveries within %.0fs; not restarting until the window passes "
+               "or `invoke watch --reset`" % (len(state.restarts), v["window"]))
+    tick = Tick(host.name, False, diagnosis.verdict(), "budget_exhausted", outcome, EXIT_BUDGET)
+    if state.budget_alerted_at is None:  # one alert per exhaustion, not one per tick
+        tick.alert_error = _alert(v, host.name, diagnosis, "none (restart budget spent)", outcome, now)
+        state.budget_alerted_at = now()
+    return tick
+
+
+def _alert(v, host_name, diagnosis, action, outcome, now) -> Optional[str]:
+    if not v["alert_webhook"]:
+        return None
+    from .alerts import send_alert
+    return send_alert(v["alert_webhook"], {"host": host_name, "problem": diagnosis.verdict(), "action": action,
+                                           "outcome": outcome, "port": v["port"], "time": now()})
+
+
+def watch(hosts: List[Host], playbook_loader: Callable, reset: bool = False) -> Dict[str, Tick]:
+    return {h.name: tick_host(h, playbook_loader, reset) for h in hosts}
+
+
+def exit_code(ticks: Dict[str, Tick]) -> int:
+    return max((t.exit_code for t in ticks.values()), key=_SEVERITY.index, default=EXIT_OK)

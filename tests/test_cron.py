@@ -1,0 +1,93 @@
+"""The crontab entry, on the real crontab of a throwaway user (root's own crontab is never touched)."""
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from cascade_ops import cron
+from cascade_ops.errors import ConfigError
+from conftest import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("crontab") is None or os.geteuid() != 0,
+                                reason="needs crontab (Debian's cron) and root to create a test user")
+
+FOREIGN = "17 3 * * * /usr/bin/backup --nightly  # someone else's"
+
+
+@pytest.fixture
+def cron_user():
+    name = "cascade%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["crontab", "-u", name, "-r"], capture_output=True)
+        subprocess.run(["userdel", name], check=True)
+
+
+def crontab_lines(user):
+    return cron.read_crontab(user)
+
+
+def test_install_replace_remove_keep_other_entries(site, cron_user):
+    cron.write_crontab([FOREIGN], cron_user)
+    root_before = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
+
+    first = site.cli("cron.install", "--user", cron_user, "--every", "5m")
+    assert first.returncode == 0, first.stderr
+    assert "installed" in first.stdout
+    twice = site.cli("cron.install", "--user", cron_user, "--every", "5m")
+    assert "unchanged" in twice.stdout
+    lines = crontab_lines(cron_user)
+    assert lines[0] == FOREIGN and len(lines) == 2 and lines[1].startswith("*/5 * * * * ")
+
+    site.cli("cron.install", "--user", cron_user, "--every", "10m")
+    lines = crontab_lines(cron_user)
+    assert lines[0] == FOREIGN and len(lines) == 2 and lines[1].startswith("*/10 * * * * ")
+
+    status = site.cli("cron.status", "--user", cron_user)
+    assert "*/10 * * * *" in status.stdout and "last tick: none yet" in status.stdout
+
+    removed = site.cli("cron.remove", "--user", cron_user)
+    assert removed.returncode == 0 and crontab_lines(cron_user) == [FOREIGN]
+    assert subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout == root_before
+
+
+def test_the_installed_command_performs_a_tick(site, cron_user):
+    assert site.cli("cron.install", "--user", cron_user, "--every", "1m").returncode == 0
+    entry = crontab_lines(cron_user)[-1]
+    command = cron.command_of(entry)
+    assert str(REPO) in command and "watch" in command and os.path.isabs(command.split()[3].strip("'"))
+    # cron runs the line with /bin/sh, a minimal environment and another working directory.
+    done = subprocess.run(["/bin/sh", "-c", command], cwd="/", env={"PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((site.state_dir / "watch.log").read_text().splitlines()[-1])
+    assert record["action"] == "recover" and record["outcome"] == "recovered"
+    assert site.health()["ok"]
+    log = site.root / ".cascade" / "cron.log"
+    assert "recover" in log.read_text()
+    status = site.cli("cron.status", "--user", cron_user)
+    assert '"action": "recover"' in status.stdout
+
+
+@pytest.mark.parametrize("every, expected", [("1m", "* * * * *"), ("5m", "*/5 * * * *"), ("30m", "*/30 * * * *"),
+                                             ("1h", "0 * * * *"), ("6h", "0 */6 * * *"), ("24h", "0 0 * * *")])
+def test_schedules(every, expected):
+    assert cron.schedule(every) == expected
+
+
+@pytest.mark.parametrize("every", ["7m", "90s", "5h", "soon"])
+def test_uneven_schedules_are_refused(every):
+    with pytest.raises(ConfigError):
+        cron.schedule(every)
+
+
+def test_values_are_quoted_and_percent_escaped():
+    command = cron.watch_command("/venv/bin/python", "/srv/my project", "/etc/inv.yaml", "web*",
+                                 ["x=$(rm -rf /);`id`", "p=50%"], "/var/log/c.log")
+    assert "'x=$(rm -rf /);`id`'" in command and "p=50\\%" in command and "'/srv/my project'" in command

@@ -1,0 +1,148 @@
+"""The watchdog: recovers only when unhealthy, never overlaps, never storms."""
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from conftest import REPO, python_script, wait_for
+from test_recover import IGNORES_SIGTERM
+
+
+def test_healthy_tick_is_fast_and_changes_nothing(site):
+    site.recover()
+    pid = site.backend_pid()
+    site.watch()  # the first tick creates the state file
+    tick = site.watch()
+    assert (tick.action, tick.exit_code) == ("none", 0)
+    assert tick.duration_s < 0.25, tick.duration_s
+    assert site.backend_pid() == pid
+    record = json.loads((site.state_dir / "watch.log").read_text().splitlines()[-1])
+    assert record["host"] == "web" and record["action"] == "none" and record["probe"]["status"] == 200
+    assert record["duration_s"] == tick.duration_s
+
+
+def test_stopped_backend_is_recovered_by_one_tick(site):
+    site.recover()
+    old = psutil.Process(site.backend_pid())
+    old.send_signal(signal.SIGSTOP)
+    tick = site.watch()
+    assert (tick.action, tick.outcome, tick.exit_code) == ("recover", "recovered", 0)
+    assert "stopped" in tick.verdict
+    assert site.health()["ok"] and site.backend_pid() != old.pid
+
+
+def test_fail_threshold_waits_for_consecutive_failures(make_site):
+    site = make_site(fail_threshold=2)
+    site.recover()
+    pid = site.backend_pid()
+    os.kill(pid, signal.SIGSTOP)
+    first = site.watch()
+    assert (first.action, first.exit_code) == ("wait", 0) and "1/2" in first.outcome
+    assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    second = site.watch()
+    assert second.action == "recover" and second.outcome == "recovered"
+    third = site.watch()
+    assert third.action == "none"
+
+
+def test_two_ticks_at_the_same_moment_exactly_one_acts(site, reaper):
+    script = site.root / "stubborn.py"
+    script.write_text(IGNORES_SIGTERM)
+    ready = site.root / "ready"
+    reaper.popen([sys.executable, str(script), str(site.port), str(ready), "uvicorn-stub"])
+    wait_for(ready.exists, message="stub listening")
+    site.vars["grace"] = 3  # the acting tick holds the lock for at least this long
+    site.write_inventory()
+
+    ticks = [subprocess.Popen(site.cli_argv("watch", "--json"), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for t in ticks:
+        reaper.track(t.pid)
+    outputs = [t.communicate(timeout=90) for t in ticks]
+    results = sorted((t.returncode, json.loads(out)["web"]["action"]) for t, (out, _) in zip(ticks, outputs))
+    assert results == [(0, "recover"), (5, "locked")], outputs
+    assert site.health()["ok"]
+
+
+def test_recover_refuses_while_another_run_holds_the_lock(site):
+    site.recover()
+    pid = site.backend_pid()
+    os.kill(pid, signal.SIGSTOP)
+    with open(site.state_dir / "run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = site.cli("recover")
+    assert result.returncode == 5 and "another cascade-ops run holds" in result.stdout
+    assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
+
+
+DIES_AFTER_START = python_script("""
+    import os, threading
+    from fastapi import FastAPI
+
+    threading.Timer(2.5, os._exit, (3,)).start()  # healthy at first, dead soon after
+    app = FastAPI()
+
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+""")
+
+
+def test_restart_budget_stops_a_crash_loop_alerts_and_refills(make_site, webhook):
+    site = make_site(auth_module=None, max_restarts=2, window="12s", alert_webhook=webhook.url)
+    (site.app_dir / "main.py").write_text(DIES_AFTER_START)
+
+    for _ in range(2):
+        tick = site.watch()
+        assert (tick.action, tick.outcome) == ("recover", "recovered"), tick
+        first_restart = first_restart if _ else time.time()
+        wait_for(lambda: not site.holders(), message="backend to die")
+    exhausted = site.watch()
+    assert (exhausted.action, exhausted.exit_code) == ("budget_exhausted", 6)
+    assert "restart budget spent" in exhausted.outcome and not site.holders()
+    assert [a["action"] for a in webhook.received][-1] == "none (restart budget spent)"
+    assert webhook.received[-1]["host"] == "web" and "nothing listens" in webhook.received[-1]["problem"]
+    again = site.watch()
+    assert again.action == "budget_exhausted" and len(webhook.received) == 3, "one alert per exhaustion"
+
+    wait_for(lambda: time.time() - first_restart > 12, timeout=20, interval=0.2, message="window to pass")
+    refilled = site.watch()
+    assert (refilled.action, refilled.outcome) == ("recover", "recovered")
+
+
+def test_reset_forgets_the_budget(make_site):
+    site = make_site(max_restarts=1, window="1h")
+    assert site.watch().action == "recover"
+    os.kill(site.backend_pid(), signal.SIGSTOP)
+    assert site.watch().action == "budget_exhausted"
+    tick = site.watch(reset=True)
+    assert tick.action == "recover" and tick.outcome == "recovered"
+
+
+def test_dead_webhook_never_slows_or_fails_recovery(make_site):
+    from conftest import free_port
+    site = make_site(alert_webhook="http://127.0.0.1:%d/hook" % free_port())
+    tick = site.watch()
+    assert (tick.action, tick.outcome, tick.exit_code) == ("recover", "recovered", 0)
+    assert "failed after 3 attempts" in tick.alert_error and "/hook" not in tick.alert_error
+    assert tick.duration_s < 10
+
+
+def test_watch_log_rotation_keeps_the_bound(make_site):
+    site = make_site(watch_log_max_bytes=700, watch_log_keep=2)
+    site.recover()
+    for _ in range(12):
+        site.watch()
+    logs = sorted(p.name for p in site.state_dir.glob("watch.log*"))
+    assert logs == ["watch.log", "watch.log.1", "watch.log.2"]
+    assert all((site.state_dir / name).stat().st_size <= 700 for name in logs)
+    for name in logs:
+        for line in (site.state_dir / name).read_text().splitlines():
+            json.loads(line)
