@@ -34,8 +34,10 @@ def _guard(action):
 @task(iterable=["var"], help=HELP)
 def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
             playbook=None):
-    """Recover the backend on the inventory's hosts: find who holds the port, stop only them,
-    put the auth module in place, start the backend detached, verify it. Idempotent."""
+    """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
+
+    Finds who holds the port, stops only them, puts the auth module in place, starts the backend
+    detached and verifies it. Idempotent."""
     from cascade_ops import api, output
 
     def show(host, result):
@@ -97,8 +99,10 @@ def hang(c, inventory="inventory.yaml", limit=None, var=None):
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var", "json", "playbook")},
                                    reset="forget the failure streak and the restart budget first"))
 def watch(c, inventory="inventory.yaml", limit=None, var=None, reset=False, playbook=None, json_=False):
-    """One watchdog tick: probe; if unhealthy (fail_threshold ticks in a row) recover, within the
-    restart budget (max_restarts per window), under the host's lock. For cron."""
+    """One watchdog tick (for cron): probe, and recover only when unhealthy.
+
+    Recovers after fail_threshold unhealthy ticks in a row, within the restart budget
+    (max_restarts per window), under the host's lock; alerts alert_webhook."""
     from cascade_ops import api
     from cascade_ops.watch import exit_code
     ticks = _guard(lambda: api.watch(inventory, limit, var or (), reset=reset, playbook=playbook))
