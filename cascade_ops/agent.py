@@ -385,6 +385,107 @@ def suspend(pid, start_ticks):
     return {"pid": pid}
 
 
+# --------------------------------------------------------------------------- evidence
+
+
+def _tcp_states():
+    """inode -> TCP state code for every TCP socket on the host (01 ESTABLISHED, 08 CLOSE_WAIT...)."""
+    states = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/net/" + table) as f:
+                for line in f.read().splitlines()[1:]:
+                    fields = line.split()
+                    states[int(fields[9])] = fields[3]
+        except OSError:
+            continue
+    return states
+
+
+_TCP_NAMES = {"01": "established", "08": "close_wait", "0A": "listen"}
+
+
+def _socket_counts(pid, states):
+    counts = {name: 0 for name in _TCP_NAMES.values()}
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return counts
+    for fd in fds:
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            name = _TCP_NAMES.get(states.get(int(link[8:-1])))
+            if name:
+                counts[name] += 1
+    return counts
+
+
+def _kernel_view(pid):
+    view = {}
+    try:
+        with open("/proc/%d/wchan" % pid) as f:
+            view["wchan"] = f.read().strip() or "0"
+        with open("/proc/%d/status" % pid) as f:
+            view["status_state"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("State:")), "")
+    except OSError:
+        pass
+    return view
+
+
+def _py_spy_dump(py_spy, pid, timeout):
+    import subprocess
+    # --nonblocking reads memory without pausing the process: a stopped process stays stopped.
+    try:
+        done = subprocess.run([py_spy, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "py-spy dump of pid %d did not finish within %.1fs" % (pid, timeout)
+    if done.returncode != 0:
+        return None, "py-spy dump of pid %d failed: %s" % (pid, (done.stderr or done.stdout).strip()[:300])
+    return done.stdout[:20000], None
+
+
+def evidence(pids, timeout, log_path=None, log_lines=50):
+    """What a process looked like before it was signalled: facts, sockets, kernel view, Python stacks.
+
+    Bounded by ``timeout`` overall: whatever would exceed it is skipped with a note, so capturing
+    can never hold up the recovery. A process that exits meanwhile is recorded as gone.
+    """
+    import shutil
+    started = time.monotonic()
+    deadline = started + timeout
+    states = _tcp_states()
+    boot, now = _boot_time(), time.time()
+    processes, notes = [], []
+    for pid in pids:
+        info = process_info(pid, boot, now)
+        if info is None:
+            processes.append({"pid": pid, "gone": True})
+            continue
+        info.update(_kernel_view(pid))
+        info["sockets"] = _socket_counts(pid, states)
+        processes.append(info)
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")  # an unactivated venv's bin
+    py_spy = shutil.which("py-spy") or (beside if os.access(beside, os.X_OK) else None)
+    if py_spy is None:
+        notes.append("py-spy is not installed: no Python stacks (pip install 'cascade-ops[evidence]')")
+    for info in processes:
+        if py_spy is None or info.get("gone") or "python" not in (info["comm"] + " " + info["cmdline"][0]):
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining < 0.05:
+            notes.append("skipped py-spy for pid %d: evidence_timeout (%.1fs) spent" % (info["pid"], timeout))
+            continue
+        info["python_stacks"], note = _py_spy_dump(py_spy, info["pid"], remaining)
+        if note:
+            notes.append(note)
+    return {"processes": processes, "log_tail": tail(log_path, log_lines) if log_path else [],
+            "notes": notes, "elapsed_s": round(time.monotonic() - started, 3)}
+
+
 # --------------------------------------------------------------------------- ports
 
 
@@ -445,6 +546,11 @@ def list_dir(path):
         return None
 
 
+def read_b64(path):
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode()
+
+
 def read_text(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -453,10 +559,20 @@ def read_text(path):
         return None
 
 
-def _prune_backups(backup_dir, base, keep):
-    ours = sorted(n for n in os.listdir(backup_dir) if n.startswith(base + "."))
-    for name in ours[:-keep] if keep > 0 else ours:
-        os.unlink(os.path.join(backup_dir, name))
+def prune(directory, prefix, keep):
+    """Delete all but the ``keep`` newest files named ``prefix...`` (names sort by timestamp)."""
+    try:
+        ours = sorted(n for n in os.listdir(directory) if n.startswith(prefix))
+    except FileNotFoundError:
+        return {"removed": []}
+    doomed = ours[:-keep] if keep > 0 else ours
+    for name in doomed:
+        os.unlink(os.path.join(directory, name))
+    return {"removed": doomed}
+
+
+def _stamp():
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def install_file(dest, content_b64, backup_dir, keep_backups=5, validate_python=False, mode=None):
@@ -479,13 +595,12 @@ def install_file(dest, content_b64, backup_dir, keep_backups=5, validate_python=
     backup = None
     if before["exists"]:
         os.makedirs(backup_dir, mode=0o700, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         base = os.path.basename(dest)
-        backup = os.path.join(backup_dir, "%s.%s" % (base, stamp))
+        backup = os.path.join(backup_dir, "%s.%s" % (base, _stamp()))
         with open(dest, "rb") as src, open(backup, "wb") as out:
             out.write(src.read())
         os.chmod(backup, before["mode"])
-        _prune_backups(backup_dir, base, keep_backups)
+        prune(backup_dir, base + ".", keep_backups)
     tmp = os.path.join(directory, ".%s.cascade-tmp.%d" % (os.path.basename(dest), os.getpid()))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -537,6 +652,19 @@ def append_log(path, line, max_bytes, keep):
     finally:
         os.close(fd)
     return {"rotated": bool(size and size + len(data) > max_bytes)}
+
+
+def restore_file(backup, dest):
+    """Put a backup's content back at ``dest`` atomically (the rollback of install_file)."""
+    directory = os.path.dirname(dest) or "."
+    tmp = os.path.join(directory, ".%s.cascade-restore.%d" % (os.path.basename(dest), os.getpid()))
+    with open(backup, "rb") as src, open(tmp, "wb") as out:
+        out.write(src.read())
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(tmp, os.stat(backup).st_mode & 0o7777)
+    os.replace(tmp, dest)
+    return {"sha256": file_state(dest)["sha256"]}
 
 
 def remove_file(path):
@@ -645,7 +773,7 @@ def wait_healthy(pid, bind_host, port, path, timeout, probe_timeout, poll_interv
 COMMANDS = {f.__name__: f for f in (
     host_facts, listen_sockets, process_table, http_probe, wait_healthy, terminate, suspend, port_free,
     wait_port_free, file_state, path_kind, list_dir, read_text, install_file, write_file, append_log,
-    remove_file, secret_state, create_secret, read_secret, tail, spawn)}
+    remove_file, restore_file, secret_state, create_secret, read_secret, tail, spawn, evidence, prune, read_b64)}
 
 
 def main(argv):

@@ -149,6 +149,10 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("start_timeout", parse_duration, 30.0, help="deadline for a started backend to be healthy"),
     VarSpec("state_dir", _str, "{app_dir}/.cascade-ops", path="host", help="pid file, logs, backups"),
     VarSpec("keep_backups", _int, 5, help="backups kept per deployed file"),
+    VarSpec("evidence_timeout", parse_duration, 3.0, help="time allowed to capture evidence before a kill"),
+    VarSpec("keep_incidents", _positive_int, 20, help="incident reports kept in state_dir/incidents"),
+    VarSpec("ws_path", _http_path, help="WebSocket endpoint whose handshake verify checks (optional)"),
+    VarSpec("citizen_api", _str, help="HTTP citizen directory for the auth module (CASCADE_CITIZEN_API)"),
     # The watchdog.
     VarSpec("fail_threshold", _positive_int, 1, help="consecutive unhealthy ticks before recovering"),
     VarSpec("max_restarts", _positive_int, 3, help="recoveries allowed within window"),

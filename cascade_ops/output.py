@@ -22,8 +22,11 @@ def recap(run: RunResult) -> str:
     lines = ["RECAP"]
     for name, host in run.hosts.items():
         r = host.recap()
-        lines.append("%-12s %-8s ok=%d changed=%d failed=%d skipped=%d  (%.2fs)"
-                     % (name, r["status"], r["ok"], r["changed"], r["failed"], r["skipped"], r["duration_s"]))
+        line = ("%-12s %-8s ok=%d changed=%d failed=%d skipped=%d  (%.2fs)"
+                % (name, r["status"], r["ok"], r["changed"], r["failed"], r["skipped"], r["duration_s"]))
+        if host.incident_report:
+            line += "  report: %s" % host.incident_report
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from .steps import REGISTRY
 from .steps.base import Step
 from .yamlsrc import expect_mapping, load_file
 
-_PLAYBOOK_KEYS = ("name", "steps")
+_PLAYBOOK_KEYS = ("name", "steps", "rollback")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Playbook:
     path: str
     name: str
     steps: Tuple[StepCall, ...]
+    rollback: bool = True  # put the previous files back when the run fails after changing them
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,10 @@ def load_playbook(path) -> Playbook:
     line = data.lines["steps"]
     lines = getattr(steps, "lines", [line] * len(steps))
     calls = tuple(_step_call(item, path, item_line) for item, item_line in zip(steps, lines))
-    return Playbook(path, str(data.get("name") or os.path.basename(path)), calls)
+    rollback = data.get("rollback", True)
+    if not isinstance(rollback, bool):
+        raise ConfigError("expected true or false", path, data.lines["rollback"], "rollback")
+    return Playbook(path, str(data.get("name") or os.path.basename(path)), calls, rollback)
 
 
 def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:

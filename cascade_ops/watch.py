@@ -45,6 +45,7 @@ class Tick:
     exit_code: int = EXIT_OK
     duration_s: float = 0.0
     recovery: Optional[dict] = None
+    incident_report: Optional[str] = None
     alert_error: Optional[str] = None
 
     def to_json(self) -> dict:
@@ -112,7 +113,8 @@ def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now
     from .runner import lock_path, run_host
     from .playbook import bind
     v = host.vars
-    bound = [bind(call, v) for call in playbook_loader().steps]  # validated before any change
+    playbook = playbook_loader()
+    bound = [bind(call, v) for call in playbook.steps]  # validated before any change
     try:
         with transport.lock(lock_path(v)):
             again = _diagnose(transport, v)
@@ -123,7 +125,7 @@ def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now
                 return _budget_exhausted(host, state, diagnosis, now)
             state.restarts.append(now())
             _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
-            result = run_host(host, bound, transport=transport)
+            result = run_host(host, bound, transport=transport, rollback=playbook.rollback)
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
     failed = result.failed
@@ -131,9 +133,11 @@ def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now
     outcome = ("failed at %s: %s" % (last.name, last.message.splitlines()[0])) if failed else "recovered"
     if not failed:
         state.fail_streak = 0
+    if result.rolled_back:
+        outcome = "rolled back to the previous release after: " + outcome
     tick = Tick(host.name, False, diagnosis.verdict(), "recover", outcome, EXIT_FAILED if failed else EXIT_OK,
-                recovery=result.to_json())
-    tick.alert_error = _alert(v, host.name, diagnosis, "recovery", outcome, now)
+                recovery=result.to_json(), incident_report=result.incident_report)
+    tick.alert_error = _alert(v, host.name, diagnosis, "recovery", outcome, now, result.incident_report)
     return tick
 
 
@@ -148,12 +152,13 @@ def _budget_exhausted(host, state, diagnosis, now) -> Tick:
     return tick
 
 
-def _alert(v, host_name, diagnosis, action, outcome, now) -> Optional[str]:
+def _alert(v, host_name, diagnosis, action, outcome, now, incident_report=None) -> Optional[str]:
     if not v["alert_webhook"]:
         return None
     from .alerts import send_alert
     return send_alert(v["alert_webhook"], {"host": host_name, "problem": diagnosis.verdict(), "action": action,
-                                           "outcome": outcome, "port": v["port"], "time": now()})
+                                           "outcome": outcome, "port": v["port"], "time": now(),
+                                           "incident_report": incident_report})
 
 
 def watch(hosts: List[Host], playbook_loader: Callable, reset: bool = False) -> Dict[str, Tick]:

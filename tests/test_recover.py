@@ -259,10 +259,12 @@ def test_backend_that_cannot_start_fails_with_its_log(site):
     assert run.exit_code == 2
     # mount_router fails first: no FastAPI anchor. Fix the anchor but keep the crash.
     assert statuses(run)["mount_router"] == FAILED
-    assert "FastAPI" in run.hosts["web"].steps[-1].message
+    assert "FastAPI" in next(s.message for s in run.hosts["web"].steps if s.name == "mount_router")
     (site.app_dir / "main.py").write_text(
         "from fastapi import FastAPI\napp = FastAPI()\nraise RuntimeError('boom at import')\n")
     run = site.recover()
-    start = run.hosts["web"].steps[-1]
-    assert start.name == "start" and start.status == FAILED
+    start = next(s for s in run.hosts["web"].steps if s.name == "start")
+    assert start.status == FAILED
     assert "exited during start-up" in start.message and "boom at import" in start.message
+    # The previous main.py crashes too: the rollback is tried, fails, and both failures are reported.
+    assert statuses(run)["rollback:start"] == FAILED and run.hosts["web"].status == FAILED

@@ -6,7 +6,7 @@ Check mode runs exactly the same ``gather`` and ``plan`` as a real run and stops
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 from ..errors import CascadeError, HostCommandError
 from ..facts import Diagnosis
@@ -72,6 +72,10 @@ class HostRun:
     changed_files: List[str] = field(default_factory=list)
     restart_planned: bool = False
     started_pid: Optional[int] = None
+    installed: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # (file, its backup or None)
+    evidence: Optional[Dict[str, Any]] = None  # captured before terminate signalled anything
+    checks: List[Any] = field(default_factory=list)  # the verify step's results
+    rollback: Optional[Dict[str, Any]] = None
 
 
 @dataclass(frozen=True)

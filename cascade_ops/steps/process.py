@@ -116,6 +116,9 @@ class Terminate(Step):
 
     def apply(self, run, args, plan):
         v = run.vars
+        # Killing destroys the only evidence of why it hung: capture it first, within a deadline.
+        run.evidence = run.transport.agent("evidence", pids=[p.pid for p in plan.payload.targets],
+                                           timeout=v["evidence_timeout"], log_path=log_path(v))
         targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in plan.payload.targets]
         done = run.transport.agent("terminate", targets=targets, grace=v["grace"])
         outcomes = ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"])
@@ -165,8 +168,9 @@ class Start(Step):
     def apply(self, run, args, plan):
         v = run.vars
         env = {"PYTHONUNBUFFERED": "1"}
-        if v["redis_url"]:
-            env["CASCADE_REDIS_URL"] = v["redis_url"]
+        for var, name in (("redis_url", "CASCADE_REDIS_URL"), ("citizen_api", "CASCADE_CITIZEN_API")):
+            if v[var]:
+                env[name] = v[var]
         spawned = run.transport.spawn(argv=start_command(v), cwd=v["app_dir"], log=log_path(v),
                                       pidfile=os.path.join(v["state_dir"], "backend.pid"), env=env,
                                       secret_env={"CASCADE_JWT_SECRET": v["jwt_secret_file"]})

@@ -3,6 +3,9 @@
 httpx and pyjwt are imported here only, lazily: a healthy no-op run never pays for them.
 """
 
+import base64
+import hashlib
+import json
 import secrets
 import socket
 import time
@@ -50,14 +53,25 @@ def _check_health(client, v):
     response = client.get(v["health_path"])
     if response.status_code != 200:
         return False, _excerpt(response)
-    status = response.json().get("status")
-    return status == "ok", "status %r" % status
+    body = response.json()
+    if body.get("status") != "ok":
+        return False, "status %r: %s" % (body.get("status"), response.text[:200])
+    if v["redis_url"] and body.get("redis") != "ok":
+        return False, "backend reports redis %r while redis_url is set" % body.get("redis")
+    return True, "status 'ok'" + (", redis 'ok'" if v["redis_url"] else "")
 
 
-def _mint(secret: str, subject: str) -> str:
+def _mint(secret: str, subject: str, lifetime: int = TOKEN_LIFETIME_S) -> str:
     import jwt
     now = int(time.time())
-    return jwt.encode({"sub": subject, "iat": now, "exp": now + TOKEN_LIFETIME_S}, secret, algorithm="HS256")
+    return jwt.encode({"sub": subject, "iat": now, "exp": now + lifetime}, secret, algorithm="HS256")
+
+
+def _unsigned(subject: str) -> str:
+    """A token with ``alg: none``: a server that accepts it accepts anyone."""
+    def part(doc):
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+    return "%s.%s." % (part({"alg": "none", "typ": "JWT"}), part({"sub": subject, "exp": int(time.time()) + 60}))
 
 
 def _check_jwt(client, secret):
@@ -68,11 +82,43 @@ def _check_jwt(client, secret):
     me = client.get("/auth/me", headers={"Authorization": "Bearer " + token})
     if me.status_code != 200 or me.json().get("sub") != VERIFY_SUBJECT:
         return False, "/auth/me: " + _excerpt(me)
-    forged = _mint(secrets.token_urlsafe(48), VERIFY_SUBJECT)
-    refused = client.post("/auth/verify", headers={"Authorization": "Bearer " + forged})
-    if refused.status_code != 401:
-        return False, "a token signed with another key got " + _excerpt(refused)
-    return True, "valid token accepted, sub round-trips via /auth/me, foreign-key token refused"
+    must_fail = {"a token signed with another key": _mint(secrets.token_urlsafe(48), VERIFY_SUBJECT),
+                 "an expired token": _mint(secret, VERIFY_SUBJECT, lifetime=-60),
+                 "an alg:none token": _unsigned(VERIFY_SUBJECT)}
+    for label, bad in must_fail.items():
+        refused = client.post("/auth/verify", headers={"Authorization": "Bearer " + bad})
+        if refused.status_code != 401:
+            return False, "%s got %s" % (label, _excerpt(refused))
+    return True, "valid token accepted, sub round-trips via /auth/me; foreign-key, expired, alg:none refused"
+
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def websocket_handshake(host: str, port: int, path: str, timeout: float):
+    """(ok, detail) of an RFC 6455 opening handshake: 101 and the right Sec-WebSocket-Accept."""
+    key = base64.b64encode(secrets.token_bytes(16)).decode()
+    request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, host, port, key))
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    status = lines[0] if lines else ""
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    expected = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+    if " 101 " not in status + " ":
+        return False, "handshake answered %r" % status
+    if headers.get("sec-websocket-accept") != expected:
+        return False, "101 with a wrong Sec-WebSocket-Accept"
+    return True, "101 Switching Protocols"
 
 
 def redis_ping(url: str, timeout: float) -> str:
@@ -106,6 +152,9 @@ def run_checks(transport, v) -> List[Check]:
             checks.append(_timed("jwt", lambda: _check_jwt(client, secret)))
     if v["redis_url"]:
         checks.append(_timed("redis", lambda: _check_redis(v["redis_url"], timeout)))
+    if v["ws_path"]:
+        host = probe_address(v["bind_host"])
+        checks.append(_timed("websocket", lambda: websocket_handshake(host, v["port"], v["ws_path"], timeout)))
     return checks
 
 
@@ -122,7 +171,7 @@ class Verify(Step):
         healthy = run.diagnosis is not None and run.diagnosis.healthy
         if not args["always"] and healthy and not pending:
             return Unchanged("healthy and unchanged (invoke verify runs every check)")
-        checks = run_checks(run.transport, run.vars)
+        checks = run.checks = run_checks(run.transport, run.vars)
         summary = "; ".join(c.describe() for c in checks)
         if not all(c.ok for c in checks):
             raise StepFailed(summary)

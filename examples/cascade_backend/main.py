@@ -5,7 +5,7 @@ As in the incident, main.py does not mount the auth router yet: cascade-ops adds
 
 import os
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from store import Store
 
@@ -19,3 +19,13 @@ def health():
     # A plain def: FastAPI runs it in a thread, so a slow Redis cannot block the event loop.
     redis = store.status()
     return {"status": "degraded" if redis == "unavailable" else "ok", "redis": redis, "pid": os.getpid()}
+
+
+@app.websocket("/ws")
+async def echo(websocket: WebSocket):
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass

@@ -7,6 +7,10 @@ Deployed by cascade-ops to ``api/auth.py`` and mounted with ``app.include_router
     GET  /auth/me        (Bearer token)           the token's subject and citizen record
     POST /auth/verify    (Bearer token)           200 when the token is valid, 401 otherwise
 
+Citizens come from the JSON file CASCADE_USERS_FILE (default users.json), or from the HTTP
+directory CASCADE_CITIZEN_API (GET {api}/citizens/{name}) queried under a deadline: when that
+directory is down the endpoints answer 503 at once instead of hanging.
+
 The signing secret comes from CASCADE_JWT_SECRET only; the router refuses to load without one of
 at least 32 bytes, so a misconfigured backend fails at start-up instead of serving weak tokens.
 """
@@ -18,7 +22,9 @@ import os
 import secrets
 import threading
 import time
+from urllib.parse import quote
 
+import httpx
 import jwt
 from fastapi import APIRouter, Header, HTTPException
 from pydantic import BaseModel
@@ -30,6 +36,8 @@ if len(SECRET.encode()) < 32:
 ALGORITHM = "HS256"
 TOKEN_LIFETIME_S = int(os.environ.get("CASCADE_TOKEN_LIFETIME", "3600"))
 USERS_FILE = os.environ.get("CASCADE_USERS_FILE", "users.json")
+CITIZEN_API = os.environ.get("CASCADE_CITIZEN_API", "").rstrip("/")
+CITIZEN_API_TIMEOUT_S = float(os.environ.get("CASCADE_CITIZEN_API_TIMEOUT", "2"))
 ACCOUNTS_FILE = os.environ.get("CASCADE_ACCOUNTS_FILE", "accounts.json")
 PBKDF2_ROUNDS = 200_000
 TIERS = {"Nobili": "premium", "Cittadini": "standard", "Popolani": "basic"}
@@ -52,7 +60,19 @@ def _load(path):
 
 
 def citizen(username):
-    return _load(USERS_FILE).get(username)
+    """The citizen's record, or None when unknown; 503 when the directory cannot answer."""
+    if not CITIZEN_API:
+        return _load(USERS_FILE).get(username)
+    try:
+        response = httpx.get("%s/citizens/%s" % (CITIZEN_API, quote(username, safe="")),
+                             timeout=CITIZEN_API_TIMEOUT_S, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise HTTPException(503, "citizen directory unavailable (%s)" % type(exc).__name__)
+    if response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise HTTPException(503, "citizen directory answered HTTP %d" % response.status_code)
+    return response.json()
 
 
 def _hash(password, salt):
