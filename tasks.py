@@ -118,6 +118,25 @@ def watch(c, inventory="inventory.yaml", limit=None, var=None, reset=False, play
         raise Exit(code=code)
 
 
+@task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
+                                   json="print the whole report document", list="list the stored reports"))
+def report(c, inventory="inventory.yaml", limit=None, var=None, json_=False, list_=False):
+    """Show each host's last recovery: diagnosis, evidence, actions, verification, rollback."""
+    from cascade_ops import api, output
+    if list_:
+        for host, paths in _guard(lambda: api.incidents(inventory, limit, var or ())).items():
+            print("%s: %d stored" % (host, len(paths)))
+            for path in paths:
+                print("  " + path)
+        return
+    found = _guard(lambda: api.last_incident(inventory, limit, var or ()))
+    if json_:
+        print(json.dumps({host: item[1] if item else None for host, item in found.items()}, indent=2))
+        return
+    for host, item in found.items():
+        print(output.incident_text(*item) if item else "%s: no incident report yet" % host)
+
+
 CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                  user="whose crontab (default: the current user's)",
                  every="how often: 1m-30m dividing an hour, or 1h-24h dividing a day",
@@ -161,4 +180,4 @@ cron_tasks = Collection("cron")
 cron_tasks.add_task(cron_install, "install")
 cron_tasks.add_task(cron_remove, "remove")
 cron_tasks.add_task(cron_status, "status")
-ns = Collection(recover, diagnose, verify, watch, demo, cron_tasks)
+ns = Collection(recover, diagnose, verify, watch, report, demo, cron_tasks)

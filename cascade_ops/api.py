@@ -92,3 +92,21 @@ def last_tick(host: Host) -> Optional[str]:
     finally:
         transport.close()
     return lines[-1] if lines else None
+
+
+def incidents(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+              vars: Iterable[str] = ()) -> "Dict[str, List[str]]":
+    """Paths of each host's stored incident reports, oldest first."""
+    from . import report
+    return _per_host(select_hosts(inventory, limit, vars), lambda host, transport: report.stored(transport, host.vars))
+
+
+def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+                  vars: Iterable[str] = ()) -> "Dict[str, Optional[tuple]]":
+    """Each host's newest incident report as (path, document), or None."""
+    from . import report
+
+    def newest(host, transport):
+        paths = report.stored(transport, host.vars)
+        return (paths[-1], report.load(transport, paths[-1])) if paths else None
+    return _per_host(select_hosts(inventory, limit, vars), newest)

@@ -99,7 +99,7 @@ class ProbeResult:
             return "HTTP %s in %.0f ms" % (self.status, self.elapsed_s * 1000)
         if self.error == "bad_status":
             return "HTTP %s from %s" % (self.status, self.url)
-        return "%s: %s" % (self.url, self.detail or self.error)
+        return "%s from %s: %s" % (self.error, self.url, self.detail or self.error)
 
 
 @dataclass(frozen=True)

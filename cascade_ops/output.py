@@ -57,3 +57,50 @@ def diagnosis_table(host: str, d: Diagnosis) -> str:
 
 def checks_text(host: str, checks: List[Check]) -> str:
     return "\n".join("%-12s %s" % (host, c.describe()) for c in checks)
+
+
+def _evidence_lines(evidence) -> List[str]:
+    lines = []
+    for proc in evidence.get("processes", []):
+        if proc.get("gone"):
+            lines.append("    pid %d: already gone" % proc["pid"])
+            continue
+        sockets = proc.get("sockets", {})
+        lines.append("    pid %d %s (%s), %.0fs old, cpu %.1fs, %d threads, rss %s, wchan %s, "
+                     "%d established / %d close_wait: %s"
+                     % (proc["pid"], proc["state"], proc.get("status_state", ""), proc["age_s"], proc["cpu_s"],
+                        proc["threads"], _size(proc["rss"]), proc.get("wchan", "?"), sockets.get("established", 0),
+                        sockets.get("close_wait", 0), " ".join(proc["cmdline"])[:100]))
+        stacks = proc.get("python_stacks")
+        if stacks:
+            frames = [l.strip() for l in stacks.splitlines() if l.startswith("    ")][:4]
+            lines.append("      top of stack: " + " <- ".join(frames))
+    lines += ["    note: " + note for note in evidence.get("notes", [])]
+    if evidence.get("log_tail"):
+        lines.append("    backend log (last %d lines):" % min(5, len(evidence["log_tail"])))
+        lines += ["      | " + line for line in evidence["log_tail"][-5:]]
+    return lines
+
+
+def incident_text(path: str, doc: dict) -> str:
+    """An incident report in words: diagnosis, evidence, actions, verification, rollback."""
+    lines = ["%s: %s at %s (%.2fs)  [%s]" % (doc["host"], doc["outcome"], doc["started_at"], doc["duration_s"], path)]
+    d = doc.get("diagnosis")
+    if d:
+        lines.append("  diagnosis: " + d["verdict"])
+        for h in d["holders"]:
+            lines.append("    holder pid %d %s, backlog %d, %s" % (h["pid"], h["state"], h["backlog"], h["command"][:100]))
+    if doc.get("evidence"):
+        lines.append("  evidence (captured in %.2fs, before any signal):" % doc["evidence"]["elapsed_s"])
+        lines += _evidence_lines(doc["evidence"])
+    lines.append("  actions:")
+    for step in doc["actions"]:
+        lines.append("    %-20s %-8s %6.3fs  %s" % (step["name"], step["status"], step["duration_s"],
+                                                   step["message"].splitlines()[0] if step["message"] else ""))
+    if doc.get("verification"):
+        lines.append("  verification: " + "; ".join(
+            "%s %s" % (c["name"], "ok" if c["ok"] else "FAILED (%s)" % c["detail"]) for c in doc["verification"]))
+    if doc.get("rollback"):
+        r = doc["rollback"]
+        lines.append("  rollback: %s; %s" % ("verified" if r["ok"] else "FAILED", "; ".join(r["files"])))
+    return "\n".join(lines)
