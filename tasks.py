@@ -18,7 +18,13 @@ HELP = {
     "diff": "show file changes as unified diffs",
     "json": "print one JSON document and nothing else on stdout",
     "playbook": "playbook file (default: playbooks/recover.yaml beside the inventory, else here)",
+    "forks": "hosts worked on at once (default 10)",
+    "serial": "rolling batches: hosts per batch, a count or a percentage (overrides the playbook's)",
+    "max-fail-percentage": "with serial: failed share of a batch that stops the rollout (default 0)",
+    "accept-new-host-keys": "record unknown SSH host keys instead of refusing them (a changed key is always refused)",
 }
+RUN_OPTIONS = ("inventory", "limit", "var", "check", "diff", "json", "playbook", "forks", "serial",
+               "max-fail-percentage", "accept-new-host-keys")
 
 
 def _guard(action):
@@ -31,23 +37,46 @@ def _guard(action):
         raise Exit(code=exc.exit_code)
 
 
-@task(iterable=["var"], help=HELP)
-def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
-            playbook=None):
-    """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
-
-    Finds who holds the port, stops only them, puts the auth module in place, starts the backend
-    detached and verifies it. Idempotent."""
+def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
+         accept_new_host_keys):
+    """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api, output
 
     def show(host, result):
         print(output.step_line(host, result), flush=True)
 
-    run = _guard(lambda: api.recover(inventory, limit, var or (), check=check, diff=diff, playbook=playbook,
-                                     on_step=None if json_ else show))
+    def go():
+        hosts = None
+        if getattr(c, "host", None):  # fab -H HOST: Fabric calls the task once per host, with its Connection
+            hosts = [api.command_line_host(inventory, var or (), c.host, c.user, c.port)]
+        return api.recover(inventory, limit, var or (), check=check, diff=diff,
+                           playbook=playbook or api.default_playbook(inventory, name),
+                           on_step=None if json_ else show, hosts=hosts, forks=forks, serial=serial,
+                           max_fail_percentage=max_fail_percentage, accept_new_host_keys=accept_new_host_keys)
+
+    run = _guard(go)
     print(json.dumps(run.to_json(), indent=2) if json_ else output.recap(run))
     if run.exit_code:
         raise Exit(code=run.exit_code)
+
+
+@task(iterable=["var"], help=HELP)
+def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
+            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False):
+    """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
+
+    Finds who holds the port, stops only them, puts the auth module in place, starts the backend
+    detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."""
+    _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks and int(forks), serial,
+         max_fail_percentage and float(max_fail_percentage), accept_new_host_keys)
+
+
+@task(iterable=["var"], help=HELP)
+def deploy(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
+           playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False):
+    """Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."""
+    _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks and int(forks), serial,
+         max_fail_percentage and float(max_fail_percentage), accept_new_host_keys)
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
@@ -180,4 +209,4 @@ cron_tasks = Collection("cron")
 cron_tasks.add_task(cron_install, "install")
 cron_tasks.add_task(cron_remove, "remove")
 cron_tasks.add_task(cron_status, "status")
-ns = Collection(recover, diagnose, verify, watch, report, demo, cron_tasks)
+ns = Collection(recover, deploy, diagnose, verify, watch, report, demo, cron_tasks)

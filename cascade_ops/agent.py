@@ -575,45 +575,50 @@ def _stamp():
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def install_file(dest, content_b64, backup_dir, keep_backups=5, validate_python=False, mode=None):
-    """Atomically replace ``dest`` with the given content, keeping a timestamped backup.
+def install_file(dest, backup_dir, keep_backups=5, validate_python=False, mode=None, content_b64=None,
+                 staged=None):
+    """Atomically replace ``dest`` with new content, keeping a timestamped backup.
 
-    The candidate is validated before anything is replaced, written to a temporary file in the
-    destination's directory (so the rename is atomic on one filesystem), fsynced, then renamed.
+    The content comes inline (``content_b64``) or already uploaded to ``staged``, a temporary file
+    beside ``dest`` (SFTP). It is validated before anything is replaced, fsynced, then renamed over
+    ``dest`` (atomic on one filesystem).
     """
-    data = base64.b64decode(content_b64)
-    before = file_state(dest)
-    if before["exists"] and before["sha256"] == _sha256(data):
-        return {"changed": False, "sha256": before["sha256"], "backup": None}
-    if validate_python:
-        try:
-            compile(data, dest, "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            raise AgentError("refusing %s: not valid Python (%s at line %s)" % (dest, exc.msg, exc.lineno))
     directory = os.path.dirname(dest) or "."
-    os.makedirs(directory, exist_ok=True)
-    backup = None
-    if before["exists"]:
-        os.makedirs(backup_dir, mode=0o700, exist_ok=True)
-        base = os.path.basename(dest)
-        backup = os.path.join(backup_dir, "%s.%s" % (base, _stamp()))
-        with open(dest, "rb") as src, open(backup, "wb") as out:
-            out.write(src.read())
-        os.chmod(backup, before["mode"])
-        prune(backup_dir, base + ".", keep_backups)
-    tmp = os.path.join(directory, ".%s.cascade-tmp.%d" % (os.path.basename(dest), os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = staged or os.path.join(directory, ".%s.cascade-tmp.%d" % (os.path.basename(dest), os.getpid()))
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
+        if staged:
+            with open(staged, "rb") as f:
+                data = f.read()
+        else:
+            data = base64.b64decode(content_b64)
+        before = file_state(dest)
+        if before["exists"] and before["sha256"] == _sha256(data):
+            return {"changed": False, "sha256": before["sha256"], "backup": None}
+        if validate_python:
+            try:
+                compile(data, dest, "exec", dont_inherit=True)
+            except SyntaxError as exc:
+                raise AgentError("refusing %s: not valid Python (%s at line %s)" % (dest, exc.msg, exc.lineno))
+        os.makedirs(directory, exist_ok=True)
+        backup = None
+        if before["exists"]:
+            os.makedirs(backup_dir, mode=0o700, exist_ok=True)
+            base = os.path.basename(dest)
+            backup = os.path.join(backup_dir, "%s.%s" % (base, _stamp()))
+            with open(dest, "rb") as src, open(backup, "wb") as out:
+                out.write(src.read())
+            os.chmod(backup, before["mode"])
+            prune(backup_dir, base + ".", keep_backups)
+        with open(tmp, "r+b" if staged else "wb") as out:
+            if not staged:
+                out.write(data)
+                out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, mode if mode is not None else before.get("mode", 0o644))
         os.replace(tmp, dest)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -776,16 +781,46 @@ COMMANDS = {f.__name__: f for f in (
     remove_file, restore_file, secret_state, create_secret, read_secret, tail, spawn, evidence, prune, read_b64)}
 
 
-def main(argv):
-    """``python3 agent.py COMMAND`` with JSON keyword arguments on stdin; prints one JSON reply."""
+def hold_lock(path):
+    """Hold an exclusive flock on ``path`` until stdin closes (the controller's run ends or dies).
+
+    Replies first, so the controller knows whether it got the lock, then waits for EOF: the lock
+    lives exactly as long as the SSH channel, and a crashed controller leaves no stale lock.
+    """
+    import fcntl
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        kwargs = json.loads(sys.stdin.read() or "{}")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        _reply({"result": {"locked": False}})
+        return
+    _reply({"result": {"locked": True}})
+    while sys.stdin.buffer.read(4096):
+        pass
+    os.close(fd)
+
+
+def _reply(reply):
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv):
+    """``python3 agent.py COMMAND``, JSON keyword arguments on the first line of stdin; prints one
+    JSON reply line."""
+    try:
+        kwargs = json.loads(sys.stdin.readline() or "{}")
+        if argv[1] == "hold_lock":
+            hold_lock(**kwargs)
+            return 0
         reply = {"result": COMMANDS[argv[1]](**kwargs)}
     except AgentError as exc:
         reply = {"error": str(exc)}
     except Exception as exc:  # reported to the controller, which decides what it means
         reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
-    sys.stdout.write(json.dumps(reply))
+    _reply(reply)
     return 1 if "error" in reply else 0
 
 

@@ -4,6 +4,7 @@ import functools
 import os
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
+from .errors import ConfigError
 from .hostvars import parse_cli_vars
 from .inventory import Host, load_inventory
 from .transport import connect
@@ -23,6 +24,16 @@ def select_hosts(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None
     return load_inventory(inventory, parse_cli_vars(vars)).select(limit)
 
 
+def command_line_host(inventory: str, vars: Iterable[str], name: str, user: Optional[str] = None,
+                      port: Optional[int] = None) -> Host:
+    """The host ``fab -H NAME`` means: the inventory's host of that name, else an SSH host built
+    from the inventory's ``all`` variables."""
+    loaded = load_inventory(inventory, parse_cli_vars(vars))
+    if name in loaded.hosts:
+        return loaded.hosts[name]
+    return loaded.adhoc(name, connection="ssh", address=name, user=user, ssh_port=port)
+
+
 def default_playbook(inventory: str, name: str) -> str:
     """``playbooks/NAME.yaml`` beside the inventory, else in the current directory."""
     beside = os.path.join(os.path.dirname(os.path.abspath(inventory)), "playbooks", name + ".yaml")
@@ -31,13 +42,20 @@ def default_playbook(inventory: str, name: str) -> str:
 
 def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
             check: bool = False, diff: bool = False, playbook: Optional[str] = None,
-            on_step: "Optional[StepCallback]" = None) -> "RunResult":
-    """Run the recovery playbook on the selected hosts. Everything is validated first."""
+            on_step: "Optional[StepCallback]" = None, hosts: "Optional[List[Host]]" = None,
+            **options) -> "RunResult":
+    """Run a playbook (default: recover) on the selected hosts. Everything is validated first.
+
+    ``options`` are RunOptions: forks, serial, max_fail_percentage, accept_new_host_keys.
+    """
     from .playbook import load_playbook
-    from .runner import run_playbook
+    from .runner import RunOptions, run_playbook
     book = load_playbook(playbook or default_playbook(inventory, "recover"))
-    hosts = select_hosts(inventory, limit, vars)
-    return run_playbook(hosts, book, check=check, diff=diff, on_step=on_step)
+    hosts = hosts if hosts is not None else select_hosts(inventory, limit, vars)
+    if options.get("forks") is not None and options["forks"] < 1:
+        raise ConfigError("must be at least 1", field="--forks")
+    run_options = RunOptions(check=check, diff=diff, **{k: v for k, v in options.items() if v is not None})
+    return run_playbook(hosts, book, run_options, on_step=on_step)
 
 
 def _per_host(hosts: List[Host], action):

@@ -35,6 +35,16 @@ class HostCommandError(CascadeError):
         super().__init__("%s: %s: %s" % (host, command, message))
 
 
+class HostUnreachable(CascadeError):
+    """The host could not be reached or refused us (connection, timeout, authentication, host key)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+    def __init__(self, host, message):
+        self.host = host
+        super().__init__("%s: unreachable: %s" % (host, message))
+
+
 class LockHeld(CascadeError):
     """Another cascade-ops run is acting on the same host and app right now."""
 

@@ -35,6 +35,15 @@ class Inventory:
     path: str
     hosts: Dict[str, Host]
     groups: Dict[str, List[str]] = field(default_factory=dict)
+    base_vars: Dict[str, RawVar] = field(default_factory=dict)  # all: vars:, then --var
+
+    def adhoc(self, name: str, **connection: Any) -> Host:
+        """A host named on the command line (``fab -H``) that the inventory does not list:
+        the ``all`` group's variables, --var overrides, and how to reach it."""
+        given = {k: RawVar(v, Origin("fab -H", None, os.getcwd())) for k, v in connection.items() if v is not None}
+        merged = dict(self.base_vars)
+        merged.update(given)
+        return Host(name, ("all",), resolve(merged, name, self.path))
 
     def select(self, limit=None) -> List[Host]:
         """Hosts named by ``limit``: comma-separated host names, group names or globs."""
@@ -107,10 +116,12 @@ def load_inventory(path, cli_vars=None) -> Inventory:
     walk("all", data["all"], [])
     if not host_layers:
         raise ConfigError("the inventory defines no hosts", path, data.lines.get("all"), "hosts")
+    base_vars = dict(_raw_vars(data["all"].get("vars") if isinstance(data["all"], dict) else None, path, base_dir))
+    base_vars.update(cli_vars or {})
     hosts = {}
     for host_name, layers in host_layers.items():
         merged: Dict[str, RawVar] = {}
         for layer in layers + [cli_vars or {}]:
             merged.update(layer)
         hosts[host_name] = Host(host_name, tuple(host_groups[host_name]), resolve(merged, host_name, path))
-    return Inventory(path, hosts, groups)
+    return Inventory(path, hosts, groups, base_vars)

@@ -24,7 +24,7 @@ from .steps import REGISTRY
 from .steps.base import Step
 from .yamlsrc import expect_mapping, load_file
 
-_PLAYBOOK_KEYS = ("name", "steps", "rollback")
+_PLAYBOOK_KEYS = ("name", "steps", "rollback", "serial", "max_fail_percentage")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class Playbook:
     name: str
     steps: Tuple[StepCall, ...]
     rollback: bool = True  # put the previous files back when the run fails after changing them
+    serial: Optional[str] = None  # hosts per rolling batch: a count or "N%"
+    max_fail_percentage: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,17 @@ def load_playbook(path) -> Playbook:
     rollback = data.get("rollback", True)
     if not isinstance(rollback, bool):
         raise ConfigError("expected true or false", path, data.lines["rollback"], "rollback")
-    return Playbook(path, str(data.get("name") or os.path.basename(path)), calls, rollback)
+    serial = data.get("serial")
+    if serial is not None and (isinstance(serial, bool) or not str(serial).rstrip("%").strip().isdigit()
+                               or str(serial).rstrip("%").strip() == "0"):
+        raise ConfigError("expected a count of hosts or a percentage such as 25%", path, data.lines["serial"], "serial")
+    max_fail = data.get("max_fail_percentage")
+    if max_fail is not None and (isinstance(max_fail, bool) or not isinstance(max_fail, (int, float))
+                                 or not 0 <= max_fail <= 100):
+        raise ConfigError("expected a number from 0 to 100", path, data.lines["max_fail_percentage"],
+                          "max_fail_percentage")
+    return Playbook(path, str(data.get("name") or os.path.basename(path)), calls, rollback,
+                    None if serial is None else str(serial), max_fail)
 
 
 def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:

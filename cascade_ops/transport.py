@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Any, ContextManager, Protocol
+from typing import Any, ContextManager, Optional, Protocol, Tuple
 
 from . import agent
 from .errors import HostCommandError, LockHeld
@@ -32,8 +32,14 @@ class Transport(Protocol):
     def put_tree(self, src: str, dest: str) -> None:
         """Copy a directory from the controller to a new directory on the host."""
 
+    def stage(self, dest: str, data: bytes) -> Optional[str]:
+        """Upload ``data`` to a temporary file beside ``dest``; None when it can go inline."""
+
     def lock(self, path: str) -> ContextManager[None]:
         """Hold an exclusive lock on the host for the block, or raise LockHeld at once."""
+
+    def tunnel(self, host: str, port: int) -> ContextManager[Tuple[str, int]]:
+        """Where the controller reaches ``host:port`` as seen from the host, for the block."""
 
     def close(self) -> None:
         """Release the connection, if any."""
@@ -67,7 +73,7 @@ class LocalTransport:
         # The intermediate exits at once, so the backend is re-parented to init and never
         # becomes a zombie of a long-lived runner (a library caller, a test process).
         try:
-            proc = subprocess.run([sys.executable, "-I", agent.__file__, "spawn"], input=json.dumps(kwargs),
+            proc = subprocess.run([sys.executable, "-I", agent.__file__, "spawn"], input=json.dumps(kwargs) + "\n",
                                   capture_output=True, text=True, timeout=_SPAWN_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise HostCommandError(self.host, "spawn", "launcher did not return within %ds" % _SPAWN_TIMEOUT)
@@ -94,13 +100,21 @@ class LocalTransport:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def tunnel(self, host: str, port: int):
+        yield host, port
+
+    def stage(self, dest: str, data: bytes) -> Optional[str]:
+        return None  # in-process: the bytes are passed as they are
+
     def close(self) -> None:
         pass
 
 
-def connect(host_vars: dict) -> Transport:
-    """The transport for a host's ``connection`` variable."""
+def connect(host_vars: dict, accept_new_host_keys: bool = False) -> Transport:
+    """The transport for a host's ``connection`` variable (SSH's code loads only when needed)."""
     if host_vars["connection"] == "local":
         return LocalTransport(host_vars["host"])
-    raise HostCommandError(host_vars["host"], "connect", "connection: ssh is not supported yet")
+    from .ssh import SSHTransport
+    return SSHTransport(host_vars, accept_new_host_keys)
 

@@ -110,7 +110,7 @@ def tick_host(host: Host, playbook_loader: Callable, reset: bool = False, now: C
 
 
 def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now) -> Tick:
-    from .runner import lock_path, run_host
+    from .runner import RunOptions, lock_path, run_host
     from .playbook import bind
     v = host.vars
     playbook = playbook_loader()
@@ -125,7 +125,7 @@ def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now
                 return _budget_exhausted(host, state, diagnosis, now)
             state.restarts.append(now())
             _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
-            result = run_host(host, bound, transport=transport, rollback=playbook.rollback)
+            result = run_host(host, bound, RunOptions(rollback=playbook.rollback), transport=transport)
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
     failed = result.failed

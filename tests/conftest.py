@@ -1,6 +1,7 @@
 """Fixtures: real backends in temporary app dirs on free ports, and a reaper that stops every
 process a test started, by PID, whether the test passed or not."""
 
+import json
 import os
 import shutil
 import signal
@@ -186,7 +187,7 @@ class Site:
 def _yaml_scalar(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    return "'%s'" % str(value).replace("'", "''")
+    return json.dumps(str(value))  # a JSON string is a YAML double-quoted scalar: newlines survive
 
 
 @pytest.fixture
@@ -264,3 +265,105 @@ def webhook():
     server = WebhookServer()
     yield server
     server.close()
+
+
+# --------------------------------------------------------------------------- SSH hosts
+
+SSHD = "/usr/sbin/sshd"
+
+
+@pytest.fixture(scope="session")
+def ssh_keys(tmp_path_factory):
+    """A client key and two host keys (one trusted, one not), generated for this test session."""
+    if not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None:
+        pytest.skip("openssh-server is not installed (.ci/run installs it)")
+    root = tmp_path_factory.mktemp("ssh")
+    for name in ("client", "host", "stranger"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+    (root / "authorized_keys").write_text((root / "client.pub").read_text())
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+    return root
+
+
+class SSHServer:
+    """A real sshd on a free loopback port, started for one test and stopped by PID."""
+
+    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host"):
+        self.port = free_port()
+        self.keys = keys
+        config = keys / ("sshd-%d.conf" % self.port)
+        config.write_text(textwrap.dedent("""\
+            Port %d
+            ListenAddress 127.0.0.1
+            HostKey %s
+            PidFile none
+            AuthorizedKeysFile %s
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            PubkeyAuthentication yes
+            PermitRootLogin prohibit-password
+            StrictModes no
+            UsePAM no
+            MaxStartups 200
+            MaxSessions 200
+            LogLevel ERROR
+            Subsystem sftp internal-sftp
+            """ % (self.port, keys / host_key, keys / "authorized_keys")))
+        self.proc = reaper.popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+        wait_for(self._answers, message="sshd on port %d" % self.port)
+
+    def _answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                return s.recv(64).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def known_hosts_line(self, host_key="host"):
+        kind, blob = (self.keys / (host_key + ".pub")).read_text().split()[:2]
+        return "[127.0.0.1]:%d %s %s" % (self.port, kind, blob)
+
+
+def ssh_vars(server: SSHServer, known_hosts: Path):
+    return {"connection": "ssh", "address": "127.0.0.1", "ssh_port": server.port, "user": "root",
+            "key_file": str(server.keys / "client"), "known_hosts": str(known_hosts), "python": sys.executable,
+            "connect_timeout": 3}
+
+
+class Fleet:
+    """N backend sites reached over N real sshd instances, in one inventory (group ``cascade``)."""
+
+    def __init__(self, root: Path, reaper: Reaper, keys: Path, count: int, **extra):
+        self.root = root
+        self.known_hosts = root / "known_hosts"
+        self.sites = {}
+        self.servers = {}
+        for index in range(1, count + 1):
+            name = "web%d" % index
+            site_root = root / name
+            site_root.mkdir()
+            self.servers[name] = server = SSHServer(keys, reaper)
+            self.sites[name] = Site(site_root, reaper, **dict(ssh_vars(server, self.known_hosts), **extra))
+        self.known_hosts.write_text("".join(s.known_hosts_line() + "\n" for s in self.servers.values()))
+        self.inventory = root / "inventory.yaml"
+        self.extra_hosts = {}
+        self.write_inventory()
+
+    def write_inventory(self):
+        lines = ["all:", "  children:", "    cascade:", "      hosts:"]
+        for name, site in list(self.sites.items()) + list(self.extra_hosts.items()):
+            values = site.vars if isinstance(site, Site) else site
+            lines.append("        %s:" % name)
+            lines += ["          %s: %s" % (k, _yaml_scalar(v)) for k, v in values.items() if v is not None]
+        self.inventory.write_text("\n".join(lines) + "\n")
+
+    def cli(self, *args, timeout=180):
+        return subprocess.run(INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:]),
+                              cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def make_fleet(tmp_path, reaper, ssh_keys):
+    def make(count=3, **extra):
+        return Fleet(tmp_path, reaper, ssh_keys, count, **extra)
+    return make

@@ -16,7 +16,9 @@ def _unified_diff(path, old, new):
 def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> dict:
     """Install a file on the host and remember how to undo it (for rollback)."""
     v = run.vars
-    done = run.transport.agent("install_file", dest=dest, content_b64=base64.b64encode(data).decode(),
+    staged = run.transport.stage(dest, data)
+    content = None if staged else base64.b64encode(data).decode()
+    done = run.transport.agent("install_file", dest=dest, content_b64=content, staged=staged,
                                backup_dir=os.path.join(v["state_dir"], "backups"),
                                keep_backups=v["keep_backups"], validate_python=validate_python)
     if done["changed"]:

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from typing import List, Set, Tuple
 
@@ -135,6 +136,8 @@ def _untouched_and_healthy(run) -> bool:
 
 
 def start_command(v) -> List[str]:
+    if v["start_command"]:
+        return shlex.split(v["start_command"])
     return [v["python"], "-m", "uvicorn", v["app"], "--app-dir", v["app_dir"],
             "--host", v["bind_host"], "--port", str(v["port"])]
 

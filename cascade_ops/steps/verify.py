@@ -4,6 +4,7 @@ httpx and pyjwt are imported here only, lazily: a healthy no-op run never pays f
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
@@ -31,9 +32,8 @@ class Check:
         return "%s %s (%s, %.0f ms)" % (self.name, "ok" if self.ok else "FAILED", self.detail, self.elapsed_s * 1000)
 
 
-def base_url(v) -> str:
-    host = probe_address(v["bind_host"])
-    return "http://%s:%d" % ("[%s]" % host if ":" in host else host, v["port"])
+def _url(host: str, port: int) -> str:
+    return "http://%s:%d" % ("[%s]" % host if ":" in host else host, port)
 
 
 def _timed(name, func):
@@ -141,20 +141,29 @@ def _check_redis(url, timeout):
 
 
 def run_checks(transport, v) -> List[Check]:
-    """Every check that applies to this host's variables; each has its own deadline."""
+    """Every check that applies to this host's variables; each has its own deadline.
+
+    They run from the controller, through a tunnel when the backend only listens on the host.
+    """
     import httpx
     timeout = max(v["probe_timeout"], 0.5)
     checks = []
-    with httpx.Client(base_url=base_url(v), timeout=timeout, trust_env=False) as client:
+    with contextlib.ExitStack() as stack:
+        host, port = stack.enter_context(transport.tunnel(probe_address(v["bind_host"]), v["port"]))
+        client = stack.enter_context(httpx.Client(base_url=_url(host, port), timeout=timeout, trust_env=False))
         checks.append(_timed("health", lambda: _check_health(client, v)))
         if v["auth_module"]:
             secret = transport.agent("read_secret", path=v["jwt_secret_file"])
             checks.append(_timed("jwt", lambda: _check_jwt(client, secret)))
-    if v["redis_url"]:
-        checks.append(_timed("redis", lambda: _check_redis(v["redis_url"], timeout)))
-    if v["ws_path"]:
-        host = probe_address(v["bind_host"])
-        checks.append(_timed("websocket", lambda: websocket_handshake(host, v["port"], v["ws_path"], timeout)))
+        if v["ws_path"]:
+            checks.append(_timed("websocket", lambda: websocket_handshake(host, port, v["ws_path"], timeout)))
+        if v["redis_url"]:
+            parts = urlsplit(v["redis_url"])
+            redis_host, redis_port = stack.enter_context(
+                transport.tunnel(parts.hostname or "127.0.0.1", parts.port or 6379))
+            url = parts._replace(netloc="%s%s:%d" % (parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc
+                                                     else "", redis_host, redis_port)).geturl()
+            checks.append(_timed("redis", lambda: _check_redis(url, timeout)))
     return checks
 
 

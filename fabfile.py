@@ -1,0 +1,2 @@
+"""`fab -H host TASK` finds cascade-ops's tasks here; they are the same as `invoke`'s."""
+from tasks import *  # noqa: F401,F403

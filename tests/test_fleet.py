@@ -1,0 +1,190 @@
+"""Fleet recovery over real SSH (sshd on loopback), in parallel, rolling, strict about host keys."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from cascade_ops import api
+from cascade_ops.facts import Diagnosis
+from conftest import INVOKE, PLAYBOOK, REPO, SSHServer, free_port, ssh_vars, wait_for
+
+
+def statuses(result_json):
+    return {name: host["recap"]["status"] for name, host in result_json["hosts"].items()}
+
+
+def holder_table(d: Diagnosis):
+    return [(h.pid, h.process.ppid, h.process.user, h.process.state, h.process.command,
+             tuple(s.endpoint for s in h.sockets), h.backlog) for h in d.holders]
+
+
+def test_remote_facts_give_the_same_holder_table_as_local(make_fleet):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    assert fleet.cli("recover").returncode == 0
+    os.kill(site.backend_pid(), signal.SIGSTOP)
+    waiting = [socket.create_connection(("127.0.0.1", site.port)) for _ in range(2)]
+    try:
+        remote = api.diagnose(str(fleet.inventory))["web1"]
+        local = api.diagnose(str(fleet.inventory), vars=["connection=local"])["web1"]
+    finally:
+        for conn in waiting:
+            conn.close()
+    assert holder_table(remote) == holder_table(local)
+    assert remote.holders[0].process.state == "stopped" and remote.backlog == 2
+    assert remote.verdict() == local.verdict()
+
+
+def test_three_hung_hosts_recovered_in_parallel_then_rerun_changes_nothing(make_fleet):
+    fleet = make_fleet(3)
+    first = fleet.cli("recover", "--limit", "cascade", "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    old = {name: site.backend_pid() for name, site in fleet.sites.items()}
+    for pid in old.values():
+        os.kill(pid, signal.SIGSTOP)
+
+    result = fleet.cli("recover", "--limit", "cascade", "--json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert statuses(doc) == {"web1": "changed", "web2": "changed", "web3": "changed"}
+    for name, site in fleet.sites.items():
+        assert site.health()["ok"] and site.backend_pid() != old[name]
+        assert doc["hosts"][name]["incident_report"].startswith(str(site.state_dir))
+    again = json.loads(fleet.cli("recover", "--json").stdout)
+    assert statuses(again) == {"web1": "ok", "web2": "ok", "web3": "ok"}
+
+
+def test_down_and_silent_hosts_are_unreachable_others_recover(make_fleet, reaper):
+    fleet = make_fleet(2)
+    silent = socket.socket()  # accepts TCP (the kernel does) but never says a word of SSH
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        base = dict(fleet.sites["web1"].vars, connect_timeout=2)
+        fleet.extra_hosts["down"] = dict(base, ssh_port=free_port())
+        fleet.extra_hosts["silent"] = dict(base, ssh_port=silent.getsockname()[1])
+        fleet.write_inventory()
+        started = time.monotonic()
+        result = fleet.cli("recover", "--json")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.returncode == 3, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert statuses(doc) == {"web1": "changed", "web2": "changed", "down": "unreachable", "silent": "unreachable"}
+    assert "refused" in doc["hosts"]["down"]["steps"][0]["message"].lower()
+    assert elapsed < 30
+    assert all(site.health()["ok"] for site in fleet.sites.values())
+
+
+def test_unknown_host_key_is_refused_and_accept_new_records_it(make_fleet, reaper, ssh_keys):
+    fleet = make_fleet(1)
+    stranger = SSHServer(ssh_keys, reaper, host_key="stranger")
+    fleet.extra_hosts["stranger"] = dict(fleet.sites["web1"].vars, ssh_port=stranger.port)
+    fleet.write_inventory()
+
+    refused = fleet.cli("recover", "--limit", "stranger", "--json")
+    assert refused.returncode == 3
+    message = json.loads(refused.stdout)["hosts"]["stranger"]["steps"][0]["message"]
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", str(ssh_keys / "stranger.pub")], capture_output=True,
+                                 text=True).stdout.split()[1]
+    assert "unknown host key" in message and fingerprint in message and str(stranger.port) in message
+    assert not fleet.sites["web1"].state_dir.exists(), "nothing may run on a host that was refused"
+
+    accepted = fleet.cli("recover", "--limit", "stranger", "--accept-new-host-keys")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert stranger.known_hosts_line("stranger") in fleet.known_hosts.read_text()
+
+
+def test_changed_host_key_is_always_refused(make_fleet):
+    fleet = make_fleet(1)
+    server = fleet.servers["web1"]
+    forged = fleet.known_hosts.read_text().replace(server.known_hosts_line("host"),
+                                                   server.known_hosts_line("stranger"))
+    fleet.known_hosts.write_text(forged)
+    result = fleet.cli("recover", "--accept-new-host-keys", "--json")
+    assert result.returncode == 3
+    assert "host key CHANGED" in json.loads(result.stdout)["hosts"]["web1"]["steps"][0]["message"]
+
+
+def test_serial_rollout_stops_at_the_host_that_cannot_start(make_fleet):
+    fleet = make_fleet(3)
+    assert fleet.cli("recover").returncode == 0
+    pids = {name: site.backend_pid() for name, site in fleet.sites.items()}
+    for pid in pids.values():
+        os.kill(pid, signal.SIGSTOP)
+    # web2's release crashes at start-up; the rollout must not reach web3.
+    (fleet.sites["web2"].app_dir / "main.py").write_text(
+        (fleet.sites["web2"].app_dir / "main.py").read_text() + "\nraise SystemExit('broken release')\n")
+
+    result = fleet.cli("recover", "--serial", "1", "--json")
+
+    assert result.returncode == 2
+    doc = json.loads(result.stdout)
+    assert statuses(doc) == {"web1": "changed", "web2": "failed", "web3": "not_run"}
+    assert "rollout stopped after batch 2 of 3" in doc["hosts"]["web3"]["steps"][0]["message"]
+    assert fleet.sites["web1"].health()["ok"]
+    assert psutil.Process(pids["web3"]).status() == psutil.STATUS_STOPPED
+
+
+def test_check_mode_over_ssh_changes_nothing(make_fleet):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    result = fleet.cli("recover", "--check", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = {s["name"]: s for s in json.loads(result.stdout)["hosts"]["web1"]["steps"]}
+    assert steps["start"]["message"].startswith("would start") and steps["deploy_file"]["status"] == "changed"
+    assert not (site.app_dir / "api" / "auth.py").exists() and not site.state_dir.exists()
+    assert site.holders() == []
+
+
+INJECTION = "x; touch cx-semicolon $(touch cx-dollar) `touch cx-backtick` 'q\" \\\nnewline"
+
+
+def test_injection_strings_in_inventory_values_stay_inert(make_fleet):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    hostile_dir = site.root / ("app " + INJECTION)
+    site.app_dir.rename(hostile_dir)
+    site.app_dir, site.state_dir = hostile_dir, hostile_dir / ".cascade-ops"
+    site.reaper.pidfiles.append(site.state_dir / "backend.pid")
+    site.vars.update(app_dir=str(hostile_dir), process_match="uvicorn|" + re.escape(INJECTION))
+    fleet.write_inventory()
+
+    result = fleet.cli("recover", "--json", "--var", "keep_backups=2", "--var", "app=main:app")
+    again = fleet.cli("recover", "--json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert again.returncode == 0 and statuses(json.loads(again.stdout)) == {"web1": "ok"}
+    assert site.health()["ok"] and (hostile_dir / "api" / "auth.py").exists()
+    for place in (os.path.expanduser("~"), site.root, hostile_dir, REPO, "/"):
+        assert not [n for n in os.listdir(place) if n.startswith("cx-")], "a shell ran an inventory value"
+
+
+def test_fab_deploy_to_a_host_named_on_the_command_line(make_fleet):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    server = fleet.servers["web1"]
+    # Not an inventory host: the inventory's `all` variables describe the backend.
+    shared = {k: v for k, v in site.vars.items() if k not in ("connection", "address", "ssh_port", "user")}
+    fleet.inventory.write_text("all:\n  vars:\n" + "".join(
+        "    %s: '%s'\n" % (k, str(v).replace("'", "''")) for k, v in shared.items()) + "  hosts: {}\n")
+    # The inventory needs at least one host to be valid: a local one that this deploy does not touch.
+    fleet.inventory.write_text(fleet.inventory.read_text().replace("  hosts: {}\n", "  hosts:\n    other: {connection: local}\n"))
+
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fab"), "-H",
+                           "root@127.0.0.1:%d" % server.port, "deploy", "--inventory", str(fleet.inventory)],
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "127.0.0.1" in done.stdout and "verify" in done.stdout
+    assert site.health()["ok"] and (site.app_dir / "api" / "auth.py").exists()
