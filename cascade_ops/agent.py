@@ -781,11 +781,14 @@ COMMANDS = {f.__name__: f for f in (
     remove_file, restore_file, secret_state, create_secret, read_secret, tail, spawn, evidence, prune, read_b64)}
 
 
-def hold_lock(path):
-    """Hold an exclusive flock on ``path`` until stdin closes (the controller's run ends or dies).
+_held_locks = {}
 
-    Replies first, so the controller knows whether it got the lock, then waits for EOF: the lock
-    lives exactly as long as the SSH channel, and a crashed controller leaves no stale lock.
+
+def lock(path):
+    """Take an exclusive flock on ``path`` and keep it until ``unlock`` or until this process ends.
+
+    A kernel lock held by the agent process: it lives exactly as long as the controller's
+    session, so a crashed controller (or a dropped SSH connection) leaves no stale lock.
     """
     import fcntl
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
@@ -794,12 +797,49 @@ def hold_lock(path):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        _reply({"result": {"locked": False}})
-        return
-    _reply({"result": {"locked": True}})
-    while sys.stdin.buffer.read(4096):
-        pass
-    os.close(fd)
+        return {"locked": False}
+    if path in _held_locks:  # a second lock of one path in one process fails above; never reached twice
+        os.close(fd)
+        return {"locked": False}
+    _held_locks[path] = fd
+    return {"locked": True}
+
+
+def unlock(path):
+    fd = _held_locks.pop(path, None)
+    if fd is not None:
+        os.close(fd)
+    return {"unlocked": fd is not None}
+
+
+def spawn_detached(**kwargs):
+    """``spawn`` in a short-lived intermediate process: the backend is re-parented to init at once
+    instead of becoming the zombie of a long-lived caller (a library user, a test, the agent server)."""
+    import subprocess
+    try:
+        done = subprocess.run([sys.executable, "-I", os.path.abspath(__file__), "spawn"],
+                              input=json.dumps(kwargs) + "\n", capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AgentError("the launcher did not return within 30s")
+    try:
+        reply = json.loads(done.stdout)
+    except ValueError:
+        raise AgentError("the launcher failed: %s" % (done.stderr.strip().splitlines() or ["no output"])[-1])
+    if "error" in reply:
+        raise AgentError(reply["error"])
+    return reply["result"]
+
+
+COMMANDS.update({f.__name__: f for f in (lock, unlock, spawn_detached)})
+
+
+def _call(command, kwargs):
+    try:
+        return {"result": COMMANDS[command](**kwargs)}
+    except AgentError as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # reported to the controller, which decides what it means
+        return {"error": "%s: %s" % (type(exc).__name__, exc)}
 
 
 def _reply(reply):
@@ -807,19 +847,24 @@ def _reply(reply):
     sys.stdout.flush()
 
 
+def serve():
+    """Answer requests, one JSON line in ({"command", "kwargs"}), one JSON line out, until EOF.
+
+    One agent process per host for a whole run: over SSH every new command would otherwise pay a
+    session, a login shell and an interpreter start-up.
+    """
+    for line in sys.stdin:
+        if line.strip():
+            request = json.loads(line)
+            _reply(_call(request["command"], request.get("kwargs", {})))
+    return 0
+
+
 def main(argv):
-    """``python3 agent.py COMMAND``, JSON keyword arguments on the first line of stdin; prints one
-    JSON reply line."""
-    try:
-        kwargs = json.loads(sys.stdin.readline() or "{}")
-        if argv[1] == "hold_lock":
-            hold_lock(**kwargs)
-            return 0
-        reply = {"result": COMMANDS[argv[1]](**kwargs)}
-    except AgentError as exc:
-        reply = {"error": str(exc)}
-    except Exception as exc:  # reported to the controller, which decides what it means
-        reply = {"error": "%s: %s" % (type(exc).__name__, exc)}
+    """``agent.py serve``, or ``agent.py COMMAND`` with JSON keyword arguments on stdin's first line."""
+    if argv[1] == "serve":
+        return serve()
+    reply = _call(argv[1], json.loads(sys.stdin.readline() or "{}"))
     _reply(reply)
     return 1 if "error" in reply else 0
 

@@ -1,8 +1,9 @@
 """The SSH transport: one Fabric connection per host for the whole run, host keys verified.
 
 The host needs Python 3 and nothing else: the stdlib-only agent is uploaded once (named by its
-sha256, so an upgrade never runs a stale copy) and each command is one exec on the open
-connection, its JSON arguments on stdin (never on a command line), its JSON reply on stdout.
+sha256, so an upgrade never runs a stale copy) and started once per run as a small server on the
+open connection; each command is one JSON line to its stdin (never on a command line) and one
+JSON line back. One login, one interpreter start-up per host per run.
 """
 
 import base64
@@ -21,8 +22,8 @@ import paramiko
 from fabric import Connection
 
 from . import agent
-from .errors import HostCommandError, HostUnreachable, LockHeld
-from .transport import decode_reply
+from .errors import HostCommandError, HostUnreachable
+from .transport import decode_reply, hold_lock
 
 with open(agent.__file__, "rb") as _f:
     AGENT_SOURCE = _f.read()
@@ -100,79 +101,102 @@ class SSHTransport:
             raise HostUnreachable(self.host, "no SSH connection within %.0fs" % timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise HostUnreachable(self.host, str(exc) or type(exc).__name__)
-        self._agent_ready = False
+        self._channel = None  # the agent server's session
+        self._pending = b""
 
     # -- running the agent
 
-    def _ensure_agent(self) -> None:
-        if self._agent_ready:
-            return
+    def _upload_agent(self) -> None:
         sftp = self.connection.sftp()
-        try:
-            sftp.stat(AGENT_PATH)
-        except FileNotFoundError:
-            parts = AGENT_PATH.split("/")[:-1]
-            for depth in range(1, len(parts) + 1):
-                try:
-                    sftp.mkdir("/".join(parts[:depth]), 0o700)
-                except OSError:
-                    pass  # exists
-            tmp = AGENT_PATH + ".tmp"
-            with sftp.open(tmp, "wb") as f:
-                f.write(AGENT_SOURCE)
-            sftp.posix_rename(tmp, AGENT_PATH)
-        self._agent_ready = True
+        parts = AGENT_PATH.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            try:
+                sftp.mkdir("/".join(parts[:depth]), 0o700)
+            except OSError:
+                pass  # exists
+        tmp = AGENT_PATH + ".tmp"
+        with sftp.open(tmp, "wb") as f:
+            f.write(AGENT_SOURCE)
+        sftp.posix_rename(tmp, AGENT_PATH)
 
     def _command(self, command: str) -> str:
         argv = [self.vars["python"], "-I", AGENT_PATH, command]
         line = " ".join(shlex.quote(a) for a in argv)
         return "sudo -n -- " + line if self.vars["become"] else line
 
-    def _open(self, command: str, kwargs: dict, timeout: float):
-        self._ensure_agent()
-        channel = self.connection.client.get_transport().open_session(timeout=timeout)
-        channel.settimeout(timeout)
-        channel.exec_command(self._command(command))
-        channel.sendall((json.dumps(kwargs) + "\n").encode())
-        return channel
+    def _server(self):
+        """The host's agent process, started on first use and kept for the whole run.
+
+        The agent is uploaded only when the host does not have this version yet (exit 127 from the
+        shell test): a host seen before costs no SFTP round trip.
+        """
+        if self._channel is None or self._channel.closed:
+            for attempt in range(2):
+                channel = self.connection.client.get_transport().open_session(timeout=COMMAND_SLACK_S)
+                channel.exec_command("test -f %s || exit 127; exec %s" % (shlex.quote(AGENT_PATH),
+                                                                        self._command("serve")))
+                self._channel, self._pending = channel, b""
+                if attempt or not self._agent_missing(channel):
+                    break
+                self._upload_agent()
+        return self._channel
+
+    def _agent_missing(self, channel) -> bool:
+        """Ask the fresh server for a no-op reply; a 127 exit means the agent is not there yet."""
+        channel.sendall(b'{"command": "path_kind", "kwargs": {"path": "."}}\n')
+        try:
+            self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
+        except (socket.timeout, paramiko.SSHException):
+            pass
+        return channel.exit_status_ready() and channel.recv_exit_status() == 127
+
+    def _read_line(self, channel, deadline: float) -> bytes:
+        errors = []
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout()
+            select.select([channel], [], [], min(remaining, 1.0))
+            if channel.recv_stderr_ready():
+                errors.append(channel.recv_stderr(1 << 16))
+            if channel.recv_ready():
+                chunk = channel.recv(1 << 16)
+                if not chunk:
+                    break
+                self._pending += chunk
+            elif channel.exit_status_ready() and not channel.recv_stderr_ready():
+                break
+        line, _, self._pending = self._pending.partition(b"\n")
+        if not line and errors:
+            raise paramiko.SSHException(b"".join(errors).decode("utf-8", "replace").strip().splitlines()[-1])
+        return line
 
     def agent(self, command: str, **kwargs):
         timeout = _budget(kwargs)
-        deadline = time.monotonic() + timeout
         try:
-            channel = self._open(command, kwargs, timeout)
-            channel.shutdown_write()
-            out, err = [], []
-            while not (channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    channel.close()
-                    raise HostCommandError(self.host, command, "no answer within %.0fs" % timeout)
-                select.select([channel], [], [], min(remaining, 1.0))
-                if channel.recv_ready():
-                    out.append(channel.recv(1 << 16))
-                if channel.recv_stderr_ready():
-                    err.append(channel.recv_stderr(1 << 16))
-            channel.close()
+            channel = self._server()
+            channel.sendall((json.dumps({"command": command, "kwargs": kwargs}) + "\n").encode())
+            line = self._read_line(channel, time.monotonic() + timeout)
+        except socket.timeout:
+            self._drop_server()  # the agent may be stuck: the next command gets a fresh one
+            raise HostCommandError(self.host, command, "no answer within %.0fs" % timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._drop_server()
             raise HostCommandError(self.host, command, "SSH: %s" % (exc or type(exc).__name__))
-        return decode_reply(self.host, command, b"".join(out).decode("utf-8", "replace"),
-                            b"".join(err).decode("utf-8", "replace"))
+        return decode_reply(self.host, command, line.decode("utf-8", "replace"))
+
+    def _drop_server(self):
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = None
 
     def spawn(self, **kwargs) -> dict:
-        # The agent process is itself the short-lived intermediate: the backend outlives the channel.
+        # The agent server lives for this run only: a backend it starts in its own session is
+        # re-parented to init when the server exits, with no intermediate process to pay for.
         return self.agent("spawn", **kwargs)
 
-    @contextlib.contextmanager
     def lock(self, path: str):
-        channel = self._open("hold_lock", {"path": path}, COMMAND_SLACK_S)
-        try:
-            reply = channel.makefile("r").readline()
-            if not decode_reply(self.host, "lock", reply)["locked"]:
-                raise LockHeld(self.host, path)
-            yield
-        finally:
-            channel.close()  # EOF on the agent's stdin releases the lock
+        return hold_lock(self, path)
 
     @contextlib.contextmanager
     def tunnel(self, host: str, port: int):
@@ -211,4 +235,5 @@ class SSHTransport:
                 sftp.put(os.path.join(root, name), os.path.join(target, name))
 
     def close(self) -> None:
+        self._drop_server()
         self.connection.close()

@@ -6,18 +6,12 @@ fast); only a detached start goes through a short-lived intermediate process.
 """
 
 import contextlib
-import fcntl
 import json
-import os
 import shutil
-import subprocess
-import sys
 from typing import Any, ContextManager, Optional, Protocol, Tuple
 
 from . import agent
 from .errors import HostCommandError, LockHeld
-
-_SPAWN_TIMEOUT = 30.0
 
 
 class Transport(Protocol):
@@ -45,6 +39,17 @@ class Transport(Protocol):
         """Release the connection, if any."""
 
 
+@contextlib.contextmanager
+def hold_lock(transport: "Transport", path: str):
+    """The host's run lock (the agent's flock) for the block; LockHeld at once when taken."""
+    if not transport.agent("lock", path=path)["locked"]:
+        raise LockHeld(transport.host, path)
+    try:
+        yield
+    finally:
+        transport.agent("unlock", path=path)
+
+
 def decode_reply(host: str, command: str, stdout: str, stderr: str = "") -> Any:
     """The result of an agent run as a script (``agent.main``), or HostCommandError."""
     try:
@@ -70,14 +75,7 @@ class LocalTransport:
             raise HostCommandError(self.host, command, str(exc)) from exc
 
     def spawn(self, **kwargs: Any) -> dict:
-        # The intermediate exits at once, so the backend is re-parented to init and never
-        # becomes a zombie of a long-lived runner (a library caller, a test process).
-        try:
-            proc = subprocess.run([sys.executable, "-I", agent.__file__, "spawn"], input=json.dumps(kwargs) + "\n",
-                                  capture_output=True, text=True, timeout=_SPAWN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise HostCommandError(self.host, "spawn", "launcher did not return within %ds" % _SPAWN_TIMEOUT)
-        return decode_reply(self.host, "spawn", proc.stdout, proc.stderr)
+        return self.agent("spawn_detached", **kwargs)
 
     def put_tree(self, src: str, dest: str) -> None:
         try:
@@ -86,19 +84,8 @@ class LocalTransport:
         except OSError as exc:
             raise HostCommandError(self.host, "copy", "%s -> %s: %s" % (src, dest, exc)) from exc
 
-    @contextlib.contextmanager
     def lock(self, path: str):
-        # A kernel lock, not a pid file: it dies with its process, so a crash leaves nothing stale.
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LockHeld(self.host, path) from None
-            yield
-        finally:
-            os.close(fd)
+        return hold_lock(self, path)
 
     @contextlib.contextmanager
     def tunnel(self, host: str, port: int):
