@@ -7,6 +7,7 @@ Exit codes: 0 all ok; 2 a step failed; 4 invalid inventory, playbook or variable
 import json
 import os
 import sys
+from functools import partial
 
 from invoke import Collection, Exit, task
 
@@ -120,9 +121,12 @@ def hang(c, inventory="inventory.yaml", limit=None, var=None):
             print("%s: nothing holds port %d" % (host.name, diagnosis.port))
             continue
         transport = connect(host.vars)
-        for holder in diagnosis.holders:
-            _guard(lambda: transport.agent("suspend", pid=holder.pid, start_ticks=holder.process.start_ticks))
-            print("%s: stopped pid %d (%s)" % (host.name, holder.pid, holder.process.command))
+        try:
+            for holder in diagnosis.holders:
+                _guard(partial(transport.agent, "suspend", pid=holder.pid, start_ticks=holder.process.start_ticks))
+                print("%s: stopped pid %d (%s)" % (host.name, holder.pid, holder.process.command))
+        finally:
+            transport.close()
 
 
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var", "json", "playbook")},
@@ -169,27 +173,54 @@ def report(c, inventory="inventory.yaml", limit=None, var=None, json_=False, lis
 CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                  user="whose crontab (default: the current user's)",
                  every="how often: 1m-30m dividing an hour, or 1h-24h dividing a day",
-                 log="where cron appends the ticks' output (default: .cascade/cron.log beside the inventory)")
+                 log="where cron appends the ticks' output (default: .cascade/cron.log beside the inventory)",
+                 project="with fab -H: cascade-ops's directory on the host (default: the same as here)",
+                 python="with fab -H: the interpreter of its virtualenv on the host (default: the same as here)",
+                 host_inventory="with fab -H: the inventory the host's watch reads (default: this one's path)")
+
+
+def _crontab_host(c, inventory, var):
+    """Where the crontab is: this machine, or with ``fab -H`` that host (over SSH)."""
+    from cascade_ops import api
+    from cascade_ops.transport import LocalTransport, connect
+    if getattr(c, "host", None):
+        host = _guard(lambda: api.command_line_host(inventory, var or (), c.host, c.user, c.port))
+        return _guard(lambda: connect(host.vars))
+    return LocalTransport()
 
 
 @task(iterable=["var"], help=CRON_HELP)
-def cron_install(c, every="5m", inventory="inventory.yaml", limit=None, var=None, user=None, log=None):
-    """Install (or update) one crontab entry running `watch` with absolute paths. Idempotent."""
+def cron_install(c, every="5m", inventory="inventory.yaml", limit=None, var=None, user=None, log=None,
+                 project=None, python=None, host_inventory=None):
+    """Install (or update) one crontab entry running `watch` with absolute paths. Idempotent.
+
+    With `fab -H host cron-install` the entry goes into that host's crontab: a self-healing
+    fleet with no central controller (cascade-ops must be installed there at --project)."""
     from cascade_ops import api, cron
     _guard(lambda: api.select_hosts(inventory, limit, var or ()))  # a bad inventory never reaches cron
-    project = os.path.dirname(os.path.abspath(__file__))
-    log = log or os.path.join(os.path.dirname(os.path.abspath(inventory)), ".cascade", "cron.log")
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    command = cron.watch_command(sys.executable, project, inventory, limit, var or [], log)
-    changed = _guard(lambda: cron.install(inventory, cron.schedule(every), command, user))
-    print("%s crontab entry: %s" % ("installed" if changed else "unchanged", cron.find(cron.read_crontab(user), inventory)))
+    project = project or os.path.dirname(os.path.abspath(__file__))
+    target = host_inventory or os.path.abspath(inventory)
+    log = log or os.path.join(os.path.dirname(target), ".cascade", "cron.log")
+    command = cron.watch_command(python or sys.executable, project, target, limit, var or [], log)
+    transport = _crontab_host(c, inventory, var)
+    try:
+        schedule = _guard(lambda: cron.schedule(every))
+        changed = _guard(lambda: cron.install(transport, target, schedule, command, user))
+        entry = _guard(lambda: cron.find(transport, target, user))
+    finally:
+        transport.close()
+    print("%s: %s crontab entry: %s" % (transport.host, "installed" if changed else "unchanged", entry))
 
 
 @task(help={k: CRON_HELP[k] for k in ("inventory", "user")})
 def cron_remove(c, inventory="inventory.yaml", user=None):
     """Remove this inventory's watch entry from the crontab; other entries stay untouched."""
     from cascade_ops import cron
-    removed = _guard(lambda: cron.remove(inventory, user))
+    transport = _crontab_host(c, inventory, ())
+    try:
+        removed = _guard(lambda: cron.remove(transport, os.path.abspath(inventory), user))
+    finally:
+        transport.close()
     print("removed the crontab entry" if removed else "no crontab entry for %s" % inventory)
 
 
@@ -197,7 +228,8 @@ def cron_remove(c, inventory="inventory.yaml", user=None):
 def cron_status(c, inventory="inventory.yaml", limit=None, var=None, user=None):
     """Show this inventory's crontab entry and each host's last watchdog tick."""
     from cascade_ops import api, cron
-    entry = _guard(lambda: cron.find(cron.read_crontab(user), inventory))
+    from cascade_ops.transport import LocalTransport
+    entry = _guard(lambda: cron.find(LocalTransport(), os.path.abspath(inventory), user))
     print("crontab: %s" % (entry or "no entry (invoke cron.install)"))
     for host in _guard(lambda: api.select_hosts(inventory, limit, var or ())):
         print("%-12s last tick: %s" % (host.name, api.last_tick(host) or "none yet"))
@@ -210,3 +242,4 @@ cron_tasks.add_task(cron_install, "install")
 cron_tasks.add_task(cron_remove, "remove")
 cron_tasks.add_task(cron_status, "status")
 ns = Collection(recover, deploy, diagnose, verify, watch, report, demo, cron_tasks)
+ns.add_task(cron_install, "cron-install")  # the name `fab -H host cron-install` asks for

@@ -781,6 +781,39 @@ COMMANDS = {f.__name__: f for f in (
     remove_file, restore_file, secret_state, create_secret, read_secret, tail, spawn, evidence, prune, read_b64)}
 
 
+def _crontab(args, user, stdin=None):
+    import subprocess
+    argv = ["crontab"] + (["-u", user] if user else []) + args
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        raise AgentError("crontab is not installed (Debian: apt-get install cron)") from None
+
+
+def crontab_lines(user=None):
+    """The user's crontab, line by line ([] when there is none)."""
+    done = _crontab(["-l"], user)
+    if done.returncode != 0:
+        if "no crontab" in done.stderr:
+            return []
+        raise AgentError("crontab -l failed: %s" % done.stderr.strip())
+    return done.stdout.splitlines()
+
+
+def crontab_entry(marker, entry=None, user=None):
+    """Set (``entry``) or remove (None) the one line ending with ``marker``; every other line stays
+    byte for byte. Returns the line found before and whether anything changed."""
+    lines = crontab_lines(user)
+    current = next((line for line in lines if line.endswith(marker)), None)
+    if current == entry:
+        return {"previous": current, "changed": False}
+    kept = [line for line in lines if line != current] + ([entry] if entry else [])
+    done = _crontab(["-"], user, "\n".join(kept) + "\n" if kept else "")
+    if done.returncode != 0:
+        raise AgentError("crontab - failed: %s" % done.stderr.strip())
+    return {"previous": current, "changed": True}
+
+
 _held_locks = {}
 
 
@@ -830,7 +863,7 @@ def spawn_detached(**kwargs):
     return reply["result"]
 
 
-COMMANDS.update({f.__name__: f for f in (lock, unlock, spawn_detached)})
+COMMANDS.update({f.__name__: f for f in (lock, unlock, spawn_detached, crontab_lines, crontab_entry)})
 
 
 def _call(command, kwargs):

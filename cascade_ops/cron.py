@@ -1,12 +1,15 @@
-"""The crontab entry that runs the watchdog: one per inventory, found again by its marker comment."""
+"""The crontab entry that runs the watchdog: one per inventory, found again by its marker comment.
+
+The crontab itself is read and written by the agent, so ``fab -H host cron-install`` edits the
+remote host's crontab with the very same code as a local ``invoke cron.install``.
+"""
 
 import hashlib
 import os
 import shlex
-import subprocess
 from typing import List, Optional
 
-from .errors import CascadeError, ConfigError
+from .errors import ConfigError
 from .hostvars import parse_duration
 
 MARKER = "# cascade-ops watch id="
@@ -44,58 +47,29 @@ def watch_command(python: str, project_dir: str, inventory: str, limit: Optional
         argv += ["--limit", limit]
     for pair in vars:
         argv += ["--var", pair]
-    command = "cd %s && %s >> %s 2>&1" % (shlex.quote(project_dir), " ".join(map(shlex.quote, argv)),
-                                           shlex.quote(log))
+    command = "mkdir -p %s && cd %s && %s >> %s 2>&1" % (
+        shlex.quote(os.path.dirname(log)), shlex.quote(project_dir), " ".join(map(shlex.quote, argv)), shlex.quote(log))
     return command.replace("%", "\\%")
 
 
-def _crontab(args: List[str], user: Optional[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:
-    argv = ["crontab"] + (["-u", user] if user else []) + args
-    try:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10)
-    except FileNotFoundError:
-        raise CascadeError("crontab is not installed (Debian: apt-get install cron)")
+def marker(inventory: str) -> str:
+    return MARKER + entry_id(inventory)
 
 
-def read_crontab(user: Optional[str] = None) -> List[str]:
-    done = _crontab(["-l"], user)
-    if done.returncode != 0:
-        if "no crontab" in done.stderr:
-            return []
-        raise CascadeError("crontab -l failed: %s" % done.stderr.strip())
-    return done.stdout.splitlines()
+def find(transport, inventory: str, user: Optional[str] = None) -> Optional[str]:
+    """Our entry in the crontab of the transport's host, or None."""
+    wanted = marker(inventory)
+    return next((line for line in transport.agent("crontab_lines", user=user) if line.endswith(wanted)), None)
 
 
-def write_crontab(lines: List[str], user: Optional[str] = None) -> None:
-    done = _crontab(["-"], user, "\n".join(lines) + "\n" if lines else "")
-    if done.returncode != 0:
-        raise CascadeError("crontab - failed: %s" % done.stderr.strip())
-
-
-def find(lines: List[str], inventory: str) -> Optional[str]:
-    marker = MARKER + entry_id(inventory)
-    return next((line for line in lines if line.endswith(marker)), None)
-
-
-def install(inventory: str, schedule_text: str, command: str, user: Optional[str] = None) -> bool:
+def install(transport, inventory: str, schedule_text: str, command: str, user: Optional[str] = None) -> bool:
     """Add or replace our entry; other entries stay byte for byte. Returns True when it changed."""
-    lines = read_crontab(user)
-    entry = "%s %s %s%s" % (schedule_text, command, MARKER, entry_id(inventory))
-    current = find(lines, inventory)
-    if current == entry:
-        return False
-    kept = [line for line in lines if line != current]
-    write_crontab(kept + [entry], user)
-    return True
+    entry = "%s %s %s" % (schedule_text, command, marker(inventory))
+    return transport.agent("crontab_entry", marker=marker(inventory), entry=entry, user=user)["changed"]
 
 
-def remove(inventory: str, user: Optional[str] = None) -> bool:
-    lines = read_crontab(user)
-    current = find(lines, inventory)
-    if current is None:
-        return False
-    write_crontab([line for line in lines if line != current], user)
-    return True
+def remove(transport, inventory: str, user: Optional[str] = None) -> bool:
+    return transport.agent("crontab_entry", marker=marker(inventory), entry=None, user=user)["changed"]
 
 
 def command_of(entry: str) -> str:

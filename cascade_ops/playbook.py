@@ -16,7 +16,7 @@ bound to every selected host's variables before the first host is touched.
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 from .errors import ConfigError
 from .hostvars import SPECS, references, render

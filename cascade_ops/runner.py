@@ -96,7 +96,7 @@ def lock_path(host_vars) -> str:
     return os.path.join(host_vars["state_dir"], "run.lock")
 
 
-def run_host(host: Host, bound: List[BoundStep], options: RunOptions = RunOptions(),
+def run_host(host: Host, bound: List[BoundStep], options: Optional[RunOptions] = None,
              on_step: Optional[StepCallback] = None, transport=None, result: Optional[HostResult] = None,
              on_connect: Optional[Callable] = None) -> HostResult:
     """Run bound steps in order on one host; the first failure ends that host's run.
@@ -109,6 +109,7 @@ def run_host(host: Host, bound: List[BoundStep], options: RunOptions = RunOption
     incident report on the host.
     """
     started, started_at = time.monotonic(), time.time()
+    options = options or RunOptions()
     result = result or HostResult(host.name)
     own_transport = transport is None
 
@@ -258,12 +259,13 @@ def _cut_off(host: Host, live: HostResult, holder: list, on_step) -> HostResult:
     return cut
 
 
-def run_playbook(hosts: List[Host], playbook: Playbook, options: RunOptions = RunOptions(),
+def run_playbook(hosts: List[Host], playbook: Playbook, options: Optional[RunOptions] = None,
                  on_step: Optional[StepCallback] = None) -> RunResult:
     """Bind the playbook to every host first (a bad value stops the run before any change), then
     run batch after batch. With ``serial``, a batch whose failed share exceeds
     ``max_fail_percentage`` (default 0) stops the rollout: later hosts are reported ``not_run``."""
     bound = {h.name: [bind(call, h.vars) for call in playbook.steps] for h in hosts}
+    options = options or RunOptions()
     serial = options.serial if options.serial is not None else playbook.serial
     max_fail = options.max_fail_percentage if options.max_fail_percentage is not None \
         else playbook.max_fail_percentage

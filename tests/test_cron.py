@@ -4,11 +4,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 
 import pytest
 
 from cascade_ops import cron
+from cascade_ops.transport import LocalTransport
 from cascade_ops.errors import ConfigError
 from conftest import REPO
 
@@ -30,11 +32,11 @@ def cron_user():
 
 
 def crontab_lines(user):
-    return cron.read_crontab(user)
+    return LocalTransport().agent("crontab_lines", user=user)
 
 
 def test_install_replace_remove_keep_other_entries(site, cron_user):
-    cron.write_crontab([FOREIGN], cron_user)
+    LocalTransport().agent("crontab_entry", marker="# someone else's", entry=FOREIGN, user=cron_user)
     root_before = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
 
     first = site.cli("cron.install", "--user", cron_user, "--every", "5m")
@@ -61,7 +63,7 @@ def test_the_installed_command_performs_a_tick(site, cron_user):
     assert site.cli("cron.install", "--user", cron_user, "--every", "1m").returncode == 0
     entry = crontab_lines(cron_user)[-1]
     command = cron.command_of(entry)
-    assert str(REPO) in command and "watch" in command and os.path.isabs(command.split()[3].strip("'"))
+    assert str(REPO) in command and "watch" in command and " %s -m invoke " % sys.executable in command
     # cron runs the line with /bin/sh, a minimal environment and another working directory.
     done = subprocess.run(["/bin/sh", "-c", command], cwd="/", env={"PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, timeout=120)
@@ -91,3 +93,17 @@ def test_values_are_quoted_and_percent_escaped():
     command = cron.watch_command("/venv/bin/python", "/srv/my project", "/etc/inv.yaml", "web*",
                                  ["x=$(rm -rf /);`id`", "p=50%"], "/var/log/c.log")
     assert "'x=$(rm -rf /);`id`'" in command and "p=50\\%" in command and "'/srv/my project'" in command
+
+
+def test_fab_cron_install_writes_the_remote_hosts_crontab(make_fleet, cron_user):
+    fleet = make_fleet(1)
+    argv = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web1", "cron-install",
+            "--inventory", str(fleet.inventory), "--user", cron_user, "--every", "15m"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("web1: installed")
+    # The "remote" sshd runs on this machine: its crontab is the one we can read here.
+    lines = crontab_lines(cron_user)
+    assert len(lines) == 1 and lines[0].startswith("*/15 * * * * ") and str(fleet.inventory) in lines[0]
+    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.stdout.startswith("web1: unchanged") and crontab_lines(cron_user) == lines

@@ -1,7 +1,6 @@
 """Holder resolution on real sockets: both IP families, several holders, backlog."""
 
 import socket
-import subprocess
 import sys
 
 import pytest

@@ -10,11 +10,10 @@ import sys
 import time
 
 import psutil
-import pytest
 
 from cascade_ops import api
 from cascade_ops.facts import Diagnosis
-from conftest import INVOKE, PLAYBOOK, REPO, SSHServer, free_port, ssh_vars, wait_for
+from conftest import REPO, SSHServer, free_port
 
 
 def statuses(result_json):

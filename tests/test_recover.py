@@ -7,12 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import psutil
-import pytest
 
-from cascade_ops.steps import CHANGED, FAILED, OK
+from cascade_ops.steps import CHANGED, FAILED
 from conftest import REPO, gone, python_script, wait_for
 
 

@@ -99,10 +99,10 @@ def test_restart_budget_stops_a_crash_loop_alerts_and_refills(make_site, webhook
     site = make_site(auth_module=None, max_restarts=2, window="12s", alert_webhook=webhook.url)
     (site.app_dir / "main.py").write_text(DIES_AFTER_START)
 
+    first_restart = time.time()
     for _ in range(2):
         tick = site.watch()
         assert (tick.action, tick.outcome) == ("recover", "recovered"), tick
-        first_restart = first_restart if _ else time.time()
         wait_for(lambda: not site.holders(), message="backend to die")
     exhausted = site.watch()
     assert (exhausted.action, exhausted.exit_code) == ("budget_exhausted", 6)

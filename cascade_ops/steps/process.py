@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import List, Set, Tuple
 
 from ..facts import Diagnosis, PortHolder, ProcessFacts
-from .base import Arg, Plan, Step, StepFailed, Unchanged
+from .base import Plan, Step, StepFailed, Unchanged
 from .diagnose import gather_diagnosis
 
 LOG_TAIL_LINES = 20
