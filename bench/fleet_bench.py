@@ -78,6 +78,13 @@ def _step_totals(size, doc):
           % (size, durations[0], durations[len(durations) // 2], durations[-1]))
 
 
+def _stop_backends(ports):
+    for port in ports:
+        for pid in holders(port):
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+
+
 def _bare_ssh(keys, known_hosts, ports):
     """The floor on this machine: N OpenSSH clients at once, each running `true` on its host."""
     started = time.perf_counter()
@@ -107,7 +114,7 @@ def main():
     host_key = (keys / "host.pub").read_text().split()[:2]
     sshds, ports = [], []
     invoke = str(Path(sys.executable).with_name("invoke"))
-    results, floors = {}, {}
+    results, floors, all_ports = {}, {}, []
     try:
         for _ in range(max(sizes)):
             port = free_port()
@@ -129,6 +136,7 @@ def main():
             for index in range(size):
                 port = free_port()
                 ports.append(port)
+                all_ports.append(port)
                 app = root / ("n%d-host%d" % (size, index))
                 app.mkdir()
                 lines += ["    host%d:" % index, "      ssh_port: %d" % sshds[index][0], "      port: %d" % port,
@@ -150,10 +158,9 @@ def main():
                     _step_totals(size, json.loads(done.stdout))
             results[size] = statistics.median(times)
             floors[size] = _bare_ssh(keys, root / "known_hosts", [p for p, _ in sshds[:size]])
-            for port in ports:
-                for pid in holders(port):
-                    os.kill(pid, signal.SIGKILL)
+            _stop_backends(ports)
     finally:
+        _stop_backends(all_ports)
         for _, proc in sshds:
             proc.kill()
         shutil.rmtree(root, ignore_errors=True)

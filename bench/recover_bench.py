@@ -80,6 +80,7 @@ def main():
                 results[("healthy", name)].append(timed(argv, cwd=REPO))
     finally:
         for pid in holders(port):
+            os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
     print("%-8s %12s %12s %8s   (median of %d, wall seconds)" % ("scenario", "cascade-ops", "baseline", "ratio", rounds))

@@ -187,3 +187,24 @@ def test_fab_deploy_to_a_host_named_on_the_command_line(make_fleet):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "127.0.0.1" in done.stdout and "verify" in done.stdout
     assert site.health()["ok"] and (site.app_dir / "api" / "auth.py").exists()
+
+
+def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet):
+    fleet = make_fleet(2)
+    slow = fleet.sites["web2"]
+    # web2's backend never finishes importing: its start step would wait start_timeout (60 s).
+    (slow.app_dir / "main.py").write_text("import time\nfrom fastapi import FastAPI\napp = FastAPI()\ntime.sleep(600)\n")
+    slow.vars.update(start_timeout="60s", host_timeout="6s")
+    fleet.write_inventory()
+
+    started = time.monotonic()
+    result = fleet.cli("recover", "--json")
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert statuses(doc) == {"web1": "changed", "web2": "failed"}
+    last = doc["hosts"]["web2"]["steps"][-1]
+    assert last["name"] == "deadline" and "cut off after host_timeout 6s (mid-run)" in last["message"]
+    assert elapsed < 40
+    assert fleet.sites["web1"].health()["ok"]
