@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
 from .errors import ConfigError
 from .hostvars import parse_cli_vars
-from .inventory import Host, load_inventory
+from .hostvars import Host
+from .inventory import load_inventory
 from .transport import connect
 
 if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
@@ -48,8 +49,8 @@ def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, var
 
     ``options`` are RunOptions: forks, serial, max_fail_percentage, accept_new_host_keys.
     """
-    from .playbook import load_playbook
-    from .runner import RunOptions, run_playbook
+    from .playbook import load_playbook, run_playbook
+    from .runner import RunOptions
     book = load_playbook(playbook or default_playbook(inventory, "recover"))
     hosts = hosts if hosts is not None else select_hosts(inventory, limit, vars)
     if options.get("forks") is not None and options["forks"] < 1:

@@ -9,7 +9,7 @@ import re
 import string
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .errors import ConfigError
 
@@ -164,6 +164,15 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("watch_log_max_bytes", _positive_int, 1 << 20, help="watch log size before rotation"),
     VarSpec("watch_log_keep", _positive_int, 3, help="rotated watch logs kept"),
 )}
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host with its resolved variables (``vars["host"]`` is its name)."""
+
+    name: str
+    groups: Tuple[str, ...]
+    vars: Dict[str, Any]
 
 
 @dataclass(frozen=True)

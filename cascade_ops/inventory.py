@@ -14,20 +14,13 @@ is touched.
 import fnmatch
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from .errors import ConfigError
-from .hostvars import Origin, RawVar, resolve
+from .hostvars import Host, Origin, RawVar, resolve
 from .yamlsrc import expect_mapping, load_file
 
 _GROUP_KEYS = ("vars", "hosts", "children")
-
-
-@dataclass(frozen=True)
-class Host:
-    name: str
-    groups: Tuple[str, ...]
-    vars: Dict[str, Any]
 
 
 @dataclass

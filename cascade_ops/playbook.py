@@ -16,12 +16,12 @@ bound to every selected host's variables before the first host is touched.
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
-from .hostvars import SPECS, references, render
-from .steps import REGISTRY
-from .steps.base import Step
+from .hostvars import SPECS, Host, references, render
+from .runner import RunOptions, RunResult, StepCallback, run_hosts
+from .steps import REGISTRY, BoundStep
 from .yamlsrc import expect_mapping, load_file
 
 _PLAYBOOK_KEYS = ("name", "steps", "rollback", "serial", "max_fail_percentage")
@@ -45,15 +45,6 @@ class Playbook:
     rollback: bool = True  # put the previous files back when the run fails after changing them
     serial: Optional[str] = None  # hosts per rolling batch: a count or "N%"
     max_fail_percentage: Optional[float] = None
-
-
-@dataclass(frozen=True)
-class BoundStep:
-    """A step with its arguments rendered for one host, or the reason it is skipped there."""
-
-    step: Step
-    args: Optional[Dict[str, Any]]
-    skip_reason: Optional[str] = None
 
 
 def _step_call(item, path, line) -> StepCall:
@@ -146,3 +137,17 @@ def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:
         except ValueError as exc:
             raise ConfigError(str(exc), call.file, line, "%s.%s" % (call.name, key))
     return BoundStep(step_cls(), args)
+
+
+def run_playbook(hosts: List[Host], playbook: Playbook, options: Optional[RunOptions] = None,
+                 on_step: Optional[StepCallback] = None) -> RunResult:
+    """Bind the playbook to every host first (a bad value stops the run before any change), then
+    run it with the playbook's rollout settings unless the options override them."""
+    bound = {h.name: [bind(call, h.vars) for call in playbook.steps] for h in hosts}
+    options = options or RunOptions()
+    merged = dict(options.__dict__, rollback=options.rollback and playbook.rollback)
+    if options.serial is None:
+        merged["serial"] = playbook.serial
+    if options.max_fail_percentage is None:
+        merged["max_fail_percentage"] = playbook.max_fail_percentage
+    return run_hosts(hosts, bound, RunOptions(**merged), on_step)

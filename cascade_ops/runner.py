@@ -16,9 +16,8 @@ from typing import Callable, Dict, List, Optional, Union
 
 from .errors import (EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, CascadeError, ConfigError,
                      HostUnreachable, LockHeld)
-from .inventory import Host
-from .playbook import BoundStep, Playbook, bind
-from .steps import CHANGED, FAILED, OK, SKIPPED, HostRun, StepResult
+from .hostvars import Host
+from .steps import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, StepResult
 from .transport import connect
 
 StepCallback = Callable[[str, StepResult], None]
@@ -259,19 +258,13 @@ def _cut_off(host: Host, live: HostResult, holder: list, on_step) -> HostResult:
     return cut
 
 
-def run_playbook(hosts: List[Host], playbook: Playbook, options: Optional[RunOptions] = None,
-                 on_step: Optional[StepCallback] = None) -> RunResult:
-    """Bind the playbook to every host first (a bad value stops the run before any change), then
-    run batch after batch. With ``serial``, a batch whose failed share exceeds
-    ``max_fail_percentage`` (default 0) stops the rollout: later hosts are reported ``not_run``."""
-    bound = {h.name: [bind(call, h.vars) for call in playbook.steps] for h in hosts}
+def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Optional[RunOptions] = None,
+              on_step: Optional[StepCallback] = None) -> RunResult:
+    """Run each host's bound steps, batch after batch. With ``serial``, a batch whose failed share
+    exceeds ``max_fail_percentage`` (default 0) stops the rollout: later hosts are ``not_run``."""
     options = options or RunOptions()
-    serial = options.serial if options.serial is not None else playbook.serial
-    max_fail = options.max_fail_percentage if options.max_fail_percentage is not None \
-        else playbook.max_fail_percentage
-    size = batch_size(serial, len(hosts))
+    size = batch_size(options.serial, len(hosts))
     batches = [hosts[i:i + size] for i in range(0, len(hosts), size)]
-    options = RunOptions(**dict(options.__dict__, rollback=options.rollback and playbook.rollback))
     lock = threading.Lock()
 
     def report(host_name, step_result):  # one whole line at a time, whichever thread reports
@@ -283,7 +276,7 @@ def run_playbook(hosts: List[Host], playbook: Playbook, options: Optional[RunOpt
     for index, batch in enumerate(batches):
         results.update(_run_batch(batch, bound, options, report))
         bad = [h.name for h in batch if results[h.name].failed]
-        if serial is not None and bad and 100.0 * len(bad) / len(batch) > (max_fail or 0):
+        if options.serial is not None and bad and 100.0 * len(bad) / len(batch) > (options.max_fail_percentage or 0):
             why = "rollout stopped after batch %d of %d (%s failed)" % (index + 1, len(batches), ", ".join(bad))
             for later in batches[index + 1:]:
                 for host in later:

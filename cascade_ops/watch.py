@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 from .errors import EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, LockHeld
 from .facts import Diagnosis
-from .inventory import Host
+from .hostvars import Host
 from .transport import Transport, connect
 
 STATE_FILE = "watch-state.json"

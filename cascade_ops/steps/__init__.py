@@ -1,6 +1,6 @@
 """The steps a playbook can name, by name."""
 
-from .base import CHANGED, FAILED, OK, SKIPPED, HostRun, Step, StepResult
+from .base import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, Step, StepResult
 from .diagnose import Diagnose
 from .files import DeployFile, JwtSecret, MountRouter, SeedApp
 from .process import Start, Terminate
@@ -8,4 +8,4 @@ from .verify import Verify
 
 REGISTRY = {cls.name: cls for cls in (SeedApp, Diagnose, JwtSecret, DeployFile, MountRouter, Terminate, Start, Verify)}
 
-__all__ = ["REGISTRY", "HostRun", "Step", "StepResult", "OK", "CHANGED", "FAILED", "SKIPPED"]
+__all__ = ["REGISTRY", "BoundStep", "HostRun", "Step", "StepResult", "OK", "CHANGED", "FAILED", "SKIPPED"]

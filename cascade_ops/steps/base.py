@@ -116,3 +116,12 @@ class Step:
         except (StepFailed, HostCommandError) as exc:
             status, message = FAILED, str(exc)
         return StepResult(self.name, status, message, time.monotonic() - started, diff)
+
+
+@dataclass(frozen=True)
+class BoundStep:
+    """A step with its arguments rendered for one host, or the reason it is skipped there."""
+
+    step: Step
+    args: Optional[Dict[str, Any]]
+    skip_reason: Optional[str] = None
