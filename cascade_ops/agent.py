@@ -546,11 +546,6 @@ def list_dir(path):
         return None
 
 
-def read_b64(path):
-    with open(path, "rb") as f:
-        return base64.b64encode(f.read()).decode()
-
-
 def read_text(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -734,7 +729,8 @@ def spawn(argv, cwd, log, pidfile, env=None, secret_env=None):
     child_env = dict(os.environ)
     child_env.update(env or {})
     for name, path in (secret_env or {}).items():
-        child_env[name] = read_secret(path)
+        if os.path.exists(path):  # a missing secret is the backend's to refuse, with its own message
+            child_env[name] = read_secret(path)
     os.makedirs(os.path.dirname(log), exist_ok=True)
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -778,7 +774,7 @@ def wait_healthy(pid, bind_host, port, path, timeout, probe_timeout, poll_interv
 COMMANDS = {f.__name__: f for f in (
     host_facts, listen_sockets, process_table, http_probe, wait_healthy, terminate, suspend, port_free,
     wait_port_free, file_state, path_kind, list_dir, read_text, install_file, write_file, append_log,
-    remove_file, restore_file, secret_state, create_secret, read_secret, tail, spawn, evidence, prune, read_b64)}
+    remove_file, restore_file, secret_state, create_secret, read_secret, tail, spawn, evidence, prune)}
 
 
 def _crontab(args, user, stdin=None):

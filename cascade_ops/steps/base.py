@@ -26,7 +26,6 @@ class StepResult:
     message: str
     duration_s: float = 0.0
     diff: str = ""
-    data: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -71,7 +70,6 @@ class HostRun:
     diagnosis: Optional[Diagnosis] = None
     changed_files: List[str] = field(default_factory=list)
     restart_planned: bool = False
-    started_pid: Optional[int] = None
     installed: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # (file, its backup or None)
     evidence: Optional[Dict[str, Any]] = None  # captured before terminate signalled anything
     checks: List[Any] = field(default_factory=list)  # the verify step's results

@@ -47,7 +47,7 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool) -> Terminati
     reloader cannot orphan its worker and a worker cannot be respawned.
     """
     pattern = re.compile(process_match)
-    protected = set(d.protected) | {1, os.getpid()}
+    protected = set(d.protected) | {1}  # the agent's own chain on that host: the runner, or its SSH session
     roots: List[int] = []
     eligible_inodes: Set[int] = set()
     pending = list(d.holders)
@@ -187,5 +187,4 @@ class Start(Step):
             lines = run.transport.agent("tail", path=log_path(v), lines=LOG_TAIL_LINES)
             raise StepFailed("backend pid %d %s; last lines of %s:\n%s"
                              % (pid, why, log_path(v), "\n".join("  | " + line for line in lines)))
-        run.started_pid = pid
         return "started pid %d, healthy after %.2fs" % (pid, ready["elapsed_s"])
