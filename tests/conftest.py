@@ -297,7 +297,7 @@ class SSHServer:
             ListenAddress 127.0.0.1
             HostKey %s
             PidFile none
-            AuthorizedKeysFile %s
+            AuthorizedKeysFile %s .ssh/authorized_keys
             PasswordAuthentication no
             KbdInteractiveAuthentication no
             PubkeyAuthentication yes

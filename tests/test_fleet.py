@@ -3,13 +3,16 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import psutil
+import pytest
 
 from cascade_ops import api
 from cascade_ops.facts import Diagnosis
@@ -208,3 +211,48 @@ def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet):
     assert last["name"] == "deadline" and "cut off after host_timeout 6s (mid-run)" in last["message"]
     assert elapsed < 40
     assert fleet.sites["web1"].health()["ok"]
+
+
+@pytest.fixture
+def sudo_user(ssh_keys):
+    """An unprivileged SSH user allowed `sudo -n` (root's own processes hold the port)."""
+    if shutil.which("sudo") is None or os.geteuid() != 0:
+        pytest.skip("needs sudo (.ci/run installs it) and root to create a user")
+    name = "cascadeop%s" % uuid.uuid4().hex[:6]
+    # "*": no password, yet not locked ("!"), which sshd without PAM would refuse.
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--password", "*", name], check=True)
+    # sshd reads authorized keys as the user: the test session's key file is root-only.
+    ssh_dir = os.path.expanduser("~%s/.ssh" % name)
+    os.makedirs(ssh_dir, mode=0o700)
+    shutil.copy(ssh_keys / "client.pub", os.path.join(ssh_dir, "authorized_keys"))
+    subprocess.run(["chown", "-R", "%s:%s" % (name, name), ssh_dir], check=True)
+    rule = "/etc/sudoers.d/%s" % name
+    with open(rule, "w") as f:
+        f.write("%s ALL=(root) NOPASSWD: ALL\n" % name)
+    os.chmod(rule, 0o440)
+    try:
+        yield name
+    finally:
+        os.unlink(rule)
+        subprocess.run(["userdel", "--remove", name], capture_output=True)
+
+
+def test_become_lets_an_unprivileged_ssh_user_recover_a_root_backend(make_fleet, sudo_user):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    assert fleet.cli("recover").returncode == 0  # started by root
+    root_pid = site.backend_pid()
+    os.kill(root_pid, signal.SIGSTOP)
+    site.vars.update(user=sudo_user)
+    fleet.write_inventory()
+
+    # Without sudo the user sees the listening socket but not who holds it. (The system python:
+    # the test venv lives under root's home, which this user cannot enter.)
+    blind = api.diagnose(str(fleet.inventory), vars=["python=/usr/bin/python3"])["web1"]
+    assert blind.holders == () and blind.orphan_sockets and blind.unreadable_pids > 0
+    assert "unhealthy" in blind.verdict()
+
+    result = fleet.cli("recover", "--var", "become=true", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert site.health()["ok"] and site.backend_pid() != root_pid
+    assert psutil.Process(site.backend_pid()).username() == "root"
