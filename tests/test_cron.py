@@ -28,7 +28,7 @@ def cron_user():
         yield name
     finally:
         subprocess.run(["crontab", "-u", name, "-r"], capture_output=True)
-        subprocess.run(["userdel", name], check=True)
+        subprocess.run(["userdel", "--force", name], check=True)
 
 
 def crontab_lines(user):

@@ -234,7 +234,7 @@ def sudo_user(ssh_keys):
         yield name
     finally:
         os.unlink(rule)
-        subprocess.run(["userdel", "--remove", name], capture_output=True)
+        subprocess.run(["userdel", "--force", "--remove", name], capture_output=True)
 
 
 def test_become_lets_an_unprivileged_ssh_user_recover_a_root_backend(make_fleet, sudo_user):
