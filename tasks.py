@@ -1,7 +1,8 @@
 """cascade-ops tasks. ``invoke --list`` shows them; ``invoke --help TASK`` shows a task's options.
 
-Exit codes: 0 all ok; 2 a step failed; 4 invalid inventory, playbook or variables (nothing touched);
-5 another run holds the host's lock; 6 the watchdog's restart budget is spent.
+Exit codes: 0 all ok; 2 a step failed (or a release was rolled back); 3 a host was unreachable;
+4 invalid inventory, playbook, variables or options (nothing touched); 5 another run holds the
+host's lock; 6 the watchdog's restart budget is spent.
 """
 
 import json
@@ -24,8 +25,6 @@ HELP = {
     "max-fail-percentage": "with serial: failed share of a batch that stops the rollout (default 0)",
     "accept-new-host-keys": "record unknown SSH host keys instead of refusing them (a changed key is always refused)",
 }
-RUN_OPTIONS = ("inventory", "limit", "var", "check", "diff", "json", "playbook", "forks", "serial",
-               "max-fail-percentage", "accept-new-host-keys")
 
 
 def _guard(action):
@@ -68,16 +67,16 @@ def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, di
 
     Finds who holds the port, stops only them, puts the auth module in place, starts the backend
     detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."""
-    _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks and int(forks), serial,
-         max_fail_percentage and float(max_fail_percentage), accept_new_host_keys)
+    _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
+         accept_new_host_keys)
 
 
 @task(iterable=["var"], help=HELP)
 def deploy(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False):
     """Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."""
-    _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks and int(forks), serial,
-         max_fail_percentage and float(max_fail_percentage), accept_new_host_keys)
+    _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
+         accept_new_host_keys)
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})

@@ -53,10 +53,33 @@ def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, var
     from .runner import RunOptions
     book = load_playbook(playbook or default_playbook(inventory, "recover"))
     hosts = hosts if hosts is not None else select_hosts(inventory, limit, vars)
-    if options.get("forks") is not None and options["forks"] < 1:
-        raise ConfigError("must be at least 1", field="--forks")
-    run_options = RunOptions(check=check, diff=diff, **{k: v for k, v in options.items() if v is not None})
+    run_options = RunOptions(check=check, diff=diff, **_run_options(options))
     return run_playbook(hosts, book, run_options, on_step=on_step)
+
+
+def _run_options(options: dict) -> dict:
+    """Check command-line run options (strings from the CLI, or numbers from Python)."""
+    checked = {k: v for k, v in options.items() if v is not None}
+    try:
+        if "forks" in checked:
+            checked["forks"] = int(checked["forks"])
+            if checked["forks"] < 1:
+                raise ValueError
+    except ValueError:
+        raise ConfigError("expected a whole number of at least 1, got %r" % options["forks"], field="--forks")
+    if "max_fail_percentage" in checked:
+        try:
+            checked["max_fail_percentage"] = float(checked["max_fail_percentage"])
+            if not 0 <= checked["max_fail_percentage"] <= 100:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("expected a number from 0 to 100, got %r" % options["max_fail_percentage"],
+                              field="--max-fail-percentage")
+    if "serial" in checked:
+        from .runner import batch_size
+        batch_size(checked["serial"], 1, field="--serial")  # raises ConfigError when malformed
+        checked["serial"] = str(checked["serial"])
+    return checked
 
 
 def _per_host(hosts: List[Host], action):

@@ -189,7 +189,7 @@ def _roll_back(run: HostRun, bound: List[BoundStep], report) -> bool:
     return ok
 
 
-def batch_size(serial, total: int) -> int:
+def batch_size(serial, total: int, field: str = "serial") -> int:
     """Hosts per rolling batch from ``serial``: a count, or a percentage of all hosts."""
     if serial is None:
         return max(1, total)
@@ -205,8 +205,8 @@ def batch_size(serial, total: int) -> int:
             raise ValueError
         return count
     except ValueError:
-        raise ConfigError("serial is a count of hosts (1, 2, ...) or a percentage (25%%), got %r" % serial,
-                          field="serial")
+        raise ConfigError("expected a count of hosts (1, 2, ...) or a percentage (25%%), got %r" % serial,
+                          field=field) from None
 
 
 def _run_batch(hosts: List[Host], bound, options: RunOptions, on_step) -> Dict[str, HostResult]:

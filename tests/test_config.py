@@ -109,3 +109,12 @@ def test_durations():
     assert parse_duration("15m") == 900 and parse_duration("1h") == 3600 and parse_duration(2.5) == 2.5
     with pytest.raises(ValueError):
         parse_duration("-1")
+
+
+@pytest.mark.parametrize("option, value", [("--forks", "0"), ("--forks", "many"), ("--serial", "0"),
+                                           ("--serial", "half"), ("--max-fail-percentage", "150")])
+def test_bad_run_options_exit_4_and_touch_nothing(site, option, value):
+    result = site.cli("recover", option, value)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert option in result.stderr and "Traceback" not in result.stderr
+    assert not site.state_dir.exists()
