@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from .errors import EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, LockHeld
+from .errors import (EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, HostCommandError, HostUnreachable, LockHeld)
 from .facts import Diagnosis
 from .hostvars import Host
 from .transport import Transport, connect
@@ -20,7 +20,7 @@ from .transport import Transport, connect
 STATE_FILE = "watch-state.json"
 LOG_FILE = "watch.log"
 # Worst outcome wins when several hosts tick together.
-_SEVERITY = [EXIT_OK, EXIT_LOCKED, EXIT_BUDGET, EXIT_FAILED]
+_SEVERITY = [EXIT_OK, EXIT_LOCKED, EXIT_BUDGET, EXIT_UNREACHABLE, EXIT_FAILED]
 
 
 @dataclass
@@ -162,7 +162,16 @@ def _alert(v, host_name, diagnosis, action, outcome, now, incident_report=None) 
 
 
 def watch(hosts: List[Host], playbook_loader: Callable, reset: bool = False) -> Dict[str, Tick]:
-    return {h.name: tick_host(h, playbook_loader, reset) for h in hosts}
+    """A tick on each host; one host that cannot be reached or read does not stop the others."""
+    ticks = {}
+    for host in hosts:
+        try:
+            ticks[host.name] = tick_host(host, playbook_loader, reset)
+        except HostUnreachable as exc:
+            ticks[host.name] = Tick(host.name, False, "not probed", "unreachable", str(exc), EXIT_UNREACHABLE)
+        except HostCommandError as exc:
+            ticks[host.name] = Tick(host.name, False, "not probed", "error", str(exc), EXIT_FAILED)
+    return ticks
 
 
 def exit_code(ticks: Dict[str, Tick]) -> int:

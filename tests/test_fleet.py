@@ -256,3 +256,17 @@ def test_become_lets_an_unprivileged_ssh_user_recover_a_root_backend(make_fleet,
     assert result.returncode == 0, result.stdout + result.stderr
     assert site.health()["ok"] and site.backend_pid() != root_pid
     assert psutil.Process(site.backend_pid()).username() == "root"
+
+
+def test_watch_over_ssh_recovers_and_reports_an_unreachable_host(make_fleet):
+    fleet = make_fleet(1)
+    fleet.extra_hosts["down"] = dict(fleet.sites["web1"].vars, ssh_port=free_port())
+    fleet.write_inventory()
+    result = fleet.cli("watch", "--json")
+    assert result.returncode == 3, result.stdout + result.stderr
+    ticks = json.loads(result.stdout)
+    assert (ticks["web1"]["action"], ticks["web1"]["outcome"]) == ("recover", "recovered")
+    assert ticks["down"]["action"] == "unreachable"
+    assert fleet.sites["web1"].health()["ok"]
+    again = json.loads(fleet.cli("watch", "--json", "--limit", "web1").stdout)
+    assert again["web1"]["action"] == "none"
