@@ -85,6 +85,29 @@ def _stop_backends(ports):
             os.kill(pid, signal.SIGKILL)
 
 
+def _pyinfra(pyinfra, root, keys, sshds, ports, rounds):
+    """The same recovery with pyinfra (bench/pyinfra_recover.py), same hosts, same hung backends."""
+    inventory = root / ("pyinfra-%d.py" % len(ports))
+    hosts = [("h%d" % i, {"ssh_hostname": "127.0.0.1", "ssh_port": ssh_port, "ssh_user": "root",
+                          "ssh_key": str(keys / "client"), "ssh_known_hosts_file": str(root / "known_hosts"),
+                          "ssh_strict_host_key_checking": "yes", "port": port, "python": sys.executable,
+                          "backend": str(REPO / "bench" / "light_backend.py")})
+             for i, ((ssh_port, _), port) in enumerate(zip(sshds, ports))]
+    inventory.write_text("hosts = %r\n" % hosts)
+    argv = [pyinfra, "-y", "--parallel", str(len(ports)), str(inventory), str(REPO / "bench" / "pyinfra_recover.py")]
+    times = []
+    for _ in range(rounds):
+        for port in ports:
+            for pid in holders(port):
+                os.kill(pid, signal.SIGSTOP)
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=root)
+        times.append(time.perf_counter() - started)
+        if done.returncode:
+            raise SystemExit("pyinfra failed:\n%s%s" % (done.stdout[-2000:], done.stderr[-2000:]))
+    return statistics.median(times)
+
+
 def _bare_ssh(keys, known_hosts, ports):
     """The floor on this machine: N OpenSSH clients at once, each running `true` on its host."""
     started = time.perf_counter()
@@ -114,7 +137,8 @@ def main():
     host_key = (keys / "host.pub").read_text().split()[:2]
     sshds, ports = [], []
     invoke = str(Path(sys.executable).with_name("invoke"))
-    results, floors, all_ports = {}, {}, []
+    results, floors, peers, all_ports = {}, {}, {}, []
+    pyinfra = os.environ.get("PYINFRA") or shutil.which("pyinfra")
     try:
         for _ in range(max(sizes)):
             port = free_port()
@@ -158,19 +182,23 @@ def main():
                     _step_totals(size, json.loads(done.stdout))
             results[size] = statistics.median(times)
             floors[size] = _bare_ssh(keys, root / "known_hosts", [p for p, _ in sshds[:size]])
+            if pyinfra:
+                peers[size] = _pyinfra(pyinfra, root, keys, sshds[:size], ports, options.rounds)
             _stop_backends(ports)
     finally:
         _stop_backends(all_ports)
         for _, proc in sshds:
             proc.kill()
         shutil.rmtree(root, ignore_errors=True)
-    for tool in ("pyinfra", "ansible-playbook"):
-        if shutil.which(tool) is None:
-            print("(%s is not installed here: not measured in this run)" % tool)
-    print("%6s %10s %10s %14s   (median of %d, wall seconds, --forks N)"
-          % ("hosts", "seconds", "vs N=1", "bare ssh true", options.rounds))
+    if not pyinfra:
+        print("(pyinfra is not installed here, nor named by $PYINFRA: not measured in this run)")
+    if shutil.which("ansible-playbook") is None:
+        print("(ansible-playbook is not installed here: not measured in this run)")
+    print("%6s %10s %10s %14s %10s   (median of %d, wall seconds, --forks N)"
+          % ("hosts", "seconds", "vs N=1", "bare ssh true", "pyinfra", options.rounds))
     for size in sizes:
-        print("%6d %10.3f %9.2fx %14.3f" % (size, results[size], results[size] / results[sizes[0]], floors[size]))
+        print("%6d %10.3f %9.2fx %14.3f %10s" % (size, results[size], results[size] / results[sizes[0]], floors[size],
+                                                "%.3f" % peers[size] if size in peers else "-"))
 
 
 if __name__ == "__main__":
