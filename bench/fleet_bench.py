@@ -176,8 +176,13 @@ def main():
                     for pid in holders(port):
                         os.kill(pid, signal.SIGSTOP)
                 started = time.perf_counter()
+                before = os.times()
                 done = subprocess.run(argv + ["--json"], check=True, capture_output=True, text=True, cwd=REPO)
                 times.append(time.perf_counter() - started)
+                after = os.times()
+                if options.steps:
+                    print("N=%d controller CPU %.2fs" % (size, (after.children_user - before.children_user)
+                                                       + (after.children_system - before.children_system)))
                 if options.steps:
                     _step_totals(size, json.loads(done.stdout))
             results[size] = statistics.median(times)

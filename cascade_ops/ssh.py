@@ -15,6 +15,7 @@ import select
 import shlex
 import socket
 import stat
+import threading
 import time
 from typing import Optional
 
@@ -27,7 +28,12 @@ from .transport import decode_reply, hold_lock
 
 with open(agent.__file__, "rb") as _f:
     AGENT_SOURCE = _f.read()
-AGENT_PATH = ".cache/cascade-ops/agent-%s.py" % hashlib.sha256(AGENT_SOURCE).hexdigest()[:16]
+AGENT_DIR = ".cache/cascade-ops"  # relative: under the SSH user's home
+AGENT_MODULE = "agent_%s" % hashlib.sha256(AGENT_SOURCE).hexdigest()[:16]
+AGENT_PATH = "%s/%s.py" % (AGENT_DIR, AGENT_MODULE)
+# Imported rather than run as a script, so the host caches its bytecode between runs.
+AGENT_BOOT = "import sys; sys.path.insert(0, %r); import %s as agent; sys.exit(agent.main(['agent'] + sys.argv[1:]))" % (
+    AGENT_DIR, AGENT_MODULE)
 # Headroom on top of the durations a command is asked to wait for itself.
 COMMAND_SLACK_S = 30.0
 
@@ -120,7 +126,7 @@ class SSHTransport:
         sftp.posix_rename(tmp, AGENT_PATH)
 
     def _command(self, command: str) -> str:
-        argv = [self.vars["python"], "-I", AGENT_PATH, command]
+        argv = [self.vars["python"], "-I", "-c", AGENT_BOOT, command]
         line = " ".join(shlex.quote(a) for a in argv)
         return "sudo -n -- " + line if self.vars["become"] else line
 
@@ -200,11 +206,52 @@ class SSHTransport:
 
     @contextlib.contextmanager
     def tunnel(self, host: str, port: int):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            local_port = probe.getsockname()[1]
-        with self.connection.forward_local(local_port, remote_port=port, remote_host=host, local_host="127.0.0.1"):
-            yield "127.0.0.1", local_port
+        """A loopback listener whose connections are carried to ``host:port`` as the host sees it.
+
+        Our own rather than Fabric's forward_local, which binds inside its thread: a client that
+        connects at once can find nothing listening yet.
+        """
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        ssh = self.connection.client.get_transport()
+
+        def carry(source, sink):
+            try:
+                while True:
+                    data = source.recv(1 << 16)
+                    if not data:
+                        break
+                    sink.sendall(data)
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+            finally:
+                source.close()
+                sink.close()
+
+        def serve():
+            while True:
+                try:
+                    client, peer = listener.accept()
+                except OSError:
+                    return  # the listener was closed: the tunnel is over
+                try:
+                    channel = ssh.open_channel("direct-tcpip", (host, port), peer, timeout=COMMAND_SLACK_S)
+                except (paramiko.SSHException, OSError, EOFError):
+                    client.close()  # the host refused that connection: so does the tunnel
+                    continue
+                for source, sink in ((client, channel), (channel, client)):
+                    threading.Thread(target=carry, args=(source, sink), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True, name="tunnel-%s" % self.host).start()
+        try:
+            yield listener.getsockname()
+        finally:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone may not
+            except OSError:
+                pass
+            listener.close()
 
     def stage(self, dest: str, data: bytes) -> Optional[str]:
         """SFTP the new content to a temporary file beside ``dest``; the agent validates and renames it.

@@ -68,6 +68,7 @@ class HostRun:
     check: bool = False
     diff: bool = False
     diagnosis: Optional[Diagnosis] = None
+    diagnosed_at: float = 0.0  # time.monotonic() of the diagnosis
     changed_files: List[str] = field(default_factory=list)
     restart_planned: bool = False
     installed: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # (file, its backup or None)

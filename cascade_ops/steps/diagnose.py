@@ -1,5 +1,7 @@
 """Step 1: probe the backend and list who holds its port. Changes nothing."""
 
+import time
+
 from ..facts import Diagnosis
 from .base import HostRun, Step, Unchanged
 
@@ -20,5 +22,5 @@ class Diagnose(Step):
         return gather_diagnosis(run)
 
     def plan(self, run, args, diagnosis):
-        run.diagnosis = diagnosis
+        run.diagnosis, run.diagnosed_at = diagnosis, time.monotonic()
         return Unchanged(diagnosis.verdict())

@@ -3,6 +3,7 @@
 import os
 import re
 import shlex
+import time
 from dataclasses import dataclass
 from typing import List, Set, Tuple
 
@@ -11,6 +12,7 @@ from .base import Plan, Step, StepFailed, Unchanged
 from .diagnose import gather_diagnosis
 
 LOG_TAIL_LINES = 20
+FRESH_FACTS_S = 2.0  # a diagnosis younger than this is reused by terminate instead of a second scan
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ class Terminate(Step):
     def gather(self, run, args):
         if _untouched_and_healthy(run):
             return None  # nothing will be signalled: skip the second scan on the hot path
+        if run.diagnosis is not None and time.monotonic() - run.diagnosed_at < FRESH_FACTS_S:
+            # Seconds-old facts are safe to act on: each signal is pinned to a process's start
+            # time, and success is judged by the port, so a newcomer is named, never missed.
+            return run.diagnosis
         return gather_diagnosis(run, probe=False)
 
     def plan(self, run, args, d):
