@@ -149,11 +149,11 @@ class SSHTransport:
 
     def _agent_missing(self, channel) -> bool:
         """Ask the fresh server for a no-op reply; a 127 exit means the agent is not there yet."""
-        channel.sendall(b'{"command": "path_kind", "kwargs": {"path": "."}}\n')
         try:
+            channel.sendall(b'{"command": "path_kind", "kwargs": {"path": "."}}\n')
             self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
-        except (socket.timeout, paramiko.SSHException):
-            pass
+        except (socket.timeout, paramiko.SSHException, OSError):
+            pass  # the shell may already have exited: its status says why
         return channel.exit_status_ready() and channel.recv_exit_status() == 127
 
     def _read_line(self, channel, deadline: float) -> bytes:
