@@ -113,14 +113,14 @@ def verify(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
 def hang(c, inventory="inventory.yaml", limit=None, var=None):
     """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
     from cascade_ops import api
+    from cascade_ops.facts import read_diagnosis
     from cascade_ops.transport import connect
     for host in _guard(lambda: api.select_hosts(inventory, limit, var or ())):
-        diagnosis = api.diagnose(inventory, host.name, var or ())[host.name]
-        if not diagnosis.holders:
-            print("%s: nothing holds port %d" % (host.name, diagnosis.port))
-            continue
-        transport = connect(host.vars)
+        transport = _guard(partial(connect, host.vars))
         try:
+            diagnosis = _guard(partial(read_diagnosis, transport, host.vars, probe=False))
+            if not diagnosis.holders:
+                print("%s: nothing holds port %d" % (host.name, diagnosis.port))
             for holder in diagnosis.holders:
                 _guard(partial(transport.agent, "suspend", pid=holder.pid, start_ticks=holder.process.start_ticks))
                 print("%s: stopped pid %d (%s)" % (host.name, holder.pid, holder.process.command))

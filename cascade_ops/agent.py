@@ -70,13 +70,29 @@ def listen_sockets(port):
     return found
 
 
+def _socket_inodes(pid):
+    """Inodes of the sockets a process holds open; PermissionError when its fds are hidden from us."""
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fd_dir)
+    except (FileNotFoundError, ProcessLookupError):
+        return  # the process is gone
+    for fd in fds:
+        try:
+            link = os.readlink(fd_dir + "/" + fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            yield int(link[8:-1])
+
+
 def socket_holders(inodes):
     """Map each pid to the subset of ``inodes`` it holds open, by scanning every /proc/PID/fd.
 
     psutil.net_connections() keeps only the first pid per inode, which hides the second holder
     of an inherited socket; this scan sees them all. Returns (holders, unreadable_pids).
     """
-    wanted = {"socket:[%d]" % inode: inode for inode in inodes}
+    wanted = set(inodes)
     holders = {}
     unreadable = []
     if not wanted:
@@ -84,22 +100,14 @@ def socket_holders(inodes):
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        fd_dir = "/proc/" + name + "/fd"
         try:
-            fds = os.listdir(fd_dir)
+            held = wanted.intersection(_socket_inodes(int(name)))
         except PermissionError:
             unreadable.append(int(name))
             continue
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                inode = wanted.get(os.readlink(fd_dir + "/" + fd))
-            except OSError:
-                continue
-            if inode is not None:
-                holders.setdefault(int(name), set()).add(inode)
-    return {pid: sorted(inodes) for pid, inodes in holders.items()}, unreadable
+        if held:
+            holders[int(name)] = sorted(held)
+    return holders, unreadable
 
 
 # --------------------------------------------------------------------------- processes
@@ -408,18 +416,12 @@ _TCP_NAMES = {"01": "established", "08": "close_wait", "0A": "listen"}
 def _socket_counts(pid, states):
     counts = {name: 0 for name in _TCP_NAMES.values()}
     try:
-        fds = os.listdir("/proc/%d/fd" % pid)
-    except OSError:
-        return counts
-    for fd in fds:
-        try:
-            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            name = _TCP_NAMES.get(states.get(int(link[8:-1])))
+        for inode in _socket_inodes(pid):
+            name = _TCP_NAMES.get(states.get(inode))
             if name:
                 counts[name] += 1
+    except PermissionError:
+        pass
     return counts
 
 

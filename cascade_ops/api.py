@@ -82,24 +82,24 @@ def _run_options(options: dict) -> dict:
     return checked
 
 
+def _on_host(host: Host, action):
+    transport = connect(host.vars)
+    try:
+        return action(host, transport)
+    finally:
+        transport.close()
+
+
 def _per_host(hosts: List[Host], action):
-    results = {}
-    for host in hosts:
-        transport = connect(host.vars)
-        try:
-            results[host.name] = action(host, transport)
-        finally:
-            transport.close()
-    return results
+    return {host.name: _on_host(host, action) for host in hosts}
 
 
 def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
              vars: Iterable[str] = ()) -> "Dict[str, Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
-    from .steps.base import HostRun
-    from .steps.diagnose import gather_diagnosis
+    from .facts import read_diagnosis
     return _per_host(select_hosts(inventory, limit, vars),
-                     lambda host, transport: gather_diagnosis(HostRun(host.name, host.vars, transport)))
+                     lambda host, transport: read_diagnosis(transport, host.vars))
 
 
 def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
@@ -128,11 +128,8 @@ def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars:
 def last_tick(host: Host) -> Optional[str]:
     """The last line of a host's watch log."""
     from .watch import LOG_FILE
-    transport = connect(host.vars)
-    try:
-        lines = transport.agent("tail", path=os.path.join(host.vars["state_dir"], LOG_FILE), lines=1)
-    finally:
-        transport.close()
+    lines = _on_host(host, lambda h, transport: transport.agent(
+        "tail", path=os.path.join(h.vars["state_dir"], LOG_FILE), lines=1))
     return lines[-1] if lines else None
 
 

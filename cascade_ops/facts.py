@@ -171,3 +171,10 @@ class Diagnosis:
             chain.append(proc.ppid)
             proc = self.processes.get(proc.ppid)
         return chain
+
+
+def read_diagnosis(transport, v, probe: bool = True) -> Diagnosis:
+    """A host's diagnosis in one agent call (one round trip when remote)."""
+    raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
+                          probe_timeout=v["probe_timeout"], probe=probe)
+    return Diagnosis.from_agent(raw, v["port"])

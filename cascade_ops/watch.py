@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from .errors import (EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, HostCommandError, HostUnreachable, LockHeld)
-from .facts import Diagnosis
+from .facts import read_diagnosis
 from .hostvars import Host
 from .transport import Transport, connect
 
@@ -70,12 +70,6 @@ def _save_state(transport: Transport, path: str, state: WatchState) -> None:
     transport.agent("write_file", path=path, content=json.dumps(state.__dict__))
 
 
-def _diagnose(transport: Transport, v) -> Diagnosis:
-    raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
-                          probe_timeout=v["probe_timeout"])
-    return Diagnosis.from_agent(raw, v["port"])
-
-
 def tick_host(host: Host, playbook_loader: Callable, reset: bool = False, now: Callable[[], float] = time.time) -> Tick:
     """One watchdog tick on one host."""
     started = time.monotonic()
@@ -86,7 +80,7 @@ def tick_host(host: Host, playbook_loader: Callable, reset: bool = False, now: C
         if reset:
             transport.agent("remove_file", path=state_path)
         state = _load_state(transport, state_path)
-        diagnosis = _diagnose(transport, v)
+        diagnosis = read_diagnosis(transport, v)
         state.prune(now(), v["window"])
         if diagnosis.healthy:
             state.fail_streak = 0
@@ -117,7 +111,7 @@ def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now
     bound = [bind(call, v) for call in playbook.steps]  # validated before any change
     try:
         with transport.lock(lock_path(v)):
-            again = _diagnose(transport, v)
+            again = read_diagnosis(transport, v)
             if again.healthy:
                 state.fail_streak = 0
                 return Tick(host.name, True, again.verdict(), "none", "healthy again (another run recovered it)")

@@ -2,15 +2,12 @@
 
 import time
 
-from ..facts import Diagnosis
+from ..facts import Diagnosis, read_diagnosis
 from .base import HostRun, Step, Unchanged
 
 
 def gather_diagnosis(run: HostRun, probe: bool = True) -> Diagnosis:
-    v = run.vars
-    raw = run.transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"],
-                              health_path=v["health_path"], probe_timeout=v["probe_timeout"], probe=probe)
-    return Diagnosis.from_agent(raw, v["port"])
+    return read_diagnosis(run.transport, run.vars, probe)
 
 
 class Diagnose(Step):
