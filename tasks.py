@@ -6,9 +6,7 @@ host's lock; 6 the watchdog's restart budget is spent.
 """
 
 import json
-import os
 import sys
-from functools import partial
 
 from invoke import Collection, Exit, task
 
@@ -46,12 +44,9 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
         print(output.step_line(host, result), flush=True)
 
     def go():
-        hosts = None
-        if getattr(c, "host", None):  # fab -H HOST: Fabric calls the task once per host, with its Connection
-            hosts = [api.command_line_host(inventory, var or (), c.host, c.user, c.port)]
         return api.recover(inventory, limit, var or (), check=check, diff=diff,
                            playbook=playbook or api.default_playbook(inventory, name),
-                           on_step=None if json_ else show, hosts=hosts, forks=forks, serial=serial,
+                           on_step=None if json_ else show, hosts=_fab_hosts(c, inventory, var), forks=forks, serial=serial,
                            max_fail_percentage=max_fail_percentage, accept_new_host_keys=accept_new_host_keys)
 
     run = _guard(go)
@@ -79,53 +74,54 @@ def deploy(c, inventory="inventory.yaml", limit=None, var=None, check=False, dif
          accept_new_host_keys)
 
 
+def _finish(per_host, failed=False):
+    """Exit with the worst code of the hosts that could not answer (and 2 when ``failed``)."""
+    from cascade_ops.errors import EXIT_FAILED, worst_exit_code
+    code = worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else []))
+    if code:
+        raise Exit(code=code)
+
+
+def _each_text(per_host, text):
+    """Each host's answer as ``text(host, answer)``, or its error, in host order."""
+    from cascade_ops import output
+    return "\n".join(text(host, answer) if error is None else output.host_error(host, error)
+                     for host, answer, error in per_host.each())
+
+
+def _each_json(per_host, doc):
+    return json.dumps({host: doc(answer) if error is None else {"error": str(error)}
+                       for host, answer, error in per_host.each()}, indent=2)
+
+
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
 def diagnose(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
     """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing."""
     from cascade_ops import api, output
-    found = _guard(lambda: api.diagnose(inventory, limit, var or ()))
-    if json_:
-        print(json.dumps({host: {"verdict": d.verdict(), "healthy": d.healthy,
-                                 "holders": [{"pid": h.pid, "ppid": h.process.ppid, "user": h.process.user,
-                                              "state": h.process.state, "age_s": h.process.age_s,
-                                              "rss": h.process.rss, "command": h.process.command,
-                                              "listen": [s.endpoint for s in h.sockets], "backlog": h.backlog}
-                                             for h in d.holders]}
-                          for host, d in found.items()}, indent=2))
-    else:
-        print("\n".join(output.diagnosis_table(host, d) for host, d in found.items()))
+    found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
+    print(_each_json(found, lambda d: d.to_json()) if json_ else _each_text(found, output.diagnosis_table))
+    _finish(found)
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
 def verify(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
     from cascade_ops import api, output
-    results = _guard(lambda: api.verify(inventory, limit, var or ()))
+    results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
     if json_:
-        print(json.dumps({host: [c.__dict__ for c in checks] for host, checks in results.items()}, indent=2))
+        print(_each_json(results, lambda checks: [check.__dict__ for check in checks]))
     else:
-        print("\n".join(output.checks_text(host, checks) for host, checks in results.items()))
-    if not all(c.ok for checks in results.values() for c in checks):
-        raise Exit(code=2)
+        print(_each_text(results, output.checks_text))
+    _finish(results, failed=not all(check.ok for checks in results.values() for check in checks))
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
 def hang(c, inventory="inventory.yaml", limit=None, var=None):
     """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
     from cascade_ops import api
-    from cascade_ops.facts import read_diagnosis
-    from cascade_ops.transport import connect
-    for host in _guard(lambda: api.select_hosts(inventory, limit, var or ())):
-        transport = _guard(partial(connect, host.vars))
-        try:
-            diagnosis = _guard(partial(read_diagnosis, transport, host.vars, probe=False))
-            if not diagnosis.holders:
-                print("%s: nothing holds port %d" % (host.name, diagnosis.port))
-            for holder in diagnosis.holders:
-                _guard(partial(transport.agent, "suspend", pid=holder.pid, start_ticks=holder.process.start_ticks))
-                print("%s: stopped pid %d (%s)" % (host.name, holder.pid, holder.process.command))
-        finally:
-            transport.close()
+    done = _guard(lambda: api.hang(inventory, limit, var or ()))
+    print(_each_text(done, lambda host, lines: "\n".join("%s: %s" % (host, line) for line in lines)))
+    _finish(done)
 
 
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var", "json", "playbook")},
@@ -156,17 +152,18 @@ def report(c, inventory="inventory.yaml", limit=None, var=None, json_=False, lis
     """Show each host's last recovery: diagnosis, evidence, actions, verification, rollback."""
     from cascade_ops import api, output
     if list_:
-        for host, paths in _guard(lambda: api.incidents(inventory, limit, var or ())).items():
-            print("%s: %d stored" % (host, len(paths)))
-            for path in paths:
-                print("  " + path)
+        stored = _guard(lambda: api.incidents(inventory, limit, var or ()))
+        print(_each_text(stored, lambda host, paths: "\n".join(["%s: %d stored" % (host, len(paths))]
+                                                                + ["  " + path for path in paths])))
+        _finish(stored)
         return
     found = _guard(lambda: api.last_incident(inventory, limit, var or ()))
     if json_:
-        print(json.dumps({host: item[1] if item else None for host, item in found.items()}, indent=2))
-        return
-    for host, item in found.items():
-        print(output.incident_text(*item) if item else "%s: no incident report yet" % host)
+        print(_each_json(found, lambda item: item[1] if item else None))
+    else:
+        print(_each_text(found, lambda host, item: output.incident_text(*item) if item
+                         else "%s: no incident report yet" % host))
+    _finish(found)
 
 
 CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
@@ -178,14 +175,18 @@ CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                  host_inventory="with fab -H: the inventory the host's watch reads (default: this one's path)")
 
 
-def _crontab_host(c, inventory, var):
-    """Where the crontab is: this machine, or with ``fab -H`` that host (over SSH)."""
+def _fab_hosts(c, inventory, var):
+    """With ``fab -H HOST`` (Fabric calls the task once per host, with its Connection): that host."""
     from cascade_ops import api
-    from cascade_ops.transport import LocalTransport, connect
     if getattr(c, "host", None):
-        host = _guard(lambda: api.command_line_host(inventory, var or (), c.host, c.user, c.port))
-        return _guard(lambda: connect(host.vars))
-    return LocalTransport()
+        return [_guard(lambda: api.command_line_host(inventory, var or (), c.host, c.user, c.port))]
+    return None
+
+
+def _cron_target(c, inventory, var):
+    """Whose crontab: this machine's, or with ``fab -H`` that host's (over SSH)."""
+    hosts = _fab_hosts(c, inventory, var)
+    return hosts[0] if hosts else None
 
 
 @task(iterable=["var"], help=CRON_HELP)
@@ -195,45 +196,34 @@ def cron_install(c, every="5m", inventory="inventory.yaml", limit=None, var=None
 
     With `fab -H host cron-install` the entry goes into that host's crontab: a self-healing
     fleet with no central controller (cascade-ops must be installed there at --project)."""
-    from cascade_ops import api, cron
-    _guard(lambda: api.select_hosts(inventory, limit, var or ()))  # a bad inventory never reaches cron
-    project = project or os.path.dirname(os.path.abspath(__file__))
-    target = host_inventory or os.path.abspath(inventory)
-    log = log or os.path.join(os.path.dirname(target), ".cascade", "cron.log")
-    command = cron.watch_command(python or sys.executable, project, target, limit, var or [], log)
-    transport = _crontab_host(c, inventory, var)
-    try:
-        schedule = _guard(lambda: cron.schedule(every))
-        changed = _guard(lambda: cron.install(transport, target, schedule, command, user))
-        entry = _guard(lambda: cron.find(transport, target, user))
-    finally:
-        transport.close()
-    print("%s: %s crontab entry: %s" % (transport.host, "installed" if changed else "unchanged", entry))
+    from cascade_ops import api
+    done = _guard(lambda: api.cron_install(every, inventory, limit, var or (), user, log, project, python,
+                                           host_inventory, target=_cron_target(c, inventory, var)))
+    print(_each_text(done, lambda host, result: "%s: %s crontab entry: %s" % (
+        host, "installed" if result[0] else "unchanged", result[1])))
+    _finish(done)
 
 
 @task(help={k: CRON_HELP[k] for k in ("inventory", "user")})
 def cron_remove(c, inventory="inventory.yaml", user=None):
     """Remove this inventory's watch entry from the crontab; other entries stay untouched."""
-    from cascade_ops import cron
-    transport = _crontab_host(c, inventory, ())
-    try:
-        removed = _guard(lambda: cron.remove(transport, os.path.abspath(inventory), user))
-    finally:
-        transport.close()
-    print("removed the crontab entry" if removed else "no crontab entry for %s" % inventory)
+    from cascade_ops import api
+    done = _guard(lambda: api.cron_remove(inventory, user, target=_cron_target(c, inventory, ())))
+    print(_each_text(done, lambda host, removed: "removed the crontab entry" if removed
+                     else "no crontab entry for %s" % inventory))
+    _finish(done)
 
 
 @task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user")})
 def cron_status(c, inventory="inventory.yaml", limit=None, var=None, user=None):
     """Show this inventory's crontab entry and each host's last watchdog tick."""
-    from cascade_ops import api, cron
-    from cascade_ops.transport import LocalTransport
-    entry = _guard(lambda: cron.find(LocalTransport(), os.path.abspath(inventory), user))
-    print("crontab: %s" % (entry or "no entry (invoke cron.install)"))
-    for host in _guard(lambda: api.select_hosts(inventory, limit, var or ())):
-        print("%-12s last tick: %s" % (host.name, api.last_tick(host) or "none yet"))
-
-
+    from cascade_ops import api
+    entry = _guard(lambda: api.cron_entry(inventory, user))
+    print(_each_text(entry, lambda host, line: "crontab: %s" % (line or "no entry (invoke cron.install)")))
+    ticks = _guard(lambda: api.last_ticks(inventory, limit, var or ()))
+    print(_each_text(ticks, lambda host, line: "%-12s last tick: %s" % (host, line or "none yet")))
+    _finish(ticks)
+    _finish(entry)
 demo = Collection("demo")
 demo.add_task(hang)
 cron_tasks = Collection("cron")

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cascade_ops import agent  # noqa: E402
+from cascade_ops.agent import procfs  # noqa: E402
 
 SSHD_CONFIG = """Port {port}
 ListenAddress 127.0.0.1
@@ -51,7 +51,7 @@ def free_port():
 
 
 def holders(port):
-    return list(agent.socket_holders([s["inode"] for s in agent.listen_sockets(port)])[0])
+    return list(procfs.socket_holders([s["inode"] for s in procfs.listen_sockets(port)])[0])
 
 
 def wait_banner(port, deadline=10.0):

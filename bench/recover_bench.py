@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cascade_ops import agent  # noqa: E402
+from cascade_ops.agent import procfs  # noqa: E402
 
 
 def free_port():
@@ -34,8 +34,8 @@ def free_port():
 
 
 def holders(port):
-    sockets = agent.listen_sockets(port)
-    return sorted(agent.socket_holders([s["inode"] for s in sockets])[0])
+    sockets = procfs.listen_sockets(port)
+    return sorted(procfs.socket_holders([s["inode"] for s in sockets])[0])
 
 
 def timed(argv, **kwargs):

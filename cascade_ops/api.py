@@ -1,14 +1,20 @@
-"""The library's entry points; ``tasks.py`` only wraps these."""
+"""The library's entry points; ``tasks.py`` only parses options, calls these and prints.
+
+Every function that reaches hosts goes through the one scheduler (``scheduler.run_each``):
+``forks`` hosts at once, a deadline per host, and a host that cannot answer reported in
+``PerHost.failures`` while the others' answers stand.
+"""
 
 import functools
 import os
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Tuple,
+                    TypeVar)
 
-from .errors import ConfigError
-from .hostvars import parse_cli_vars
-from .hostvars import Host
+from .errors import CascadeError, ConfigError, worst_exit_code
+from .hostvars import Host, parse_cli_vars
 from .inventory import load_inventory
-from .transport import connect
+from .scheduler import DEFAULT_FORKS, run_each
+from .transport import Transport
 
 if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
     from .facts import Diagnosis
@@ -16,7 +22,37 @@ if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick 
     from .steps.verify import Check
     from .watch import Tick
 
+T = TypeVar("T")
 DEFAULT_INVENTORY = "inventory.yaml"
+# Where a checkout or an installed copy of cascade-ops lives (the default --project of a cron entry).
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class PerHost(Dict[str, T], Generic[T]):
+    """Each host's answer by name, in host order; a host that could not answer (unreachable, cut
+    off, a failed command) is in ``failures`` with its error instead."""
+
+    def __init__(self, order: List[str], answers: Dict[str, T], failures: Dict[str, CascadeError]):
+        super().__init__((name, answers[name]) for name in order if name in answers)
+        self.order = order
+        self.failures = failures
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit_code(error.exit_code for error in self.failures.values())
+
+    def each(self) -> Iterator[Tuple[str, Optional[T], Optional[CascadeError]]]:
+        """(name, answer, error) for every host, in order; exactly one of answer and error is set."""
+        for name in self.order:
+            yield name, self.get(name), self.failures.get(name)
+
+
+def on_hosts(hosts: List[Host], work: Callable[[Host, Transport], T], forks: int = DEFAULT_FORKS) -> PerHost[T]:
+    """``work(host, transport)`` on every host through the scheduler."""
+    outcomes = run_each(hosts, work, forks)
+    return PerHost([h.name for h in hosts],
+                   {name: o.value for name, o in outcomes.items() if o.error is None},  # type: ignore[misc]
+                   {name: o.error for name, o in outcomes.items() if o.error is not None})
 
 
 def select_hosts(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
@@ -35,6 +71,11 @@ def command_line_host(inventory: str, vars: Iterable[str], name: str, user: Opti
     return loaded.adhoc(name, connection="ssh", address=name, user=user, ssh_port=port)
 
 
+def controller() -> Host:
+    """The machine cascade-ops runs on, as a host (its crontab, for instance)."""
+    return Host("localhost", (), {"host": "localhost", "connection": "local", "host_timeout": 60.0})
+
+
 def default_playbook(inventory: str, name: str) -> str:
     """``playbooks/NAME.yaml`` beside the inventory, else in the current directory."""
     beside = os.path.join(os.path.dirname(os.path.abspath(inventory)), "playbooks", name + ".yaml")
@@ -44,7 +85,7 @@ def default_playbook(inventory: str, name: str) -> str:
 def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
             check: bool = False, diff: bool = False, playbook: Optional[str] = None,
             on_step: "Optional[StepCallback]" = None, hosts: "Optional[List[Host]]" = None,
-            **options) -> "RunResult":
+            **options: Any) -> "RunResult":
     """Run a playbook (default: recover) on the selected hosts. Everything is validated first.
 
     ``options`` are RunOptions: forks, serial, max_fail_percentage, accept_new_host_keys.
@@ -57,7 +98,7 @@ def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, var
     return run_playbook(hosts, book, run_options, on_step=on_step)
 
 
-def _run_options(options: dict) -> dict:
+def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
     """Check command-line run options (strings from the CLI, or numbers from Python)."""
     checked = {k: v for k, v in options.items() if v is not None}
     try:
@@ -66,7 +107,7 @@ def _run_options(options: dict) -> dict:
             if checked["forks"] < 1:
                 raise ValueError
     except ValueError:
-        raise ConfigError("expected a whole number of at least 1, got %r" % options["forks"], field="--forks")
+        raise ConfigError("expected a whole number of at least 1, got %r" % options["forks"], field="--forks") from None
     if "max_fail_percentage" in checked:
         try:
             checked["max_fail_percentage"] = float(checked["max_fail_percentage"])
@@ -74,7 +115,7 @@ def _run_options(options: dict) -> dict:
                 raise ValueError
         except ValueError:
             raise ConfigError("expected a number from 0 to 100, got %r" % options["max_fail_percentage"],
-                              field="--max-fail-percentage")
+                              field="--max-fail-percentage") from None
     if "serial" in checked:
         from .runner import batch_size
         batch_size(checked["serial"], 1, field="--serial")  # raises ConfigError when malformed
@@ -82,31 +123,38 @@ def _run_options(options: dict) -> dict:
     return checked
 
 
-def _on_host(host: Host, action):
-    transport = connect(host.vars)
-    try:
-        return action(host, transport)
-    finally:
-        transport.close()
-
-
-def _per_host(hosts: List[Host], action):
-    return {host.name: _on_host(host, action) for host in hosts}
-
-
-def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-             vars: Iterable[str] = ()) -> "Dict[str, Diagnosis]":
+def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
+             hosts: Optional[List[Host]] = None) -> "PerHost[Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
     from .facts import read_diagnosis
-    return _per_host(select_hosts(inventory, limit, vars),
-                     lambda host, transport: read_diagnosis(transport, host.vars))
+    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars))
 
 
-def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-           vars: Iterable[str] = ()) -> "Dict[str, List[Check]]":
+def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
+           hosts: Optional[List[Host]] = None) -> "PerHost[List[Check]]":
     """Run every verification check on each selected host. Changes nothing."""
     from .steps.verify import run_checks
-    return _per_host(select_hosts(inventory, limit, vars), lambda host, transport: run_checks(transport, host.vars))
+    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars))
+
+
+def _hosts(inventory: str, limit: Optional[str], vars: Iterable[str], hosts: Optional[List[Host]]) -> List[Host]:
+    return hosts if hosts is not None else select_hosts(inventory, limit, vars)
+
+
+def hang(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = ()) -> PerHost[List[str]]:
+    """SIGSTOP every holder of each selected host's port (the demo's hang); what was stopped, in words."""
+    from .facts import read_diagnosis
+
+    def stop(host: Host, transport: Transport) -> List[str]:
+        diagnosis = read_diagnosis(transport, host.vars, probe=False)
+        if not diagnosis.holders:
+            return ["nothing holds port %d" % diagnosis.port]
+        done = []
+        for holder in diagnosis.holders:
+            transport.agent("suspend", pid=holder.pid, start_ticks=holder.process.start_ticks)
+            done.append("stopped pid %d (%s)" % (holder.pid, holder.process.command))
+        return done
+    return on_hosts(select_hosts(inventory, limit, vars), stop)
 
 
 def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
@@ -114,38 +162,81 @@ def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars:
     """One watchdog tick on each selected host: recover only when unhealthy, within the budget.
 
     The playbook is loaded and checked only when a host needs recovering, before it is touched.
+    A host that cannot be reached or read gets a tick that says so; the others still tick.
     """
-    from .watch import watch as watch_hosts
+    from .watch import failed_tick, tick_host
     hosts = select_hosts(inventory, limit, vars)
 
     @functools.lru_cache(maxsize=None)
-    def load():
+    def load() -> Any:
         from .playbook import load_playbook
         return load_playbook(playbook or default_playbook(inventory, "recover"))
-    return watch_hosts(hosts, load, reset)
+    ticks = on_hosts(hosts, lambda host, t: tick_host(host, t, load, reset))
+    return {name: tick if error is None else failed_tick(name, error)  # type: ignore[misc]
+            for name, tick, error in ticks.each()}
 
 
-def last_tick(host: Host) -> Optional[str]:
-    """The last line of a host's watch log."""
+def last_ticks(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+               vars: Iterable[str] = ()) -> PerHost[Optional[str]]:
+    """The last line of each selected host's watch log (None before the first tick)."""
     from .watch import LOG_FILE
-    lines = _on_host(host, lambda h, transport: transport.agent(
-        "tail", path=os.path.join(h.vars["state_dir"], LOG_FILE), lines=1))
-    return lines[-1] if lines else None
+
+    def last(host: Host, transport: Transport) -> Optional[str]:
+        lines = transport.agent("tail", path=os.path.join(host.vars["state_dir"], LOG_FILE), lines=1)
+        return lines[-1] if lines else None
+    return on_hosts(select_hosts(inventory, limit, vars), last)
 
 
 def incidents(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-              vars: Iterable[str] = ()) -> "Dict[str, List[str]]":
+              vars: Iterable[str] = ()) -> PerHost[List[str]]:
     """Paths of each host's stored incident reports, oldest first."""
     from . import report
-    return _per_host(select_hosts(inventory, limit, vars), lambda host, transport: report.stored(transport, host.vars))
+    return on_hosts(select_hosts(inventory, limit, vars), lambda host, t: report.stored(t, host.vars))
 
 
 def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-                  vars: Iterable[str] = ()) -> "Dict[str, Optional[tuple]]":
+                  vars: Iterable[str] = ()) -> "PerHost[Optional[Tuple[str, Dict[str, Any]]]]":
     """Each host's newest incident report as (path, document), or None."""
     from . import report
 
-    def newest(host, transport):
+    def newest(host: Host, transport: Transport) -> Optional[Tuple[str, Dict[str, Any]]]:
         paths = report.stored(transport, host.vars)
         return (paths[-1], report.load(transport, paths[-1])) if paths else None
-    return _per_host(select_hosts(inventory, limit, vars), newest)
+    return on_hosts(select_hosts(inventory, limit, vars), newest)
+
+
+def cron_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+                 vars: Iterable[str] = (), user: Optional[str] = None, log: Optional[str] = None,
+                 project: Optional[str] = None, python: Optional[str] = None,
+                 host_inventory: Optional[str] = None, target: Optional[Host] = None) -> PerHost[Tuple[bool, str]]:
+    """Install (or update) the crontab entry running ``watch``, on ``target`` (default: this machine).
+
+    The inventory is checked first: a bad one never reaches cron. ``project``, ``python`` and
+    ``host_inventory`` say where cascade-ops is on the target (default: where it is here).
+    """
+    import sys
+
+    from . import cron
+    select_hosts(inventory, limit, vars)
+    schedule = cron.schedule(every)
+    watched = host_inventory or os.path.abspath(inventory)
+    log = log or os.path.join(os.path.dirname(watched), ".cascade", "cron.log")
+    command = cron.watch_command(python or sys.executable, project or PROJECT_DIR, watched, limit, list(vars), log)
+
+    def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+        changed = cron.install(transport, watched, schedule, command, user)
+        return changed, cron.find(transport, watched, user) or ""
+    return on_hosts([target or controller()], install)
+
+
+def cron_remove(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None,
+                target: Optional[Host] = None) -> PerHost[bool]:
+    """Remove this inventory's watch entry from the crontab of ``target`` (default: this machine)."""
+    from . import cron
+    return on_hosts([target or controller()], lambda host, t: cron.remove(t, os.path.abspath(inventory), user))
+
+
+def cron_entry(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None) -> PerHost[Optional[str]]:
+    """This inventory's watch entry in this machine's crontab, or None."""
+    from . import cron
+    return on_hosts([controller()], lambda host, t: cron.find(t, os.path.abspath(inventory), user))

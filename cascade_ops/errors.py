@@ -1,11 +1,20 @@
 """Exceptions, and the exit code each one means (documented in README.md)."""
 
+from typing import Iterable, Optional
+
 EXIT_OK = 0
 EXIT_FAILED = 2
 EXIT_UNREACHABLE = 3
 EXIT_INVALID = 4
 EXIT_LOCKED = 5
 EXIT_BUDGET = 6
+
+# When hosts end differently the worst wins (README: exit codes).
+SEVERITY = (EXIT_OK, EXIT_LOCKED, EXIT_BUDGET, EXIT_UNREACHABLE, EXIT_FAILED)
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    return max(codes, key=SEVERITY.index, default=EXIT_OK)
 
 
 class CascadeError(Exception):
@@ -19,7 +28,8 @@ class ConfigError(CascadeError):
 
     exit_code = EXIT_INVALID
 
-    def __init__(self, message, file=None, line=None, field=None):
+    def __init__(self, message: str, file: Optional[str] = None, line: Optional[int] = None,
+                 field: Optional[str] = None):
         self.file, self.line, self.field = file, line, field
         where = ":".join(str(p) for p in (file, line) if p is not None)
         prefix = "%s: " % where if where else ""
@@ -30,7 +40,7 @@ class ConfigError(CascadeError):
 class HostCommandError(CascadeError):
     """A host-side operation failed or was refused; the message says which and why."""
 
-    def __init__(self, host, command, message):
+    def __init__(self, host: str, command: str, message: str):
         self.host, self.command = host, command
         super().__init__("%s: %s: %s" % (host, command, message))
 
@@ -40,9 +50,17 @@ class HostUnreachable(CascadeError):
 
     exit_code = EXIT_UNREACHABLE
 
-    def __init__(self, host, message):
+    def __init__(self, host: str, message: str):
         self.host = host
         super().__init__("%s: unreachable: %s" % (host, message))
+
+
+class HostCutOff(CascadeError):
+    """A host overran its ``host_timeout`` after connecting: it was cut off mid-run."""
+
+    def __init__(self, host: str, timeout: float):
+        self.host = host
+        super().__init__("%s: cut off after host_timeout %.0fs (mid-run)" % (host, timeout))
 
 
 class LockHeld(CascadeError):
@@ -50,6 +68,6 @@ class LockHeld(CascadeError):
 
     exit_code = EXIT_LOCKED
 
-    def __init__(self, host, path):
+    def __init__(self, host: str, path: str):
         self.host, self.path = host, path
         super().__init__("%s: another cascade-ops run holds %s; not acting at the same time" % (host, path))

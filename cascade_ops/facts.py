@@ -1,9 +1,14 @@
-"""Typed facts about a host, built from what the agent reports."""
+"""Typed facts about a host, built from what the agent reports.
 
-from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Tuple
+Adding a fact: report it in the agent (``agent.procfs.process_info`` or ``agent.hostfacts``) under
+the name of a new typed field here; ``from_agent`` and ``to_json`` follow the fields.
+"""
 
-from .agent import GONE_STATES, STOPPED_STATES
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+
+from .agent.procfs import GONE_STATES, STOPPED_STATES
+from .transport import Transport
 
 _STATE_NAMES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "stopped (traced)",
                 "Z": "zombie", "X": "dead", "I": "idle"}
@@ -16,7 +21,8 @@ class ProcessFacts:
     pgid: int
     sid: int
     user: str
-    state_code: str
+    state_code: str  # the agent's "state": one letter of /proc/PID/stat
+    comm: str
     start_ticks: int
     age_s: float
     cpu_s: float
@@ -41,9 +47,18 @@ class ProcessFacts:
         return " ".join(self.cmdline)
 
     @classmethod
-    def from_agent(cls, raw) -> "ProcessFacts":
-        return cls(raw["pid"], raw["ppid"], raw["pgid"], raw["sid"], raw["user"], raw["state"],
-                   raw["start_ticks"], raw["age_s"], raw["cpu_s"], raw["threads"], raw["rss"], tuple(raw["cmdline"]))
+    def from_agent(cls, raw: Dict[str, Any]) -> "ProcessFacts":
+        values = {f.name: raw[_AGENT_NAMES.get(f.name, f.name)] for f in fields(cls)}
+        values["cmdline"] = tuple(values["cmdline"])
+        return cls(**values)
+
+    def to_json(self) -> Dict[str, Any]:
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("state_code", "cmdline")}
+        doc.update(state=self.state, command=self.command)
+        return doc
+
+
+_AGENT_NAMES = {"state_code": "state"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,9 @@ class PortHolder:
     def backlog(self) -> int:
         return sum(s.backlog for s in self.sockets)
 
+    def to_json(self) -> Dict[str, Any]:
+        return dict(self.process.to_json(), listen=[s.endpoint for s in self.sockets], backlog=self.backlog)
+
 
 @dataclass(frozen=True)
 class ProbeResult:
@@ -90,7 +108,7 @@ class ProbeResult:
     body: str = ""
 
     @classmethod
-    def from_agent(cls, raw) -> "ProbeResult":
+    def from_agent(cls, raw: Dict[str, Any]) -> "ProbeResult":
         return cls(raw["url"], raw["ok"], raw["elapsed_s"], raw.get("error"), raw.get("status"),
                    raw.get("detail", ""), raw.get("body", ""))
 
@@ -116,7 +134,7 @@ class Diagnosis:
     orphan_sockets: Tuple[ListenSocket, ...] = field(default=())  # listening, holder not visible
 
     @classmethod
-    def from_agent(cls, raw, port) -> "Diagnosis":
+    def from_agent(cls, raw: Dict[str, Any], port: int) -> "Diagnosis":
         sockets = tuple(ListenSocket(s["inode"], s["address"], s["port"], s["family"], s["backlog"])
                         for s in raw["sockets"])
         by_inode = {s.inode: s for s in sockets}
@@ -139,6 +157,12 @@ class Diagnosis:
     @property
     def backlog(self) -> int:
         return sum(s.backlog for s in self.sockets)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"verdict": self.verdict(), "healthy": self.healthy, "port": self.port, "backlog": self.backlog,
+                "probe": asdict(self.probe) if self.probe else None,
+                "holders": [h.to_json() for h in self.holders],
+                "orphan_sockets": [s.endpoint for s in self.orphan_sockets], "unreadable_pids": self.unreadable_pids}
 
     def verdict(self) -> str:
         """One line a person can act on."""
@@ -173,7 +197,7 @@ class Diagnosis:
         return chain
 
 
-def read_diagnosis(transport, v, probe: bool = True) -> Diagnosis:
+def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) -> Diagnosis:
     """A host's diagnosis in one agent call (one round trip when remote)."""
     raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
                           probe_timeout=v["probe_timeout"], probe=probe)

@@ -17,7 +17,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value):
+def parse_duration(value: Any) -> float:
     """Seconds from a number or a string like ``90``, ``1.5s``, ``15m``, ``1h``."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30, 30s, 15m or 1h")
@@ -33,27 +33,27 @@ def parse_duration(value):
     return seconds
 
 
-def _int(value):
+def parse_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
         raise ValueError("expected a whole number, got %r" % (value,))
     return int(value)
 
 
-def _positive_int(value):
-    number = _int(value)
+def parse_positive_int(value: Any) -> int:
+    number = parse_int(value)
     if number < 1:
         raise ValueError("must be at least 1")
     return number
 
 
-def _port(value):
-    port = _int(value)
+def parse_port(value: Any) -> int:
+    port = parse_int(value)
     if not 1 <= port <= 65535:
         raise ValueError("a port is 1-65535, got %d" % port)
     return port
 
 
-def _float(value):
+def parse_positive_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number, got %r" % value)
     try:
@@ -65,7 +65,7 @@ def _float(value):
     return number
 
 
-def _bool(value):
+def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     lowered = str(value).strip().lower()
@@ -76,14 +76,14 @@ def _bool(value):
     raise ValueError("expected true or false, got %r" % (value,))
 
 
-def _str(value):
+def parse_str(value: Any) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise ValueError("expected a string, got %s" % type(value).__name__)
     return str(value)
 
 
-def _regex(value):
-    text = _str(value)
+def parse_regex(value: Any) -> str:
+    text = parse_str(value)
     try:
         re.compile(text)
     except re.error as exc:
@@ -91,18 +91,20 @@ def _regex(value):
     return text
 
 
-def _http_path(value):
-    text = _str(value)
+def parse_http_path(value: Any) -> str:
+    text = parse_str(value)
     if not text.startswith("/") or any(c.isspace() for c in text):
         raise ValueError("expected an absolute URL path such as /health, got %r" % text)
     return text
 
 
-def _connection(value):
-    text = _str(value)
-    if text not in ("local", "ssh"):
-        raise ValueError("expected local or ssh, got %r" % text)
-    return text
+def parse_choice(choices: Tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = parse_str(value)
+        if text not in choices:
+            raise ValueError("expected %s, got %r" % (" or ".join(choices), text))
+        return text
+    return parse
 
 
 @dataclass(frozen=True)
@@ -113,56 +115,42 @@ class VarSpec:
     required: bool = False
     # Paths relative to the inventory file are made absolute; "host" paths only for local hosts.
     path: Optional[str] = None  # None, "controller" or "host"
-    help: str = ""
 
 
-def _default_python():
-    return sys.executable
-
-
+# The backend's variables, and the scheduler's; each transport declares its own (see transport/).
 SPECS: Dict[str, VarSpec] = {s.name: s for s in (
-    # How to reach the host.
-    VarSpec("connection", _connection, "local", help="local or ssh"),
-    VarSpec("address", _str, help="SSH address (default: the host's name)"),
-    VarSpec("user", _str, help="SSH user"),
-    VarSpec("ssh_port", _port, 22, help="SSH port"),
-    VarSpec("key_file", _str, path="controller", help="SSH private key"),
-    VarSpec("become", _bool, False, help="use sudo on the host"),
-    VarSpec("known_hosts", _str, path="controller", help="known_hosts file for host key checks"),
-    VarSpec("connect_timeout", parse_duration, 10.0, help="SSH connect, banner and authentication deadline"),
-    VarSpec("host_timeout", parse_duration, 300.0, help="deadline of a whole run on one host"),
-    # The backend.
-    VarSpec("port", _port, required=True, help="TCP port the backend listens on"),
-    VarSpec("bind_host", _str, "127.0.0.1", help="address uvicorn binds"),
-    VarSpec("app_dir", _str, required=True, path="host", help="the backend's directory"),
-    VarSpec("app", _str, "main:app", help="uvicorn application"),
-    VarSpec("start_command", _str, help="command line starting the backend instead of uvicorn (split like a shell)"),
-    VarSpec("app_seed", _str, path="controller",
-            help="directory copied to app_dir when app_dir does not exist yet (the demo)"),
-    VarSpec("python", _str, help="interpreter that runs uvicorn (default: cascade-ops's own)"),
-    VarSpec("process_match", _regex, "uvicorn", help="regex a holder's command line must match"),
-    VarSpec("force", _bool, False, help="also terminate holders that do not match process_match"),
-    VarSpec("auth_module", _str, path="controller", help="auth module source to deploy"),
-    VarSpec("auth_dest", _str, "api/auth.py", help="where it goes, under app_dir"),
-    VarSpec("jwt_secret_file", _str, "{state_dir}/jwt-secret", path="host", help="HS256 secret (0600)"),
-    VarSpec("redis_url", _str, help="redis://host:port to verify (optional)"),
-    VarSpec("health_path", _http_path, "/health", help="health endpoint"),
-    VarSpec("probe_timeout", _float, 1.0, help="deadline of one HTTP probe, seconds"),
-    VarSpec("grace", parse_duration, 5.0, help="SIGTERM to SIGKILL, seconds"),
-    VarSpec("start_timeout", parse_duration, 30.0, help="deadline for a started backend to be healthy"),
-    VarSpec("state_dir", _str, "{app_dir}/.cascade-ops", path="host", help="pid file, logs, backups"),
-    VarSpec("keep_backups", _int, 5, help="backups kept per deployed file"),
-    VarSpec("evidence_timeout", parse_duration, 3.0, help="time allowed to capture evidence before a kill"),
-    VarSpec("keep_incidents", _positive_int, 20, help="incident reports kept in state_dir/incidents"),
-    VarSpec("ws_path", _http_path, help="WebSocket endpoint whose handshake verify checks (optional)"),
-    VarSpec("citizen_api", _str, help="HTTP citizen directory for the auth module (CASCADE_CITIZEN_API)"),
+    VarSpec("host_timeout", parse_duration, 300.0),  # deadline of a whole run on one host
+    VarSpec("port", parse_port, required=True),
+    VarSpec("bind_host", parse_str, "127.0.0.1"),
+    VarSpec("app_dir", parse_str, required=True, path="host"),
+    VarSpec("app", parse_str, "main:app"),
+    VarSpec("start_command", parse_str),  # instead of uvicorn; split like a shell
+    VarSpec("app_seed", parse_str, path="controller"),  # copied to app_dir when it does not exist (demo)
+    VarSpec("python", parse_str),  # default: cascade-ops's own locally, python3 over SSH
+    VarSpec("process_match", parse_regex, "uvicorn"),
+    VarSpec("force", parse_bool, False),
+    VarSpec("auth_module", parse_str, path="controller"),
+    VarSpec("auth_dest", parse_str, "api/auth.py"),
+    VarSpec("jwt_secret_file", parse_str, "{state_dir}/jwt-secret", path="host"),
+    VarSpec("redis_url", parse_str),
+    VarSpec("health_path", parse_http_path, "/health"),
+    VarSpec("probe_timeout", parse_positive_float, 1.0),
+    VarSpec("grace", parse_duration, 5.0),
+    VarSpec("start_timeout", parse_duration, 30.0),
+    VarSpec("state_dir", parse_str, "{app_dir}/.cascade-ops", path="host"),
+    # At least one: a release that fails must be able to roll back to the previous file.
+    VarSpec("keep_backups", parse_positive_int, 5),
+    VarSpec("evidence_timeout", parse_duration, 3.0),
+    VarSpec("keep_incidents", parse_positive_int, 20),
+    VarSpec("ws_path", parse_http_path),
+    VarSpec("citizen_api", parse_str),
     # The watchdog.
-    VarSpec("fail_threshold", _positive_int, 1, help="consecutive unhealthy ticks before recovering"),
-    VarSpec("max_restarts", _positive_int, 3, help="recoveries allowed within window"),
-    VarSpec("window", parse_duration, 900.0, help="restart budget window"),
-    VarSpec("alert_webhook", _str, help="URL that receives a JSON summary of every recovery"),
-    VarSpec("watch_log_max_bytes", _positive_int, 1 << 20, help="watch log size before rotation"),
-    VarSpec("watch_log_keep", _positive_int, 3, help="rotated watch logs kept"),
+    VarSpec("fail_threshold", parse_positive_int, 1),
+    VarSpec("max_restarts", parse_positive_int, 3),
+    VarSpec("window", parse_duration, 900.0),
+    VarSpec("alert_webhook", parse_str),
+    VarSpec("watch_log_max_bytes", parse_positive_int, 1 << 20),
+    VarSpec("watch_log_keep", parse_positive_int, 3),
 )}
 
 
@@ -220,14 +208,16 @@ def render(text, values, file=None, line=None, field=None):
         raise ConfigError("bad template %r: %s" % (text, exc), file, line, field)
 
 
-def resolve(raw: Dict[str, RawVar], host_name: str, source: Optional[str] = None) -> Dict[str, Any]:
-    """Type-check, fill defaults, expand references and absolutise paths of one host's variables."""
+def resolve(raw: Dict[str, RawVar], host_name: str, specs: Dict[str, VarSpec],
+            source: Optional[str] = None) -> Dict[str, Any]:
+    """Type-check, fill defaults, expand references and absolutise paths of one host's variables;
+    ``specs`` are every known variable (``SPECS`` and the transports')."""
     values: Dict[str, Any] = {}
     origins: Dict[str, Origin] = {}
     for name, var in raw.items():
-        spec = SPECS.get(name)
+        spec = specs.get(name)
         if spec is None:
-            raise ConfigError("unknown variable (known: %s)" % ", ".join(sorted(SPECS)),
+            raise ConfigError("unknown variable (known: %s)" % ", ".join(sorted(specs)),
                               var.origin.file, var.origin.line, name)
         if var.value is None:
             continue
@@ -236,21 +226,21 @@ def resolve(raw: Dict[str, RawVar], host_name: str, source: Optional[str] = None
         except ValueError as exc:
             raise ConfigError(str(exc), var.origin.file, var.origin.line, name)
         origins[name] = var.origin
-    for spec in SPECS.values():
+    for spec in specs.values():
         if spec.name in values:
             continue
         if spec.required:
             raise ConfigError("required variable is missing for host %r" % host_name, source, field=spec.name)
         values[spec.name] = spec.default
     if values["python"] is None:
-        values["python"] = _default_python() if values["connection"] == "local" else "python3"
-    _expand(values, origins)
+        values["python"] = sys.executable if values["connection"] == "local" else "python3"
+    _expand(values, origins, specs)
     values["host"] = host_name
     return values
 
 
-def _absolute(name, values, origins):
-    spec, value = SPECS.get(name), values[name]
+def _absolute(name, values, origins, specs):
+    spec, value = specs.get(name), values[name]
     if spec is None or not isinstance(value, str) or os.path.isabs(value):
         return value
     if spec.path == "controller" or (spec.path == "host" and values["connection"] == "local"):
@@ -259,7 +249,7 @@ def _absolute(name, values, origins):
     return value
 
 
-def _expand(values, origins):
+def _expand(values, origins, specs):
     """Expand ``{name}`` in string values, in dependency order; cycles are errors."""
     done = set()
 
@@ -278,7 +268,7 @@ def _expand(values, origins):
                     raise ConfigError("unknown variable {%s}" % ref, where[0], where[1], name)
                 expand(ref, stack + [name])
             values[name] = render(value, values, where[0], where[1], name)
-        values[name] = _absolute(name, values, origins)
+        values[name] = _absolute(name, values, origins, specs)
         done.add(name)
 
     for name in list(values):

@@ -17,8 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 from .errors import ConfigError
-from .hostvars import Host, Origin, RawVar, resolve
+from .hostvars import SPECS, Host, Origin, RawVar, VarSpec, resolve
+from .transport import transport_vars
 from .yamlsrc import expect_mapping, load_file
+
+# Every variable an inventory may set: the backend's and scheduler's, and each transport's own.
+VARIABLES: Dict[str, VarSpec] = dict(SPECS, **transport_vars())
 
 _GROUP_KEYS = ("vars", "hosts", "children")
 
@@ -36,7 +40,7 @@ class Inventory:
         given = {k: RawVar(v, Origin("fab -H", None, os.getcwd())) for k, v in connection.items() if v is not None}
         merged = dict(self.base_vars)
         merged.update(given)
-        return Host(name, ("all",), resolve(merged, name, self.path))
+        return Host(name, ("all",), resolve(merged, name, VARIABLES, self.path))
 
     def select(self, limit=None) -> List[Host]:
         """Hosts named by ``limit``: comma-separated host names, group names or globs."""
@@ -116,5 +120,5 @@ def load_inventory(path, cli_vars=None) -> Inventory:
         merged: Dict[str, RawVar] = {}
         for layer in layers + [cli_vars or {}]:
             merged.update(layer)
-        hosts[host_name] = Host(host_name, tuple(host_groups[host_name]), resolve(merged, host_name, path))
+        hosts[host_name] = Host(host_name, tuple(host_groups[host_name]), resolve(merged, host_name, VARIABLES, path))
     return Inventory(path, hosts, groups, base_vars)

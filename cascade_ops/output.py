@@ -2,6 +2,7 @@
 
 from typing import List
 
+from .errors import CascadeError
 from .facts import Diagnosis
 from .runner import RunResult
 from .steps import StepResult
@@ -27,6 +28,7 @@ def recap(run: RunResult) -> str:
         if host.incident_report:
             line += "  report: %s" % host.incident_report
         lines.append(line)
+        lines += ["%-12s warning: %s" % (name, warning) for warning in host.warnings]
     return "\n".join(lines)
 
 
@@ -104,3 +106,9 @@ def incident_text(path: str, doc: dict) -> str:
         r = doc["rollback"]
         lines.append("  rollback: %s; %s" % ("verified" if r["ok"] else "FAILED", "; ".join(r["files"])))
     return "\n".join(lines)
+
+
+def host_error(host: str, error: CascadeError) -> str:
+    """A host that could not answer, in one line (the error names the host already)."""
+    text = str(error)
+    return text if text.startswith(host + ":") else "%s: %s" % (host, text)

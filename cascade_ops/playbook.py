@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
-from .hostvars import SPECS, Host, references, render
+from .hostvars import Host, references, render
+from .inventory import VARIABLES
 from .runner import RunOptions, RunResult, StepCallback, run_hosts
 from .steps import REGISTRY, BoundStep
 from .yamlsrc import expect_mapping, load_file
@@ -53,7 +54,7 @@ def _step_call(item, path, line) -> StepCall:
         name, args, arg_lines = item, {}, {}
     elif isinstance(item, dict) and len([k for k in item if k != "when"]) == 1:
         when = item.get("when")
-        if "when" in item and when not in SPECS:
+        if "when" in item and when not in VARIABLES:
             raise ConfigError("when: names a variable; unknown variable %r" % when, path, item.lines["when"], "when")
         name, args = next((k, v) for k, v in item.items() if k != "when")
         line = item.lines.get(name, line)
@@ -79,7 +80,7 @@ def _step_call(item, path, line) -> StepCall:
     merged.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in args.items()})
     for key, value in merged.items():
         try:
-            unknown = [r for r in references(value or "") if r not in SPECS]
+            unknown = [r for r in references(value or "") if r not in VARIABLES]
         except ValueError as exc:
             raise ConfigError("bad template %r: %s" % (value, exc), path, arg_lines.get(key, line), key)
         if unknown:

@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 from .errors import HostCommandError
-from .facts import Diagnosis
 from .steps import HostRun
 
 INCIDENT_DIR = "incidents"
@@ -23,23 +22,24 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
 
 
-def diagnosis_json(d: Optional[Diagnosis]) -> Optional[Dict[str, Any]]:
-    if d is None:
-        return None
-    return {"verdict": d.verdict(), "healthy": d.healthy, "port": d.port, "backlog": d.backlog,
-            "probe": d.probe.__dict__ if d.probe else None,
-            "holders": [{"pid": h.pid, "ppid": h.process.ppid, "user": h.process.user, "state": h.process.state,
-                         "age_s": h.process.age_s, "rss": h.process.rss, "cpu_s": h.process.cpu_s,
-                         "threads": h.process.threads, "command": h.process.command,
-                         "listen": [s.endpoint for s in h.sockets], "backlog": h.backlog} for h in d.holders]}
-
-
 def build(run: HostRun, steps: List[dict], outcome: str, started_at: float) -> Dict[str, Any]:
     return {"host": run.host, "port": run.vars["port"], "outcome": outcome,
             "started_at": _iso(started_at), "finished_at": _iso(time.time()),
             "duration_s": round(time.time() - started_at, 3),
-            "diagnosis": diagnosis_json(run.diagnosis), "evidence": run.evidence, "actions": steps,
+            "diagnosis": run.diagnosis.to_json() if run.diagnosis else None, "evidence": run.evidence, "actions": steps,
             "verification": [c.__dict__ for c in run.checks], "rollback": run.rollback}
+
+
+def redact(value: Any, secret: str) -> Any:
+    """``value`` with ``secret`` replaced in every string it holds. Done on values, before
+    serialising: in JSON text a secret holding a quote or a backslash no longer looks like itself."""
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, dict):
+        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, secret) for v in value]
+    return value
 
 
 def _secret(run: HostRun) -> Optional[str]:
@@ -51,10 +51,8 @@ def _secret(run: HostRun) -> Optional[str]:
 
 def write(run: HostRun, document: Dict[str, Any]) -> str:
     """Store the report on the host; returns its path."""
-    text = json.dumps(document, indent=2, default=str)
     secret = _secret(run)
-    if secret:
-        text = text.replace(secret, REDACTED)
+    text = json.dumps(redact(document, secret) if secret else document, indent=2, default=str)
     directory = os.path.join(run.vars["state_dir"], INCIDENT_DIR)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     path = os.path.join(directory, "%s%s.json" % (PREFIX, stamp))

@@ -1,24 +1,21 @@
-"""Run a playbook's steps on hosts: in parallel (``forks``), in rolling batches (``serial``), each host
-under its own deadline, and collect typed results.
-
-Fabric's ThreadingGroup joins its threads without a timeout, so one hung host would hang the run;
-here every host runs in its own daemon thread and the scheduler never waits past a host's deadline.
-"""
+"""Run a playbook's bound steps on hosts, in rolling batches (``serial``), through the scheduler,
+and collect typed results: rollback when a release fails, an incident report when a run changed
+or failed something."""
 
 import contextlib
 import math
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
-from .errors import (EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, CascadeError, ConfigError,
-                     HostUnreachable, LockHeld)
+from .errors import (EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, CascadeError, ConfigError, HostCutOff,
+                     HostUnreachable, LockHeld, worst_exit_code)
 from .hostvars import Host
+from .scheduler import DEFAULT_FORKS, HostOutcome, run_each
 from .steps import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, StepResult
-from .transport import connect
+from .transport import Transport
 
 StepCallback = Callable[[str, StepResult], None]
 ROLLBACK_STEPS = ("terminate", "start", "verify")
@@ -30,7 +27,7 @@ class RunOptions:
     diff: bool = False
     rollback: bool = True
     accept_new_host_keys: bool = False
-    forks: int = 10
+    forks: int = DEFAULT_FORKS
     serial: Union[int, str, None] = None  # hosts per batch: a count or "N%"; None: all at once
     max_fail_percentage: Optional[float] = None  # of a batch; more failures stop the rollout
 
@@ -45,6 +42,7 @@ class HostResult:
     not_run: bool = False  # the rollout stopped before this host's batch
     rolled_back: bool = False  # the release failed; the previous files run again, verified
     incident_report: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)  # worth knowing, not a failure of the run
 
     @property
     def failed(self) -> bool:
@@ -63,14 +61,24 @@ class HostResult:
                 return name
         return OK
 
-    def recap(self) -> Dict[str, object]:
+    @property
+    def exit_code(self) -> int:
+        if self.unreachable:
+            return EXIT_UNREACHABLE
+        if self.failed:
+            return EXIT_FAILED
+        return EXIT_LOCKED if self.locked else EXIT_OK
+
+    def recap(self) -> Dict[str, Any]:
         counts = {status: sum(1 for s in self.steps if s.status == status) for status in (OK, CHANGED, FAILED, SKIPPED)}
         return dict(counts, status=self.status, duration_s=round(self.duration_s, 3))
 
-    def to_json(self) -> dict:
-        doc = {"steps": [s.to_json() for s in self.steps], "recap": self.recap()}
+    def to_json(self) -> Dict[str, Any]:
+        doc: Dict[str, Any] = {"steps": [s.to_json() for s in self.steps], "recap": self.recap()}
         if self.incident_report:
             doc["incident_report"] = self.incident_report
+        if self.warnings:
+            doc["warnings"] = self.warnings
         return doc
 
 
@@ -80,81 +88,76 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        results = self.hosts.values()
-        for bad, code in ((lambda h: h.failed and not h.unreachable, EXIT_FAILED),
-                          (lambda h: h.unreachable, EXIT_UNREACHABLE), (lambda h: h.locked, EXIT_LOCKED)):
-            if any(bad(h) for h in results):
-                return code
-        return EXIT_OK
+        return worst_exit_code(h.exit_code for h in self.hosts.values())
 
-    def to_json(self) -> dict:
+    def to_json(self) -> Dict[str, Any]:
         return {"hosts": {name: h.to_json() for name, h in self.hosts.items()}}
 
 
-def lock_path(host_vars) -> str:
+def lock_path(host_vars: Dict[str, Any]) -> str:
     return os.path.join(host_vars["state_dir"], "run.lock")
 
 
-def run_host(host: Host, bound: List[BoundStep], options: Optional[RunOptions] = None,
-             on_step: Optional[StepCallback] = None, transport=None, result: Optional[HostResult] = None,
-             on_connect: Optional[Callable] = None) -> HostResult:
+def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: Optional[RunOptions] = None,
+             on_step: Optional[StepCallback] = None, result: Optional[HostResult] = None,
+             lock: bool = True) -> HostResult:
     """Run bound steps in order on one host; the first failure ends that host's run.
 
-    A run that can change the host holds the host's lock throughout; when another run holds it,
-    nothing is done and the result says ``locked``. A caller that already holds the lock passes
-    its ``transport``, and the lock is not taken again. When a step fails after files were
-    replaced, the previous files are put back and the backend restarted and verified on them
-    (unless ``options.rollback`` is off). A run that changed or failed something leaves an
-    incident report on the host.
+    A run that can change the host holds the host's lock throughout (``lock``; a caller that
+    holds it already passes False); when another run holds it, nothing is done and the result
+    says ``locked``. When a step fails after files were replaced, the previous files are put back
+    and the backend restarted and verified on them (unless ``options.rollback`` is off). A run
+    that changed or failed something leaves an incident report on the host.
     """
     started, started_at = time.monotonic(), time.time()
     options = options or RunOptions()
     result = result or HostResult(host.name)
-    own_transport = transport is None
+    phase = "lock"
 
-    def report(step_result):
+    def report(step_result: StepResult) -> None:
         result.steps.append(step_result)
         if on_step:
             on_step(host.name, step_result)
 
     try:
-        if own_transport:
-            transport = connect(host.vars, options.accept_new_host_keys)
-        if on_connect:
-            on_connect(transport)
-        locking = own_transport and not options.check
-        with transport.lock(lock_path(host.vars)) if locking else contextlib.nullcontext():
+        with transport.lock(lock_path(host.vars)) if lock and not options.check else contextlib.nullcontext():
+            phase = "steps"
             run = HostRun(host.name, host.vars, transport, check=options.check, diff=options.diff)
             _run_steps(run, bound, report)
             if result.failed and run.installed and options.rollback and not options.check:
                 result.rolled_back = _roll_back(run, bound, report)
             if not options.check and (result.failed or result.changed):
-                from . import report as incident
+                phase = "incident_report"
                 result.duration_s = time.monotonic() - started
-                document = incident.build(run, [s.to_json() for s in result.steps], result.status, started_at)
-                result.incident_report = incident.write(run, document)
-    except HostUnreachable as exc:
-        result.unreachable = True
-        report(StepResult("connect", FAILED, str(exc)))
+                _write_report(run, result, started_at)
+            phase = "unlock"
     except LockHeld as exc:
         result.locked = True
         report(StepResult("lock", SKIPPED, str(exc)))
     except CascadeError as exc:
-        report(StepResult("connect", FAILED, str(exc)))
-    except Exception as exc:  # one host's surprise must not take the other hosts' results with it
-        report(StepResult("error", FAILED, "unexpected %s: %s" % (type(exc).__name__, exc)))
-    finally:
-        if own_transport and transport is not None:
-            transport.close()
+        report(StepResult(phase, FAILED, str(exc)))
+    except Exception as exc:  # a bug in a step: reported on this host, the others go on
+        report(StepResult(phase, FAILED, "unexpected %s: %s" % (type(exc).__name__, exc)))
     result.duration_s = time.monotonic() - started
     return result
 
 
-def _run_steps(run: HostRun, bound: List[BoundStep], report, prefix: str = "") -> bool:
+def _write_report(run: HostRun, result: HostResult, started_at: float) -> None:
+    """Store the incident report; failing to is a warning, never a failed recovery."""
+    from . import report as incident
+    try:
+        document = incident.build(run, [s.to_json() for s in result.steps], result.status, started_at)
+        result.incident_report = incident.write(run, document)
+    except CascadeError as exc:
+        result.warnings.append("incident report not written: %s" % exc)
+
+
+def _run_steps(run: HostRun, bound: List[BoundStep], report: Callable[[StepResult], None],
+               prefix: str = "") -> bool:
     """Execute steps in order until one fails; False when one did."""
     for item in bound:
-        if item.skip_reason:
-            step_result = StepResult(item.step.name, SKIPPED, item.skip_reason)
+        if item.skip_reason or item.args is None:
+            step_result = StepResult(item.step.name, SKIPPED, item.skip_reason or "")
         else:
             step_result = item.step.execute(run, item.args)
         step_result.name = prefix + step_result.name
@@ -164,7 +167,7 @@ def _run_steps(run: HostRun, bound: List[BoundStep], report, prefix: str = "") -
     return True
 
 
-def _roll_back(run: HostRun, bound: List[BoundStep], report) -> bool:
+def _roll_back(run: HostRun, bound: List[BoundStep], report: Callable[[StepResult], None]) -> bool:
     """Put the replaced files back (newest first), then terminate, start and verify on them."""
     started = time.monotonic()
     undone = []
@@ -183,13 +186,13 @@ def _roll_back(run: HostRun, bound: List[BoundStep], report) -> bool:
     report(StepResult("rollback", CHANGED, "; ".join(undone), time.monotonic() - started))
     again = HostRun(run.host, run.vars, run.transport, changed_files=[dest for dest, _ in run.installed])
     steps = [BoundStep(b.step, dict(b.args, always=True) if b.step.name == "verify" else b.args)
-             for b in bound if b.step.name in ROLLBACK_STEPS and not b.skip_reason]
+             for b in bound if b.step.name in ROLLBACK_STEPS and not b.skip_reason and b.args is not None]
     ok = _run_steps(again, steps, report, prefix="rollback:")
     run.rollback = {"ok": ok, "files": undone, "verification": [c.__dict__ for c in again.checks]}
     return ok
 
 
-def batch_size(serial, total: int, field: str = "serial") -> int:
+def batch_size(serial: Union[int, str, None], total: int, field: str = "serial") -> int:
     """Hosts per rolling batch from ``serial``: a count, or a percentage of all hosts."""
     if serial is None:
         return max(1, total)
@@ -209,74 +212,48 @@ def batch_size(serial, total: int, field: str = "serial") -> int:
                           field=field) from None
 
 
-def _run_batch(hosts: List[Host], bound, options: RunOptions, on_step) -> Dict[str, HostResult]:
-    """Run hosts ``options.forks`` at a time; a host past its ``host_timeout`` is cut off."""
-    finished: "queue.Queue[str]" = queue.Queue()
-    results: Dict[str, HostResult] = {}
-    pending = list(hosts)
-    running: Dict[str, tuple] = {}  # name -> (deadline, live result, holder of its transport)
-
-    def work(host, live, holder):
-        try:
-            run_host(host, bound[host.name], options, on_step, result=live,
-                     on_connect=lambda t: holder.append(t))
-        finally:
-            finished.put(host.name)
-
-    while pending or running:
-        while pending and len(running) < max(1, options.forks):
-            host = pending.pop(0)
-            live, holder = HostResult(host.name), []
-            running[host.name] = (time.monotonic() + host.vars["host_timeout"], live, holder, host)
-            threading.Thread(target=work, args=(host, live, holder), daemon=True, name="host-" + host.name).start()
-        nearest = min(entry[0] for entry in running.values())
-        try:
-            name = finished.get(timeout=max(0.0, nearest - time.monotonic()))
-            if name in running:
-                results[name] = running.pop(name)[1]
-        except queue.Empty:
-            pass
-        now = time.monotonic()
-        for name, (deadline, live, holder, host) in list(running.items()):
-            if now >= deadline:
-                del running[name]
-                results[name] = _cut_off(host, live, holder, on_step)
-    return results
-
-
-def _cut_off(host: Host, live: HostResult, holder: list, on_step) -> HostResult:
-    """A host that overran its deadline: report it and drop its connection (its thread is abandoned)."""
-    connected = bool(holder)
-    cut = HostResult(host.name, list(live.steps), host.vars["host_timeout"], unreachable=not connected)
-    step = StepResult("deadline", FAILED, "%s: cut off after host_timeout %.0fs (%s)" % (
-        host.name, host.vars["host_timeout"], "mid-run" if connected else "never connected"))
-    cut.steps.append(step)
-    if on_step:
-        on_step(host.name, step)
-    for transport in holder:
-        threading.Thread(target=transport.close, daemon=True).start()
-    return cut
+def _unfinished(live: HostResult, outcome: HostOutcome) -> HostResult:
+    """A host whose run never started (unreachable) or was cut off at its deadline."""
+    error = outcome.error
+    if isinstance(error, HostCutOff):
+        return HostResult(live.host, list(live.steps) + [StepResult("deadline", FAILED, str(error))],
+                          outcome.duration_s)
+    return HostResult(live.host, [StepResult("connect", FAILED, str(error))], outcome.duration_s,
+                      unreachable=isinstance(error, HostUnreachable))
 
 
 def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Optional[RunOptions] = None,
               on_step: Optional[StepCallback] = None) -> RunResult:
     """Run each host's bound steps, batch after batch. With ``serial``, a batch whose failed share
     exceeds ``max_fail_percentage`` (default 0) stops the rollout: later hosts are ``not_run``."""
-    options = options or RunOptions()
-    size = batch_size(options.serial, len(hosts))
+    run_options = options or RunOptions()
+    size = batch_size(run_options.serial, len(hosts))
     batches = [hosts[i:i + size] for i in range(0, len(hosts), size)]
     lock = threading.Lock()
 
-    def report(host_name, step_result):  # one whole line at a time, whichever thread reports
+    def report(host_name: str, step_result: StepResult) -> None:  # one whole line at a time
         if on_step:
             with lock:
                 on_step(host_name, step_result)
 
     results: Dict[str, HostResult] = {}
     for index, batch in enumerate(batches):
-        results.update(_run_batch(batch, bound, options, report))
+        live = {h.name: HostResult(h.name) for h in batch}
+
+        def work(host: Host, transport: Transport) -> HostResult:
+            return run_host(host, transport, bound[host.name], run_options, report, live[host.name])
+
+        def done(host: Host, outcome: HostOutcome) -> None:
+            if outcome.error is not None:
+                results[host.name] = _unfinished(live[host.name], outcome)
+                report(host.name, results[host.name].steps[-1])
+            else:
+                results[host.name] = outcome.value
+
+        run_each(batch, work, run_options.forks, run_options.accept_new_host_keys, on_done=done)
         bad = [h.name for h in batch if results[h.name].failed]
-        if options.serial is not None and bad and 100.0 * len(bad) / len(batch) > (options.max_fail_percentage or 0):
+        if (run_options.serial is not None and bad
+                and 100.0 * len(bad) / len(batch) > (run_options.max_fail_percentage or 0)):
             why = "rollout stopped after batch %d of %d (%s failed)" % (index + 1, len(batches), ", ".join(bad))
             for later in batches[index + 1:]:
                 for host in later:

@@ -10,17 +10,16 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .errors import (EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, HostCommandError, HostUnreachable, LockHeld)
-from .facts import read_diagnosis
+from .errors import EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, CascadeError, HostUnreachable, LockHeld, worst_exit_code
+from .facts import Diagnosis, read_diagnosis
 from .hostvars import Host
-from .transport import Transport, connect
+from .transport import Transport
 
 STATE_FILE = "watch-state.json"
 LOG_FILE = "watch.log"
-# Worst outcome wins when several hosts tick together.
-_SEVERITY = [EXIT_OK, EXIT_LOCKED, EXIT_BUDGET, EXIT_UNREACHABLE, EXIT_FAILED]
+PlaybookLoader = Callable[[], Any]
 
 
 @dataclass
@@ -48,11 +47,17 @@ class Tick:
     incident_report: Optional[str] = None
     alert_error: Optional[str] = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def _paths(v):
+def failed_tick(host: str, error: CascadeError) -> Tick:
+    """The tick of a host that could not be reached or read: the other hosts still tick."""
+    action = "unreachable" if isinstance(error, HostUnreachable) else "error"
+    return Tick(host, False, "not probed", action, str(error), error.exit_code)
+
+
+def _paths(v: Dict[str, Any]) -> Tuple[str, str]:
     return os.path.join(v["state_dir"], STATE_FILE), os.path.join(v["state_dir"], LOG_FILE)
 
 
@@ -70,42 +75,40 @@ def _save_state(transport: Transport, path: str, state: WatchState) -> None:
     transport.agent("write_file", path=path, content=json.dumps(state.__dict__))
 
 
-def tick_host(host: Host, playbook_loader: Callable, reset: bool = False, now: Callable[[], float] = time.time) -> Tick:
+def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader, reset: bool = False,
+              now: Callable[[], float] = time.time) -> Tick:
     """One watchdog tick on one host."""
     started = time.monotonic()
     v = host.vars
     state_path, log_path = _paths(v)
-    transport = connect(v)
-    try:
-        if reset:
-            transport.agent("remove_file", path=state_path)
-        state = _load_state(transport, state_path)
-        diagnosis = read_diagnosis(transport, v)
-        state.prune(now(), v["window"])
-        if diagnosis.healthy:
-            state.fail_streak = 0
-            tick = Tick(host.name, True, diagnosis.verdict(), "none", "healthy")
+    if reset:
+        transport.agent("remove_file", path=state_path)
+    state = _load_state(transport, state_path)
+    diagnosis = read_diagnosis(transport, v)
+    state.prune(now(), v["window"])
+    if diagnosis.healthy:
+        state.fail_streak = 0
+        tick = Tick(host.name, True, diagnosis.verdict(), "none", "healthy")
+    else:
+        state.fail_streak += 1
+        if state.fail_streak < v["fail_threshold"]:
+            tick = Tick(host.name, False, diagnosis.verdict(), "wait",
+                        "unhealthy %d/%d ticks" % (state.fail_streak, v["fail_threshold"]))
         else:
-            state.fail_streak += 1
-            if state.fail_streak < v["fail_threshold"]:
-                tick = Tick(host.name, False, diagnosis.verdict(), "wait",
-                            "unhealthy %d/%d ticks" % (state.fail_streak, v["fail_threshold"]))
-            else:
-                tick = _recover(host, transport, state, state_path, diagnosis, playbook_loader, now)
-        _save_state(transport, state_path, state)
-        tick.duration_s = round(time.monotonic() - started, 4)
-        record = dict(tick.to_json(), time=now(), probe=diagnosis.probe.__dict__ if diagnosis.probe else None)
-        record.pop("recovery", None)
-        transport.agent("append_log", path=log_path, line=json.dumps(record),
-                        max_bytes=v["watch_log_max_bytes"], keep=v["watch_log_keep"])
-        return tick
-    finally:
-        transport.close()
+            tick = _recover(host, transport, state, state_path, diagnosis, playbook_loader, now)
+    _save_state(transport, state_path, state)
+    tick.duration_s = round(time.monotonic() - started, 4)
+    record = dict(tick.to_json(), time=now(), probe=diagnosis.probe.__dict__ if diagnosis.probe else None)
+    record.pop("recovery", None)
+    transport.agent("append_log", path=log_path, line=json.dumps(record),
+                    max_bytes=v["watch_log_max_bytes"], keep=v["watch_log_keep"])
+    return tick
 
 
-def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now) -> Tick:
-    from .runner import RunOptions, lock_path, run_host
+def _recover(host: Host, transport: Transport, state: WatchState, state_path: str, diagnosis: Diagnosis,
+             playbook_loader: PlaybookLoader, now: Callable[[], float]) -> Tick:
     from .playbook import bind
+    from .runner import RunOptions, lock_path, run_host
     v = host.vars
     playbook = playbook_loader()
     bound = [bind(call, v) for call in playbook.steps]  # validated before any change
@@ -119,7 +122,7 @@ def _recover(host, transport, state, state_path, diagnosis, playbook_loader, now
                 return _budget_exhausted(host, state, diagnosis, now)
             state.restarts.append(now())
             _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
-            result = run_host(host, bound, RunOptions(rollback=playbook.rollback), transport=transport)
+            result = run_host(host, transport, bound, RunOptions(rollback=playbook.rollback), lock=False)
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
     failed = result.failed
@@ -155,18 +158,5 @@ def _alert(v, host_name, diagnosis, action, outcome, now, incident_report=None) 
                                            "incident_report": incident_report})
 
 
-def watch(hosts: List[Host], playbook_loader: Callable, reset: bool = False) -> Dict[str, Tick]:
-    """A tick on each host; one host that cannot be reached or read does not stop the others."""
-    ticks = {}
-    for host in hosts:
-        try:
-            ticks[host.name] = tick_host(host, playbook_loader, reset)
-        except HostUnreachable as exc:
-            ticks[host.name] = Tick(host.name, False, "not probed", "unreachable", str(exc), EXIT_UNREACHABLE)
-        except HostCommandError as exc:
-            ticks[host.name] = Tick(host.name, False, "not probed", "error", str(exc), EXIT_FAILED)
-    return ticks
-
-
 def exit_code(ticks: Dict[str, Tick]) -> int:
-    return max((t.exit_code for t in ticks.values()), key=_SEVERITY.index, default=EXIT_OK)
+    return worst_exit_code(t.exit_code for t in ticks.values())

@@ -7,7 +7,7 @@ import pytest
 from cascade_ops import api
 from cascade_ops.errors import ConfigError
 from cascade_ops.hostvars import parse_duration
-from conftest import PLAYBOOK
+from support import PLAYBOOK
 
 
 def write(tmp_path, name, text):

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from cascade_ops import agent
+from cascade_ops.agent import hostfacts, procfs, signals
 from cascade_ops.facts import Diagnosis
-from conftest import free_port, python_script, wait_for
+from support import free_port, python_script, wait_for
 
 LISTENER = python_script("""
     import socket, sys, time
@@ -44,7 +44,7 @@ def test_ipv4_and_ipv6_holders_are_both_listed_with_backlog(tmp_path, reaper):
     # Two clients the server never accepts: the kernel queues them, the backlog shows it.
     clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     try:
-        d = Diagnosis.from_agent(agent.host_facts(port, "127.0.0.1", "/health", 0.2), port)
+        d = Diagnosis.from_agent(hostfacts.host_facts(port, "127.0.0.1", "/health", 0.2), port)
     finally:
         for c in clients:
             c.close()
@@ -58,16 +58,16 @@ def test_ipv4_and_ipv6_holders_are_both_listed_with_backlog(tmp_path, reaper):
 
 def test_free_port_is_reported_without_probing(tmp_path):
     port = free_port()
-    d = Diagnosis.from_agent(agent.host_facts(port, "127.0.0.1", "/health", 1.0), port)
+    d = Diagnosis.from_agent(hostfacts.host_facts(port, "127.0.0.1", "/health", 1.0), port)
     assert d.holders == () and d.probe is None and "nothing listens" in d.verdict()
 
 
 def test_terminate_never_signals_a_reused_pid(reaper):
     proc = reaper.popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    info = agent.process_info(proc.pid)
-    result = agent.terminate([{"pid": proc.pid, "start_ticks": info["start_ticks"] + 1}], grace=0.1)
+    info = procfs.process_info(proc.pid)
+    result = signals.terminate([{"pid": proc.pid, "start_ticks": info["start_ticks"] + 1}], grace=0.1)
     assert result["outcomes"] == [{"pid": proc.pid, "outcome": "already gone"}]
     assert proc.poll() is None
-    result = agent.terminate([{"pid": proc.pid, "start_ticks": info["start_ticks"]}], grace=2)
+    result = signals.terminate([{"pid": proc.pid, "start_ticks": info["start_ticks"]}], grace=2)
     assert result["outcomes"] == [{"pid": proc.pid, "outcome": "exited on SIGTERM"}]
     assert proc.wait(timeout=5) != 0

@@ -16,7 +16,7 @@ import pytest
 
 from cascade_ops import api
 from cascade_ops.facts import Diagnosis
-from conftest import REPO, SSHServer, free_port
+from support import REPO, SSHServer, free_port
 
 
 def statuses(result_json):

@@ -12,9 +12,9 @@ import time
 import httpx
 import pytest
 
-from cascade_ops import agent
+from cascade_ops.agent import evidence
 from cascade_ops.steps import FAILED
-from conftest import free_port, python_script, wait_for
+from support import free_port, python_script, wait_for
 
 
 def report_of(run, host="web"):
@@ -97,9 +97,9 @@ def test_evidence_of_a_process_exiting_mid_capture_does_not_crash(reaper):
     deadline = time.monotonic() + 3
     results = []
     while time.monotonic() < deadline and short.poll() is None:
-        results.append(agent.evidence([short.pid, long.pid, 2 ** 22 + 7], timeout=1.0))
+        results.append(evidence.evidence([short.pid, long.pid, 2 ** 22 + 7], timeout=1.0))
     short.wait(timeout=5)
-    results.append(agent.evidence([short.pid, long.pid], timeout=1.0))
+    results.append(evidence.evidence([short.pid, long.pid], timeout=1.0))
     assert results[-1]["processes"][0] == {"pid": short.pid, "gone": True}
     assert results[-1]["processes"][1]["pid"] == long.pid
     assert all(r["processes"][2:3] in ([], [{"pid": 2 ** 22 + 7, "gone": True}]) for r in results)
@@ -108,7 +108,7 @@ def test_evidence_of_a_process_exiting_mid_capture_does_not_crash(reaper):
 def test_evidence_capture_is_bounded_by_evidence_timeout(reaper):
     procs = [reaper.popen([sys.executable, "-c", "import time; time.sleep(600)"]) for _ in range(3)]
     started = time.monotonic()
-    result = agent.evidence([p.pid for p in procs], timeout=0.0)
+    result = evidence.evidence([p.pid for p in procs], timeout=0.0)
     assert time.monotonic() - started < 1.0
     assert all("python_stacks" not in p for p in result["processes"])
     assert result["notes"]

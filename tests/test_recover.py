@@ -11,7 +11,7 @@ import sys
 import psutil
 
 from cascade_ops.steps import CHANGED, FAILED
-from conftest import REPO, gone, python_script, wait_for
+from support import REPO, gone, python_script, wait_for
 
 
 def statuses(run, host="web"):

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import wait_for
+from support import wait_for
 
 
 def test_verify_checks_health_jwt_and_redis(make_site, redis_url):

@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from conftest import REPO, python_script, wait_for
+from support import REPO, python_script, wait_for
 from test_recover import IGNORES_SIGTERM
 
 
@@ -127,7 +127,7 @@ def test_reset_forgets_the_budget(make_site):
 
 
 def test_dead_webhook_never_slows_or_fails_recovery(make_site):
-    from conftest import free_port
+    from support import free_port
     site = make_site(alert_webhook="http://127.0.0.1:%d/hook" % free_port())
     tick = site.watch()
     assert (tick.action, tick.outcome, tick.exit_code) == ("recover", "recovered", 0)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import List
 from urllib.parse import urlsplit
 
-from ..agent import probe_address
+from ..agent.probe import probe_address
 from .base import Arg, Skipped, Step, StepFailed, Unchanged
 
 TOKEN_LIFETIME_S = 60

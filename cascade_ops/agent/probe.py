@@ -1,0 +1,135 @@
+"""Network probes from the host itself: an HTTP GET with one deadline, a test bind of the port."""
+
+import socket
+import time
+from typing import Any, Dict, Optional
+
+from .procfs import GONE_STATES, read_stat
+from .registry import command
+
+Json = Dict[str, Any]
+
+
+def probe_address(bind_host: str) -> str:
+    """Where to reach a server bound to ``bind_host`` from the same host."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind_host, bind_host)
+
+
+@command
+def http_probe(host: str, port: int, path: str, timeout: float) -> Json:
+    """GET ``path`` with one deadline for connect, send and the whole response.
+
+    A raw socket instead of http.client: it keeps the hot path free of imports, and a single
+    deadline is exact (http.client's timeout is per operation, so a trickling server outlives it).
+    A completed TCP handshake proves nothing: a hung server's kernel still accepts.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    result: Json = {"url": "http://%s:%d%s" % (host if ":" not in host else "[%s]" % host, port, path)}
+
+    def finish(**fields: Any) -> Json:
+        result.update(fields)
+        result["elapsed_s"] = round(time.monotonic() - started, 4)
+        return result
+
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        return finish(ok=False, error="refused", detail="connection refused")
+    except socket.timeout:
+        return finish(ok=False, error="timeout", detail="no TCP connection within %.2fs" % timeout)
+    except OSError as exc:
+        return finish(ok=False, error="error", detail=str(exc))
+    chunks = []
+    try:
+        with sock:
+            request = "GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n" % (path, host, port)
+            sock.sendall(request.encode())
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout()
+                sock.settimeout(remaining)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > 1 << 20:
+                    break
+    except socket.timeout:
+        return finish(ok=False, error="timeout",
+                      detail="connected, but no complete HTTP response within %.2fs" % timeout)
+    except OSError as exc:
+        return finish(ok=False, error="error", detail=str(exc))
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return finish(ok=False, error="bad_response", detail=repr(raw[:200]))
+    excerpt = body[:512].decode("utf-8", "replace")
+    if status != 200:
+        return finish(ok=False, error="bad_status", status=status, body=excerpt)
+    return finish(ok=True, status=status, body=excerpt)
+
+
+# A refused connection means "not listening yet": poll it fast. Any other failed answer comes from
+# a server that is up but unwell: back off, so a start-up wait never floods it with requests.
+REFUSED_POLL_S = 0.02
+ANSWER_BACKOFF_S = (0.05, 0.1, 0.2, 0.4)
+
+
+@command
+def wait_healthy(pid: int, bind_host: str, port: int, path: str, timeout: float, probe_timeout: float) -> Json:
+    """Poll a just-started backend on the host itself until its health path answers 200.
+
+    Gives up early when the process exits (no point waiting out the deadline for a crash).
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    host = probe_address(bind_host)
+    last: Optional[Json] = None
+    answers = 0
+    while True:
+        stat = read_stat(pid)
+        if stat is None or stat[1][0] in GONE_STATES:
+            return {"ok": False, "reason": "exited", "elapsed_s": round(time.monotonic() - started, 3),
+                    "last_probe": last}
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return {"ok": False, "reason": "timeout", "elapsed_s": round(time.monotonic() - started, 3),
+                    "last_probe": last}
+        last = http_probe(host, port, path, min(probe_timeout, remaining))
+        if last["ok"]:
+            return {"ok": True, "elapsed_s": round(time.monotonic() - started, 3), "last_probe": last}
+        if last["error"] == "refused":
+            pause = REFUSED_POLL_S
+        else:
+            pause = ANSWER_BACKOFF_S[min(answers, len(ANSWER_BACKOFF_S) - 1)]
+            answers += 1
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+
+
+@command
+def port_free(bind_host: str, port: int) -> bool:
+    """True when a fresh listener could bind now (SO_REUSEADDR, as uvicorn sets it)."""
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind_host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+@command
+def wait_port_free(bind_host: str, port: int, timeout: float, poll_interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while not port_free(bind_host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_interval)
+    return True

@@ -1,0 +1,108 @@
+"""Signals pinned to a process's identity (pid *and* start time), never to a bare pid."""
+
+import os
+import select
+import signal
+import time
+from typing import Any, Dict, List, Optional
+
+from .procfs import GONE_STATES, read_stat
+from .registry import AgentError, command
+
+
+class Target:
+    """One process to signal. With pidfd the kernel guarantees a signal reaches the process we
+    opened; opening it and then confirming the start time closes the window psutil's
+    check-then-kill leaves open."""
+
+    def __init__(self, pid: int, start_ticks: int):
+        self.pid = pid
+        self.start_ticks = start_ticks
+        self.fd: Optional[int] = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.fd = os.pidfd_open(pid)
+            except OSError:  # gone already, or a kernel without pidfd: the start-time check remains
+                self.fd = None
+
+    def same_process(self) -> bool:
+        stat = read_stat(self.pid)
+        return stat is not None and int(stat[1][19]) == self.start_ticks and stat[1][0] not in GONE_STATES
+
+    def gone(self) -> bool:
+        if self.fd is not None and select.select([self.fd], [], [], 0)[0]:
+            return True  # a pidfd turns readable when its process exits
+        return not self.same_process()
+
+    def send(self, sig: int) -> None:
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, sig)
+            elif self.same_process():
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _wait_gone(targets: List[Target], deadline: float, poll_interval: float) -> List[Target]:
+    while True:
+        alive = [t for t in targets if not t.gone()]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+
+@command
+def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float = 5.0,
+              poll_interval: float = 0.01) -> Dict[str, Any]:
+    """SIGTERM (then SIGCONT), wait ``grace`` seconds, SIGKILL survivors; zombies count as gone.
+
+    SIGCONT follows SIGTERM because a stopped process keeps SIGTERM pending until it is continued
+    (as systemd does). ``targets`` are {"pid", "start_ticks"} from a snapshot; a pid whose start
+    time no longer matches is a different process and is never signalled.
+    """
+    handles = []
+    outcomes = {}
+    for spec in targets:
+        target = Target(spec["pid"], spec["start_ticks"])
+        if not target.same_process():
+            target.close()
+            outcomes[target.pid] = "already gone"
+            continue
+        handles.append(target)
+    started = time.monotonic()
+    try:
+        for target in handles:
+            target.send(signal.SIGTERM)
+            target.send(signal.SIGCONT)
+        survivors = _wait_gone(handles, started + grace, poll_interval)
+        for target in handles:
+            if target not in survivors:
+                outcomes[target.pid] = "exited on SIGTERM"
+        for target in survivors:
+            target.send(signal.SIGKILL)
+        stubborn = _wait_gone(survivors, time.monotonic() + kill_timeout, poll_interval)
+        for target in survivors:
+            outcomes[target.pid] = "still running after SIGKILL" if target in stubborn else "killed (SIGKILL)"
+    finally:
+        for target in handles:
+            target.close()
+    return {"outcomes": [{"pid": pid, "outcome": o} for pid, o in sorted(outcomes.items())],
+            "elapsed_s": round(time.monotonic() - started, 3) if handles else 0.0}
+
+
+@command
+def suspend(pid: int, start_ticks: int) -> Dict[str, int]:
+    """SIGSTOP one process (the demo's way to make a backend hang)."""
+    target = Target(pid, start_ticks)
+    try:
+        if not target.same_process():
+            raise AgentError("process %d is gone or was replaced" % pid)
+        target.send(signal.SIGSTOP)
+    finally:
+        target.close()
+    return {"pid": pid}

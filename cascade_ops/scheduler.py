@@ -1,0 +1,128 @@
+"""The one scheduler every command reaches hosts through: ``forks`` hosts at once, each connected,
+worked on and closed in its own thread under its own deadline (``host_timeout``).
+
+Fabric's ThreadingGroup joins its threads without a timeout, so one hung host would hang the run;
+here the scheduler never waits past a host's deadline. A host cut off at its deadline is cancelled:
+its transport refuses every further agent command and its connection is closed, so it stops acting.
+An unreachable host is one outcome among the others, never the end of the whole answer.
+"""
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
+
+from .errors import EXIT_OK, CascadeError, HostCommandError, HostCutOff, HostUnreachable
+from .hostvars import Host
+from .transport import Transport, connect
+
+T = TypeVar("T")
+Work = Callable[[Host, Transport], T]
+
+DEFAULT_FORKS = 10
+
+
+@dataclass
+class HostOutcome(Generic[T]):
+    """What ``work`` returned on one host, or the error that stopped it there."""
+
+    host: str
+    value: Optional[T] = None
+    error: Optional[CascadeError] = None
+    duration_s: float = 0.0
+    connected: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return self.error.exit_code if self.error else EXIT_OK
+
+
+class _Slot:
+    """One host's place in the run: its transport once connected, and whether it was cut off."""
+
+    def __init__(self, host: Host):
+        self.host = host
+        self.deadline = time.monotonic() + host.vars["host_timeout"]
+        self.transport: Optional[Transport] = None
+        self.cut: Optional[str] = None
+        self.lock = threading.Lock()
+
+    def connected(self, transport: Transport) -> None:
+        with self.lock:
+            self.transport = transport
+            if self.cut:  # cut off while connecting: it must not start acting now
+                transport.cancel(self.cut)
+
+    def cut_off(self) -> HostOutcome:
+        timeout = self.host.vars["host_timeout"]
+        with self.lock:
+            self.cut = "cut off after host_timeout %.0fs" % timeout
+            transport = self.transport
+        name = self.host.name
+        if transport is None:
+            return HostOutcome(name, error=HostUnreachable(name, "not connected within host_timeout %.0fs" % timeout),
+                               duration_s=timeout)
+        # Closing may block on a dead peer: not on the scheduler's thread.
+        threading.Thread(target=transport.cancel, args=(self.cut,), daemon=True).start()
+        return HostOutcome(name, error=HostCutOff(name, timeout), duration_s=timeout, connected=True)
+
+
+def _attempt(slot: _Slot, work: "Work[T]", accept_new_host_keys: bool) -> HostOutcome[T]:
+    started = time.monotonic()
+    host = slot.host
+    outcome: HostOutcome[T] = HostOutcome(host.name)
+    transport = None
+    try:
+        transport = connect(host.vars, accept_new_host_keys)
+        slot.connected(transport)
+        outcome.connected = True
+        outcome.value = work(host, transport)
+    except CascadeError as exc:
+        outcome.error = exc
+    except Exception as exc:  # one host's surprise must not take the other hosts' results with it
+        outcome.error = HostCommandError(host.name, "error", "unexpected %s: %s" % (type(exc).__name__, exc))
+    finally:
+        if transport is not None:
+            transport.close()
+    outcome.duration_s = time.monotonic() - started
+    return outcome
+
+
+def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, accept_new_host_keys: bool = False,
+             on_done: Optional[Callable[[Host, HostOutcome[T]], None]] = None) -> Dict[str, HostOutcome[T]]:
+    """Run ``work(host, transport)`` on every host, ``forks`` at a time; outcomes in host order.
+
+    ``on_done`` is called (from the scheduler's thread) as each host finishes or is cut off.
+    """
+    finished: "queue.Queue[Tuple[str, HostOutcome[T]]]" = queue.Queue()
+    outcomes: Dict[str, HostOutcome[T]] = {}
+    pending = list(hosts)
+    running: Dict[str, _Slot] = {}
+
+    def thread(slot: _Slot) -> None:
+        finished.put((slot.host.name, _attempt(slot, work, accept_new_host_keys)))
+
+    def record(host: Host, outcome: HostOutcome[T]) -> None:
+        outcomes[host.name] = outcome
+        if on_done:
+            on_done(host, outcome)
+
+    while pending or running:
+        while pending and len(running) < max(1, forks):
+            slot = _Slot(pending.pop(0))
+            running[slot.host.name] = slot
+            threading.Thread(target=thread, args=(slot,), daemon=True, name="host-" + slot.host.name).start()
+        nearest = min(slot.deadline for slot in running.values())
+        try:
+            name, outcome = finished.get(timeout=max(0.0, nearest - time.monotonic()))
+            if name in running:
+                record(running.pop(name).host, outcome)
+        except queue.Empty:
+            pass
+        now = time.monotonic()
+        for name, slot in list(running.items()):
+            if now >= slot.deadline:
+                del running[name]
+                record(slot.host, slot.cut_off())
+    return {h.name: outcomes[h.name] for h in hosts}

@@ -1,0 +1,32 @@
+"""How steps reach a host: one ``Transport`` subclass per kind of connection, registered by name.
+
+A third transport is one new module: subclass ``Transport``, declare the host variables it owns,
+and add it to ``TRANSPORTS``. The inventory's ``connection`` variable picks one.
+"""
+
+from typing import Any, Dict, Type
+
+from ..hostvars import VarSpec, parse_choice
+from .base import Transport
+from .local import LocalTransport
+from .ssh import SSHTransport
+
+TRANSPORTS: Dict[str, Type[Transport]] = {cls.name: cls for cls in (LocalTransport, SSHTransport)}
+
+CONNECTION = VarSpec("connection", parse_choice(tuple(TRANSPORTS)), "local")
+
+
+def transport_vars() -> Dict[str, VarSpec]:
+    """The ``connection`` variable and every transport's own variables."""
+    specs = {CONNECTION.name: CONNECTION}
+    for cls in TRANSPORTS.values():
+        specs.update((spec.name, spec) for spec in cls.host_vars)
+    return specs
+
+
+def connect(host_vars: Dict[str, Any], accept_new_host_keys: bool = False) -> Transport:
+    """Open the transport a host's ``connection`` variable names."""
+    return TRANSPORTS[host_vars["connection"]](host_vars, accept_new_host_keys=accept_new_host_keys)
+
+
+__all__ = ["TRANSPORTS", "Transport", "LocalTransport", "SSHTransport", "connect", "transport_vars"]

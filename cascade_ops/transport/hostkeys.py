@@ -1,0 +1,44 @@
+"""Host key policies: Fabric's default auto-adds unknown keys and never reads known_hosts; ours
+refuse an unknown key (naming it) or, when asked, record it as OpenSSH's accept-new does."""
+
+import base64
+import hashlib
+import os
+
+import paramiko
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint of a host key."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known_hosts: str):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise paramiko.SSHException(
+            "unknown host key %s %s for %s; not in %s (verify it, add it, or pass --accept-new-host-keys)"
+            % (key.get_name(), fingerprint(key), hostname, self.known_hosts))
+
+
+class AcceptNewHostKey(paramiko.MissingHostKeyPolicy):
+    """Record an unknown key; a changed key is still refused by paramiko (BadHostKeyException)."""
+
+    def __init__(self, known_hosts: str):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        os.makedirs(os.path.dirname(self.known_hosts) or ".", mode=0o700, exist_ok=True)
+        with open(self.known_hosts, "a") as f:
+            f.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
+
+
+def apply_policy(client: paramiko.SSHClient, known_hosts: str, accept_new: bool) -> None:
+    """Load known_hosts and set our policy: both before the first connection."""
+    if os.path.exists(known_hosts):
+        client.load_host_keys(known_hosts)
+    client.set_missing_host_key_policy(AcceptNewHostKey(known_hosts) if accept_new
+                                       else RejectUnknownHostKey(known_hosts))

@@ -1,0 +1,28 @@
+"""The machine cascade-ops runs on: the agent is called in-process (no subprocess, no
+serialisation: the healthy path stays fast); only a detached start goes through a short-lived
+intermediate process."""
+
+import shutil
+from typing import Any, Dict
+
+from .. import agent
+from ..errors import HostCommandError
+from .base import Transport, decode_reply
+
+
+class LocalTransport(Transport):
+    name = "local"
+
+    def __init__(self, host_vars: Dict[str, Any], **options: Any):
+        super().__init__(host_vars)
+
+    def _agent(self, command: str, kwargs: Dict[str, Any]) -> Any:
+        # The same reply the agent server sends over SSH, so a failure means the same here and there.
+        return decode_reply(self.host, command, agent.call(command, kwargs))
+
+    def put_tree(self, src: str, dest: str) -> None:
+        try:
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".cascade-ops"),
+                            dirs_exist_ok=True)
+        except OSError as exc:
+            raise HostCommandError(self.host, "copy", "%s -> %s: %s" % (src, dest, exc)) from exc

@@ -1,0 +1,231 @@
+"""The SSH transport: one Fabric connection per host for the whole run, host keys verified.
+
+The host needs Python 3 and nothing else: the stdlib-only agent package is uploaded once (named by
+its hash) and started once per run as a small server on the open connection; each command is one
+JSON line to its stdin (never on a command line) and one JSON line back. One login, one interpreter
+start-up per host per run. Fabric and paramiko are imported only when a host is reached over SSH,
+so a local run never pays for them.
+"""
+
+import contextlib
+import json
+import os
+import select
+import shlex
+import socket
+import stat
+import time
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+from ..errors import HostCommandError, HostUnreachable
+from ..hostvars import VarSpec, parse_bool, parse_duration, parse_port, parse_str
+from .base import Transport, decode_reply
+from .bundle import agent_bundle
+
+# Headroom on top of the durations a command is asked to wait for itself.
+COMMAND_SLACK_S = 30.0
+# A shell exit status that means "the agent is not on this host yet".
+AGENT_MISSING = 127
+
+
+def _budget(kwargs: Dict[str, Any]) -> float:
+    return COMMAND_SLACK_S + sum(float(kwargs.get(k) or 0) for k in ("timeout", "grace", "probe_timeout"))
+
+
+class SSHTransport(Transport):
+    """A host reached over SSH (a Fabric ``Connection``, which is an Invoke ``Context``)."""
+
+    name = "ssh"
+    host_vars = (
+        VarSpec("address", parse_str),  # default: the host's name
+        VarSpec("user", parse_str),
+        VarSpec("ssh_port", parse_port, 22),
+        VarSpec("key_file", parse_str, path="controller"),
+        VarSpec("known_hosts", parse_str, path="controller"),  # default: ~/.ssh/known_hosts
+        VarSpec("become", parse_bool, False),  # run the agent through sudo -n
+        VarSpec("connect_timeout", parse_duration, 10.0),  # TCP connect, banner and authentication
+    )
+
+    def __init__(self, host_vars: Dict[str, Any], accept_new_host_keys: bool = False, **options: Any):
+        super().__init__(host_vars)
+        import paramiko
+        from fabric import Connection
+
+        from .hostkeys import apply_policy, fingerprint
+        v = self.vars
+        timeout = v["connect_timeout"]
+        connect_kwargs: Dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
+        if v["key_file"]:
+            connect_kwargs.update(key_filename=v["key_file"], look_for_keys=False, allow_agent=False)
+        self.connection = Connection(v["address"] or v["host"], user=v["user"], port=v["ssh_port"],
+                                     connect_timeout=max(1, int(round(timeout))), connect_kwargs=connect_kwargs)
+        apply_policy(self.connection.client, v["known_hosts"] or os.path.expanduser("~/.ssh/known_hosts"),
+                     accept_new_host_keys)
+        try:
+            self.connection.open()
+        except paramiko.BadHostKeyException as exc:
+            raise HostUnreachable(self.host, "host key CHANGED (%s %s, expected %s): refusing; possible "
+                                  "man-in-the-middle" % (exc.key.get_name(), fingerprint(exc.key),
+                                                         fingerprint(exc.expected_key))) from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            reasons = sorted({e.strerror or str(e) for e in exc.errors.values()})
+            raise HostUnreachable(self.host, "cannot connect to %s:%d (%s)" % (
+                v["address"] or v["host"], v["ssh_port"], "; ".join(reasons))) from None
+        except paramiko.AuthenticationException as exc:
+            raise HostUnreachable(self.host, "authentication failed: %s" % exc) from None
+        except (socket.timeout, TimeoutError):
+            raise HostUnreachable(self.host, "no SSH connection within %.0fs" % timeout) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostUnreachable(self.host, str(exc) or type(exc).__name__) from None
+        self._channel: Any = None  # the agent server's session
+        self._pending = b""
+
+    # -- running the agent
+
+    def _upload_agent(self) -> None:
+        """Put the agent package in place: files into a fresh directory, renamed into place at once,
+        so a concurrent run never imports a half-written package."""
+        bundle = agent_bundle()
+        sftp = self.connection.sftp()
+        parts = bundle.remote_path.split("/")
+        for depth in range(1, len(parts)):
+            with contextlib.suppress(OSError):  # exists
+                sftp.mkdir("/".join(parts[:depth]), 0o700)
+        tmp = "%s.tmp.%s" % (bundle.remote_path, os.urandom(4).hex())
+        sftp.mkdir(tmp, 0o700)
+        for name, content in bundle.files.items():
+            with sftp.open("%s/%s" % (tmp, name), "wb") as f:
+                f.write(content)
+        try:
+            sftp.posix_rename(tmp, bundle.remote_path)
+        except OSError:  # another run put the same version there first
+            for name in bundle.files:
+                sftp.remove("%s/%s" % (tmp, name))
+            sftp.rmdir(tmp)
+
+    def _command(self, command: str) -> str:
+        argv = [self.vars["python"], "-I", "-c", agent_bundle().boot(command)]
+        line = " ".join(shlex.quote(a) for a in argv)
+        return "sudo -n -- " + line if self.vars["become"] else line
+
+    def _server(self) -> Any:
+        """The host's agent process, started on first use and kept for the whole run.
+
+        The agent is uploaded only when the host does not have this version yet (exit 127 from the
+        shell test): a host seen before costs no SFTP round trip.
+        """
+        if self._channel is None or self._channel.closed:
+            for attempt in range(2):
+                channel = self.connection.client.get_transport().open_session(timeout=COMMAND_SLACK_S)
+                channel.exec_command("test -d %s || exit %d; exec %s" % (
+                    shlex.quote(agent_bundle().remote_path), AGENT_MISSING, self._command("serve")))
+                self._channel, self._pending = channel, b""
+                if attempt or not self._agent_missing(channel):
+                    break
+                self._upload_agent()
+        return self._channel
+
+    def _agent_missing(self, channel: Any) -> bool:
+        """Ask the fresh server for a no-op reply; exit 127 means the agent is not there yet."""
+        import paramiko
+        try:
+            channel.sendall(b'{"command": "path_kind", "kwargs": {"path": "."}}\n')
+            self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
+        except (socket.timeout, paramiko.SSHException, OSError):
+            pass  # the shell may already have exited: its status says why
+        return bool(channel.exit_status_ready() and channel.recv_exit_status() == AGENT_MISSING)
+
+    def _read_line(self, channel: Any, deadline: float) -> bytes:
+        import paramiko
+        errors = []
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout()
+            select.select([channel], [], [], min(remaining, 1.0))
+            if channel.recv_stderr_ready():
+                errors.append(channel.recv_stderr(1 << 16))
+            if channel.recv_ready():
+                chunk = channel.recv(1 << 16)
+                if not chunk:
+                    break
+                self._pending += chunk
+            elif channel.exit_status_ready() and not channel.recv_stderr_ready():
+                break
+        line, _, self._pending = self._pending.partition(b"\n")
+        if not line and errors:
+            raise paramiko.SSHException(b"".join(errors).decode("utf-8", "replace").strip().splitlines()[-1])
+        return line
+
+    def _agent(self, command: str, kwargs: Dict[str, Any]) -> Any:
+        import paramiko
+        timeout = _budget(kwargs)
+        try:
+            channel = self._server()
+            channel.sendall((json.dumps({"command": command, "kwargs": kwargs}) + "\n").encode())
+            line = self._read_line(channel, time.monotonic() + timeout)
+        except socket.timeout:
+            self._drop_server()  # the agent may be stuck: the next command gets a fresh one
+            raise HostCommandError(self.host, command, "no answer within %.0fs" % timeout) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._drop_server()
+            raise HostCommandError(self.host, command, "SSH: %s" % (exc or type(exc).__name__)) from None
+        return decode_reply(self.host, command, line)
+
+    def _drop_server(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = None
+
+    def spawn(self, **kwargs: Any) -> Dict[str, int]:
+        # The agent server lives for this run only: a backend it starts in its own session is
+        # re-parented to init when the server exits, with no intermediate process to pay for.
+        return self.agent("spawn", **kwargs)
+
+    @contextlib.contextmanager
+    def tunnel(self, host: str, port: int) -> Iterator[Tuple[str, int]]:
+        """A loopback listener whose connections are carried to ``host:port`` as the host sees it.
+
+        Our own rather than Fabric's forward_local, which binds inside its thread: a client that
+        connects at once can find nothing listening yet.
+        """
+        from .tunnel import Tunnel
+        with Tunnel(self.connection.client.get_transport(), host, port, COMMAND_SLACK_S, self.host) as address:
+            yield address
+
+    def stage(self, dest: str, data: bytes) -> Optional[str]:
+        """SFTP the new content to a temporary file beside ``dest``; the agent validates and renames it.
+
+        With ``become`` the SSH user may not write there: the content then goes inline, to sudo.
+        """
+        import paramiko
+        if self.vars["become"]:
+            return None
+        path = os.path.join(os.path.dirname(dest), ".%s.cascade-upload.%s" % (os.path.basename(dest),
+                                                                           os.urandom(4).hex()))
+        try:
+            with self.connection.sftp().open(path, "wb") as f:
+                f.write(data)
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostCommandError(self.host, "upload", "%s: %s" % (path, exc)) from None
+        return path
+
+    def put_tree(self, src: str, dest: str) -> None:
+        import paramiko
+        sftp = self.connection.sftp()
+        try:
+            for root, dirs, files in os.walk(src):
+                dirs[:] = [d for d in dirs if d not in ("__pycache__", ".cascade-ops")]
+                target = os.path.join(dest, os.path.relpath(root, src)) if root != src else dest
+                try:
+                    sftp.stat(target)
+                except FileNotFoundError:
+                    sftp.mkdir(target, stat.S_IMODE(os.stat(root).st_mode))
+                for name in files:
+                    sftp.put(os.path.join(root, name), os.path.join(target, name))
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostCommandError(self.host, "copy", "%s -> %s: %s" % (src, dest, exc)) from None
+
+    def close(self) -> None:
+        self._drop_server()
+        self.connection.close()

@@ -1,0 +1,301 @@
+"""Shared test helpers: real backends in temporary app dirs on free ports, real sshd hosts, and a
+reaper that stops every process a test started, by PID, whether the test passed or not.
+
+Tests import these from here; ``conftest.py`` only turns them into fixtures."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+from cascade_ops.agent import probe, procfs
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "examples" / "cascade_backend"
+AUTH_MODULE = REPO / "playbooks" / "files" / "auth.py"
+PLAYBOOK = REPO / "playbooks" / "recover.yaml"
+INVOKE = [sys.executable, "-m", "invoke", "-r", str(REPO)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=15.0, interval=0.02, message="condition"):
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, message))
+        time.sleep(interval)
+
+
+def gone(pid: int, create_time: float = None) -> bool:
+    """True when the process no longer runs (zombies count as gone, as in cascade-ops)."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return True
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class Reaper:
+    """Remembers processes and kills them (SIGCONT + SIGKILL, by PID) at teardown."""
+
+    def __init__(self):
+        self.procs = []
+        self.ports = []
+        self.pidfiles = []
+
+    def track(self, pid):
+        try:
+            self.procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+        return pid
+
+    def popen(self, argv, **kwargs):
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, **kwargs)
+        self.track(proc.pid)
+        return proc
+
+    def _holders(self):
+        for port in self.ports:
+            sockets = procfs.listen_sockets(port)
+            holders, _ = procfs.socket_holders([s["inode"] for s in sockets])
+            for pid in holders:
+                yield pid
+
+    def reap(self):
+        victims = list(self.procs)
+        for pid in list(self._holders()) + [self._pid_from(f) for f in self.pidfiles]:
+            if pid:
+                try:
+                    victims.append(psutil.Process(pid))
+                except psutil.NoSuchProcess:
+                    pass
+        for proc in list(victims):
+            try:
+                victims.extend(proc.children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+        for proc in victims:
+            try:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(victims, timeout=5)
+
+    @staticmethod
+    def _pid_from(path):
+        try:
+            return int(Path(path).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+class Site:
+    """One backend host: a copy of the demo app on a free port, with its inventory file."""
+
+    def __init__(self, root: Path, reaper: Reaper, **extra_vars):
+        self.root = root
+        self.port = free_port()
+        self.app_dir = root / "app"
+        self.state_dir = self.app_dir / ".cascade-ops"
+        self.auth_module = root / "auth.py"
+        shutil.copytree(DEMO, self.app_dir)
+        shutil.copy(AUTH_MODULE, self.auth_module)
+        self.inventory = root / "inventory.yaml"
+        self.vars = {"connection": "local", "port": self.port, "bind_host": "127.0.0.1",
+                     "app_dir": str(self.app_dir), "auth_module": str(self.auth_module),
+                     "probe_timeout": 1, "grace": "2s", "start_timeout": "30s"}
+        self.vars.update(extra_vars)
+        self.write_inventory()
+        self.reaper = reaper
+        reaper.ports.append(self.port)
+        reaper.pidfiles.append(self.state_dir / "backend.pid")
+
+    def write_inventory(self):
+        lines = ["all:", "  hosts:", "    web:"]
+        lines += ["      %s: %s" % (k, _yaml_scalar(v)) for k, v in self.vars.items() if v is not None]
+        self.inventory.write_text("\n".join(lines) + "\n")
+
+    # -- running cascade-ops
+    def recover(self, **kwargs):
+        from cascade_ops import api
+        kwargs.setdefault("playbook", str(PLAYBOOK))
+        return api.recover(str(self.inventory), **kwargs)
+
+    def cli_argv(self, *args):
+        return INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:])
+
+    def cli(self, *args, timeout=90):
+        return subprocess.run(self.cli_argv(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def watch(self, **kwargs):
+        from cascade_ops import api
+        kwargs.setdefault("playbook", str(PLAYBOOK))
+        return api.watch(str(self.inventory), **kwargs)["web"]
+
+    # -- looking at the result
+    def holders(self):
+        sockets = procfs.listen_sockets(self.port)
+        return sorted(procfs.socket_holders([s["inode"] for s in sockets])[0])
+
+    def health(self):
+        return probe.http_probe("127.0.0.1", self.port, "/health", 1.0)
+
+    def backend_pid(self):
+        return int((self.state_dir / "backend.pid").read_text())
+
+    def start_backend_by_hand(self, *extra, env=None):
+        """A backend started the way an operator would (not by cascade-ops), tracked for cleanup."""
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        log = open(self.root / "manual.log", "ab")
+        proc = self.reaper.popen([sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
+                                  "--port", str(self.port), *extra], cwd=self.app_dir, env=full_env,
+                                 stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        wait_for(lambda: self.health()["ok"], message="manual backend on port %d" % self.port)
+        return proc
+
+
+def _yaml_scalar(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(str(value))  # a JSON string is a YAML double-quoted scalar: newlines survive
+
+
+def python_script(code: str) -> str:
+    return textwrap.dedent(code)
+
+
+class WebhookServer:
+    """A real HTTP server on loopback that records the JSON bodies POSTed to it."""
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- SSH hosts
+
+SSHD = "/usr/sbin/sshd"
+
+
+class SSHServer:
+    """A real sshd on a free loopback port, started for one test and stopped by PID."""
+
+    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host"):
+        self.port = free_port()
+        self.keys = keys
+        config = keys / ("sshd-%d.conf" % self.port)
+        config.write_text(textwrap.dedent("""\
+            Port %d
+            ListenAddress 127.0.0.1
+            HostKey %s
+            PidFile none
+            AuthorizedKeysFile %s .ssh/authorized_keys
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            PubkeyAuthentication yes
+            PermitRootLogin prohibit-password
+            StrictModes no
+            UsePAM no
+            MaxStartups 200
+            MaxSessions 200
+            LogLevel ERROR
+            Subsystem sftp internal-sftp
+            """ % (self.port, keys / host_key, keys / "authorized_keys")))
+        self.proc = reaper.popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+        wait_for(self._answers, message="sshd on port %d" % self.port)
+
+    def _answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                return s.recv(64).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def known_hosts_line(self, host_key="host"):
+        kind, blob = (self.keys / (host_key + ".pub")).read_text().split()[:2]
+        return "[127.0.0.1]:%d %s %s" % (self.port, kind, blob)
+
+
+def ssh_vars(server: SSHServer, known_hosts: Path):
+    return {"connection": "ssh", "address": "127.0.0.1", "ssh_port": server.port, "user": "root",
+            "key_file": str(server.keys / "client"), "known_hosts": str(known_hosts), "python": sys.executable,
+            "connect_timeout": 3}
+
+
+class Fleet:
+    """N backend sites reached over N real sshd instances, in one inventory (group ``cascade``)."""
+
+    def __init__(self, root: Path, reaper: Reaper, keys: Path, count: int, **extra):
+        self.root = root
+        self.known_hosts = root / "known_hosts"
+        self.sites = {}
+        self.servers = {}
+        for index in range(1, count + 1):
+            name = "web%d" % index
+            site_root = root / name
+            site_root.mkdir()
+            self.servers[name] = server = SSHServer(keys, reaper)
+            self.sites[name] = Site(site_root, reaper, **dict(ssh_vars(server, self.known_hosts), **extra))
+        self.known_hosts.write_text("".join(s.known_hosts_line() + "\n" for s in self.servers.values()))
+        self.inventory = root / "inventory.yaml"
+        self.extra_hosts = {}
+        self.write_inventory()
+
+    def write_inventory(self):
+        lines = ["all:", "  children:", "    cascade:", "      hosts:"]
+        for name, site in list(self.sites.items()) + list(self.extra_hosts.items()):
+            values = site.vars if isinstance(site, Site) else site
+            lines.append("        %s:" % name)
+            lines += ["          %s: %s" % (k, _yaml_scalar(v)) for k, v in values.items() if v is not None]
+        self.inventory.write_text("\n".join(lines) + "\n")
+
+    def cli(self, *args, timeout=180):
+        return subprocess.run(INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:]),
+                              cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
