@@ -46,8 +46,9 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     def go():
         return api.recover(inventory, limit, var or (), check=check, diff=diff,
                            playbook=playbook or api.default_playbook(inventory, name),
-                           on_step=None if json_ else show, hosts=_fab_hosts(c, inventory, var), forks=forks, serial=serial,
-                           max_fail_percentage=max_fail_percentage, accept_new_host_keys=accept_new_host_keys)
+                           on_step=None if json_ else show, hosts=_fab_hosts(c, inventory, var), forks=forks,
+                           serial=serial, max_fail_percentage=max_fail_percentage,
+                           accept_new_host_keys=accept_new_host_keys)
 
     run = _guard(go)
     print(json.dumps(run.to_json(), indent=2) if json_ else output.recap(run))

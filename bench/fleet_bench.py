@@ -72,7 +72,8 @@ def _step_totals(size, doc):
     for host in doc["hosts"].values():
         for step in host["steps"]:
             totals[step["name"]] = totals.get(step["name"], 0.0) + step["duration_s"]
-    print("N=%d mean per host: %s" % (size, ", ".join("%s %.3f" % (k, v / len(doc["hosts"])) for k, v in totals.items())))
+    means = ", ".join("%s %.3f" % (k, v / len(doc["hosts"])) for k, v in totals.items())
+    print("N=%d mean per host: %s" % (size, means))
     durations = sorted(h["recap"]["duration_s"] for h in doc["hosts"].values())
     print("N=%d host run (connect included): min %.2f median %.2f max %.2f"
           % (size, durations[0], durations[len(durations) // 2], durations[-1]))

@@ -10,8 +10,8 @@ from pyinfra.operations import server
 
 server.shell(
     name="recover the light backend",
-    commands=["""
-port={port}
+    commands=[f"""
+port={int(host.data.port)}
 curl -s -f -m 1 -o /dev/null "http://127.0.0.1:$port/health" && exit 0
 pids=$(lsof -t -iTCP:$port -sTCP:LISTEN)
 [ -n "$pids" ] && kill -TERM $pids && kill -CONT $pids
@@ -19,7 +19,7 @@ i=0
 while lsof -t -iTCP:$port -sTCP:LISTEN >/dev/null && [ $i -lt 250 ]; do sleep 0.02; i=$((i + 1)); done
 pids=$(lsof -t -iTCP:$port -sTCP:LISTEN)
 [ -n "$pids" ] && kill -KILL $pids
-setsid {python} {backend} $port </dev/null >/dev/null 2>&1 &
+setsid {host.data.python} {host.data.backend} $port </dev/null >/dev/null 2>&1 &
 until curl -s -f -o /dev/null -m 1 "http://127.0.0.1:$port/health"; do sleep 0.02; done
-""".format(port=int(host.data.port), python=host.data.python, backend=host.data.backend)],
+"""],
 )

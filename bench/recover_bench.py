@@ -83,7 +83,8 @@ def main():
             os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
-    print("%-8s %12s %12s %8s   (median of %d, wall seconds)" % ("scenario", "cascade-ops", "baseline", "ratio", rounds))
+    print("%-8s %12s %12s %8s   (median of %d, wall seconds)"
+          % ("scenario", "cascade-ops", "baseline", "ratio", rounds))
     for scenario in ("hung", "healthy"):
         ours = statistics.median(results[(scenario, "cascade-ops")])
         base = statistics.median(results[(scenario, "baseline")])

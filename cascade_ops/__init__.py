@@ -4,7 +4,7 @@ The public API is ``recover``, ``diagnose`` and ``verify`` (see ``cascade_ops.ap
 imported on first use, so ``import cascade_ops`` stays cheap for the watchdog's hot path.
 """
 
-__all__ = ["recover", "diagnose", "verify"]
+__all__ = ["diagnose", "recover", "verify"]
 
 
 def __getattr__(name):

@@ -9,7 +9,8 @@ ALERT_ATTEMPTS = 3
 ALERT_BACKOFF_S = 0.2
 
 
-def send_alert(url: str, payload: dict, timeout: float = ALERT_TIMEOUT_S, attempts: int = ALERT_ATTEMPTS) -> Optional[str]:
+def send_alert(url: str, payload: dict, timeout: float = ALERT_TIMEOUT_S,
+               attempts: int = ALERT_ATTEMPTS) -> Optional[str]:
     """POST ``payload`` as JSON; retry a few times. Returns None on success, else what went wrong."""
     import httpx
     error = None

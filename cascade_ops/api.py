@@ -7,8 +7,7 @@ Every function that reaches hosts goes through the one scheduler (``scheduler.ru
 
 import functools
 import os
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Tuple,
-                    TypeVar)
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 from .errors import CascadeError, ConfigError, worst_exit_code
 from .hostvars import Host, parse_cli_vars
@@ -141,7 +140,8 @@ def _hosts(inventory: str, limit: Optional[str], vars: Iterable[str], hosts: Opt
     return hosts if hosts is not None else select_hosts(inventory, limit, vars)
 
 
-def hang(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = ()) -> PerHost[List[str]]:
+def hang(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+         vars: Iterable[str] = ()) -> PerHost[List[str]]:
     """SIGSTOP every holder of each selected host's port (the demo's hang); what was stopped, in words."""
     from .facts import read_diagnosis
 
@@ -167,7 +167,7 @@ def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars:
     from .watch import failed_tick, tick_host
     hosts = select_hosts(inventory, limit, vars)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def load() -> Any:
         from .playbook import load_playbook
         return load_playbook(playbook or default_playbook(inventory, "recover"))

@@ -166,7 +166,7 @@ class Diagnosis:
 
     def verdict(self) -> str:
         """One line a person can act on."""
-        if self.healthy:
+        if self.healthy and self.probe:
             return "healthy: %s" % self.probe.describe()
         if not self.sockets:
             return "unhealthy: nothing listens on port %d" % self.port

@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 from .errors import ConfigError
 from .hostvars import SPECS, Host, Origin, RawVar, VarSpec, resolve
 from .transport import transport_vars
-from .yamlsrc import expect_mapping, load_file
+from .yamlsrc import Located, expect_mapping, load_file
 
 # Every variable an inventory may set: the backend's and scheduler's, and each transport's own.
 VARIABLES: Dict[str, VarSpec] = dict(SPECS, **transport_vars())
@@ -73,7 +73,7 @@ def load_inventory(path, cli_vars=None) -> Inventory:
     path = os.path.abspath(path)
     base_dir = os.path.dirname(path)
     data = load_file(path)
-    if not isinstance(data, dict) or "all" not in data:
+    if not isinstance(data, Located) or "all" not in data:
         raise ConfigError("the inventory must be a mapping with a top-level 'all:' group", path, 1, "all")
     for key in data:
         if key != "all":
@@ -82,18 +82,15 @@ def load_inventory(path, cli_vars=None) -> Inventory:
     host_groups: Dict[str, List[str]] = {}
     groups: Dict[str, List[str]] = {}
 
-    def walk(name, group, inherited):
-        if group is None:
-            group = {}
-        expect_mapping(group, path, data.lines.get("all"), name)
+    def walk(name: str, group: Any, inherited: List[Dict[str, RawVar]]) -> None:
+        group = expect_mapping(group, path, data.lines.get("all"), name)
         for key in group:
             if key not in _GROUP_KEYS:
                 raise ConfigError("unknown key in group %r (expected %s)" % (name, ", ".join(_GROUP_KEYS)),
                                   path, group.lines.get(key), key)
         layers = inherited + [_raw_vars(group.get("vars"), path, base_dir)]
         members = groups.setdefault(name, [])
-        hosts = group.get("hosts") or {}
-        expect_mapping(hosts, path, group.lines.get("hosts"), "hosts")
+        hosts = expect_mapping(group.get("hosts"), path, group.lines.get("hosts"), "hosts")
         for host_name, host_vars in hosts.items():
             if not isinstance(host_name, str) or not host_name:
                 raise ConfigError("a host name must be a non-empty string", path, hosts.lines.get(host_name), "hosts")
@@ -104,8 +101,7 @@ def load_inventory(path, cli_vars=None) -> Inventory:
             host_groups.setdefault(host_name, []).append(name)
             if host_name not in members:
                 members.append(host_name)
-        children = group.get("children") or {}
-        expect_mapping(children, path, group.lines.get("children"), "children")
+        children = expect_mapping(group.get("children"), path, group.lines.get("children"), "children")
         for child_name, child in children.items():
             walk(child_name, child, layers)
             members.extend(h for h in groups[child_name] if h not in members)

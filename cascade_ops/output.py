@@ -75,7 +75,7 @@ def _evidence_lines(evidence) -> List[str]:
                         sockets.get("close_wait", 0), " ".join(proc["cmdline"])[:100]))
         stacks = proc.get("python_stacks")
         if stacks:
-            frames = [l.strip() for l in stacks.splitlines() if l.startswith("    ")][:4]
+            frames = [line.strip() for line in stacks.splitlines() if line.startswith("    ")][:4]
             lines.append("      top of stack: " + " <- ".join(frames))
     lines += ["    note: " + note for note in evidence.get("notes", [])]
     if evidence.get("log_tail"):
@@ -91,7 +91,8 @@ def incident_text(path: str, doc: dict) -> str:
     if d:
         lines.append("  diagnosis: " + d["verdict"])
         for h in d["holders"]:
-            lines.append("    holder pid %d %s, backlog %d, %s" % (h["pid"], h["state"], h["backlog"], h["command"][:100]))
+            lines.append("    holder pid %d %s, backlog %d, %s"
+                         % (h["pid"], h["state"], h["backlog"], h["command"][:100]))
     if doc.get("evidence"):
         lines.append("  evidence (captured in %.2fs, before any signal):" % doc["evidence"]["elapsed_s"])
         lines += _evidence_lines(doc["evidence"])

@@ -23,7 +23,7 @@ from .hostvars import Host, references, render
 from .inventory import VARIABLES
 from .runner import RunOptions, RunResult, StepCallback, run_hosts
 from .steps import REGISTRY, BoundStep
-from .yamlsrc import expect_mapping, load_file
+from .yamlsrc import Located, expect_mapping, load_file
 
 _PLAYBOOK_KEYS = ("name", "steps", "rollback", "serial", "max_fail_percentage")
 
@@ -48,18 +48,20 @@ class Playbook:
     max_fail_percentage: Optional[float] = None
 
 
-def _step_call(item, path, line) -> StepCall:
+def _step_call(item: Any, path: str, line: int) -> StepCall:
     when = None
+    args: Dict[str, Any] = {}
+    arg_lines: Dict[str, int] = {}
     if isinstance(item, str):
-        name, args, arg_lines = item, {}, {}
-    elif isinstance(item, dict) and len([k for k in item if k != "when"]) == 1:
+        name = item
+    elif isinstance(item, Located) and len([k for k in item if k != "when"]) == 1:
         when = item.get("when")
         if "when" in item and when not in VARIABLES:
             raise ConfigError("when: names a variable; unknown variable %r" % when, path, item.lines["when"], "when")
         name, args = next((k, v) for k, v in item.items() if k != "when")
         line = item.lines.get(name, line)
-        args = {} if args is None else expect_mapping(args, path, line, name)
-        arg_lines = getattr(args, "lines", {})
+        args = expect_mapping(args, path, line, name)
+        arg_lines = args.lines
     else:
         raise ConfigError("a step is a name, or a mapping of one name to its arguments (and an optional when:)",
                           path, line, "steps")
@@ -91,7 +93,7 @@ def _step_call(item, path, line) -> StepCall:
 def load_playbook(path) -> Playbook:
     path = os.path.abspath(path)
     data = load_file(path)
-    if not isinstance(data, dict):
+    if not isinstance(data, Located):
         raise ConfigError("a playbook is a mapping with 'steps:'", path, 1)
     for key in data:
         if key not in _PLAYBOOK_KEYS:

@@ -10,8 +10,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from .errors import (EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, CascadeError, ConfigError, HostCutOff,
-                     HostUnreachable, LockHeld, worst_exit_code)
+from .errors import (
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    CascadeError,
+    ConfigError,
+    HostCutOff,
+    HostUnreachable,
+    LockHeld,
+    worst_exit_code,
+)
 from .hostvars import Host
 from .scheduler import DEFAULT_FORKS, HostOutcome, run_each
 from .steps import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, StepResult
@@ -51,6 +61,10 @@ class HostResult:
     @property
     def changed(self) -> bool:
         return any(s.changed for s in self.steps)
+
+    @property
+    def first_failure(self) -> Optional[StepResult]:
+        return next((s for s in self.steps if s.status == FAILED), None)
 
     @property
     def status(self) -> str:
@@ -240,14 +254,14 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
     for index, batch in enumerate(batches):
         live = {h.name: HostResult(h.name) for h in batch}
 
-        def work(host: Host, transport: Transport) -> HostResult:
+        def work(host: Host, transport: Transport, live: Dict[str, HostResult] = live) -> HostResult:
             return run_host(host, transport, bound[host.name], run_options, report, live[host.name])
 
-        def done(host: Host, outcome: HostOutcome) -> None:
+        def done(host: Host, outcome: HostOutcome, live: Dict[str, HostResult] = live) -> None:
             if outcome.error is not None:
                 results[host.name] = _unfinished(live[host.name], outcome)
                 report(host.name, results[host.name].steps[-1])
-            else:
+            elif outcome.value is not None:
                 results[host.name] = outcome.value
 
         run_each(batch, work, run_options.forks, run_options.accept_new_host_keys, on_done=done)

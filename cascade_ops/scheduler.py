@@ -95,7 +95,7 @@ def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, acc
 
     ``on_done`` is called (from the scheduler's thread) as each host finishes or is cut off.
     """
-    finished: "queue.Queue[Tuple[str, HostOutcome[T]]]" = queue.Queue()
+    finished: queue.Queue[Tuple[str, HostOutcome[T]]] = queue.Queue()
     outcomes: Dict[str, HostOutcome[T]] = {}
     pending = list(hosts)
     running: Dict[str, _Slot] = {}

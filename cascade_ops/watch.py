@@ -12,7 +12,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .errors import EXIT_BUDGET, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, CascadeError, HostUnreachable, LockHeld, worst_exit_code
+from .errors import (
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    CascadeError,
+    HostUnreachable,
+    LockHeld,
+    worst_exit_code,
+)
 from .facts import Diagnosis, read_diagnosis
 from .hostvars import Host
 from .transport import Transport
@@ -126,8 +135,10 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
     failed = result.failed
-    last = result.steps[-1] if result.steps else None
-    outcome = ("failed at %s: %s" % (last.name, last.message.splitlines()[0])) if failed else "recovered"
+    first_failure = result.first_failure
+    outcome = "recovered"
+    if first_failure is not None:
+        outcome = "failed at %s: %s" % (first_failure.name, (first_failure.message.splitlines() or [""])[0])
     if not failed:
         state.fail_streak = 0
     if result.rolled_back:

@@ -4,11 +4,13 @@ Errors about inventory and playbooks must name the file and line; PyYAML drops p
 builds Python objects, so mappings are built as ``Located`` dicts carrying each key's line.
 """
 
+from typing import Any, Optional
+
 import yaml
 
 from .errors import ConfigError
 
-_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Located(dict):
@@ -74,6 +76,8 @@ def load_file(path):
             text = f.read()
     except OSError as exc:
         raise ConfigError("cannot read: %s" % exc.strerror, str(path))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("not UTF-8 text (byte %d)" % exc.start, str(path))
     loader = _Loader(text)
     loader.name = str(path)
     try:
@@ -91,7 +95,10 @@ def load_file(path):
         loader.dispose()
 
 
-def expect_mapping(value, file, line, field):
+def expect_mapping(value: Any, file: Optional[str], line: Optional[int], field: Optional[str]) -> Located:
+    """``value`` when it is a mapping from YAML (an empty one when absent), else a ConfigError."""
+    if value is None:
+        return Located()
     if not isinstance(value, dict):
         raise ConfigError("expected a mapping, got %s" % type(value).__name__, file, line, field)
-    return value
+    return value if isinstance(value, Located) else Located(value)

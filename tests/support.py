@@ -13,8 +13,10 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Optional
 
 import psutil
+
 from cascade_ops.agent import probe, procfs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +44,7 @@ def wait_for(predicate, timeout=15.0, interval=0.02, message="condition"):
         time.sleep(interval)
 
 
-def gone(pid: int, create_time: float = None) -> bool:
+def gone(pid: int, create_time: Optional[float] = None) -> bool:
     """True when the process no longer runs (zombies count as gone, as in cascade-ops)."""
     try:
         proc = psutil.Process(pid)
@@ -78,8 +80,7 @@ class Reaper:
         for port in self.ports:
             sockets = procfs.listen_sockets(port)
             holders, _ = procfs.socket_holders([s["inode"] for s in sockets])
-            for pid in holders:
-                yield pid
+            yield from holders
 
     def reap(self):
         victims = list(self.procs)
@@ -168,11 +169,10 @@ class Site:
     def start_backend_by_hand(self, *extra, env=None):
         """A backend started the way an operator would (not by cascade-ops), tracked for cleanup."""
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        log = open(self.root / "manual.log", "ab")
-        proc = self.reaper.popen([sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
-                                  "--port", str(self.port), *extra], cwd=self.app_dir, env=full_env,
-                                 stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        with open(self.root / "manual.log", "ab") as log:
+            proc = self.reaper.popen([sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
+                                      "--port", str(self.port), *extra], cwd=self.app_dir, env=full_env,
+                                     stdout=log, stderr=log, start_new_session=True)
         wait_for(lambda: self.health()["ok"], message="manual backend on port %d" % self.port)
         return proc
 
@@ -299,3 +299,36 @@ class Fleet:
                               cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+# A hung server that ignores SIGTERM: it accepts at kernel level and never answers.
+IGNORES_SIGTERM = python_script("""
+    import signal, socket, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", int(sys.argv[1])))
+    sock.listen(16)
+    open(sys.argv[2], "w").write("ready")
+    time.sleep(600)  # accepts at kernel level, never answers: a hung server
+""")
+
+
+# --------------------------------------------------------------------------- constructed facts
+
+def process(pid, ppid, command, state="S", user="app", start_ticks=None):
+    """Raw agent facts of one process, as ``agent.procfs.process_info`` reports them."""
+    argv = command.split() if isinstance(command, str) else list(command)
+    return {"pid": pid, "ppid": ppid, "pgid": pid, "sid": pid, "state": state, "comm": argv[0][-15:], "uid": 1000,
+            "user": user, "start_ticks": start_ticks or pid * 10, "age_s": 60.0, "cpu_s": 1.0, "threads": 2,
+            "rss": 1 << 20, "cmdline": argv}
+
+
+def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), address="127.0.0.1", orphan_inodes=()):
+    """A ``Diagnosis`` built from constructed facts: ``holders`` maps pid -> listening inodes."""
+    from cascade_ops.facts import Diagnosis
+    inodes = sorted({i for held in holders.values() for i in held} | set(orphan_inodes))
+    sockets = [{"inode": i, "address": address, "port": port, "family": 4, "backlog": 0, "uid": 1000} for i in inodes]
+    probe = {"url": "http://%s:%d/health" % (address, port), "ok": probe_ok, "elapsed_s": 0.001,
+             "status": 200 if probe_ok else None, "error": None if probe_ok else "timeout"}
+    raw = {"sockets": sockets, "holders": [{"pid": p, "inodes": sorted(i)} for p, i in sorted(holders.items())],
+           "unreadable_pids": 0, "processes": processes, "protected": list(protected),
+           "probe": probe if sockets else None}
+    return Diagnosis.from_agent(raw, port)

@@ -10,13 +10,14 @@ import uuid
 import pytest
 
 from cascade_ops import cron
-from cascade_ops.transport import LocalTransport
 from cascade_ops.errors import ConfigError
+from cascade_ops.transport import LocalTransport
 from support import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("crontab") is None or os.geteuid() != 0,
                                 reason="needs crontab (Debian's cron) and root to create a test user")
 
+LOCAL = LocalTransport({"host": "localhost"})
 FOREIGN = "17 3 * * * /usr/bin/backup --nightly  # someone else's"
 
 
@@ -32,11 +33,11 @@ def cron_user():
 
 
 def crontab_lines(user):
-    return LocalTransport({"host": "localhost"}).agent("crontab_lines", user=user)
+    return LOCAL.agent("crontab_lines", user=user)
 
 
 def test_install_replace_remove_keep_other_entries(site, cron_user):
-    LocalTransport({"host": "localhost"}).agent("crontab_entry", marker="# someone else's", entry=FOREIGN, user=cron_user)
+    LOCAL.agent("crontab_entry", marker="# someone else's", entry=FOREIGN, user=cron_user)
     root_before = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
 
     first = site.cli("cron.install", "--user", cron_user, "--every", "5m")

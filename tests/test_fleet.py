@@ -181,7 +181,8 @@ def test_fab_deploy_to_a_host_named_on_the_command_line(make_fleet):
     fleet.inventory.write_text("all:\n  vars:\n" + "".join(
         "    %s: '%s'\n" % (k, str(v).replace("'", "''")) for k, v in shared.items()) + "  hosts: {}\n")
     # The inventory needs at least one host to be valid: a local one that this deploy does not touch.
-    fleet.inventory.write_text(fleet.inventory.read_text().replace("  hosts: {}\n", "  hosts:\n    other: {connection: local}\n"))
+    fleet.inventory.write_text(fleet.inventory.read_text().replace(
+        "  hosts: {}\n", "  hosts:\n    other: {connection: local}\n"))
 
     done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fab"), "-H",
                            "root@127.0.0.1:%d" % server.port, "deploy", "--inventory", str(fleet.inventory)],
@@ -196,7 +197,8 @@ def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet):
     fleet = make_fleet(2)
     slow = fleet.sites["web2"]
     # web2's backend never finishes importing: its start step would wait start_timeout (60 s).
-    (slow.app_dir / "main.py").write_text("import time\nfrom fastapi import FastAPI\napp = FastAPI()\ntime.sleep(600)\n")
+    (slow.app_dir / "main.py").write_text(
+        "import time\nfrom fastapi import FastAPI\napp = FastAPI()\ntime.sleep(600)\n")
     slow.vars.update(start_timeout="60s", host_timeout="6s")
     fleet.write_inventory()
 

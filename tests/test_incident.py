@@ -6,15 +6,17 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from cascade_ops.agent import evidence
 from cascade_ops.steps import FAILED
-from support import free_port, python_script, wait_for
+from support import PLAYBOOK, free_port, python_script, wait_for
 
 
 def report_of(run, host="web"):
@@ -94,24 +96,45 @@ def test_python_stack_names_the_function_blocking_the_event_loop(make_site):
 def test_evidence_of_a_process_exiting_mid_capture_does_not_crash(reaper):
     short = reaper.popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
     long = reaper.popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    reaped = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone_pid = int(reaped.stdout)  # exited and reaped before the capture starts
     deadline = time.monotonic() + 3
     results = []
     while time.monotonic() < deadline and short.poll() is None:
-        results.append(evidence.evidence([short.pid, long.pid, 2 ** 22 + 7], timeout=1.0))
+        results.append(evidence.evidence([short.pid, long.pid, gone_pid], timeout=1.0, py_spy=None))
     short.wait(timeout=5)
-    results.append(evidence.evidence([short.pid, long.pid], timeout=1.0))
+    results.append(evidence.evidence([short.pid, long.pid, gone_pid], timeout=1.0, py_spy=None))
+    assert len(results) > 1
     assert results[-1]["processes"][0] == {"pid": short.pid, "gone": True}
-    assert results[-1]["processes"][1]["pid"] == long.pid
-    assert all(r["processes"][2:3] in ([], [{"pid": 2 ** 22 + 7, "gone": True}]) for r in results)
+    assert results[-1]["processes"][1]["pid"] == long.pid and results[-1]["processes"][1]["state"] == "S"
+    assert all(r["processes"][2] == {"pid": gone_pid, "gone": True} for r in results)
 
 
-def test_evidence_capture_is_bounded_by_evidence_timeout(reaper):
+STACK_DUMPER = """#!/bin/sh
+# Stands in for py-spy: prints a stack after DELAY seconds.
+sleep "$DELAY"
+echo 'Thread 1 (idle)'
+echo '    sleep (<string>:1)'
+"""
+
+
+@pytest.mark.parametrize("delay,timeout,stacks", [("30", 1.0, 0), ("0", 10.0, 3)])
+def test_evidence_capture_is_bounded_by_evidence_timeout(reaper, tmp_path, monkeypatch, delay, timeout, stacks):
+    dumper = tmp_path / "stack-dumper"
+    dumper.write_text(STACK_DUMPER)
+    dumper.chmod(0o755)
+    monkeypatch.setenv("DELAY", delay)
     procs = [reaper.popen([sys.executable, "-c", "import time; time.sleep(600)"]) for _ in range(3)]
     started = time.monotonic()
-    result = evidence.evidence([p.pid for p in procs], timeout=0.0)
-    assert time.monotonic() - started < 1.0
-    assert all("python_stacks" not in p for p in result["processes"])
-    assert result["notes"]
+    result = evidence.evidence([p.pid for p in procs], timeout=timeout, py_spy=str(dumper))
+    elapsed = time.monotonic() - started
+    assert sum(1 for p in result["processes"] if p.get("python_stacks")) == stacks
+    if stacks:
+        assert "sleep (<string>:1)" in result["processes"][0]["python_stacks"] and not result["notes"]
+    else:  # the first dump is cut at the deadline, the others are not even started
+        assert elapsed < timeout + 1.0
+        assert "did not finish within" in result["notes"][0]
+        assert sum("evidence_timeout (1.0s) spent" in note for note in result["notes"]) == 2
 
 
 BROKEN_VERIFY = '''
@@ -147,7 +170,7 @@ def test_bad_release_is_rolled_back_byte_for_byte(site):
     assert names["rollback"]["status"] == "changed" and names["rollback:verify"]["status"] == "ok"
     assert deployed.read_bytes() == good
     assert site.health()["ok"]
-    doc = json.loads(open(host["incident_report"]).read())
+    doc = json.loads(Path(host["incident_report"]).read_text())
     assert doc["outcome"] == "rolled_back" and doc["rollback"]["ok"]
     assert all(c["ok"] for c in doc["rollback"]["verification"])
 
@@ -171,8 +194,7 @@ def test_rollback_can_be_switched_off(site, tmp_path):
     site.recover()
     _break_release(site)
     book = tmp_path / "no-rollback.yaml"
-    book.write_text(open(os.path.join(os.path.dirname(__file__), "..", "playbooks", "recover.yaml")).read()
-                    + "rollback: false\n")
+    book.write_text(PLAYBOOK.read_text() + "rollback: false\n")
     run = site.recover(playbook=str(book))
     assert run.exit_code == 2 and "rollback" not in {s.name for s in run.hosts["web"].steps}
     assert sha(site.app_dir / "api" / "auth.py") == sha(site.auth_module)

@@ -9,7 +9,8 @@ ARGS = ("main.py", "api.auth", "router", "auth_router", "app")
 
 
 def test_inserts_import_and_include_once():
-    source = "import os\nfrom fastapi import FastAPI\n\napp = FastAPI(\n    title='x',\n)\n\n@app.get('/')\ndef root():\n    return {}\n"
+    source = ("import os\nfrom fastapi import FastAPI\n\napp = FastAPI(\n    title='x',\n)\n\n"
+              "@app.get('/')\ndef root():\n    return {}\n")
     once = mount_router(source, *ARGS)
     assert once.count("from api.auth import router as auth_router") == 1
     assert once.count("app.include_router(auth_router)") == 1

@@ -11,7 +11,7 @@ import sys
 import psutil
 
 from cascade_ops.steps import CHANGED, FAILED
-from support import REPO, gone, python_script, wait_for
+from support import IGNORES_SIGTERM, REPO, gone, python_script, wait_for
 
 
 def statuses(run, host="web"):
@@ -122,17 +122,6 @@ def test_incident_pair_python_and_foreign_holder_on_one_socket(site, reaper):
     assert run.exit_code == 0, run.to_json()
     assert wait_for(lambda: uvicorn.poll() is not None and node.poll() is not None, message="both holders exit")
     assert site.holders() == [site.backend_pid()]
-
-
-IGNORES_SIGTERM = python_script("""
-    import signal, socket, sys, time
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", int(sys.argv[1])))
-    sock.listen(16)
-    open(sys.argv[2], "w").write("ready")
-    time.sleep(600)  # accepts at kernel level, never answers: a hung server
-""")
 
 
 def test_holder_ignoring_sigterm_is_killed_after_grace(site, reaper):

@@ -10,8 +10,7 @@ import time
 
 import psutil
 
-from support import REPO, python_script, wait_for
-from test_recover import IGNORES_SIGTERM
+from support import IGNORES_SIGTERM, REPO, python_script, wait_for
 
 
 def test_healthy_tick_is_fast_and_changes_nothing(site):

@@ -8,4 +8,4 @@ from .verify import Verify
 
 REGISTRY = {cls.name: cls for cls in (SeedApp, Diagnose, JwtSecret, DeployFile, MountRouter, Terminate, Start, Verify)}
 
-__all__ = ["REGISTRY", "BoundStep", "HostRun", "Step", "StepResult", "OK", "CHANGED", "FAILED", "SKIPPED"]
+__all__ = ["CHANGED", "FAILED", "OK", "REGISTRY", "SKIPPED", "BoundStep", "HostRun", "Step", "StepResult"]

@@ -6,7 +6,7 @@ Check mode runs exactly the same ``gather`` and ``plan`` as a real run and stops
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
 from ..errors import CascadeError, HostCommandError
 from ..facts import Diagnosis
@@ -31,7 +31,7 @@ class StepResult:
     def changed(self) -> bool:
         return self.status == CHANGED
 
-    def to_json(self) -> dict:
+    def to_json(self) -> Dict[str, Any]:
         doc = {"name": self.name, "status": self.status, "changed": self.changed,
                "message": self.message, "duration_s": round(self.duration_s, 4)}
         if self.diff:
@@ -77,6 +77,10 @@ class HostRun:
     rollback: Optional[Dict[str, Any]] = None
 
 
+Outcome = Union[Plan, Unchanged, Skipped]
+Args = Dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Arg:
     parse: Callable[[str], Any] = str
@@ -88,18 +92,19 @@ class Step:
     name: ClassVar[str]
     args: ClassVar[Dict[str, Arg]] = {}
 
-    def gather(self, run: HostRun, args: Dict[str, Any]) -> Any:
+    def gather(self, run: HostRun, args: Args) -> Any:
+        """Read what ``plan`` needs from the host (nothing by default)."""
         return None
 
-    def plan(self, run: HostRun, args: Dict[str, Any], facts: Any):
+    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         """Return Unchanged, Skipped or a Plan; record in ``run`` what later steps must know."""
         raise NotImplementedError
 
-    def apply(self, run: HostRun, args: Dict[str, Any], plan: Plan) -> str:
+    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         """Make the change; return what was done, in words."""
         raise NotImplementedError
 
-    def execute(self, run: HostRun, args: Dict[str, Any]) -> StepResult:
+    def execute(self, run: HostRun, args: Args) -> StepResult:
         started = time.monotonic()
         diff = ""
         try:

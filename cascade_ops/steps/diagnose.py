@@ -1,9 +1,10 @@
 """Step 1: probe the backend and list who holds its port. Changes nothing."""
 
 import time
+from typing import Any
 
 from ..facts import Diagnosis, read_diagnosis
-from .base import HostRun, Step, Unchanged
+from .base import Args, HostRun, Outcome, Step, Unchanged
 
 
 def gather_diagnosis(run: HostRun, probe: bool = True) -> Diagnosis:
@@ -15,9 +16,9 @@ class Diagnose(Step):
 
     name = "diagnose"
 
-    def gather(self, run, args):
+    def gather(self, run: HostRun, args: Args) -> Any:
         return gather_diagnosis(run)
 
-    def plan(self, run, args, diagnosis):
+    def plan(self, run: HostRun, args: Args, diagnosis: Any) -> Outcome:
         run.diagnosis, run.diagnosed_at = diagnosis, time.monotonic()
         return Unchanged(diagnosis.verdict())

@@ -5,15 +5,16 @@ import base64
 import difflib
 import hashlib
 import os
+from typing import Any, Dict, List, Optional, Tuple
 
-from .base import Arg, HostRun, Plan, Step, StepFailed, Unchanged
+from .base import Arg, Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
 
 
-def _unified_diff(path, old, new):
+def _unified_diff(path: str, old: str, new: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
 
 
-def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> dict:
+def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> Dict[str, Any]:
     """Install a file on the host and remember how to undo it (for rollback)."""
     v = run.vars
     staged = run.transport.stage(dest, data)
@@ -26,7 +27,7 @@ def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> dict
     return done
 
 
-def _short(sha):
+def _short(sha: Optional[str]) -> str:
     return sha[:12] if sha else "none"
 
 
@@ -37,10 +38,10 @@ class SeedApp(Step):
     name = "seed_app"
     args = {"src": Arg(default="{app_seed}"), "dest": Arg(default="{app_dir}")}
 
-    def gather(self, run, args):
+    def gather(self, run: HostRun, args: Args) -> Any:
         return run.transport.agent("path_kind", path=args["dest"]), run.transport.agent("list_dir", path=args["dest"])
 
-    def plan(self, run, args, facts):
+    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         kind, entries = facts
         if kind not in ("dir", None):
             raise StepFailed("%s exists and is not a directory" % args["dest"])
@@ -52,7 +53,7 @@ class SeedApp(Step):
         run.changed_files.append(args["dest"])
         return Plan("create %s from %s" % (args["dest"], args["src"]))
 
-    def apply(self, run, args, plan):
+    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         run.transport.put_tree(args["src"], args["dest"])
         return "created %s from %s" % (args["dest"], args["src"])
 
@@ -64,7 +65,7 @@ class DeployFile(Step):
     args = {"src": Arg(required=True), "dest": Arg(required=True),
             "validate": Arg(default="python", parse=lambda s: s if s in ("python", "none") else _bad_validate(s))}
 
-    def gather(self, run, args):
+    def gather(self, run: HostRun, args: Args) -> Any:
         try:
             with open(args["src"], "rb") as f:
                 wanted = f.read()
@@ -72,7 +73,7 @@ class DeployFile(Step):
             raise StepFailed("cannot read %s: %s" % (args["src"], exc.strerror))
         return wanted, run.transport.agent("file_state", path=args["dest"])
 
-    def plan(self, run, args, facts):
+    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         wanted, current = facts
         sha = hashlib.sha256(wanted).hexdigest()
         if current["exists"] and current["sha256"] == sha:
@@ -91,30 +92,30 @@ class DeployFile(Step):
         return Plan("replace %s (sha256 %s -> %s)" % (args["dest"], _short(current.get("sha256")), _short(sha)),
                     diff, wanted)
 
-    def apply(self, run, args, plan):
+    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         done = install(run, args["dest"], plan.payload, args["validate"] == "python")
         backup = " (previous kept as %s)" % done["backup"] if done["backup"] else ""
         return "replaced %s%s" % (args["dest"], backup)
 
 
-def _bad_validate(value):
+def _bad_validate(value: str) -> str:
     raise ValueError("validate is python or none, got %r" % value)
 
 
-def _is_router_import(node, module, name, alias):
+def _is_router_import(node: ast.stmt, module: str, name: str, alias: str) -> bool:
     return (isinstance(node, ast.ImportFrom) and node.module == module
             and any(a.name == name and (a.asname or a.name) == alias for a in node.names))
 
 
-def _is_include(node, app_name, alias):
+def _is_include(node: ast.stmt, app_name: str, alias: str) -> bool:
     call = node.value if isinstance(node, ast.Expr) else None
     return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
             and call.func.attr == "include_router" and isinstance(call.func.value, ast.Name)
-            and call.func.value.id == app_name and call.args and isinstance(call.args[0], ast.Name)
+            and call.func.value.id == app_name and bool(call.args) and isinstance(call.args[0], ast.Name)
             and call.args[0].id == alias)
 
 
-def _app_statement(tree, app_name):
+def _app_statement(tree: ast.Module, app_name: str) -> Optional[ast.Assign]:
     for node in tree.body:
         if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == app_name for t in node.targets)
                 and isinstance(node.value, ast.Call)):
@@ -146,12 +147,12 @@ def mount_router(source: str, filename: str, module: str, name: str, alias: str,
     lines = source.splitlines(True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    inserts = []  # (index to insert before, text); applied bottom-up so indexes stay valid
+    inserts: List[Tuple[int, str]] = []  # (index to insert before, text); applied bottom-up so indexes stay valid
     if not has_include:
-        inserts.append((anchor.end_lineno, "%s.include_router(%s)\n" % (app_name, alias)))
+        inserts.append((anchor.end_lineno or anchor.lineno, "%s.include_router(%s)\n" % (app_name, alias)))
     if not has_import:
         imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and n.lineno < anchor.lineno]
-        at = imports[-1].end_lineno if imports else anchor.lineno - 1
+        at = (imports[-1].end_lineno or imports[-1].lineno) if imports else anchor.lineno - 1
         inserts.append((at, "from %s import %s as %s\n" % (module, name, alias)))
     for index, text in sorted(inserts, reverse=True):
         lines.insert(index, text)
@@ -165,13 +166,13 @@ class MountRouter(Step):
     args = {"main": Arg(default="{app_dir}/main.py"), "module": Arg(default="api.auth"),
             "router": Arg(default="router"), "alias": Arg(default="auth_router")}
 
-    def gather(self, run, args):
+    def gather(self, run: HostRun, args: Args) -> Any:
         text = run.transport.agent("read_text", path=args["main"])
         if text is None:
             raise StepFailed("%s does not exist" % args["main"])
         return text
 
-    def plan(self, run, args, source):
+    def plan(self, run: HostRun, args: Args, source: Any) -> Outcome:
         app_name = run.vars["app"].rpartition(":")[2]
         wanted = mount_router(source, args["main"], args["module"], args["router"], args["alias"], app_name)
         if wanted == source:
@@ -180,7 +181,7 @@ class MountRouter(Step):
         return Plan("mount %s in %s" % (args["alias"], args["main"]),
                     _unified_diff(args["main"], source, wanted), wanted.encode())
 
-    def apply(self, run, args, plan):
+    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         done = install(run, args["main"], plan.payload, validate_python=True)
         return "mounted %s in %s (previous kept as %s)" % (args["alias"], args["main"], done["backup"])
 
@@ -191,10 +192,10 @@ class JwtSecret(Step):
     name = "jwt_secret"
     args = {"path": Arg(default="{jwt_secret_file}")}
 
-    def gather(self, run, args):
+    def gather(self, run: HostRun, args: Args) -> Any:
         return run.transport.agent("secret_state", path=args["path"])
 
-    def plan(self, run, args, state):
+    def plan(self, run: HostRun, args: Args, state: Any) -> Outcome:
         if state["exists"]:
             if state["problems"]:
                 raise StepFailed("refusing JWT secret %s: %s" % (args["path"], "; ".join(state["problems"])))
@@ -202,7 +203,7 @@ class JwtSecret(Step):
         run.changed_files.append(args["path"])  # a running backend holds the old secret, or none
         return Plan("create a random JWT secret in %s (mode 0600)" % args["path"])
 
-    def apply(self, run, args, plan):
+    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         run.transport.agent("create_secret", path=args["path"])
         return "created a random JWT secret in %s (mode 0600)" % args["path"]
 

@@ -5,10 +5,10 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
-from typing import List, Set, Tuple
+from typing import Any, Dict, List, Optional, Pattern, Set, Tuple
 
 from ..facts import Diagnosis, PortHolder, ProcessFacts
-from .base import Plan, Step, StepFailed, Unchanged
+from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
 from .diagnose import gather_diagnosis
 
 LOG_TAIL_LINES = 20
@@ -21,7 +21,7 @@ class TerminationPlan:
     refused: Tuple[PortHolder, ...]  # holders not proven to be the stale backend
 
 
-def _matching_root(d: Diagnosis, pid: int, pattern, protected: Set[int]):
+def _matching_root(d: Diagnosis, pid: int, pattern: Pattern[str], protected: Set[int]) -> Optional[int]:
     """The top of the run of matching processes at ``pid`` or its parent, or None.
 
     The walk allows one non-matching step, the holder itself (a ``--reload`` worker or a
@@ -63,7 +63,7 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool) -> Terminati
     while grew:  # sharing spreads: a socket shared with an eligible holder makes its holders eligible
         grew = False
         for holder in list(pending):
-            if holder.inodes & eligible_inodes:
+            if holder.inodes & eligible_inodes and holder.pid not in protected:
                 roots.append(holder.pid)
                 eligible_inodes |= holder.inodes
                 pending.remove(holder)
@@ -92,7 +92,7 @@ class Terminate(Step):
 
     name = "terminate"
 
-    def gather(self, run, args):
+    def gather(self, run: HostRun, args: Args) -> Any:
         if _untouched_and_healthy(run):
             return None  # nothing will be signalled: skip the second scan on the hot path
         if run.diagnosis is not None and time.monotonic() - run.diagnosed_at < FRESH_FACTS_S:
@@ -101,7 +101,7 @@ class Terminate(Step):
             return run.diagnosis
         return gather_diagnosis(run, probe=False)
 
-    def plan(self, run, args, d):
+    def plan(self, run: HostRun, args: Args, d: Any) -> Outcome:
         healthy = run.diagnosis is not None and run.diagnosis.healthy
         if d is None:
             return Unchanged("backend healthy and up to date: left running")
@@ -121,7 +121,7 @@ class Terminate(Step):
         return Plan("terminate %s [%s]" % ("; ".join(describe(p) for p in termination.targets), why),
                     payload=termination)
 
-    def apply(self, run, args, plan):
+    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         v = run.vars
         # Killing destroys the only evidence of why it hung: capture it first, within a deadline.
         run.evidence = run.transport.agent("evidence", pids=[p.pid for p in plan.payload.targets],
@@ -137,18 +137,18 @@ class Terminate(Step):
         return "%s; port %d free" % (outcomes, v["port"])
 
 
-def _untouched_and_healthy(run) -> bool:
+def _untouched_and_healthy(run: HostRun) -> bool:
     return run.diagnosis is not None and run.diagnosis.healthy and not run.changed_files
 
 
-def start_command(v) -> List[str]:
+def start_command(v: Dict[str, Any]) -> List[str]:
     if v["start_command"]:
         return shlex.split(v["start_command"])
     return [v["python"], "-m", "uvicorn", v["app"], "--app-dir", v["app_dir"],
             "--host", v["bind_host"], "--port", str(v["port"])]
 
 
-def log_path(v) -> str:
+def log_path(v: Dict[str, Any]) -> str:
     return os.path.join(v["state_dir"], "backend.log")
 
 
@@ -158,14 +158,14 @@ class Start(Step):
 
     name = "start"
 
-    def gather(self, run, args):
+    def gather(self, run: HostRun, args: Args) -> Any:
         if run.restart_planned:
             return None  # the facts are about to change; in check mode they never will
         if _untouched_and_healthy(run):
             return run.diagnosis  # nothing happened since diagnose: its facts still hold
         return gather_diagnosis(run)
 
-    def plan(self, run, args, d):
+    def plan(self, run: HostRun, args: Args, d: Any) -> Outcome:
         if d is not None:
             if d.healthy:
                 pids = ", ".join(str(h.pid) for h in d.holders)
@@ -174,7 +174,7 @@ class Start(Step):
                 raise StepFailed("port %d is held and %s; run the terminate step first" % (d.port, d.verdict()))
         return Plan("start %s on %s:%d" % (run.vars["app"], run.vars["bind_host"], run.vars["port"]))
 
-    def apply(self, run, args, plan):
+    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         v = run.vars
         env = {"PYTHONUNBUFFERED": "1"}
         for var, name in (("redis_url", "CASCADE_REDIS_URL"), ("citizen_api", "CASCADE_CITIZEN_API")):

@@ -13,11 +13,12 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import List
+from typing import Any, Callable, Dict, List, Tuple
 from urllib.parse import urlsplit
 
 from ..agent.probe import probe_address
-from .base import Arg, Skipped, Step, StepFailed, Unchanged
+from ..transport import Transport
+from .base import Arg, Args, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged
 
 TOKEN_LIFETIME_S = 60
 VERIFY_SUBJECT = "cascade-ops-verify"
@@ -38,7 +39,7 @@ def _url(host: str, port: int) -> str:
     return "http://%s:%d" % ("[%s]" % host if ":" in host else host, port)
 
 
-def _timed(name, func):
+def _timed(name: str, func: Callable[[], Tuple[bool, str]]) -> Check:
     started = time.monotonic()
     try:
         ok, detail = func()
@@ -47,11 +48,11 @@ def _timed(name, func):
     return Check(name, ok, detail, time.monotonic() - started)
 
 
-def _excerpt(response) -> str:
+def _excerpt(response: Any) -> str:
     return "HTTP %d %s" % (response.status_code, response.text[:200].replace("\n", " "))
 
 
-def _check_health(client, v):
+def _check_health(client: Any, v: Dict[str, Any]) -> Tuple[bool, str]:
     response = client.get(v["health_path"])
     if response.status_code != 200:
         return False, _excerpt(response)
@@ -71,12 +72,12 @@ def _mint(secret: str, subject: str, lifetime: int = TOKEN_LIFETIME_S) -> str:
 
 def _unsigned(subject: str) -> str:
     """A token with ``alg: none``: a server that accepts it accepts anyone."""
-    def part(doc):
+    def part(doc: Dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
     return "%s.%s." % (part({"alg": "none", "typ": "JWT"}), part({"sub": subject, "exp": int(time.time()) + 60}))
 
 
-def _check_jwt(client, secret):
+def _check_jwt(client: Any, secret: str) -> Tuple[bool, str]:
     token = _mint(secret, VERIFY_SUBJECT)
     verified = client.post("/auth/verify", headers={"Authorization": "Bearer " + token})
     if verified.status_code != 200:
@@ -97,7 +98,7 @@ def _check_jwt(client, secret):
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def websocket_handshake(host: str, port: int, path: str, timeout: float):
+def websocket_handshake(host: str, port: int, path: str, timeout: float) -> Tuple[bool, str]:
     """(ok, detail) of an RFC 6455 opening handshake: 101 and the right Sec-WebSocket-Accept."""
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -137,19 +138,19 @@ def redis_ping(url: str, timeout: float) -> str:
         return sock.recv(256).decode("utf-8", "replace").strip()
 
 
-def _check_redis(url, timeout):
+def _check_redis(url: str, timeout: float) -> Tuple[bool, str]:
     reply = redis_ping(url, timeout)
     return reply == "+PONG", "PING -> %s" % reply
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One default TLS context for every client: building one costs tens of milliseconds of CPU,
     which a fleet run would pay once per host while holding the GIL."""
     return ssl.create_default_context()
 
 
-def run_checks(transport, v) -> List[Check]:
+def run_checks(transport: Transport, v: Dict[str, Any]) -> List[Check]:
     """Every check that applies to this host's variables; each has its own deadline.
 
     They run from the controller, through a tunnel when the backend only listens on the host.
@@ -183,7 +184,7 @@ class Verify(Step):
     name = "verify"
     args = {"always": Arg(default="false", parse=lambda s: s.lower() in ("true", "yes", "1"))}
 
-    def plan(self, run, args, facts):
+    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         pending = run.restart_planned or run.changed_files
         if run.check and pending:
             return Skipped("would verify after the planned changes")

@@ -29,4 +29,4 @@ def connect(host_vars: Dict[str, Any], accept_new_host_keys: bool = False) -> Tr
     return TRANSPORTS[host_vars["connection"]](host_vars, accept_new_host_keys=accept_new_host_keys)
 
 
-__all__ = ["TRANSPORTS", "Transport", "LocalTransport", "SSHTransport", "connect", "transport_vars"]
+__all__ = ["TRANSPORTS", "LocalTransport", "SSHTransport", "Transport", "connect", "transport_vars"]

@@ -35,7 +35,8 @@ class Transport(abc.ABC):
     name: ClassVar[str]
     host_vars: ClassVar[Tuple[VarSpec, ...]] = ()
 
-    def __init__(self, host_vars: Dict[str, Any]):
+    def __init__(self, host_vars: Dict[str, Any], **options: Any):
+        """Connect; ``options`` are the run's connection options (each transport takes what it knows)."""
         self.vars = host_vars
         self.host: str = host_vars["host"]
         self.cancelled: Optional[str] = None
@@ -78,7 +79,7 @@ class Transport(abc.ABC):
         """Where the controller reaches ``host:port`` as seen from the host, for the block."""
         yield host, port
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a transport without a connection has nothing to release)
         """Release the connection, if any."""
 
     def cancel(self, why: str) -> None:

@@ -28,7 +28,7 @@ class AgentBundle:
                 "sys.exit(main(['agent', %r]))" % (REMOTE_DIR, self.name, command))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def agent_bundle() -> AgentBundle:
     package = os.path.dirname(os.path.abspath(agent.__file__))
     files = {}

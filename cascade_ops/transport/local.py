@@ -13,9 +13,6 @@ from .base import Transport, decode_reply
 class LocalTransport(Transport):
     name = "local"
 
-    def __init__(self, host_vars: Dict[str, Any], **options: Any):
-        super().__init__(host_vars)
-
     def _agent(self, command: str, kwargs: Dict[str, Any]) -> Any:
         # The same reply the agent server sends over SSH, so a failure means the same here and there.
         return decode_reply(self.host, command, agent.call(command, kwargs))

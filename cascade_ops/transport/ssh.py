@@ -58,7 +58,7 @@ class SSHTransport(Transport):
         if v["key_file"]:
             connect_kwargs.update(key_filename=v["key_file"], look_for_keys=False, allow_agent=False)
         self.connection = Connection(v["address"] or v["host"], user=v["user"], port=v["ssh_port"],
-                                     connect_timeout=max(1, int(round(timeout))), connect_kwargs=connect_kwargs)
+                                     connect_timeout=max(1, round(timeout)), connect_kwargs=connect_kwargs)
         apply_policy(self.connection.client, v["known_hosts"] or os.path.expanduser("~/.ssh/known_hosts"),
                      accept_new_host_keys)
         try:
@@ -68,7 +68,7 @@ class SSHTransport(Transport):
                                   "man-in-the-middle" % (exc.key.get_name(), fingerprint(exc.key),
                                                          fingerprint(exc.expected_key))) from None
         except paramiko.ssh_exception.NoValidConnectionsError as exc:
-            reasons = sorted({e.strerror or str(e) for e in exc.errors.values()})
+            reasons = sorted({getattr(e, "strerror", None) or str(e) for e in exc.errors.values()})
             raise HostUnreachable(self.host, "cannot connect to %s:%d (%s)" % (
                 v["address"] or v["host"], v["ssh_port"], "; ".join(reasons))) from None
         except paramiko.AuthenticationException as exc:

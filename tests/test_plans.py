@@ -1,0 +1,195 @@
+"""The safety core as pure functions of facts: which processes to signal, batch sizes, and each
+step's plan. Fast: constructed facts and a recording transport, no host."""
+
+import re
+import time
+
+import pytest
+
+from cascade_ops.errors import ConfigError
+from cascade_ops.hostvars import SPECS
+from cascade_ops.runner import batch_size
+from cascade_ops.steps import HostRun
+from cascade_ops.steps.base import Plan, Skipped, StepFailed, Unchanged
+from cascade_ops.steps.files import DeployFile, JwtSecret, MountRouter, SeedApp
+from cascade_ops.steps.process import Start, Terminate, _matching_root, plan_termination
+from cascade_ops.steps.verify import Verify
+from cascade_ops.transport.recording import RecordingTransport
+from support import diagnosis, process
+
+UVICORN = "/venv/bin/python -m uvicorn main:app --port 8000"
+SPAWN = "/venv/bin/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)"
+# Commands a check-mode run may ask for: reads only.
+READ_ONLY = {"host_facts", "file_state", "read_text", "path_kind", "list_dir", "secret_state", "read_secret", "tail"}
+
+
+def host_vars(**extra):
+    values = {spec.name: spec.default for spec in SPECS.values()}
+    values.update(host="unit", connection="local", port=8000, app_dir="/srv/app", state_dir="/srv/app/.cascade-ops",
+                  jwt_secret_file="/srv/app/.cascade-ops/jwt-secret", python="/venv/bin/python", grace=5.0)
+    values.update(extra)
+    return values
+
+
+def run_on(d=None, check=False, answers=None, **extra):
+    transport = RecordingTransport(answers)
+    run = HostRun("unit", host_vars(**extra), transport, check=check)
+    run.diagnosis, run.diagnosed_at = d, time.monotonic()
+    return run, transport
+
+
+def pids(plan):
+    return sorted(p.pid for p in plan.targets)
+
+
+# --------------------------------------------------------------------------- who is signalled
+
+def test_a_reload_worker_takes_its_reloader_and_nothing_above_it():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(50, 1, "bash"), process(100, 50, UVICORN + " --reload"),
+                   process(101, 100, SPAWN)], {101: [7]})
+    plan = plan_termination(d, "uvicorn", force=False)
+    assert pids(plan) == [100, 101] and not plan.refused
+
+
+def test_the_incidents_node_process_sharing_the_socket_is_eligible_with_its_tree():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN), process(200, 100, "node server.js"),
+                   process(201, 200, "node worker.js")], {100: [7], 200: [7]})
+    assert pids(plan_termination(d, "uvicorn", force=False)) == [100, 200, 201]
+
+
+def test_an_unrelated_holder_is_refused_and_nothing_is_signalled_without_force():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN), process(300, 1, "nginx: master")],
+                  {100: [7], 300: [8]})
+    plan = plan_termination(d, "uvicorn", force=False)
+    assert [h.pid for h in plan.refused] == [300]
+    assert pids(plan_termination(d, "uvicorn", force=True)) == [100, 300]
+
+
+def test_protected_processes_are_never_targets_even_with_force():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(40, 1, "sshd: root"), process(41, 40, UVICORN),
+                   process(42, 41, UVICORN + " worker")], {41: [7], 42: [7]}, protected=[40, 41])
+    plan = plan_termination(d, "uvicorn", force=True)
+    assert 41 not in pids(plan) and 40 not in pids(plan) and [h.pid for h in plan.refused] == [41]
+
+
+def test_matching_root_climbs_only_through_matching_parents():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(10, 1, "bash -c uvicorn-wrapper"), process(11, 10, "sh"),
+                   process(12, 11, UVICORN), process(13, 12, SPAWN)], {13: [7]})
+    pattern = re.compile("uvicorn")
+    assert _matching_root(d, 13, pattern, {1}) == 12  # the shell (11) stops the climb; 10 is never reached
+    assert _matching_root(d, 12, pattern, {1}) == 12
+    assert _matching_root(d, 13, pattern, {1, 12}) is None  # a protected ancestor ends the walk
+
+
+def test_matching_root_allows_one_non_matching_step_only_at_the_holder():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(20, 1, "python app.py"), process(21, 20, SPAWN)], {21: [7]})
+    assert _matching_root(d, 21, re.compile("uvicorn"), {1}) is None
+
+
+# --------------------------------------------------------------------------- batches
+
+@pytest.mark.parametrize("serial,total,size", [(None, 7, 7), (None, 0, 1), (1, 7, 1), ("3", 7, 3), ("10", 3, 10),
+                                               ("50%", 7, 4), ("1%", 7, 1), ("100%", 7, 7), (" 2 ", 5, 2)])
+def test_batch_sizes(serial, total, size):
+    assert batch_size(serial, total) == size
+
+
+@pytest.mark.parametrize("serial", ["0", "-1", "0%", "101%", "x", "1.5", "%"])
+def test_bad_batch_sizes_are_config_errors(serial):
+    with pytest.raises(ConfigError, match="--serial"):
+        batch_size(serial, 5, field="--serial")
+
+
+# --------------------------------------------------------------------------- step plans
+
+HEALTHY = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN)], {100: [7]}, probe_ok=True)
+HUNG = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, state="T")], {100: [7]})
+
+
+def test_terminate_leaves_a_healthy_unchanged_backend_running():
+    run, transport = run_on(HEALTHY)
+    step = Terminate()
+    assert isinstance(step.plan(run, {}, step.gather(run, {})), Unchanged)
+    assert transport.calls == [] and not run.restart_planned
+
+
+def test_terminate_plans_the_hung_tree_and_check_mode_signals_nothing():
+    run, transport = run_on(HUNG, check=True)
+    result = Terminate().execute(run, {})
+    assert result.status == "changed" and result.message.startswith("would terminate pid 100")
+    assert set(transport.commands()) <= READ_ONLY and run.restart_planned
+
+
+def test_terminate_refuses_an_invisible_holder():
+    d = diagnosis([process(1, 0, "/sbin/init")], {}, orphan_inodes=[9])
+    run, _ = run_on(d)
+    with pytest.raises(StepFailed, match="cannot see"):
+        Terminate().plan(run, {}, d)
+
+
+def test_terminate_names_a_refused_holder():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(300, 1, "nginx: master", state="T")], {300: [8]})
+    run, _ = run_on(d)
+    with pytest.raises(StepFailed, match=r"refusing to signal anything.*pid 300"):
+        Terminate().plan(run, {}, d)
+
+
+def test_start_plans_only_on_a_free_port_and_never_beside_a_holder():
+    run, _ = run_on(None)
+    assert isinstance(Start().plan(run, {}, None), Plan)
+    run, _ = run_on(HEALTHY)
+    assert isinstance(Start().plan(run, {}, HEALTHY), Unchanged)
+    run, _ = run_on(HUNG)
+    with pytest.raises(StepFailed, match="run the terminate step first"):
+        Start().plan(run, {}, HUNG)
+
+
+def test_verify_skips_in_check_mode_and_leaves_a_healthy_no_op_alone():
+    run, transport = run_on(HUNG, check=True)
+    run.restart_planned = True
+    assert isinstance(Verify().plan(run, {"always": False}, None), Skipped)
+    run, transport = run_on(HEALTHY)
+    assert isinstance(Verify().plan(run, {"always": False}, None), Unchanged) and transport.calls == []
+
+
+def test_deploy_file_plans_by_hash_and_refuses_invalid_python(tmp_path):
+    src = tmp_path / "auth.py"
+    src.write_text("router = 1\n")
+    args = {"src": str(src), "dest": "/srv/app/api/auth.py", "validate": "python"}
+    import hashlib
+    same = {"file_state": {"exists": True, "sha256": hashlib.sha256(b"router = 1\n").hexdigest()}}
+    run, _ = run_on(answers=same)
+    assert isinstance(DeployFile().plan(run, args, DeployFile().gather(run, args)), Unchanged)
+    run, transport = run_on(answers={"file_state": {"exists": False}}, check=True)
+    result = DeployFile().execute(run, args)
+    assert result.message.startswith("would replace") and run.changed_files == [args["dest"]]
+    assert set(transport.commands()) <= READ_ONLY
+    src.write_text("def broken(:\n")
+    run, _ = run_on(answers={"file_state": {"exists": False}})
+    with pytest.raises(StepFailed, match="not valid Python"):
+        DeployFile().plan(run, args, DeployFile().gather(run, args))
+
+
+def test_jwt_secret_plans_creation_and_refuses_a_bad_file():
+    run, _ = run_on()
+    assert isinstance(JwtSecret().plan(run, {"path": "/s"}, {"exists": False}), Plan) and run.changed_files == ["/s"]
+    with pytest.raises(StepFailed, match="not a regular file"):
+        JwtSecret().plan(run, {"path": "/s"}, {"exists": True, "problems": ["it is not a regular file"]})
+    assert isinstance(JwtSecret().plan(run, {"path": "/s"}, {"exists": True, "problems": []}), Unchanged)
+
+
+def test_mount_router_plans_an_edit_once(tmp_path):
+    args = {"main": "/srv/app/main.py", "module": "api.auth", "router": "router", "alias": "auth_router"}
+    run, _ = run_on()
+    planned = MountRouter().plan(run, args, "from fastapi import FastAPI\napp = FastAPI()\n")
+    assert isinstance(planned, Plan) and b"app.include_router(auth_router)" in planned.payload
+    assert isinstance(MountRouter().plan(run, args, planned.payload.decode()), Unchanged)
+
+
+def test_seed_app_fills_only_an_empty_app_dir(tmp_path):
+    args = {"src": str(tmp_path), "dest": "/srv/app"}
+    run, _ = run_on()
+    assert isinstance(SeedApp().plan(run, args, ("dir", [".cascade-ops"])), Plan)
+    assert isinstance(SeedApp().plan(run, args, ("dir", ["main.py"])), Unchanged)
+    with pytest.raises(StepFailed, match="not a directory"):
+        SeedApp().plan(run, args, ("file", None))
