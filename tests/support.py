@@ -325,7 +325,7 @@ def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), addre
     """A ``Diagnosis`` built from constructed facts: ``holders`` maps pid -> listening inodes."""
     from cascade_ops.facts import Diagnosis
     inodes = sorted({i for held in holders.values() for i in held} | set(orphan_inodes))
-    sockets = [{"inode": i, "address": address, "port": port, "family": 4, "backlog": 0, "uid": 1000} for i in inodes]
+    sockets = [{"inode": i, "address": address, "port": port, "family": 4, "backlog": 0} for i in inodes]
     probe = {"url": "http://%s:%d/health" % (address, port), "ok": probe_ok, "elapsed_s": 0.001,
              "status": 200 if probe_ok else None, "error": None if probe_ok else "timeout"}
     raw = {"sockets": sockets, "holders": [{"pid": p, "inodes": sorted(i)} for p, i in sorted(holders.items())],

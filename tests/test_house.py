@@ -15,7 +15,7 @@ from cascade_ops import agent
 from cascade_ops.errors import HostCommandError
 from cascade_ops.transport import LocalTransport
 from cascade_ops.transport.base import decode_reply
-from support import REPO, free_port, wait_for
+from support import free_port, wait_for
 
 
 def test_diagnose_prints_every_reachable_host_and_exits_3_within_host_timeout(site):

@@ -1,7 +1,6 @@
 """Everything a diagnosis needs, gathered in one command (one round trip when remote)."""
 
 import os
-import time
 from typing import Any, Dict
 
 from .probe import http_probe, probe_address
@@ -31,5 +30,4 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
         "processes": procs,
         "protected": ancestry(os.getpid(), by_pid),
         "probe": probe_result,
-        "collected_at": time.time(),
     }

@@ -49,7 +49,7 @@ def listen_sockets(port: int) -> List[Json]:
         # For a listener the kernel reports the current accept-queue length as rx_queue.
         rx_queue = fields[4].split(":")[1]
         found.append({"inode": int(fields[9]), "address": _decode_addr(addr_hex, family), "port": port,
-                      "family": family, "backlog": int(rx_queue, 16), "uid": int(fields[7])})
+                      "family": family, "backlog": int(rx_queue, 16)})
     return found
 
 
