@@ -29,6 +29,7 @@ class ProcessFacts:
     threads: int
     rss: int
     cmdline: Tuple[str, ...]
+    exe: Optional[str]  # what /proc/PID/exe points to; None when this user may not read it
 
     @property
     def state(self) -> str:
@@ -175,18 +176,6 @@ class Diagnosis:
             return "unhealthy: %s (known hung, probe skipped)" % names
         backlog = " (accept backlog %d)" % self.backlog if self.backlog else ""
         return "unhealthy: %s%s" % (self.probe.describe() if self.probe else "not probed", backlog)
-
-    def descendants(self, pid: int) -> List[int]:
-        children: Dict[int, List[int]] = {}
-        for proc in self.processes.values():
-            children.setdefault(proc.ppid, []).append(proc.pid)
-        found, todo = [], list(children.get(pid, ()))
-        while todo:
-            child = todo.pop()
-            if child not in found:
-                found.append(child)
-                todo.extend(children.get(child, ()))
-        return found
 
     def ancestors(self, pid: int) -> List[int]:
         chain = []

@@ -34,7 +34,8 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+    # Digits only: " 8000" or "8000 " is a typo to report, not to tidy (a YAML 0x... stays text).
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
         raise ValueError("expected a whole number, got %r" % (value,))
     return int(value)
 

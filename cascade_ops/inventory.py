@@ -14,7 +14,7 @@ is touched.
 import fnmatch
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from .errors import ConfigError
 from .hostvars import SPECS, Host, Origin, RawVar, VarSpec, resolve
@@ -42,10 +42,12 @@ class Inventory:
         merged.update(given)
         return Host(name, ("all",), resolve(merged, name, VARIABLES, self.path))
 
-    def select(self, limit=None) -> List[Host]:
+    def select(self, limit: Optional[str] = None) -> List[Host]:
         """Hosts named by ``limit``: comma-separated host names, group names or globs."""
-        if not limit:
+        if limit is None:
             return list(self.hosts.values())
+        if not limit.replace(",", "").strip():
+            raise ConfigError("names no host or group", field="--limit %r" % limit)
         chosen: List[str] = []
         for pattern in (p.strip() for p in limit.split(",")):
             if not pattern:
@@ -78,7 +80,8 @@ def load_inventory(path, cli_vars=None) -> Inventory:
     for key in data:
         if key != "all":
             raise ConfigError("unknown top-level key; put groups under all: children:", path, data.lines[key], key)
-    host_layers: Dict[str, List[Dict[str, RawVar]]] = {}
+    host_paths: Dict[str, List[List[Dict[str, RawVar]]]] = {}  # per listing: its groups' vars, outer first
+    host_own: Dict[str, List[Dict[str, RawVar]]] = {}  # per listing: the host's own vars
     host_groups: Dict[str, List[str]] = {}
     groups: Dict[str, List[str]] = {}
 
@@ -97,7 +100,8 @@ def load_inventory(path, cli_vars=None) -> Inventory:
             if host_vars is not None:
                 expect_mapping(host_vars, path, hosts.lines.get(host_name), host_name)
             own = _raw_vars(host_vars, path, base_dir)
-            host_layers.setdefault(host_name, []).extend(layers + [own])
+            host_paths.setdefault(host_name, []).append(layers)
+            host_own.setdefault(host_name, []).append(own)
             host_groups.setdefault(host_name, []).append(name)
             if host_name not in members:
                 members.append(host_name)
@@ -107,14 +111,50 @@ def load_inventory(path, cli_vars=None) -> Inventory:
             members.extend(h for h in groups[child_name] if h not in members)
 
     walk("all", data["all"], [])
-    if not host_layers:
+    if not host_paths:
         raise ConfigError("the inventory defines no hosts", path, data.lines.get("all"), "hosts")
     base_vars = dict(_raw_vars(data["all"].get("vars") if isinstance(data["all"], dict) else None, path, base_dir))
     base_vars.update(cli_vars or {})
     hosts = {}
-    for host_name, layers in host_layers.items():
-        merged: Dict[str, RawVar] = {}
-        for layer in layers + [cli_vars or {}]:
-            merged.update(layer)
+    for host_name, paths in host_paths.items():
+        merged = _merge(host_name, paths, host_own[host_name], cli_vars or {}, path)
         hosts[host_name] = Host(host_name, tuple(host_groups[host_name]), resolve(merged, host_name, VARIABLES, path))
     return Inventory(path, hosts, groups, base_vars)
+
+
+def _merge(host: str, paths: List[List[Dict[str, RawVar]]], own: List[Dict[str, RawVar]],
+           cli_vars: Dict[str, RawVar], path: str) -> Dict[str, RawVar]:
+    """One host's variables: its groups' (outer to inner), its own, then --var.
+
+    A host listed in several groups that give one variable different values is an error (which
+    one would win is an accident of the file's order): set it on the host, or in one group.
+    The host's own values, from any listing, and --var are never in conflict: they win.
+    """
+    per_path = []
+    for layers in paths:
+        effective: Dict[str, RawVar] = {}
+        for layer in layers:
+            effective.update(layer)
+        per_path.append(effective)
+    merged: Dict[str, RawVar] = {}
+    for effective in per_path:
+        merged.update(effective)
+    decided = set(cli_vars)
+    for listing in own:
+        for name, var in listing.items():
+            if name in merged and name in decided and name not in cli_vars and merged[name].value != var.value:
+                raise ConfigError("host %r is given two different values (%r at line %s, %r at line %s)"
+                                  % (host, merged[name].value, merged[name].origin.line, var.value, var.origin.line),
+                                  path, var.origin.line, name)
+            merged[name] = var
+            decided.add(name)
+    for name in {n for effective in per_path for n in effective} - decided:
+        given = [e[name] for e in per_path if name in e]
+        if len({repr(v.value) for v in given}) > 1:
+            raise ConfigError("host %r is in groups that give it different values (%s); set it on the host "
+                              "itself or in one group" % (host, ", ".join("%r at line %s" % (v.value, v.origin.line)
+                                                                           for v in given)),
+                              path, given[-1].origin.line, name)
+    merged.update(cli_vars)
+    return merged
+

@@ -10,12 +10,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
+from .agent.files import REDACTED
 from .errors import HostCommandError
 from .steps import HostRun
 
 INCIDENT_DIR = "incidents"
 PREFIX = "incident-"
-REDACTED = "[REDACTED]"
 
 
 def _iso(t: float) -> str:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from .agent.files import REDACTED
 from .errors import (
     EXIT_FAILED,
     EXIT_LOCKED,
@@ -24,7 +25,7 @@ from .errors import (
 )
 from .hostvars import Host
 from .scheduler import DEFAULT_FORKS, HostOutcome, run_each
-from .steps import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, StepResult
+from .steps import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, Preflight, StepResult
 from .transport import Transport
 
 StepCallback = Callable[[str, StepResult], None]
@@ -126,17 +127,26 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
     started, started_at = time.monotonic(), time.time()
     options = options or RunOptions()
     result = result or HostResult(host.name)
-    phase = "lock"
+    phase = "preflight"
+
+    scrub = _Scrubber(transport, host.vars)
 
     def report(step_result: StepResult) -> None:
+        if step_result.status == FAILED:  # a failure may quote a backend's log or answer
+            step_result.message = scrub(step_result.message)
         result.steps.append(step_result)
         if on_step:
             on_step(host.name, step_result)
 
     try:
+        run = HostRun(host.name, host.vars, transport, check=options.check, diff=options.diff)
+        # Read-only, and before the lock: a lock file must not create a mistyped app_dir.
+        if not _run_steps(run, [BoundStep(Preflight(), {})], report):
+            result.duration_s = time.monotonic() - started
+            return result
+        phase = "lock"
         with transport.lock(lock_path(host.vars)) if lock and not options.check else contextlib.nullcontext():
             phase = "steps"
-            run = HostRun(host.name, host.vars, transport, check=options.check, diff=options.diff)
             _run_steps(run, bound, report)
             if result.failed and run.installed and options.rollback and not options.check:
                 result.rolled_back = _roll_back(run, bound, report)
@@ -154,6 +164,24 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
         report(StepResult(phase, FAILED, "unexpected %s: %s" % (type(exc).__name__, exc)))
     result.duration_s = time.monotonic() - started
     return result
+
+
+class _Scrubber:
+    """Replaces the host's JWT secret in text meant for output; reads it once, and only when asked."""
+
+    def __init__(self, transport: Transport, host_vars: Dict[str, Any]):
+        self.transport, self.path = transport, host_vars["jwt_secret_file"]
+        self.secret: Optional[str] = None
+        self.read = False
+
+    def __call__(self, text: str) -> str:
+        if not self.read:
+            self.read = True
+            try:
+                self.secret = self.transport.agent("read_secret", path=self.path) or None
+            except CascadeError:
+                self.secret = None  # none yet, or unreadable: nothing of it can be in the text
+        return text.replace(self.secret, REDACTED) if self.secret else text
 
 
 def _write_report(run: HostRun, result: HostResult, started_at: float) -> None:
@@ -197,6 +225,11 @@ def _roll_back(run: HostRun, bound: List[BoundStep], report: Callable[[StepResul
         report(StepResult("rollback", FAILED, "; ".join(undone + [str(exc)]), time.monotonic() - started))
         run.rollback = {"ok": False, "files": undone, "error": str(exc)}
         return False
+    if not run.restarted:  # the backend still runs the code it ran before: only the files were this run's
+        report(StepResult("rollback", CHANGED, "; ".join(undone + ["the backend was not restarted by this run: "
+                                                                   "left running"]), time.monotonic() - started))
+        run.rollback = {"ok": True, "files": undone, "verification": []}
+        return True
     report(StepResult("rollback", CHANGED, "; ".join(undone), time.monotonic() - started))
     again = HostRun(run.host, run.vars, run.transport, changed_files=[dest for dest, _ in run.installed])
     steps = [BoundStep(b.step, dict(b.args, always=True) if b.step.name == "verify" else b.args)

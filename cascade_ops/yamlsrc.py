@@ -4,6 +4,7 @@ Errors about inventory and playbooks must name the file and line; PyYAML drops p
 builds Python objects, so mappings are built as ``Located`` dicts carrying each key's line.
 """
 
+import re
 from typing import Any, Optional
 
 import yaml
@@ -11,6 +12,9 @@ import yaml
 from .errors import ConfigError
 
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+_DECIMAL = re.compile(r"^[-+]?[0-9]+$")
 
 
 class Located(dict):
@@ -60,7 +64,12 @@ def _construct_mapping(loader, node):
         if key in mapping:
             # YAML would silently keep the last one; a duplicated key is almost always a mistake.
             raise ConfigError("duplicate key (first at line %d)" % mapping.lines[key], loader.name, line, key)
-        mapping[key] = loader.construct_object(value_node, deep=True)
+        if value_node.tag == "tag:yaml.org,2002:int" and not _DECIMAL.match(value_node.value):
+            # YAML 1.1 reads 0x1F90, 0o17, 1_000 and 1:30 as numbers: keep them as written, so a
+            # check that wants a plain whole number reports them instead of accepting a surprise.
+            mapping[key] = value_node.value
+        else:
+            mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.lines[key] = line
     return mapping
 

@@ -313,12 +313,12 @@ IGNORES_SIGTERM = python_script("""
 
 # --------------------------------------------------------------------------- constructed facts
 
-def process(pid, ppid, command, state="S", user="app", start_ticks=None):
+def process(pid, ppid, command, state="S", user="app", start_ticks=None, exe=None):
     """Raw agent facts of one process, as ``agent.procfs.process_info`` reports them."""
     argv = command.split() if isinstance(command, str) else list(command)
     return {"pid": pid, "ppid": ppid, "pgid": pid, "sid": pid, "state": state, "comm": argv[0][-15:], "uid": 1000,
             "user": user, "start_ticks": start_ticks or pid * 10, "age_s": 60.0, "cpu_s": 1.0, "threads": 2,
-            "rss": 1 << 20, "cmdline": argv}
+            "rss": 1 << 20, "cmdline": argv, "exe": exe or argv[0]}
 
 
 def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), address="127.0.0.1", orphan_inodes=()):

@@ -1,7 +1,6 @@
 """The safety core as pure functions of facts: which processes to signal, batch sizes, and each
 step's plan. Fast: constructed facts and a recording transport, no host."""
 
-import re
 import time
 
 import pytest
@@ -12,7 +11,8 @@ from cascade_ops.runner import batch_size
 from cascade_ops.steps import HostRun
 from cascade_ops.steps.base import Plan, Skipped, StepFailed, Unchanged
 from cascade_ops.steps.files import DeployFile, JwtSecret, MountRouter, SeedApp
-from cascade_ops.steps.process import Start, Terminate, _matching_root, plan_termination
+from cascade_ops.steps.process import Start, Terminate
+from cascade_ops.steps.termination import plan_termination
 from cascade_ops.steps.verify import Verify
 from cascade_ops.transport.recording import RecordingTransport
 from support import diagnosis, process
@@ -44,46 +44,64 @@ def pids(plan):
 
 # --------------------------------------------------------------------------- who is signalled
 
-def test_a_reload_worker_takes_its_reloader_and_nothing_above_it():
-    d = diagnosis([process(1, 0, "/sbin/init"), process(50, 1, "bash"), process(100, 50, UVICORN + " --reload"),
-                   process(101, 100, SPAWN)], {101: [7]})
+PY = "/usr/lib/python3.11"
+
+
+def test_a_reload_worker_and_its_reloader_both_holding_the_socket_go_together():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(50, 1, "bash", exe="/bin/bash"),
+                   process(100, 50, UVICORN + " --reload", exe=PY), process(101, 100, SPAWN, exe=PY)],
+                  {100: [7], 101: [7]})
     plan = plan_termination(d, "uvicorn", force=False)
-    assert pids(plan) == [100, 101] and not plan.refused
+    assert pids(plan) == [100, 101] and not plan.refused and not plan.spared
 
 
-def test_the_incidents_node_process_sharing_the_socket_is_eligible_with_its_tree():
-    d = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN), process(200, 100, "node server.js"),
-                   process(201, 200, "node worker.js")], {100: [7], 200: [7]})
+def test_the_incidents_node_process_sharing_the_socket_is_eligible_with_its_workers():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, exe=PY),
+                   process(200, 100, "node server.js", exe="/usr/bin/node"),
+                   process(201, 200, "node worker.js", exe="/usr/bin/node")], {100: [7], 200: [7]})
     assert pids(plan_termination(d, "uvicorn", force=False)) == [100, 200, 201]
+
+
+def test_a_tmux_server_whose_command_line_names_uvicorn_is_never_included():
+    tmux = "tmux new -d -s b python -m uvicorn main:app --port 8000"
+    d = diagnosis([process(1, 0, "/sbin/init"), process(30, 1, tmux, exe="/usr/bin/tmux"),
+                   process(31, 30, "-bash", exe="/bin/bash"), process(32, 31, UVICORN, exe=PY),
+                   process(33, 30, "vim notes", exe="/usr/bin/vim")], {32: [7]})
+    plan = plan_termination(d, "uvicorn", force=False)
+    assert pids(plan) == [32] and not plan.spared
+
+
+def test_a_broad_process_match_spares_the_holders_parent_and_its_other_children():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(40, 1, "sh supervise.sh", exe="/bin/sh"),
+                   process(41, 40, UVICORN, exe=PY), process(42, 40, "sleep 600", exe="/bin/sleep"),
+                   process(43, 41, "sleep 5", exe="/bin/sleep"), process(44, 41, "python -c worker", exe=PY)],
+                  {41: [7]})
+    plan = plan_termination(d, ".*", force=False)
+    assert pids(plan) == [41, 44]  # the backend and its worker only
+    assert [p.pid for p in plan.spared] == [43]  # its other child is reported; its parent and sibling unseen
 
 
 def test_an_unrelated_holder_is_refused_and_nothing_is_signalled_without_force():
     d = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN), process(300, 1, "nginx: master")],
                   {100: [7], 300: [8]})
     plan = plan_termination(d, "uvicorn", force=False)
-    assert [h.pid for h in plan.refused] == [300]
+    assert [r.holder.pid for r in plan.refused] == [300] and "does not match" in plan.refused[0].why
     assert pids(plan_termination(d, "uvicorn", force=True)) == [100, 300]
 
 
-def test_protected_processes_are_never_targets_even_with_force():
+def test_a_protected_holder_is_refused_as_protected_even_with_force():
     d = diagnosis([process(1, 0, "/sbin/init"), process(40, 1, "sshd: root"), process(41, 40, UVICORN),
                    process(42, 41, UVICORN + " worker")], {41: [7], 42: [7]}, protected=[40, 41])
     plan = plan_termination(d, "uvicorn", force=True)
-    assert 41 not in pids(plan) and 40 not in pids(plan) and [h.pid for h in plan.refused] == [41]
+    assert 41 not in pids(plan) and 40 not in pids(plan)
+    assert [r.holder.pid for r in plan.refused] == [41] and plan.refused[0].why.startswith("protected")
 
 
-def test_matching_root_climbs_only_through_matching_parents():
-    d = diagnosis([process(1, 0, "/sbin/init"), process(10, 1, "bash -c uvicorn-wrapper"), process(11, 10, "sh"),
-                   process(12, 11, UVICORN), process(13, 12, SPAWN)], {13: [7]})
-    pattern = re.compile("uvicorn")
-    assert _matching_root(d, 13, pattern, {1}) == 12  # the shell (11) stops the climb; 10 is never reached
-    assert _matching_root(d, 12, pattern, {1}) == 12
-    assert _matching_root(d, 13, pattern, {1, 12}) is None  # a protected ancestor ends the walk
-
-
-def test_matching_root_allows_one_non_matching_step_only_at_the_holder():
-    d = diagnosis([process(1, 0, "/sbin/init"), process(20, 1, "python app.py"), process(21, 20, SPAWN)], {21: [7]})
-    assert _matching_root(d, 21, re.compile("uvicorn"), {1}) is None
+def test_a_worker_is_never_found_by_a_matching_parent_that_does_not_hold_the_port():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(20, 1, "python uvicorn-supervisor.py", exe=PY),
+                   process(21, 20, SPAWN, exe=PY)], {21: [7]})
+    plan = plan_termination(d, "uvicorn", force=False)
+    assert pids(plan) == [] and [r.holder.pid for r in plan.refused] == [21]
 
 
 # --------------------------------------------------------------------------- batches

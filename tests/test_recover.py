@@ -232,7 +232,7 @@ def test_json_output_is_one_document_matching_the_recap(site):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     host = doc["hosts"]["web"]
-    assert [s["name"] for s in host["steps"]] == ["seed_app", "diagnose", "jwt_secret", "deploy_file",
+    assert [s["name"] for s in host["steps"]] == ["preflight", "seed_app", "diagnose", "jwt_secret", "deploy_file",
                                                   "mount_router", "terminate", "start", "verify"]
     for status in ("ok", "changed", "failed", "skipped"):
         assert host["recap"][status] == sum(1 for s in host["steps"] if s["status"] == status)

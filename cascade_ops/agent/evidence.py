@@ -63,7 +63,7 @@ def _py_spy_dump(py_spy: str, pid: int, timeout: float) -> Tuple[Optional[str], 
 
 @command
 def evidence(pids: List[int], timeout: float, log_path: Optional[str] = None, log_lines: int = 50,
-             py_spy: Optional[str] = "auto") -> Dict[str, Any]:
+             py_spy: Optional[str] = "auto", redact: Optional[List[str]] = None) -> Dict[str, Any]:
     """Bounded by ``timeout`` overall: whatever would exceed it is skipped with a note, so capturing
     can never hold up the recovery. A process that exits meanwhile is recorded as gone.
     ``py_spy``: its path, "auto" to look for it, or None for no stacks."""
@@ -95,5 +95,5 @@ def evidence(pids: List[int], timeout: float, log_path: Optional[str] = None, lo
         info["python_stacks"], note = _py_spy_dump(py_spy, info["pid"], remaining)
         if note:
             notes.append(note)
-    return {"processes": processes, "log_tail": tail(log_path, log_lines) if log_path else [],
+    return {"processes": processes, "log_tail": tail(log_path, log_lines, redact=redact) if log_path else [],
             "notes": notes, "elapsed_s": round(time.monotonic() - started, 3)}

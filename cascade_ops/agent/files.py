@@ -84,16 +84,42 @@ def read_text(path: str) -> Optional[str]:
         return None
 
 
+REDACTED = "[REDACTED]"
+
+
+def redact_secrets(text: str, secret_files: Optional[List[str]]) -> str:
+    """``text`` with the content of each secret file replaced: a backend that logs its own secret
+    must not have it printed, alerted or stored by us."""
+    for path in secret_files or ():
+        try:
+            secret = read_secret(path)
+        except OSError:
+            continue
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 @command
-def tail(path: str, lines: int = 20) -> List[str]:
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+@command
+def tail(path: str, lines: int = 20, since: int = 0, redact: Optional[List[str]] = None) -> List[str]:
+    """The last ``lines`` lines of a log, only from byte ``since`` on (one start's own lines), with
+    the secrets in the ``redact`` files scrubbed."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 65536))
+            f.seek(max(since, f.tell() - 65536))
             data = f.read()
     except FileNotFoundError:
         return []
-    return data.decode("utf-8", "replace").splitlines()[-lines:]
+    return redact_secrets(data.decode("utf-8", "replace"), redact).splitlines()[-lines:]
 
 
 @command

@@ -140,6 +140,10 @@ def process_info(pid: int, boot: Optional[int] = None, now: Optional[float] = No
     now = time.time() if now is None else now
     start_ticks = int(fields[19])
     cmdline = [a.decode("utf-8", "replace") for a in raw_cmd.rstrip(b"\0").split(b"\0")] if raw_cmd else []
+    try:
+        exe: Optional[str] = os.readlink("/proc/%d/exe" % pid)
+    except OSError:  # another user's process, or a kernel thread
+        exe = None
     return {
         "pid": pid,
         "ppid": int(fields[1]),
@@ -155,6 +159,7 @@ def process_info(pid: int, boot: Optional[int] = None, now: Optional[float] = No
         "threads": int(fields[17]),
         "rss": int(fields[21]) * _PAGE,
         "cmdline": cmdline or ["[" + comm + "]"],
+        "exe": exe,
     }
 
 

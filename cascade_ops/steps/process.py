@@ -1,81 +1,17 @@
 """Steps that act on processes: terminate the stale backend (only it), start a fresh one detached."""
 
 import os
-import re
 import shlex
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Pattern, Set, Tuple
+from typing import Any, Dict, List
 
-from ..facts import Diagnosis, PortHolder, ProcessFacts
+from ..facts import ProcessFacts
 from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
 from .diagnose import gather_diagnosis
+from .termination import plan_termination
 
 LOG_TAIL_LINES = 20
 FRESH_FACTS_S = 2.0  # a diagnosis younger than this is reused by terminate instead of a second scan
-
-
-@dataclass(frozen=True)
-class TerminationPlan:
-    targets: Tuple[ProcessFacts, ...]  # every process to signal: the holders' whole trees
-    refused: Tuple[PortHolder, ...]  # holders not proven to be the stale backend
-
-
-def _matching_root(d: Diagnosis, pid: int, pattern: Pattern[str], protected: Set[int]) -> Optional[int]:
-    """The top of the run of matching processes at ``pid`` or its parent, or None.
-
-    The walk allows one non-matching step, the holder itself (a ``--reload`` worker or a
-    multiprocess worker is ``python -c "from multiprocessing.spawn ..."``), then climbs only
-    while the parent matches too: a shell or tmux above the backend is never part of it.
-    """
-    chain = [pid] + d.ancestors(pid)
-    root = None
-    for index, candidate in enumerate(chain):
-        if candidate in protected or candidate == 1:
-            break
-        if pattern.search(d.processes[candidate].command):
-            root = candidate
-        elif root is not None or index > 0:
-            break
-    return root
-
-
-def plan_termination(d: Diagnosis, process_match: str, force: bool) -> TerminationPlan:
-    """Which processes to signal, and which holders are refused.
-
-    A holder is the stale backend when its command line (or its parent's) matches
-    ``process_match``, or when it shares a listening socket with one that is (an inherited
-    socket: the incident's python + node pair). Its whole process tree goes with it, so a
-    reloader cannot orphan its worker and a worker cannot be respawned.
-    """
-    pattern = re.compile(process_match)
-    protected = set(d.protected) | {1}  # the agent's own chain on that host: the runner, or its SSH session
-    roots: List[int] = []
-    eligible_inodes: Set[int] = set()
-    pending = list(d.holders)
-    for holder in d.holders:
-        root = _matching_root(d, holder.pid, pattern, protected)
-        if root is not None:
-            roots.append(root)
-            eligible_inodes |= holder.inodes
-            pending.remove(holder)
-    grew = True
-    while grew:  # sharing spreads: a socket shared with an eligible holder makes its holders eligible
-        grew = False
-        for holder in list(pending):
-            if holder.inodes & eligible_inodes and holder.pid not in protected:
-                roots.append(holder.pid)
-                eligible_inodes |= holder.inodes
-                pending.remove(holder)
-                grew = True
-    refused = [h for h in pending if h.pid in protected or not force]
-    roots.extend(h.pid for h in pending if h not in refused)
-    pids: List[int] = []
-    for root in roots:
-        for pid in [root] + d.descendants(root):
-            if pid not in pids and pid not in protected:
-                pids.append(pid)
-    return TerminationPlan(tuple(d.processes[p] for p in pids), tuple(refused))
 
 
 def describe(proc: ProcessFacts) -> str:
@@ -113,20 +49,21 @@ class Terminate(Step):
             return Unchanged("port %d is free" % d.port)
         termination = plan_termination(d, run.vars["process_match"], run.vars["force"])
         if termination.refused:
-            names = "; ".join(describe(h.process) for h in termination.refused)
-            raise StepFailed("refusing to signal anything: port %d is also held by %s, which does not match "
-                             "process_match %r (set force=true to include it)"
-                             % (d.port, names, run.vars["process_match"]))
+            raise StepFailed("refusing to signal anything: port %d is also held by %s" % (d.port, "; ".join(
+                "%s, which %s" % (describe(r.holder.process), r.why) for r in termination.refused)))
         why = "files changed" if healthy else d.verdict()
-        return Plan("terminate %s [%s]" % ("; ".join(describe(p) for p in termination.targets), why),
+        spared = "; left alone: %s" % "; ".join(describe(p) for p in termination.spared) if termination.spared else ""
+        return Plan("terminate %s [%s]%s" % ("; ".join(describe(p) for p in termination.targets), why, spared),
                     payload=termination)
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         v = run.vars
         # Killing destroys the only evidence of why it hung: capture it first, within a deadline.
         run.evidence = run.transport.agent("evidence", pids=[p.pid for p in plan.payload.targets],
-                                           timeout=v["evidence_timeout"], log_path=log_path(v))
+                                           timeout=v["evidence_timeout"], log_path=log_path(v),
+                                           redact=[v["jwt_secret_file"]])
         targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in plan.payload.targets]
+        run.restarted = True
         done = run.transport.agent("terminate", targets=targets, grace=v["grace"])
         outcomes = ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"])
         if not run.transport.agent("wait_port_free", bind_host=v["bind_host"], port=v["port"],
@@ -180,6 +117,8 @@ class Start(Step):
         for var, name in (("redis_url", "CASCADE_REDIS_URL"), ("citizen_api", "CASCADE_CITIZEN_API")):
             if v[var]:
                 env[name] = v[var]
+        offset = run.transport.agent("file_size", path=log_path(v))  # this start's lines begin here
+        run.restarted = True
         spawned = run.transport.spawn(argv=start_command(v), cwd=v["app_dir"], log=log_path(v),
                                       pidfile=os.path.join(v["state_dir"], "backend.pid"), env=env,
                                       secret_env={"CASCADE_JWT_SECRET": v["jwt_secret_file"]})
@@ -190,7 +129,20 @@ class Start(Step):
         if not ready["ok"]:
             why = ("exited during start-up" if ready["reason"] == "exited"
                    else "not healthy within %.0fs" % v["start_timeout"])
-            lines = run.transport.agent("tail", path=log_path(v), lines=LOG_TAIL_LINES)
-            raise StepFailed("backend pid %d %s; last lines of %s:\n%s"
-                             % (pid, why, log_path(v), "\n".join("  | " + line for line in lines)))
+            raise StepFailed("backend pid %d %s; %s" % (pid, why, self._log_tail(run, offset)))
+        serving = gather_diagnosis(run, probe=False)
+        ours = [h.pid for h in serving.holders if h.pid == pid or pid in serving.ancestors(h.pid)]
+        if not ours:  # healthy, but not thanks to us: another process answers on the port
+            others = "; ".join(describe(h.process) for h in serving.holders) or "a process this user cannot see"
+            raise StepFailed("backend pid %d does not hold port %d, which is served by %s; %s"
+                             % (pid, v["port"], others, self._log_tail(run, offset)))
         return "started pid %d, healthy after %.2fs" % (pid, ready["elapsed_s"])
+
+    @staticmethod
+    def _log_tail(run: HostRun, offset: int) -> str:
+        v = run.vars
+        lines = run.transport.agent("tail", path=log_path(v), lines=LOG_TAIL_LINES, since=offset,
+                                    redact=[v["jwt_secret_file"]])
+        if not lines:
+            return "%s has no lines from this start" % log_path(v)
+        return "its lines in %s:\n%s" % (log_path(v), "\n".join("  | " + line for line in lines))

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Tuple
 from urllib.parse import urlsplit
 
 from ..agent.probe import probe_address
+from ..hostvars import parse_bool
 from ..transport import Transport
 from .base import Arg, Args, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged
 
@@ -182,7 +183,7 @@ class Verify(Step):
     """Run the checks after a change; with ``always: true`` (or ``invoke verify``) on every run."""
 
     name = "verify"
-    args = {"always": Arg(default="false", parse=lambda s: s.lower() in ("true", "yes", "1"))}
+    args = {"always": Arg(default="false", parse=parse_bool)}
 
     def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         pending = run.restart_planned or run.changed_files
