@@ -92,8 +92,9 @@ def test_a_rollback_undoes_only_what_the_run_did(site):
     assert_untouched(site, pid, created, files, hung=False, skip=kept)
 
 
-def test_malformed_inventories_and_options_exit_4_naming_file_and_line(site, tmp_path):
-    pid, created, files = ready(site, hung=False)
+@pytest.mark.parametrize("hung", [False, True], ids=["healthy", "hung"])
+def test_malformed_inventories_and_options_exit_4_naming_file_and_line(site, tmp_path, hung):
+    pid, created, files = ready(site, hung)
     text = site.inventory.read_text()
     cases = []
     for line_text, message in [("      port: \"%d \"" % site.port, "port: expected a whole number"),
@@ -123,7 +124,7 @@ def test_malformed_inventories_and_options_exit_4_naming_file_and_line(site, tmp
         assert done.returncode == 4, (argv, done.stdout + done.stderr)
         assert message in done.stderr, (argv, done.stderr)
         assert "Traceback" not in done.stderr
-    assert_untouched(site, pid, created, files, hung=False)
+    assert_untouched(site, pid, created, files, hung)
 
 
 def _line_of(path, needle):
@@ -221,3 +222,29 @@ def test_no_output_carries_the_secret(site, webhook):
     texts += [p.read_text() for p in site.state_dir.rglob("*") if p.is_file() and p.name != "backend.log"
               and p.name != secret_file.name]
     assert webhook.received and all(SECRET not in text and json.dumps(SECRET)[1:-1] not in text for text in texts)
+
+
+ANSWERS_500 = python_script("""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+
+    @app.get("/health")
+    def health():
+        return JSONResponse({"status": "broken"}, status_code=500)
+""")
+
+
+def test_a_start_that_answers_500_is_polled_with_a_backoff_not_flooded(site):
+    (site.app_dir / "main.py").write_text(ANSWERS_500)
+    site.vars.update(start_timeout="3s", auth_module=None)
+    site.write_inventory()
+    (site.state_dir).mkdir(parents=True, exist_ok=True)
+    (site.state_dir / "backend.log").write_text("a line from an earlier run\n")
+    run = site.recover()
+    start = next(s for s in run.hosts["web"].steps if s.name == "start")
+    assert start.status == "failed" and "not healthy within 3s" in start.message
+    assert "earlier run" not in start.message  # this start's own lines only
+    hits = (site.state_dir / "backend.log").read_text().count("GET /health")
+    assert 3 <= hits <= 25, hits  # about one every 0.4 s once it answers; it was thousands

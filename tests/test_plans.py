@@ -211,3 +211,24 @@ def test_seed_app_fills_only_an_empty_app_dir(tmp_path):
     assert isinstance(SeedApp().plan(run, args, ("dir", ["main.py"])), Unchanged)
     with pytest.raises(StepFailed, match="not a directory"):
         SeedApp().plan(run, args, ("file", None))
+
+
+def test_start_fails_when_the_port_is_served_by_a_process_it_did_not_start():
+    stray = diagnosis([process(1, 0, "/sbin/init"), process(700, 1, UVICORN)], {700: [7]}, probe_ok=True)
+    answers = {"file_size": 10, "spawn_detached": {"pid": 800}, "host_facts": {}, "tail": ["[Errno 98] in use"],
+               "wait_healthy": {"ok": True, "elapsed_s": 0.1}}
+    run, transport = run_on(None, answers=answers)
+    transport.answers["host_facts"] = lambda **kwargs: _raw_of(stray)
+    with pytest.raises(StepFailed, match=r"pid 800 does not hold port 8000, which is served by pid 700"):
+        Start().apply(run, {}, Plan("start"))
+    assert ("tail", {"path": "/srv/app/.cascade-ops/backend.log", "lines": 20, "since": 10,
+                     "redact": ["/srv/app/.cascade-ops/jwt-secret"]}) in transport.calls
+
+
+def _raw_of(d):
+    """The agent reply a constructed diagnosis came from."""
+    return {"sockets": [{"inode": s.inode, "address": s.address, "port": s.port, "family": s.family,
+                         "backlog": s.backlog} for s in d.sockets],
+            "holders": [{"pid": h.pid, "inodes": sorted(h.inodes)} for h in d.holders],
+            "unreadable_pids": 0, "protected": [],
+            "processes": [process(p.pid, p.ppid, list(p.cmdline)) for p in d.processes.values()], "probe": None}
