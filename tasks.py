@@ -50,7 +50,8 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
                            serial=serial, max_fail_percentage=max_fail_percentage,
                            accept_new_host_keys=accept_new_host_keys)
 
-    run = _guard(go)
+    with api.interruptible():
+        run = _guard(go)
     print(json.dumps(run.to_json(), indent=2) if json_ else output.recap(run))
     if run.exit_code:
         raise Exit(code=run.exit_code)
@@ -134,7 +135,8 @@ def watch(c, inventory="inventory.yaml", limit=None, var=None, reset=False, play
     (max_restarts per window), under the host's lock; alerts alert_webhook."""
     from cascade_ops import api
     from cascade_ops.watch import exit_code
-    ticks = _guard(lambda: api.watch(inventory, limit, var or (), reset=reset, playbook=playbook))
+    with api.interruptible():
+        ticks = _guard(lambda: api.watch(inventory, limit, var or (), reset=reset, playbook=playbook))
     if json_:
         print(json.dumps({name: t.to_json() for name, t in ticks.items()}, indent=2))
     else:

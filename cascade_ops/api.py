@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Generic, Iterable, Iterat
 
 from .errors import CascadeError, ConfigError, worst_exit_code
 from .hostvars import Host, parse_cli_vars
+from .interrupts import handled as interruptible  # noqa: F401  (for the face: Ctrl-C handling)
 from .inventory import load_inventory
 from .scheduler import DEFAULT_FORKS, run_each
 from .transport import Transport

@@ -9,8 +9,10 @@ EXIT_INVALID = 4
 EXIT_LOCKED = 5
 EXIT_BUDGET = 6
 
-# When hosts end differently the worst wins (README: exit codes).
-SEVERITY = (EXIT_OK, EXIT_LOCKED, EXIT_BUDGET, EXIT_UNREACHABLE, EXIT_FAILED)
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # interrupted: 128 + the signal
+
+# When hosts end differently the worst wins (README: exit codes); an interrupted run says so first.
+SEVERITY = (EXIT_OK, EXIT_LOCKED, EXIT_BUDGET, EXIT_UNREACHABLE, EXIT_FAILED, EXIT_SIGTERM, EXIT_SIGINT)
 
 
 def worst_exit_code(codes: Iterable[int]) -> int:

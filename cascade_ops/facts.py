@@ -4,7 +4,8 @@ Adding a fact: report it in the agent (``agent.procfs.process_info`` or ``agent.
 the name of a new typed field here; ``from_agent`` and ``to_json`` follow the fields.
 """
 
-from dataclasses import asdict, dataclass, field, fields
+import ipaddress
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from .agent.procfs import GONE_STATES, STOPPED_STATES
@@ -68,11 +69,27 @@ class ListenSocket:
     address: str
     port: int
     family: int
-    backlog: int
+    backlog: int  # connections waiting to be accepted
+    backlog_max: int = 0  # what listen() allows (0: unknown)
+    in_the_way: bool = True  # it keeps the backend from binding bind_host (see ``address_conflict``)
 
     @property
     def endpoint(self) -> str:
         return "[%s]:%d" % (self.address, self.port) if self.family == 6 else "%s:%d" % (self.address, self.port)
+
+
+def address_conflict(address: str, bind_address: str) -> Optional[bool]:
+    """Whether a listener on ``address`` keeps a server from binding ``bind_address`` on the same
+    port: the same address, or a wildcard of the same family. None when it depends on a socket
+    option we cannot read (IPV6_V6ONLY: a dual-stack [::] listener blocks IPv4 too)."""
+    listener, wanted = ipaddress.ip_address(address), ipaddress.ip_address(bind_address)
+    if listener.version == wanted.version:
+        return listener == wanted or listener.is_unspecified or wanted.is_unspecified
+    v6, v4 = (listener, wanted) if listener.version == 6 else (wanted, listener)
+    assert isinstance(v6, ipaddress.IPv6Address)
+    if v6.ipv4_mapped is not None:
+        return v6.ipv4_mapped == v4 or v6.ipv4_mapped.is_unspecified or v4.is_unspecified
+    return None if v6.is_unspecified else False
 
 
 @dataclass(frozen=True)
@@ -94,8 +111,13 @@ class PortHolder:
     def backlog(self) -> int:
         return sum(s.backlog for s in self.sockets)
 
+    @property
+    def in_the_way(self) -> bool:
+        return any(s.in_the_way for s in self.sockets)
+
     def to_json(self) -> Dict[str, Any]:
-        return dict(self.process.to_json(), listen=[s.endpoint for s in self.sockets], backlog=self.backlog)
+        return dict(self.process.to_json(), listen=[s.endpoint for s in self.sockets], backlog=self.backlog,
+                    backlog_max=max((s.backlog_max for s in self.sockets), default=0), in_the_way=self.in_the_way)
 
 
 @dataclass(frozen=True)
@@ -136,8 +158,10 @@ class Diagnosis:
 
     @classmethod
     def from_agent(cls, raw: Dict[str, Any], port: int) -> "Diagnosis":
-        sockets = tuple(ListenSocket(s["inode"], s["address"], s["port"], s["family"], s["backlog"])
-                        for s in raw["sockets"])
+        sockets = tuple(ListenSocket(s["inode"], s["address"], s["port"], s["family"], s["backlog"],
+                                     s.get("backlog_max", 0)) for s in raw["sockets"])
+        if raw.get("bind_address"):
+            sockets = _mark_in_the_way(sockets, raw["bind_address"], raw.get("bindable", False))
         by_inode = {s.inode: s for s in sockets}
         processes = {p["pid"]: ProcessFacts.from_agent(p) for p in raw["processes"]}
         holders = tuple(PortHolder(processes[h["pid"]], tuple(by_inode[i] for i in h["inodes"]))
@@ -148,8 +172,22 @@ class Diagnosis:
                    probe, tuple(s for s in sockets if s.inode not in held))
 
     @property
+    def in_the_way(self) -> Tuple[PortHolder, ...]:
+        """The holders whose listeners keep the backend from binding: the only ones to judge."""
+        return tuple(h for h in self.holders if h.in_the_way)
+
+    @property
+    def bystanders(self) -> Tuple[PortHolder, ...]:
+        """Holders of the port on another address: listed, never signalled."""
+        return tuple(h for h in self.holders if not h.in_the_way)
+
+    @property
+    def blocking_sockets(self) -> Tuple[ListenSocket, ...]:
+        return tuple(s for s in self.sockets if s.in_the_way)
+
+    @property
     def hung_holders(self) -> List[PortHolder]:
-        return [h for h in self.holders if h.process.stopped or h.process.zombie]
+        return [h for h in self.in_the_way if h.process.stopped or h.process.zombie]
 
     @property
     def healthy(self) -> bool:
@@ -169,8 +207,9 @@ class Diagnosis:
         """One line a person can act on."""
         if self.healthy and self.probe:
             return "healthy: %s" % self.probe.describe()
-        if not self.sockets:
-            return "unhealthy: nothing listens on port %d" % self.port
+        if not self.blocking_sockets:
+            others = " (only on %s)" % ", ".join(s.endpoint for s in self.sockets) if self.sockets else ""
+            return "unhealthy: nothing listens on port %d%s" % (self.port, others)
         if self.hung_holders:
             names = ", ".join("pid %d is %s" % (h.pid, h.process.state) for h in self.hung_holders)
             return "unhealthy: %s (known hung, probe skipped)" % names
@@ -184,6 +223,15 @@ class Diagnosis:
             chain.append(proc.ppid)
             proc = self.processes.get(proc.ppid)
         return chain
+
+
+def _mark_in_the_way(sockets: Tuple[ListenSocket, ...], bind_address: str,
+                     bindable: bool) -> Tuple[ListenSocket, ...]:
+    """Each listener marked by whether it blocks ``bind_address``. A dual-stack-or-not [::] listener
+    counts as in the way only when the port cannot be bound and nothing else explains it."""
+    verdicts = [address_conflict(s.address, bind_address) for s in sockets]
+    unknown_blocks = not bindable and True not in verdicts
+    return tuple(replace(s, in_the_way=bool(v) or (v is None and unknown_blocks)) for s, v in zip(sockets, verdicts))
 
 
 def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) -> Diagnosis:

@@ -136,7 +136,8 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("redis_url", parse_str),
     VarSpec("health_path", parse_http_path, "/health"),
     VarSpec("probe_timeout", parse_positive_float, 1.0),
-    VarSpec("grace", parse_duration, 5.0),
+    VarSpec("grace", parse_duration, 5.0),  # SIGTERM to SIGKILL for a healthy backend being replaced
+    VarSpec("hung_grace", parse_duration, 1.0),  # the same for one known hung (stopped, or failed the probe)
     VarSpec("start_timeout", parse_duration, 30.0),
     VarSpec("state_dir", parse_str, "{app_dir}/.cascade-ops", path="host"),
     # At least one: a release that fails must be able to roll back to the previous file.

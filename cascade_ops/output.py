@@ -90,6 +90,9 @@ def incident_text(path: str, doc: dict) -> str:
     d = doc.get("diagnosis")
     if d:
         lines.append("  diagnosis: " + d["verdict"])
+    if doc.get("hang"):
+        lines.append("  hang: %s" % doc["hang"]["summary"])
+    if d:
         for h in d["holders"]:
             lines.append("    holder pid %d %s, backlog %d, %s"
                          % (h["pid"], h["state"], h["backlog"], h["command"][:100]))

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from .agent.files import REDACTED
 from .errors import HostCommandError
+from .hangkind import classify
 from .steps import HostRun
 
 INCIDENT_DIR = "incidents"
@@ -23,10 +24,11 @@ def _iso(t: float) -> str:
 
 
 def build(run: HostRun, steps: List[dict], outcome: str, started_at: float) -> Dict[str, Any]:
+    diagnosis = run.diagnosis.to_json() if run.diagnosis else None
     return {"host": run.host, "port": run.vars["port"], "outcome": outcome,
             "started_at": _iso(started_at), "finished_at": _iso(time.time()),
-            "duration_s": round(time.time() - started_at, 3),
-            "diagnosis": run.diagnosis.to_json() if run.diagnosis else None, "evidence": run.evidence, "actions": steps,
+            "duration_s": round(time.time() - started_at, 3), "diagnosis": diagnosis,
+            "hang": classify(diagnosis, run.evidence, run.terminated), "evidence": run.evidence, "actions": steps,
             "verification": [c.__dict__ for c in run.checks], "rollback": run.rollback}
 
 

@@ -5,11 +5,13 @@ or failed something."""
 import contextlib
 import math
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from . import interrupts
 from .agent.files import REDACTED
 from .errors import (
     EXIT_FAILED,
@@ -23,7 +25,9 @@ from .errors import (
     LockHeld,
     worst_exit_code,
 )
+from .facts import read_diagnosis
 from .hostvars import Host
+from .interrupts import Interrupted
 from .scheduler import DEFAULT_FORKS, HostOutcome, run_each
 from .steps import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, Preflight, StepResult
 from .transport import Transport
@@ -53,6 +57,7 @@ class HostResult:
     not_run: bool = False  # the rollout stopped before this host's batch
     rolled_back: bool = False  # the release failed; the previous files run again, verified
     incident_report: Optional[str] = None
+    interrupted: Optional[int] = None  # the signal that stopped this host's run at a safe point
     warnings: List[str] = field(default_factory=list)  # worth knowing, not a failure of the run
 
     @property
@@ -69,7 +74,8 @@ class HostResult:
 
     @property
     def status(self) -> str:
-        for flag, name in ((self.rolled_back, "rolled_back"), (self.unreachable, "unreachable"),
+        for flag, name in ((self.interrupted, "interrupted"), (self.rolled_back, "rolled_back"),
+                           (self.unreachable, "unreachable"),
                            (self.failed, FAILED), (self.locked, "locked"), (self.not_run, "not_run"),
                            (self.changed, CHANGED)):
             if flag:
@@ -78,6 +84,8 @@ class HostResult:
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 128 + self.interrupted
         if self.unreachable:
             return EXIT_UNREACHABLE
         if self.failed:
@@ -147,8 +155,12 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
         phase = "lock"
         with transport.lock(lock_path(host.vars)) if lock and not options.check else contextlib.nullcontext():
             phase = "steps"
-            _run_steps(run, bound, report)
-            if result.failed and run.installed and options.rollback and not options.check:
+            try:
+                _run_steps(run, bound, report)
+            except Interrupted as exc:  # a safe point: between two steps; no rollback, as asked
+                result.interrupted = exc.signum
+                report(StepResult("interrupted", FAILED, "%s; %s" % (exc, _state_now(run))))
+            if result.failed and run.installed and options.rollback and not options.check and not result.interrupted:
                 result.rolled_back = _roll_back(run, bound, report)
             if not options.check and (result.failed or result.changed):
                 phase = "incident_report"
@@ -164,6 +176,21 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
         report(StepResult(phase, FAILED, "unexpected %s: %s" % (type(exc).__name__, exc)))
     result.duration_s = time.monotonic() - started
     return result
+
+
+def _state_now(run: HostRun) -> str:
+    """What an interrupted run leaves behind, in words: who holds the port, and what this run did."""
+    try:
+        d = read_diagnosis(run.transport, run.vars, probe=False)
+    except CascadeError as exc:
+        return "the port could not be read (%s)" % exc
+    signalled = ["pid %d %s" % (o["pid"], o["outcome"]) for o in run.terminated]
+    done = ("%s; " % ", ".join(signalled)) if signalled else ""
+    started = "pid %d was started by this run and not verified" % run.started_pid if run.started_pid else \
+        "nothing was started"
+    holders = "; ".join("pid %d (%s)" % (h.pid, h.process.state) for h in d.in_the_way)
+    where = "port %d is held by %s" % (d.port, holders) if holders else "nothing serves port %d" % d.port
+    return "%s%s; %s" % (done, where, started)
 
 
 class _Scrubber:
@@ -196,8 +223,11 @@ def _write_report(run: HostRun, result: HostResult, started_at: float) -> None:
 
 def _run_steps(run: HostRun, bound: List[BoundStep], report: Callable[[StepResult], None],
                prefix: str = "") -> bool:
-    """Execute steps in order until one fails; False when one did."""
+    """Execute steps in order until one fails; False when one did. Interrupted between two steps."""
+    done = "before any step"
     for item in bound:
+        interrupts.check(done)
+        done = "after step %s%s" % (prefix, item.step.name)
         if item.skip_reason or item.args is None:
             step_result = StepResult(item.step.name, SKIPPED, item.skip_reason or "")
         else:
@@ -260,8 +290,10 @@ def batch_size(serial: Union[int, str, None], total: int, field: str = "serial")
 
 
 def _unfinished(live: HostResult, outcome: HostOutcome) -> HostResult:
-    """A host whose run never started (unreachable) or was cut off at its deadline."""
+    """A host whose run never started (unreachable, interrupted) or was cut off at its deadline."""
     error = outcome.error
+    if isinstance(error, Interrupted):
+        return HostResult(live.host, [StepResult("interrupted", SKIPPED, str(error))], interrupted=error.signum)
     if isinstance(error, HostCutOff):
         return HostResult(live.host, list(live.steps) + [StepResult("deadline", FAILED, str(error))],
                           outcome.duration_s)
@@ -298,6 +330,13 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
                 results[host.name] = outcome.value
 
         run_each(batch, work, run_options.forks, run_options.accept_new_host_keys, on_done=done)
+        signum = interrupts.requested()
+        if signum is not None and index + 1 < len(batches):
+            for host in (h for later in batches[index + 1:] for h in later):
+                why = "not touched: interrupted by %s" % signal.Signals(signum).name
+                results[host.name] = HostResult(host.name, [StepResult("interrupted", SKIPPED, why)],
+                                                interrupted=signum)
+            break
         bad = [h.name for h in batch if results[h.name].failed]
         if (run_options.serial is not None and bad
                 and 100.0 * len(bad) / len(batch) > (run_options.max_fail_percentage or 0)):

@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
+from . import interrupts
 from .errors import EXIT_OK, CascadeError, HostCommandError, HostCutOff, HostUnreachable
 from .hostvars import Host
+from .interrupts import Interrupted
 from .transport import Transport, connect
 
 T = TypeVar("T")
@@ -110,9 +112,16 @@ def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, acc
 
     while pending or running:
         while pending and len(running) < max(1, forks):
+            signum = interrupts.requested()
+            if signum is not None:  # stopping: the hosts not started yet are left alone
+                host = pending.pop(0)
+                record(host, HostOutcome(host.name, error=Interrupted(signum, "before %s was started" % host.name)))
+                continue
             slot = _Slot(pending.pop(0))
             running[slot.host.name] = slot
             threading.Thread(target=thread, args=(slot,), daemon=True, name="host-" + slot.host.name).start()
+        if not running:
+            break
         nearest = min(slot.deadline for slot in running.values())
         try:
             name, outcome = finished.get(timeout=max(0.0, nearest - time.monotonic()))

@@ -143,7 +143,8 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
         state.fail_streak = 0
     if result.rolled_back:
         outcome = "rolled back to the previous release after: " + outcome
-    tick = Tick(host.name, False, diagnosis.verdict(), "recover", outcome, EXIT_FAILED if failed else EXIT_OK,
+    code = result.exit_code if result.interrupted else EXIT_FAILED if failed else EXIT_OK
+    tick = Tick(host.name, False, diagnosis.verdict(), "recover", outcome, code,
                 recovery=result.to_json(), incident_report=result.incident_report)
     tick.alert_error = _alert(v, host.name, diagnosis, "recovery", outcome, now, result.incident_report)
     return tick

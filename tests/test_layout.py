@@ -18,7 +18,8 @@ LAYERS = [
     ("agent", {"agent"}),
     ("facts/transport", {"facts", "transport"}),
     ("steps", {"steps"}),
-    ("engine", {"scheduler", "runner", "report", "playbook", "inventory", "watch", "cron", "alerts", "output"}),
+    ("engine", {"scheduler", "runner", "report", "hangkind", "interrupts", "playbook", "inventory", "watch", "cron",
+                "alerts", "output"}),
     ("api", {"api", "__init__"}),
 ]
 MAX_LINES = 400

@@ -9,7 +9,7 @@ from .registry import AgentError, command
 def _crontab(args: List[str], user: Optional[str], stdin: Optional[str] = None) -> "subprocess.CompletedProcess[str]":
     argv = ["crontab"] + (["-u", user] if user else []) + args
     try:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10)
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10, start_new_session=True)
     except FileNotFoundError:
         raise AgentError("crontab is not installed (Debian: apt-get install cron)") from None
     except subprocess.TimeoutExpired:

@@ -53,7 +53,7 @@ def _py_spy_dump(py_spy: str, pid: int, timeout: float) -> Tuple[Optional[str], 
     # --nonblocking reads memory without pausing the process: a stopped process stays stopped.
     try:
         done = subprocess.run([py_spy, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, start_new_session=True)
     except subprocess.TimeoutExpired:
         return None, "py-spy dump of pid %d did not finish within %.1fs" % (pid, timeout)
     if done.returncode != 0:

@@ -1,25 +1,43 @@
 """Everything a diagnosis needs, gathered in one command (one round trip when remote)."""
 
 import os
-from typing import Any, Dict
+import socket
+from typing import Any, Dict, List, Optional
 
-from .probe import http_probe, probe_address
+from .probe import http_probe, port_free, probe_address
 from .procfs import GONE_STATES, STOPPED_STATES, ancestry, listen_sockets, process_table, socket_holders
 from .registry import command
+
+
+def resolve_address(host: str) -> Optional[str]:
+    """The numeric address a server bound to ``host`` listens on (None when it does not resolve)."""
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except (socket.gaierror, UnicodeError):
+        return None
+
+
+def _blocks(sock: Dict[str, Any], bind_address: Optional[str]) -> bool:
+    """A listener on the address the backend binds, or on a wildcard of its family."""
+    return bind_address is None or sock["address"] in (bind_address, "0.0.0.0", "::")
 
 
 @command
 def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float, probe: bool = True) -> Dict[str, Any]:
     """Sockets on the port, their holders, the process table, and the health probe.
 
-    The HTTP probe is skipped when nothing listens (refused is certain) and when a holder is
-    stopped or a zombie: it is known hung, and waiting out the probe deadline only delays recovery.
+    The HTTP probe is skipped when nothing listens (refused is certain) and when a holder in the
+    backend's way is stopped or a zombie: it is known hung, and waiting out the probe deadline
+    only delays recovery.
     """
     sockets = listen_sockets(port)
     holders, unreadable = socket_holders([s["inode"] for s in sockets])
     procs = process_table()
     by_pid = {p["pid"]: p for p in procs}
-    hung = [pid for pid in holders if by_pid.get(pid, {}).get("state") in STOPPED_STATES + GONE_STATES]
+    bind_address = resolve_address(bind_host)
+    blocking = {s["inode"] for s in sockets if _blocks(s, bind_address)}
+    hung: List[int] = [pid for pid, inodes in holders.items() if blocking.intersection(inodes)
+                       and by_pid.get(pid, {}).get("state") in STOPPED_STATES + GONE_STATES]
     probe_result = None
     if probe and sockets and not hung:
         probe_result = http_probe(probe_address(bind_host), port, health_path, probe_timeout)
@@ -30,4 +48,6 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
         "processes": procs,
         "protected": ancestry(os.getpid(), by_pid),
         "probe": probe_result,
+        "bind_address": bind_address,
+        "bindable": port_free(bind_host, port) if sockets else True,
     }

@@ -47,8 +47,9 @@ def spawn_detached(**kwargs: object) -> Dict[str, int]:
     """``spawn`` in a short-lived intermediate process: the backend is re-parented to init at once
     instead of becoming the zombie of a long-lived caller (a library user, a test, the agent server)."""
     try:
+        # Its own session: a Ctrl-C to the runner's terminal must not kill a start half-way.
         done = subprocess.run([sys.executable, "-I", "-c", BOOT, "spawn"], input=json.dumps(kwargs) + "\n",
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=30, start_new_session=True)
     except subprocess.TimeoutExpired:
         raise AgentError("the launcher did not return within 30s") from None
     try:

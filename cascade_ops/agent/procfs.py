@@ -3,12 +3,13 @@
 import os
 import pwd
 import socket
+import struct
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .registry import AgentError, command
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 # States in /proc/PID/stat: T stopped (SIGSTOP), t stopped by a tracer, Z zombie, X dead.
 STOPPED_STATES = ("T", "t")
@@ -39,18 +40,60 @@ def tcp_table() -> Iterator[Tuple[int, List[str]]]:
 @command
 def listen_sockets(port: int) -> List[Json]:
     """Every LISTEN socket on ``port``, both IP families, with its accept backlog."""
-    found = []
+    found: List[Json] = []
     for family, fields in tcp_table():
         if fields[3] != "0A":  # TCP_LISTEN
             continue
         addr_hex, port_hex = fields[1].split(":")
         if int(port_hex, 16) != port:
             continue
-        # For a listener the kernel reports the current accept-queue length as rx_queue.
+        # For a listener the kernel reports the current accept-queue length as rx_queue...
         rx_queue = fields[4].split(":")[1]
         found.append({"inode": int(fields[9]), "address": _decode_addr(addr_hex, family), "port": port,
                       "family": family, "backlog": int(rx_queue, 16)})
+    if found:
+        limits = listen_backlog_limits()
+        for sock in found:
+            sock["backlog_max"] = limits.get(sock["inode"], 0)
     return found
+
+
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLM_DUMP_REQUEST, _NLMSG_DONE = 4, 20, 0x301, 3
+_INET_DIAG_MSG = struct.Struct("=BBBB48xIIIII")  # family, state, timer, retrans, id, expires, rq, wq, uid, inode
+
+
+def listen_backlog_limits() -> Dict[int, int]:
+    """inode -> what listen() allows to queue, for every TCP listener (the Send-Q of ``ss -lt``).
+
+    /proc/net/tcp shows how many wait, not how many may: that is only in sock_diag over netlink.
+    {} when the kernel will not say."""
+    limits: Dict[int, int] = {}
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(1.0)
+            for family in (socket.AF_INET, socket.AF_INET6):
+                # inet_diag_req_v2: family, protocol, ext, pad, states (LISTEN only), an empty sockid
+                request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << 10)
+                nl.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_DUMP_REQUEST, 1, 0)
+                        + request)
+                done = False
+                while not done:
+                    data = nl.recv(65536)
+                    offset = 0
+                    while offset + 16 <= len(data):
+                        length, kind = struct.unpack_from("=IH", data, offset)
+                        if kind == _NLMSG_DONE or length < 16:
+                            done = True
+                            break
+                        if kind == _SOCK_DIAG_BY_FAMILY:
+                            fields = _INET_DIAG_MSG.unpack_from(data, offset + 16)
+                            limits[fields[8]] = fields[6]
+                        else:  # an error message: the kernel will not tell us
+                            return limits
+                        offset += (length + 3) & ~3
+    except OSError:
+        return {}
+    return limits
 
 
 def socket_inodes(pid: int) -> Iterator[int]:
@@ -124,6 +167,12 @@ def read_stat(pid: int) -> Optional[Tuple[str, List[str]]]:
     return raw[raw.index("(") + 1:close], raw[close + 2:].split()
 
 
+def cpu_ticks(pid: int) -> Optional[int]:
+    """User + system CPU time of a process, in clock ticks (None when it is gone)."""
+    stat = read_stat(pid)
+    return int(stat[1][11]) + int(stat[1][12]) if stat else None
+
+
 def process_info(pid: int, boot: Optional[int] = None, now: Optional[float] = None) -> Optional[Json]:
     """One process's facts, or None when it is gone. Each key is a field of ``facts.ProcessFacts``."""
     stat = read_stat(pid)
@@ -154,8 +203,8 @@ def process_info(pid: int, boot: Optional[int] = None, now: Optional[float] = No
         "uid": uid,
         "user": _user(uid),
         "start_ticks": start_ticks,
-        "age_s": round(max(0.0, now - (boot + start_ticks / _CLK_TCK)), 2),
-        "cpu_s": round((int(fields[11]) + int(fields[12])) / _CLK_TCK, 2),
+        "age_s": round(max(0.0, now - (boot + start_ticks / CLK_TCK)), 2),
+        "cpu_s": round((int(fields[11]) + int(fields[12])) / CLK_TCK, 2),
         "threads": int(fields[17]),
         "rss": int(fields[21]) * _PAGE,
         "cmdline": cmdline or ["[" + comm + "]"],

@@ -6,7 +6,7 @@ import signal
 import time
 from typing import Any, Dict, List, Optional
 
-from .procfs import GONE_STATES, read_stat
+from .procfs import CLK_TCK, GONE_STATES, cpu_ticks, read_stat, socket_inodes
 from .registry import AgentError, command
 
 
@@ -56,42 +56,77 @@ def _wait_gone(targets: List[Target], deadline: float, poll_interval: float) -> 
         time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
 
+def _still_listening(targets: List[Target], listening: List[int]) -> List[Target]:
+    """The targets that still hold one of the ``listening`` socket inodes."""
+    wanted = set(listening)
+    holding = []
+    for target in targets:
+        try:
+            if wanted.intersection(socket_inodes(target.pid)):
+                holding.append(target)
+        except PermissionError:
+            holding.append(target)  # cannot tell: assume the worst
+    return holding
+
+
 @command
 def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float = 5.0,
-              poll_interval: float = 0.01) -> Dict[str, Any]:
+              poll_interval: float = 0.01, listening: Optional[List[int]] = None,
+              hung_after: Optional[float] = None) -> Dict[str, Any]:
     """SIGTERM (then SIGCONT), wait ``grace`` seconds, SIGKILL survivors; zombies count as gone.
 
     SIGCONT follows SIGTERM because a stopped process keeps SIGTERM pending until it is continued
     (as systemd does). ``targets`` are {"pid", "start_ticks"} from a snapshot; a pid whose start
     time no longer matches is a different process and is never signalled.
+
+    With ``hung_after``: a target still holding one of the ``listening`` sockets that long after
+    SIGTERM will not exit (a live uvicorn closes its listener within milliseconds; one whose event
+    loop is blocked never runs its signal handler): every survivor is killed then, without waiting
+    out ``grace``. Each outcome says whether the process used CPU meanwhile (a spinning handler)
+    or not (blocked).
     """
     handles = []
-    outcomes = {}
+    outcomes: Dict[int, Dict[str, Any]] = {}
     for spec in targets:
         target = Target(spec["pid"], spec["start_ticks"])
         if not target.same_process():
             target.close()
-            outcomes[target.pid] = "already gone"
+            outcomes[target.pid] = {"outcome": "already gone"}
             continue
         handles.append(target)
     started = time.monotonic()
+    cpu_before = {t.pid: cpu_ticks(t.pid) for t in handles}
     try:
         for target in handles:
             target.send(signal.SIGTERM)
             target.send(signal.SIGCONT)
-        survivors = _wait_gone(handles, started + grace, poll_interval)
+        survivors = handles
+        reason = "after grace %.1fs" % grace
+        if hung_after is not None and listening:
+            survivors = _wait_gone(handles, started + min(hung_after, grace), poll_interval)
+            if survivors and _still_listening(survivors, listening):
+                reason = "still listening %.1fs after SIGTERM" % hung_after
+            else:
+                survivors = _wait_gone(survivors, started + grace, poll_interval)
+        else:
+            survivors = _wait_gone(handles, started + grace, poll_interval)
+        waited = max(time.monotonic() - started, 0.01)
         for target in handles:
-            if target not in survivors:
-                outcomes[target.pid] = "exited on SIGTERM"
+            outcomes[target.pid] = {"outcome": "exited on SIGTERM"}
+        for target in survivors:  # the share of one CPU each used while ignoring SIGTERM
+            after, before = cpu_ticks(target.pid), cpu_before[target.pid]
+            if after is not None and before is not None:
+                outcomes[target.pid]["cpu_busy"] = round((after - before) / CLK_TCK / waited, 2)
         for target in survivors:
             target.send(signal.SIGKILL)
         stubborn = _wait_gone(survivors, time.monotonic() + kill_timeout, poll_interval)
         for target in survivors:
-            outcomes[target.pid] = "still running after SIGKILL" if target in stubborn else "killed (SIGKILL)"
+            outcomes[target.pid]["outcome"] = ("still running after SIGKILL" if target in stubborn
+                                               else "killed (SIGKILL) %s" % reason)
     finally:
         for target in handles:
             target.close()
-    return {"outcomes": [{"pid": pid, "outcome": o} for pid, o in sorted(outcomes.items())],
+    return {"outcomes": [dict(o, pid=pid) for pid, o in sorted(outcomes.items())],
             "elapsed_s": round(time.monotonic() - started, 3) if handles else 0.0}
 
 

@@ -74,6 +74,8 @@ class HostRun:
     restarted: bool = False  # this run signalled or started the backend (a rollback restarts it only then)
     installed: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # (file, its backup or None)
     evidence: Optional[Dict[str, Any]] = None  # captured before terminate signalled anything
+    terminated: List[Dict[str, Any]] = field(default_factory=list)  # terminate's outcome per pid
+    started_pid: Optional[int] = None  # the backend the start step launched
     checks: List[Any] = field(default_factory=list)  # the verify step's results
     rollback: Optional[Dict[str, Any]] = None
 

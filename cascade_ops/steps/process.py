@@ -12,6 +12,9 @@ from .termination import plan_termination
 
 LOG_TAIL_LINES = 20
 FRESH_FACTS_S = 2.0  # a diagnosis younger than this is reused by terminate instead of a second scan
+# A live uvicorn closes its listener within milliseconds of SIGTERM; one still listening this long
+# after it never will (its event loop, where it handles signals, is blocked).
+HUNG_AFTER_S = 0.2
 
 
 def describe(proc: ProcessFacts) -> str:
@@ -41,37 +44,49 @@ class Terminate(Step):
         healthy = run.diagnosis is not None and run.diagnosis.healthy
         if d is None:
             return Unchanged("backend healthy and up to date: left running")
-        if d.orphan_sockets:
+        orphans = [s for s in d.orphan_sockets if s.in_the_way]
+        if orphans:
             raise StepFailed("port %d is held by a process this user cannot see (%s); run as its owner or root"
-                             % (d.port, ", ".join(s.endpoint for s in d.orphan_sockets)))
+                             % (d.port, ", ".join(s.endpoint for s in orphans)))
         run.restart_planned = True
-        if not d.holders:
-            return Unchanged("port %d is free" % d.port)
+        others = ""
+        if d.bystanders:
+            others = " (left alone, on another address: %s)" % "; ".join(
+                "%s on %s" % (describe(h.process), ",".join(s.endpoint for s in h.sockets)) for h in d.bystanders)
+        if not d.in_the_way:
+            return Unchanged("port %d is free for %s%s" % (d.port, run.vars["bind_host"], others))
         termination = plan_termination(d, run.vars["process_match"], run.vars["force"])
         if termination.refused:
             raise StepFailed("refusing to signal anything: port %d is also held by %s" % (d.port, "; ".join(
                 "%s, which %s" % (describe(r.holder.process), r.why) for r in termination.refused)))
         why = "files changed" if healthy else d.verdict()
         spared = "; left alone: %s" % "; ".join(describe(p) for p in termination.spared) if termination.spared else ""
-        return Plan("terminate %s [%s]%s" % ("; ".join(describe(p) for p in termination.targets), why, spared),
-                    payload=termination)
+        return Plan("terminate %s [%s]%s%s" % ("; ".join(describe(p) for p in termination.targets), why, spared,
+                                               others), payload=(termination, spared + others))
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         v = run.vars
         # Killing destroys the only evidence of why it hung: capture it first, within a deadline.
-        run.evidence = run.transport.agent("evidence", pids=[p.pid for p in plan.payload.targets],
+        termination, aside = plan.payload
+        run.evidence = run.transport.agent("evidence", pids=[p.pid for p in termination.targets],
                                            timeout=v["evidence_timeout"], log_path=log_path(v),
                                            redact=[v["jwt_secret_file"]])
-        targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in plan.payload.targets]
+        targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in termination.targets]
         run.restarted = True
-        done = run.transport.agent("terminate", targets=targets, grace=v["grace"])
+        # A healthy backend replaced for new files drains within ``grace``. One known hung gets
+        # ``hung_grace``, and is killed at once if it still listens shortly after SIGTERM.
+        hung = not (run.diagnosis is not None and run.diagnosis.healthy)
+        listening = sorted({i for h in run.diagnosis.in_the_way for i in h.inodes}) if run.diagnosis else []
+        done = run.transport.agent("terminate", targets=targets, grace=v["hung_grace"] if hung else v["grace"],
+                                   listening=listening, hung_after=HUNG_AFTER_S if hung else None)
+        run.terminated = done["outcomes"]
         outcomes = ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"])
         if not run.transport.agent("wait_port_free", bind_host=v["bind_host"], port=v["port"],
                                    timeout=max(5.0, v["grace"])):
             left = gather_diagnosis(run, probe=False)
             raise StepFailed("%s, but port %d is still held by %s" % (
                 outcomes, v["port"], "; ".join(describe(h.process) for h in left.holders) or "an unseen process"))
-        return "%s; port %d free" % (outcomes, v["port"])
+        return "%s; port %d free%s" % (outcomes, v["port"], aside)
 
 
 def _untouched_and_healthy(run: HostRun) -> bool:
@@ -81,8 +96,10 @@ def _untouched_and_healthy(run: HostRun) -> bool:
 def start_command(v: Dict[str, Any]) -> List[str]:
     if v["start_command"]:
         return shlex.split(v["start_command"])
-    return [v["python"], "-m", "uvicorn", v["app"], "--app-dir", v["app_dir"],
+    argv = [v["python"], "-m", "uvicorn", v["app"], "--app-dir", v["app_dir"],
             "--host", v["bind_host"], "--port", str(v["port"])]
+    drain = int(v["grace"]) - 1  # open connections (a WebSocket) are closed before grace runs out
+    return argv + ["--timeout-graceful-shutdown", str(drain)] if drain >= 1 else argv
 
 
 def log_path(v: Dict[str, Any]) -> str:
@@ -107,7 +124,7 @@ class Start(Step):
             if d.healthy:
                 pids = ", ".join(str(h.pid) for h in d.holders)
                 return Unchanged("running and healthy (pid %s)" % pids)
-            if d.sockets:
+            if d.blocking_sockets:
                 raise StepFailed("port %d is held and %s; run the terminate step first" % (d.port, d.verdict()))
         return Plan("start %s on %s:%d" % (run.vars["app"], run.vars["bind_host"], run.vars["port"]))
 
@@ -122,7 +139,7 @@ class Start(Step):
         spawned = run.transport.spawn(argv=start_command(v), cwd=v["app_dir"], log=log_path(v),
                                       pidfile=os.path.join(v["state_dir"], "backend.pid"), env=env,
                                       secret_env={"CASCADE_JWT_SECRET": v["jwt_secret_file"]})
-        pid = spawned["pid"]
+        pid = run.started_pid = spawned["pid"]
         ready = run.transport.agent("wait_healthy", pid=pid, bind_host=v["bind_host"], port=v["port"],
                                     path=v["health_path"], timeout=v["start_timeout"],
                                     probe_timeout=v["probe_timeout"])

@@ -47,8 +47,9 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool) -> Terminati
     """The processes to signal for ``d``'s holders, the holders refused, and the relatives spared."""
     pattern = re.compile(process_match)
     protected = set(d.protected) | {1}  # the agent's own chain on that host: the runner, or its SSH session
-    eligible = [h for h in d.holders if h.pid not in protected and pattern.search(h.process.command)]
-    pending = [h for h in d.holders if h not in eligible]
+    judged = d.in_the_way  # a listener on another address cannot block the backend: never judged
+    eligible = [h for h in judged if h.pid not in protected and pattern.search(h.process.command)]
+    pending = [h for h in judged if h not in eligible]
     inodes: Set[int] = {i for h in eligible for i in h.inodes}
     grew = True
     while grew:  # an inherited socket: its other holders keep the port, so they are the backend too
