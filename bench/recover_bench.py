@@ -41,7 +41,7 @@ def holders(port):
 
 def timed(argv, **kwargs):
     started = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, **kwargs)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
     return time.perf_counter() - started
 
 
@@ -107,8 +107,9 @@ def main():
         data = {"port": port, "app_dir": app_dir, "auth_src": REPO / "playbooks" / "files" / "auth.py",
                 "python": sys.executable, "secret_file": app_dir / ".cascade-ops" / "jwt-secret",
                 "log": root / "pyinfra.log"}
-        tools.append(("pyinfra", [pyinfra, "-y", "--quiet", "@local", str(REPO / "bench" / "pyinfra_local_recover.py")]
-                      + [arg for key, value in data.items() for arg in ("--data", "%s=%s" % (key, value))]))
+        tools.append(("pyinfra", [pyinfra, "-y"] + [arg for key, value in data.items()
+                                                    for arg in ("--data", "%s=%s" % (key, value))]
+                      + ["@local", str(REPO / "bench" / "pyinfra_local_recover.py")]))
     scenarios = ("stopped", "blocked", "healthy")
     results = {(scenario, name): [] for scenario in scenarios for name, _ in tools}
     stuck = []

@@ -1,15 +1,16 @@
 """Text for people. JSON output is the results' own ``to_json``."""
 
-from typing import List
+from typing import TYPE_CHECKING, List
 
-from .errors import CascadeError
-from .facts import Diagnosis
-from .runner import RunResult
-from .steps import StepResult
-from .steps.verify import Check
+if TYPE_CHECKING:  # types only: printing a step line must not load the verification's clients
+    from .errors import CascadeError
+    from .facts import Diagnosis
+    from .runner import RunResult
+    from .steps import StepResult
+    from .steps.verify import Check
 
 
-def step_line(host: str, result: StepResult) -> str:
+def step_line(host: str, result: "StepResult") -> str:
     first, _, rest = result.message.partition("\n")
     line = "%-12s %-13s %-8s %6.3fs  %s" % (host, result.name, result.status, result.duration_s, first)
     if rest:
@@ -19,7 +20,7 @@ def step_line(host: str, result: StepResult) -> str:
     return line
 
 
-def recap(run: RunResult) -> str:
+def recap(run: "RunResult") -> str:
     lines = ["RECAP"]
     for name, host in run.hosts.items():
         r = host.recap()
@@ -40,7 +41,7 @@ def _size(n: int) -> str:
     return "%dT" % n
 
 
-def diagnosis_table(host: str, d: Diagnosis) -> str:
+def diagnosis_table(host: str, d: "Diagnosis") -> str:
     lines = ["%s port %d: %s" % (host, d.port, d.verdict())]
     if d.holders:
         lines.append("  %7s %7s %-10s %-17s %8s %6s %-22s %7s  %s"
@@ -57,7 +58,7 @@ def diagnosis_table(host: str, d: Diagnosis) -> str:
     return "\n".join(lines)
 
 
-def checks_text(host: str, checks: List[Check]) -> str:
+def checks_text(host: str, checks: "List[Check]") -> str:
     return "\n".join("%-12s %s" % (host, c.describe()) for c in checks)
 
 
@@ -112,7 +113,7 @@ def incident_text(path: str, doc: dict) -> str:
     return "\n".join(lines)
 
 
-def host_error(host: str, error: CascadeError) -> str:
+def host_error(host: str, error: "CascadeError") -> str:
     """A host that could not answer, in one line (the error names the host already)."""
     text = str(error)
     return text if text.startswith(host + ":") else "%s: %s" % (host, text)

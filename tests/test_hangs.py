@@ -92,7 +92,7 @@ def test_a_hung_handler_is_killed_without_waiting_out_grace(hang_site, path, kin
     _hung(hang_site)
     run, hang = _recover_and_report(hang_site, max_seconds=4.5)  # grace is 5 s: it was not waited out
     terminate = next(s for s in run.hosts["web"].steps if s.name == "terminate")
-    assert "still listening 0.2s after SIGTERM" in terminate.message
+    assert "still listening 0.1s after SIGTERM" in terminate.message
     assert hang["kind"] == kind and words in hang["summary"], hang
     text = hang_site.cli("report").stdout
     assert "hang: pid" in text and words in text

@@ -15,7 +15,7 @@ from support import wait_for
 SLOW_START = """
 import time
 from fastapi import FastAPI
-time.sleep(3)  # a slow start-up: the run is inside its start step for a while
+time.sleep(5)  # a slow start-up: the run is inside its start step for a while
 app = FastAPI()
 
 @app.get("/health")
@@ -49,7 +49,7 @@ def test_an_interrupt_stops_at_the_next_safe_point_and_says_what_it_leaves(site,
     reaper.track(proc.pid)
     lines = []
     _wait_for_line(proc, "terminate", lines)
-    wait_for((site.state_dir / "backend.pid").exists, message="the start step under way (3 s)")
+    wait_for((site.state_dir / "backend.pid").exists, message="the start step under way (5 s)")
     os.killpg(proc.pid, sig)
     out, err = proc.communicate(timeout=60)
     text = "".join(lines) + out
@@ -70,10 +70,14 @@ def test_a_second_ctrl_c_ends_the_run_at_once(site, reaper):
     reaper.track(proc.pid)
     lines = []
     _wait_for_line(proc, "terminate", lines)
-    wait_for((site.state_dir / "backend.pid").exists, message="the start step under way (3 s)")
+    wait_for((site.state_dir / "backend.pid").exists, message="the start step under way (5 s)")
     os.killpg(proc.pid, signal.SIGINT)
-    wait_for(lambda: "next safe point" in proc.stderr.readline(), message="the first Ctrl-C acknowledged")
+    acknowledged = []
+    wait_for(lambda: acknowledged.append(proc.stderr.readline()) or "next safe point" in acknowledged[-1],
+             message="the first Ctrl-C acknowledged")
+    assert proc.poll() is None, "the run ended before the second Ctrl-C: %s" % acknowledged
     os.killpg(proc.pid, signal.SIGINT)
     started = time.monotonic()
     proc.wait(timeout=10)
-    assert proc.returncode == 130 and time.monotonic() - started < 1.5
+    assert proc.returncode == 130, (proc.returncode, acknowledged, proc.stderr.read())
+    assert time.monotonic() - started < 1.5

@@ -2,7 +2,6 @@
 
 import ast
 import base64
-import difflib
 import hashlib
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -11,6 +10,7 @@ from .base import Arg, Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
 
 
 def _unified_diff(path: str, old: str, new: str) -> str:
+    import difflib  # only for --diff and check mode's diffs
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
 
 

@@ -9,12 +9,13 @@ from ..facts import ProcessFacts
 from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
 from .diagnose import gather_diagnosis
 from .termination import plan_termination
+from .verify import warm_up
 
 LOG_TAIL_LINES = 20
 FRESH_FACTS_S = 2.0  # a diagnosis younger than this is reused by terminate instead of a second scan
 # A live uvicorn closes its listener within milliseconds of SIGTERM; one still listening this long
 # after it never will (its event loop, where it handles signals, is blocked).
-HUNG_AFTER_S = 0.2
+HUNG_AFTER_S = 0.1
 
 
 def describe(proc: ProcessFacts) -> str:
@@ -140,6 +141,7 @@ class Start(Step):
                                       pidfile=os.path.join(v["state_dir"], "backend.pid"), env=env,
                                       secret_env={"CASCADE_JWT_SECRET": v["jwt_secret_file"]})
         pid = run.started_pid = spawned["pid"]
+        warm_up()  # verify's clients load while the backend boots
         ready = run.transport.agent("wait_healthy", pid=pid, bind_host=v["bind_host"], port=v["port"],
                                     path=v["health_path"], timeout=v["start_timeout"],
                                     probe_timeout=v["probe_timeout"])

@@ -10,7 +10,7 @@ import hashlib
 import json
 import secrets
 import socket
-import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
@@ -145,10 +145,21 @@ def _check_redis(url: str, timeout: float) -> Tuple[bool, str]:
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def _tls_context() -> Any:
     """One default TLS context for every client: building one costs tens of milliseconds of CPU,
     which a fleet run would pay once per host while holding the GIL."""
+    import ssl
     return ssl.create_default_context()
+
+
+def warm_up() -> None:
+    """Load the clients verification needs (httpx, pyjwt, a TLS context: a third of a second) in the
+    background, while a just-started backend boots: verify then starts at once."""
+    def load() -> None:
+        import httpx  # noqa: F401
+        import jwt  # noqa: F401
+        _tls_context()
+    threading.Thread(target=load, daemon=True, name="verify-warm-up").start()
 
 
 def run_checks(transport: Transport, v: Dict[str, Any]) -> List[Check]:
