@@ -40,13 +40,15 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api, output
 
-    def show(host, result):
-        print(output.step_line(host, result), flush=True)
-
     def go():
+        hosts = _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ())
+        width = max([12] + [len(h.name) for h in hosts])
+
+        def show(host, result):
+            print(output.step_line(host, result, width), flush=True)
         return api.recover(inventory, limit, var or (), check=check, diff=diff,
                            playbook=playbook or api.default_playbook(inventory, name),
-                           on_step=None if json_ else show, hosts=_fab_hosts(c, inventory, var), forks=forks,
+                           on_step=None if json_ else show, hosts=hosts, forks=forks,
                            serial=serial, max_fail_percentage=max_fail_percentage,
                            accept_new_host_keys=accept_new_host_keys)
 
@@ -57,7 +59,11 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
         raise Exit(code=run.exit_code)
 
 
-@task(iterable=["var"], help=HELP)
+def _help(playbook):
+    return dict(HELP, playbook="playbook file (default: playbooks/%s.yaml beside the inventory, else here)" % playbook)
+
+
+@task(iterable=["var"], help=_help("recover"))
 def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
             playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False):
     """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
@@ -68,7 +74,7 @@ def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, di
          accept_new_host_keys)
 
 
-@task(iterable=["var"], help=HELP)
+@task(iterable=["var"], help=_help("deploy"))
 def deploy(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False):
     """Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."""

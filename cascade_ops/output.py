@@ -10,9 +10,14 @@ if TYPE_CHECKING:  # types only: printing a step line must not load the verifica
     from .steps.verify import Check
 
 
-def step_line(host: str, result: "StepResult") -> str:
+# Widest step name ("rollback:terminate") and status ("rolled_back", "unreachable", "interrupted").
+STEP_WIDTH, STATUS_WIDTH = 18, 11
+
+
+def step_line(host: str, result: "StepResult", host_width: int = 12) -> str:
     first, _, rest = result.message.partition("\n")
-    line = "%-12s %-13s %-8s %6.3fs  %s" % (host, result.name, result.status, result.duration_s, first)
+    line = "%-*s %-*s %-*s %6.3fs  %s" % (host_width, host, STEP_WIDTH, result.name, STATUS_WIDTH, result.status,
+                                          result.duration_s, first)
     if rest:
         line += "\n" + rest
     if result.diff:
@@ -22,14 +27,18 @@ def step_line(host: str, result: "StepResult") -> str:
 
 def recap(run: "RunResult") -> str:
     lines = ["RECAP"]
+    width = max([12] + [len(name) for name in run.hosts])
     for name, host in run.hosts.items():
         r = host.recap()
-        line = ("%-12s %-8s ok=%d changed=%d failed=%d skipped=%d  (%.2fs)"
-                % (name, r["status"], r["ok"], r["changed"], r["failed"], r["skipped"], r["duration_s"]))
+        line = ("%-*s %-*s ok=%d changed=%d unreachable=%d failed=%d skipped=%d  (%.2fs)"
+                % (width, name, STATUS_WIDTH, r["status"], r["ok"], r["changed"], r["unreachable"], r["failed"],
+                   r["skipped"], r["duration_s"]))
         if host.incident_report:
             line += "  report: %s" % host.incident_report
         lines.append(line)
-        lines += ["%-12s warning: %s" % (name, warning) for warning in host.warnings]
+        if host.not_run and host.steps:  # why the rollout stopped before this host
+            lines.append("%-*s %s" % (width, "", host.steps[-1].message))
+        lines += ["%-*s warning: %s" % (width, name, warning) for warning in host.warnings]
     return "\n".join(lines)
 
 
@@ -102,8 +111,11 @@ def incident_text(path: str, doc: dict) -> str:
         lines += _evidence_lines(doc["evidence"])
     lines.append("  actions:")
     for step in doc["actions"]:
-        lines.append("    %-20s %-8s %6.3fs  %s" % (step["name"], step["status"], step["duration_s"],
-                                                   step["message"].splitlines()[0] if step["message"] else ""))
+        first, *rest = (step["message"] or "").splitlines() or [""]
+        lines.append("    %-*s %-*s %6.3fs  %s" % (STEP_WIDTH, step["name"], STATUS_WIDTH, step["status"],
+                                                 step["duration_s"], first))
+        if step["status"] == "failed":  # the cause (a log tail, a traceback) is the point of a report
+            lines += ["      " + line for line in rest]
     if doc.get("verification"):
         lines.append("  verification: " + "; ".join(
             "%s %s" % (c["name"], "ok" if c["ok"] else "FAILED (%s)" % c["detail"]) for c in doc["verification"]))

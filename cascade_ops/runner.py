@@ -93,8 +93,11 @@ class HostResult:
         return EXIT_LOCKED if self.locked else EXIT_OK
 
     def recap(self) -> Dict[str, Any]:
+        """Counts of steps by status; an unreachable host counts as unreachable, not failed (as Ansible's)."""
         counts = {status: sum(1 for s in self.steps if s.status == status) for status in (OK, CHANGED, FAILED, SKIPPED)}
-        return dict(counts, status=self.status, duration_s=round(self.duration_s, 3))
+        if self.unreachable:
+            counts[FAILED] = 0
+        return dict(counts, unreachable=int(self.unreachable), status=self.status, duration_s=round(self.duration_s, 3))
 
     def to_json(self) -> Dict[str, Any]:
         doc: Dict[str, Any] = {"steps": [s.to_json() for s in self.steps], "recap": self.recap()}
@@ -170,6 +173,9 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
     except LockHeld as exc:
         result.locked = True
         report(StepResult("lock", SKIPPED, str(exc)))
+    except Interrupted as exc:  # before the lock, or during a rollback: nothing more is done
+        result.interrupted = exc.signum
+        report(StepResult("interrupted", FAILED, str(exc)))
     except CascadeError as exc:
         report(StepResult(phase, FAILED, str(exc)))
     except Exception as exc:  # a bug in a step: reported on this host, the others go on

@@ -84,6 +84,7 @@ def test_down_and_silent_hosts_are_unreachable_others_recover(make_fleet, reaper
     doc = json.loads(result.stdout)
     assert statuses(doc) == {"web1": "changed", "web2": "changed", "down": "unreachable", "silent": "unreachable"}
     assert "refused" in doc["hosts"]["down"]["steps"][0]["message"].lower()
+    assert doc["hosts"]["down"]["recap"]["unreachable"] == 1 and doc["hosts"]["down"]["recap"]["failed"] == 0
     assert elapsed < 30
     assert all(site.health()["ok"] for site in fleet.sites.values())
 
@@ -135,6 +136,8 @@ def test_serial_rollout_stops_at_the_host_that_cannot_start(make_fleet):
     assert statuses(doc) == {"web1": "changed", "web2": "failed", "web3": "not_run"}
     assert "rollout stopped after batch 2 of 3" in doc["hosts"]["web3"]["steps"][0]["message"]
     assert fleet.sites["web1"].health()["ok"]
+    again = fleet.cli("recover", "--serial", "1")  # the reason shows in the human output too
+    assert "rollout stopped after batch" in again.stdout.split("RECAP")[1]
     assert psutil.Process(pids["web3"]).status() == psutil.STATUS_STOPPED
 
 
@@ -272,3 +275,18 @@ def test_watch_over_ssh_recovers_and_reports_an_unreachable_host(make_fleet):
     assert fleet.sites["web1"].health()["ok"]
     again = json.loads(fleet.cli("watch", "--json", "--limit", "web1").stdout)
     assert again["web1"]["action"] == "none"
+
+
+def test_fab_h_acts_on_the_named_hosts_only_once_each(make_fleet):
+    fleet = make_fleet(3)
+    assert fleet.cli("recover").returncode == 0
+    fab = [os.path.join(os.path.dirname(sys.executable), "fab")]
+    verify = subprocess.run(fab + ["-H", "web2", "verify", "--inventory", str(fleet.inventory)], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert {line.split()[0] for line in verify.stdout.splitlines() if line.strip()} == {"web2"}
+    diagnose = subprocess.run(fab + ["-H", "web1,web2", "diagnose", "--inventory", str(fleet.inventory)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    assert diagnose.returncode == 0, diagnose.stdout + diagnose.stderr
+    tables = [line.split()[0] for line in diagnose.stdout.splitlines() if " port " in line]
+    assert tables == ["web1", "web2"]

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -173,6 +174,17 @@ def test_bad_release_is_rolled_back_byte_for_byte(site):
     doc = json.loads(Path(host["incident_report"]).read_text())
     assert doc["outcome"] == "rolled_back" and doc["rollback"]["ok"]
     assert all(c["ok"] for c in doc["rollback"]["verification"])
+
+
+def test_step_lines_stay_aligned_with_long_step_names_and_statuses(site):
+    site.recover()
+    _break_release(site)
+    result = site.cli("recover")
+    steps, recap = result.stdout.split("RECAP")
+    rows = [line for line in steps.splitlines() if line.startswith("web ")]
+    assert any("rollback:terminate" in row for row in rows) and "rolled_back" in recap
+    # The duration column ("0.123s") starts at the same place on every step line.
+    assert len({re.search(r"\d\.\d{3}s  ", row).start() for row in rows}) == 1, rows
 
 
 def test_rollback_that_also_fails_reports_both(site):

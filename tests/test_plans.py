@@ -232,3 +232,16 @@ def _raw_of(d):
             "holders": [{"pid": h.pid, "inodes": sorted(h.inodes)} for h in d.holders],
             "unreadable_pids": 0, "protected": [],
             "processes": [process(p.pid, p.ppid, list(p.cmdline)) for p in d.processes.values()], "probe": None}
+
+
+def test_an_interrupt_before_the_first_step_touches_nothing(monkeypatch):
+    import signal
+
+    from cascade_ops import interrupts
+    from cascade_ops.hostvars import Host
+    from cascade_ops.runner import run_host
+    monkeypatch.setattr(interrupts, "_requested", signal.SIGINT)
+    transport = RecordingTransport({})
+    result = run_host(Host("unit", (), host_vars()), transport, [])
+    assert result.interrupted == signal.SIGINT and result.exit_code == 130 and result.status == "interrupted"
+    assert set(transport.commands()) <= READ_ONLY and "lock" not in transport.commands()  # no lock, no step

@@ -254,5 +254,7 @@ def test_backend_that_cannot_start_fails_with_its_log(site):
     start = next(s for s in run.hosts["web"].steps if s.name == "start")
     assert start.status == FAILED
     assert "exited during start-up" in start.message and "boom at import" in start.message
+    report = site.cli("report").stdout  # the cause is in the words, not only in the JSON
+    assert "boom at import" in report
     # The previous main.py crashes too: the rollback is tried, fails, and both failures are reported.
     assert statuses(run)["rollback:start"] == FAILED and run.hosts["web"].status == FAILED
