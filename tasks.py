@@ -54,7 +54,7 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
 
     with api.interruptible():
         run = _guard(go)
-    print(json.dumps(run.to_json(), indent=2) if json_ else output.recap(run))
+    print(_envelope(run.to_json()["hosts"], run.exit_code) if json_ else output.recap(run))
     if run.exit_code:
         raise Exit(code=run.exit_code)
 
@@ -97,9 +97,16 @@ def _each_text(per_host, text):
                      for host, answer, error in per_host.each())
 
 
-def _each_json(per_host, doc):
-    return json.dumps({host: doc(answer) if error is None else {"error": str(error)}
-                       for host, answer, error in per_host.each()}, indent=2)
+def _envelope(hosts, exit_code):
+    """The one JSON shape of every command: each host's document under "hosts", and the exit code."""
+    return json.dumps({"hosts": hosts, "exit_code": exit_code}, indent=2)
+
+
+def _each_json(per_host, doc, failed=False):
+    from cascade_ops.errors import EXIT_FAILED, worst_exit_code
+    hosts = {host: doc(answer) if error is None else {"error": str(error), "exit_code": error.exit_code}
+             for host, answer, error in per_host.each()}
+    return _envelope(hosts, worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else [])))
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
@@ -116,11 +123,12 @@ def verify(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
     from cascade_ops import api, output
     results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
+    failed = not all(check.ok for checks in results.values() for check in checks)
     if json_:
-        print(_each_json(results, lambda checks: [check.__dict__ for check in checks]))
+        print(_each_json(results, lambda checks: [check.__dict__ for check in checks], failed))
     else:
         print(_each_text(results, output.checks_text))
-    _finish(results, failed=not all(check.ok for checks in results.values() for check in checks))
+    _finish(results, failed)
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
@@ -144,7 +152,7 @@ def watch(c, inventory="inventory.yaml", limit=None, var=None, reset=False, play
     with api.interruptible():
         ticks = _guard(lambda: api.watch(inventory, limit, var or (), reset=reset, playbook=playbook))
     if json_:
-        print(json.dumps({name: t.to_json() for name, t in ticks.items()}, indent=2))
+        print(_envelope({name: t.to_json() for name, t in ticks.items()}, exit_code(ticks)))
     else:
         for t in ticks.values():
             print("%-12s %-16s %s (%s) %.3fs" % (t.host, t.action, t.outcome, t.verdict, t.duration_s))
@@ -185,11 +193,19 @@ CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
 
 
 def _fab_hosts(c, inventory, var):
-    """With ``fab -H HOST`` (Fabric calls the task once per host, with its Connection): that host."""
+    """With ``fab -H [USER@]HOST[:PORT]`` (Fabric calls the task once per host, with its Connection):
+    that host, with the user, port and ``-i`` key the command line gave, and those only (a value
+    equal to Fabric's default cannot be told apart from no value: the inventory's stands)."""
     from cascade_ops import api
-    if getattr(c, "host", None):
-        return [_guard(lambda: api.command_line_host(inventory, var or (), c.host, c.user, c.port))]
-    return None
+    if not getattr(c, "host", None):
+        return None
+    # Fabric has already split USER@HOST:PORT and filled in its defaults: what differs from them was given.
+    ssh_config = getattr(c, "ssh_config", None) or {}
+    user = c.user if c.user != ssh_config.get("user", c.config.user) else None
+    port = c.port if c.port != int(ssh_config.get("port", c.config.port)) else None
+    keys = (c.connect_kwargs or {}).get("key_filename")
+    key_file = (keys[0] if isinstance(keys, list) else keys) if keys else None
+    return [_guard(lambda: api.command_line_host(inventory, var or (), c.host, user, port, key_file))]
 
 
 def _cron_target(c, inventory, var):

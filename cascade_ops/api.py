@@ -62,13 +62,11 @@ def select_hosts(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None
 
 
 def command_line_host(inventory: str, vars: Iterable[str], name: str, user: Optional[str] = None,
-                      port: Optional[int] = None) -> Host:
-    """The host ``fab -H NAME`` means: the inventory's host of that name, else an SSH host built
-    from the inventory's ``all`` variables."""
-    loaded = load_inventory(inventory, parse_cli_vars(vars))
-    if name in loaded.hosts:
-        return loaded.hosts[name]
-    return loaded.adhoc(name, connection="ssh", address=name, user=user, ssh_port=port)
+                      port: Optional[int] = None, key_file: Optional[str] = None) -> Host:
+    """The host ``fab -H [USER@]NAME[:PORT]`` (and ``-i KEY``) means; what the command line gives
+    wins over the inventory (see ``Inventory.command_line``)."""
+    return load_inventory(inventory, parse_cli_vars(vars)).command_line(name, user=user, ssh_port=port,
+                                                                       key_file=key_file)
 
 
 def controller() -> Host:

@@ -33,13 +33,23 @@ class Inventory:
     hosts: Dict[str, Host]
     groups: Dict[str, List[str]] = field(default_factory=dict)
     base_vars: Dict[str, RawVar] = field(default_factory=dict)  # all: vars:, then --var
+    raw: Dict[str, Dict[str, RawVar]] = field(default_factory=dict)  # each host's merged variables, unresolved
 
-    def adhoc(self, name: str, **connection: Any) -> Host:
-        """A host named on the command line (``fab -H``) that the inventory does not list:
-        the ``all`` group's variables, --var overrides, and how to reach it."""
-        given = {k: RawVar(v, Origin("fab -H", None, os.getcwd())) for k, v in connection.items() if v is not None}
-        merged = dict(self.base_vars)
-        merged.update(given)
+    def command_line(self, name: str, **given: Any) -> Host:
+        """The host ``fab -H [USER@]NAME[:PORT]`` means, with what the command line gives (user,
+        ssh_port, key_file) winning over the inventory: the inventory host of that name, else the one
+        reached at that address (and port), with its groups' variables; else a host described by
+        the ``all`` group's variables alone."""
+        overrides = {k: RawVar(v, Origin("fab -H", None, os.getcwd())) for k, v in given.items() if v is not None}
+        port = given.get("ssh_port")
+        match = name if name in self.hosts else next(
+            (h.name for h in self.hosts.values() if h.vars["connection"] == "ssh"
+             and (h.vars["address"] or h.name) == name and port in (None, h.vars["ssh_port"])), None)
+        if match is not None:
+            return Host(match, self.hosts[match].groups, resolve(dict(self.raw[match], **overrides), match, VARIABLES,
+                                                                 self.path))
+        merged = dict(self.base_vars, connection=RawVar("ssh", Origin("fab -H", None, os.getcwd())),
+                      address=RawVar(name, Origin("fab -H", None, os.getcwd())), **overrides)
         return Host(name, ("all",), resolve(merged, name, VARIABLES, self.path))
 
     def select(self, limit: Optional[str] = None) -> List[Host]:
@@ -116,10 +126,12 @@ def load_inventory(path, cli_vars=None) -> Inventory:
     base_vars = dict(_raw_vars(data["all"].get("vars") if isinstance(data["all"], dict) else None, path, base_dir))
     base_vars.update(cli_vars or {})
     hosts = {}
+    raw = {}
     for host_name, paths in host_paths.items():
-        merged = _merge(host_name, paths, host_own[host_name], cli_vars or {}, path)
-        hosts[host_name] = Host(host_name, tuple(host_groups[host_name]), resolve(merged, host_name, VARIABLES, path))
-    return Inventory(path, hosts, groups, base_vars)
+        raw[host_name] = _merge(host_name, paths, host_own[host_name], cli_vars or {}, path)
+        hosts[host_name] = Host(host_name, tuple(host_groups[host_name]),
+                                resolve(raw[host_name], host_name, VARIABLES, path))
+    return Inventory(path, hosts, groups, base_vars, raw)
 
 
 def _merge(host: str, paths: List[List[Dict[str, RawVar]]], own: List[Dict[str, RawVar]],

@@ -269,11 +269,11 @@ def test_watch_over_ssh_recovers_and_reports_an_unreachable_host(make_fleet):
     fleet.write_inventory()
     result = fleet.cli("watch", "--json")
     assert result.returncode == 3, result.stdout + result.stderr
-    ticks = json.loads(result.stdout)
+    ticks = json.loads(result.stdout)["hosts"]
     assert (ticks["web1"]["action"], ticks["web1"]["outcome"]) == ("recover", "recovered")
     assert ticks["down"]["action"] == "unreachable"
     assert fleet.sites["web1"].health()["ok"]
-    again = json.loads(fleet.cli("watch", "--json", "--limit", "web1").stdout)
+    again = json.loads(fleet.cli("watch", "--json", "--limit", "web1").stdout)["hosts"]
     assert again["web1"]["action"] == "none"
 
 
@@ -290,3 +290,26 @@ def test_fab_h_acts_on_the_named_hosts_only_once_each(make_fleet):
     assert diagnose.returncode == 0, diagnose.stdout + diagnose.stderr
     tables = [line.split()[0] for line in diagnose.stdout.splitlines() if " port " in line]
     assert tables == ["web1", "web2"]
+
+
+def test_fab_h_user_port_and_key_win_and_the_host_keeps_its_groups_variables(make_fleet, ssh_keys):
+    fleet = make_fleet(1)
+    site, server = fleet.sites["web1"], fleet.servers["web1"]
+    assert fleet.cli("recover").returncode == 0
+    # The backend's variables at group level; the host has only how to reach it, and no key.
+    group = {k: v for k, v in site.vars.items() if k not in ("address", "ssh_port", "user", "key_file")}
+    fleet.inventory.write_text(
+        "all:\n  children:\n    cascade:\n      vars:\n%s      hosts:\n        web1:\n"
+        "          address: 127.0.0.1\n          ssh_port: %d\n          user: root\n"
+        % ("".join("        %s: %s\n" % (k, json.dumps(v)) for k, v in group.items()), server.port))
+    fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-i", str(ssh_keys / "client")]
+    by_address = subprocess.run(fab + ["-H", "root@127.0.0.1:%d" % server.port, "diagnose",
+                                       "--inventory", str(fleet.inventory)], cwd=REPO, capture_output=True,
+                                text=True, timeout=120)
+    assert by_address.returncode == 0, by_address.stdout + by_address.stderr
+    assert "web1 port %d: healthy" % site.port in by_address.stdout  # found by address, with its group's port
+    elsewhere = subprocess.run(fab + ["-H", "nobody@web1:%d" % free_port(), "recover", "--check",
+                                      "--inventory", str(fleet.inventory)], cwd=REPO, capture_output=True,
+                               text=True, timeout=120)
+    assert elsewhere.returncode == 3, elsewhere.stdout + elsewhere.stderr
+    assert "cannot connect to 127.0.0.1:" in elsewhere.stdout and ":%d " % server.port not in elsewhere.stdout

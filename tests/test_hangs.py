@@ -151,7 +151,7 @@ def test_a_listener_on_another_address_is_left_alone(hang_site, reaper):
     terminate = next(s for s in run.hosts["web"].steps if s.name == "terminate")
     assert "on another address" in terminate.message
     assert all(p.poll() is None for p in others)  # never signalled, though they match process_match
-    diagnosed = json.loads(hang_site.cli("diagnose", "--json").stdout)["web"]
+    diagnosed = json.loads(hang_site.cli("diagnose", "--json").stdout)["hosts"]["web"]
     assert sorted(h["in_the_way"] for h in diagnosed["holders"]) == [False, False, True]
 
 

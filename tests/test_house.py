@@ -42,7 +42,7 @@ def test_diagnose_prints_every_reachable_host_and_exits_3_within_host_timeout(si
     assert "down: unreachable: cannot connect" in done.stdout
     assert "silent: unreachable: not connected within host_timeout 3s" in done.stdout
     assert elapsed < 3 + 6  # the silent host's 20 s connect_timeout never held the others up
-    doc = json.loads(as_json.stdout)
+    doc = json.loads(as_json.stdout)["hosts"]
     assert doc["web"]["healthy"] is True and "unreachable" in doc["down"]["error"]
 
 

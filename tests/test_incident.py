@@ -52,7 +52,7 @@ def test_hung_backend_report_has_state_backlog_log_and_evidence(site):
     assert text.returncode == 0 and "stopped" in text.stdout and "evidence" in text.stdout
     listed = site.cli("report", "--list").stdout
     assert run.hosts["web"].incident_report in listed
-    whole = json.loads(site.cli("report", "--json").stdout)["web"]
+    whole = json.loads(site.cli("report", "--json").stdout)["hosts"]["web"]
     assert whole["evidence"]["processes"][0]["pid"] == pid
 
 

@@ -15,7 +15,7 @@ def test_verify_checks_health_jwt_and_redis(make_site, redis_url):
 
     result = site.cli("verify", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    checks = json.loads(result.stdout)["web"]
+    checks = json.loads(result.stdout)["hosts"]["web"]
     assert [c["name"] for c in checks] == ["health", "jwt", "redis"] and all(c["ok"] for c in checks)
 
     redis.kill()
@@ -54,7 +54,7 @@ def test_diagnose_lists_holders_and_changes_nothing(site):
     pid = site.backend_pid()
     result = site.cli("diagnose", "--json")
     assert result.returncode == 0
-    doc = json.loads(result.stdout)["web"]
+    doc = json.loads(result.stdout)["hosts"]["web"]
     assert doc["healthy"] and [h["pid"] for h in doc["holders"]] == [pid]
     assert doc["holders"][0]["listen"] == ["127.0.0.1:%d" % site.port]
     text = site.cli("diagnose").stdout

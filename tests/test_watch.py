@@ -63,7 +63,7 @@ def test_two_ticks_at_the_same_moment_exactly_one_acts(site, reaper):
     for t in ticks:
         reaper.track(t.pid)
     outputs = [t.communicate(timeout=90) for t in ticks]
-    results = sorted((t.returncode, json.loads(out)["web"]["action"]) for t, (out, _) in zip(ticks, outputs))
+    results = sorted((t.returncode, json.loads(out)["hosts"]["web"]["action"]) for t, (out, _) in zip(ticks, outputs))
     assert results == [(0, "recover"), (5, "locked")], outputs
     assert site.health()["ok"]
 
