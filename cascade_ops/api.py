@@ -210,19 +210,29 @@ def cron_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: O
                  host_inventory: Optional[str] = None, target: Optional[Host] = None) -> PerHost[Tuple[bool, str]]:
     """Install (or update) the crontab entry running ``watch``, on ``target`` (default: this machine).
 
-    The inventory is checked first: a bad one never reaches cron. ``project``, ``python`` and
-    ``host_inventory`` say where cascade-ops is on the target (default: where it is here).
+    The inventory is checked first: a bad one never reaches cron. ``project`` and ``python`` say
+    where cascade-ops is on the target (default: where it is here). On another host (``target``)
+    the entry watches a host-local inventory written there (that host alone, ``connection:
+    local``, its resolved variables), so each host heals itself with no controller and no SSH
+    between hosts; ``host_inventory`` names another one instead.
     """
     import sys
 
     from . import cron
     select_hosts(inventory, limit, vars)
     schedule = cron.schedule(every)
+    local_inventory = None
+    if target is not None and host_inventory is None:
+        host_inventory = local_inventory = os.path.join(target.vars["state_dir"], cron.HOST_INVENTORY)
     watched = host_inventory or os.path.abspath(inventory)
     log = log or os.path.join(os.path.dirname(watched), ".cascade", "cron.log")
-    command = cron.watch_command(python or sys.executable, project or PROJECT_DIR, watched, limit, list(vars), log)
+    extra = [] if local_inventory else list(vars)  # the host-local inventory has them resolved already
+    command = cron.watch_command(python or sys.executable, project or PROJECT_DIR, watched,
+                                 None if local_inventory else limit, extra, log)
 
     def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+        if local_inventory:
+            transport.agent("write_file", path=local_inventory, content=cron.host_local_inventory(host), mode=0o600)
         changed = cron.install(transport, watched, schedule, command, user)
         return changed, cron.find(transport, watched, user) or ""
     return on_hosts([target or controller()], install)

@@ -5,14 +5,30 @@ remote host's crontab with the very same code as a local ``invoke cron.install``
 """
 
 import hashlib
+import json
 import os
 import shlex
 from typing import List, Optional
 
 from .errors import ConfigError
-from .hostvars import parse_duration
+from .hostvars import SPECS, Host, parse_duration
 
 MARKER = "# cascade-ops watch id="
+HOST_INVENTORY = "watch-inventory.yaml"  # in the host's state_dir, written by cron-install over SSH
+# Not carried to a host-local inventory: files on the controller (deploys are the controller's job).
+CONTROLLER_ONLY = ("auth_module", "app_seed")
+
+
+def host_local_inventory(host: Host) -> str:
+    """An inventory of this host alone, as the host itself sees it: ``connection: local`` and the
+    backend's resolved variables (no SSH, no controller files), for a watchdog that needs no controller."""
+    lines = ["# Written by cascade-ops cron-install for %s: the host's own watchdog reads it." % host.name,
+             "all:", "  hosts:", "    %s:" % json.dumps(host.name), "      connection: local"]
+    for name in sorted(SPECS):
+        value = host.vars.get(name)
+        if value is not None and name not in CONTROLLER_ONLY:
+            lines.append("      %s: %s" % (name, json.dumps(value)))
+    return "\n".join(lines) + "\n"
 
 
 def schedule(every: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from cascade_ops import cron
 from cascade_ops.errors import ConfigError
+from cascade_ops.inventory import load_inventory
 from cascade_ops.transport import LocalTransport
 from support import REPO
 
@@ -105,6 +106,18 @@ def test_fab_cron_install_writes_the_remote_hosts_crontab(make_fleet, cron_user)
     assert done.stdout.startswith("web1: installed")
     # The "remote" sshd runs on this machine: its crontab is the one we can read here.
     lines = crontab_lines(cron_user)
-    assert len(lines) == 1 and lines[0].startswith("*/15 * * * * ") and str(fleet.inventory) in lines[0]
+    site = fleet.sites["web1"]
+    host_local = site.state_dir / "watch-inventory.yaml"
+    assert len(lines) == 1 and lines[0].startswith("*/15 * * * * ") and str(host_local) in lines[0]
+    assert str(fleet.inventory) not in lines[0]  # the host needs no controller's inventory
+    own = load_inventory(str(host_local))
+    assert list(own.hosts) == ["web1"] and own.hosts["web1"].vars["connection"] == "local"
+    assert own.hosts["web1"].vars["port"] == site.port and "ssh" not in host_local.read_text()
     again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.stdout.startswith("web1: unchanged") and crontab_lines(cron_user) == lines
+    # The entry heals the host by itself: cron's shell, no SSH, no controller.
+    done = subprocess.run(["/bin/sh", "-c", cron.command_of(lines[0])], cwd="/", env={"PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((site.state_dir / "watch.log").read_text().splitlines()[-1])["outcome"] == "recovered"
+    assert site.health()["ok"]
