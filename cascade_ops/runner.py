@@ -301,10 +301,11 @@ def _unfinished(live: HostResult, outcome: HostOutcome) -> HostResult:
     if isinstance(error, Interrupted):
         return HostResult(live.host, [StepResult("interrupted", SKIPPED, str(error))], interrupted=error.signum)
     if isinstance(error, HostCutOff):
-        return HostResult(live.host, list(live.steps) + [StepResult("deadline", FAILED, str(error))],
+        spent = outcome.duration_s - sum(s.duration_s for s in live.steps)
+        return HostResult(live.host, list(live.steps) + [StepResult("deadline", FAILED, str(error), spent)],
                           outcome.duration_s)
-    return HostResult(live.host, [StepResult("connect", FAILED, str(error))], outcome.duration_s,
-                      unreachable=isinstance(error, HostUnreachable))
+    return HostResult(live.host, [StepResult("connect", FAILED, str(error), outcome.duration_s)],
+                      outcome.duration_s, unreachable=isinstance(error, HostUnreachable))
 
 
 def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Optional[RunOptions] = None,

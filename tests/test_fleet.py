@@ -85,6 +85,9 @@ def test_down_and_silent_hosts_are_unreachable_others_recover(make_fleet, reaper
     assert statuses(doc) == {"web1": "changed", "web2": "changed", "down": "unreachable", "silent": "unreachable"}
     assert "refused" in doc["hosts"]["down"]["steps"][0]["message"].lower()
     assert doc["hosts"]["down"]["recap"]["unreachable"] == 1 and doc["hosts"]["down"]["recap"]["failed"] == 0
+    silent_step = doc["hosts"]["silent"]["steps"][0]
+    assert "no SSH banner within connect_timeout 2s" in silent_step["message"] and silent_step["duration_s"] >= 1.5
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr  # paramiko's go to a debug log
     assert elapsed < 30
     assert all(site.health()["ok"] for site in fleet.sites.values())
 
@@ -261,6 +264,15 @@ def test_become_lets_an_unprivileged_ssh_user_recover_a_root_backend(make_fleet,
     assert result.returncode == 0, result.stdout + result.stderr
     assert site.health()["ok"] and site.backend_pid() != root_pid
     assert psutil.Process(site.backend_pid()).username() == "root"
+
+    # Once sudo wants a password, every command says so (and how to fix it), not "no output".
+    with open("/etc/sudoers.d/%s" % sudo_user, "w") as rule:
+        rule.write("%s ALL=(root) ALL\n" % sudo_user)
+    for command in ("recover", "diagnose"):
+        done = fleet.cli(command, "--var", "become=true")
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "become: sudo on this host wants a password for %s" % sudo_user in done.stdout, done.stdout
+        assert "NOPASSWD" in done.stdout and "Traceback" not in done.stderr
 
 
 def test_watch_over_ssh_recovers_and_reports_an_unreachable_host(make_fleet):

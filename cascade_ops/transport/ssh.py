@@ -28,6 +28,21 @@ COMMAND_SLACK_S = 30.0
 AGENT_MISSING = 127
 
 
+def _quiet_library_logs() -> None:
+    """paramiko logs its tracebacks (a silent peer, a refused key) to stderr when nothing else takes
+    them: our output says what happened in one line. They go to $CASCADE_DEBUG_LOG when it is set."""
+    import logging
+    logger = logging.getLogger("paramiko")
+    if logger.handlers:
+        return
+    path = os.environ.get("CASCADE_DEBUG_LOG")
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if path else logging.WARNING)
+    logger.propagate = False
+
+
 def _budget(kwargs: Dict[str, Any]) -> float:
     return COMMAND_SLACK_S + sum(float(kwargs.get(k) or 0) for k in ("timeout", "grace", "probe_timeout"))
 
@@ -48,6 +63,7 @@ class SSHTransport(Transport):
 
     def __init__(self, host_vars: Dict[str, Any], accept_new_host_keys: bool = False, **options: Any):
         super().__init__(host_vars)
+        _quiet_library_logs()
         import paramiko
         from fabric import Connection
 
@@ -76,7 +92,11 @@ class SSHTransport(Transport):
         except (socket.timeout, TimeoutError):
             raise HostUnreachable(self.host, "no SSH connection within %.0fs" % timeout) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise HostUnreachable(self.host, str(exc) or type(exc).__name__) from None
+            text = str(exc) or type(exc).__name__
+            if "banner" in text or text == "No existing session":  # paramiko's words for a silent peer
+                text = ("no SSH banner within connect_timeout %gs: %s:%d accepts TCP but does not speak SSH"
+                        % (timeout, v["address"] or v["host"], v["ssh_port"]))
+            raise HostUnreachable(self.host, text) from None
         self._channel: Any = None  # the agent server's session
         self._pending = b""
 
@@ -126,14 +146,21 @@ class SSHTransport(Transport):
         return self._channel
 
     def _agent_missing(self, channel: Any) -> bool:
-        """Ask the fresh server for a no-op reply; exit 127 means the agent is not there yet."""
+        """Ask the fresh server for a no-op reply; exit 127 means the agent is not there yet, and
+        any other exit is why it cannot run (sudo wanting a password, no python3)."""
         import paramiko
+        said = ""
         try:
             channel.sendall(b'{"command": "path_kind", "kwargs": {"path": "."}}\n')
             self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
-        except (socket.timeout, paramiko.SSHException, OSError):
-            pass  # the shell may already have exited: its status says why
-        return bool(channel.exit_status_ready() and channel.recv_exit_status() == AGENT_MISSING)
+        except (socket.timeout, paramiko.SSHException, OSError) as exc:
+            said = str(exc)  # the shell may already have exited: its status says why
+        if not channel.exit_status_ready():
+            return False
+        status = channel.recv_exit_status()
+        if status == AGENT_MISSING:
+            return True
+        raise paramiko.SSHException(said or "the agent exited at once (status %d)" % status)
 
     def _read_line(self, channel: Any, deadline: float) -> bytes:
         import paramiko
@@ -169,8 +196,16 @@ class SSHTransport(Transport):
             raise HostCommandError(self.host, command, "no answer within %.0fs" % timeout) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self._drop_server()
-            raise HostCommandError(self.host, command, "SSH: %s" % (exc or type(exc).__name__)) from None
+            raise HostCommandError(self.host, command, self._explain(str(exc) or type(exc).__name__)) from None
         return decode_reply(self.host, command, line)
+
+    def _explain(self, said: str) -> str:
+        """What an SSH-level failure means, for the person who has to fix it."""
+        if self.vars["become"] and ("password is required" in said or "terminal is required" in said):
+            return ("become: sudo on this host wants a password for %s, and the agent runs `sudo -n` (no prompt): "
+                    "give that user NOPASSWD sudo, or connect as a user that needs no become (sudo said: %s)"
+                    % (self.vars["user"] or "the SSH user", said))
+        return "SSH: %s" % said
 
     def _drop_server(self) -> None:
         if self._channel is not None:
