@@ -23,6 +23,7 @@ T = TypeVar("T")
 Work = Callable[[Host, Transport], T]
 
 DEFAULT_FORKS = 10
+STOP_WAIT_S = 5.0  # at most, for cut-off hosts to stop acting before the run returns
 
 
 @dataclass
@@ -48,6 +49,7 @@ class _Slot:
         self.deadline = time.monotonic() + host.vars["host_timeout"]
         self.transport: Optional[Transport] = None
         self.cut: Optional[str] = None
+        self.stopping: Optional[threading.Thread] = None  # the cancellation of a cut-off host
         self.lock = threading.Lock()
 
     def connected(self, transport: Transport) -> None:
@@ -66,7 +68,8 @@ class _Slot:
             return HostOutcome(name, error=HostUnreachable(name, "not connected within host_timeout %.0fs" % timeout),
                                duration_s=timeout)
         # Closing may block on a dead peer: not on the scheduler's thread.
-        threading.Thread(target=transport.cancel, args=(self.cut,), daemon=True).start()
+        self.stopping = threading.Thread(target=transport.cancel, args=(self.cut,), daemon=True)
+        self.stopping.start()
         return HostOutcome(name, error=HostCutOff(name, timeout), duration_s=timeout, connected=True)
 
 
@@ -101,6 +104,7 @@ def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, acc
     outcomes: Dict[str, HostOutcome[T]] = {}
     pending = list(hosts)
     running: Dict[str, _Slot] = {}
+    cut: List[_Slot] = []
 
     def thread(slot: _Slot) -> None:
         finished.put((slot.host.name, _attempt(slot, work, accept_new_host_keys)))
@@ -134,4 +138,10 @@ def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, acc
             if now >= slot.deadline:
                 del running[name]
                 record(slot.host, slot.cut_off())
+                cut.append(slot)
+    # Give the cut-off hosts' cancellations a moment to stop their agents: a CLI exits right after.
+    until = time.monotonic() + STOP_WAIT_S
+    for slot in cut:
+        if slot.stopping is not None:
+            slot.stopping.join(max(0.0, until - time.monotonic()))
     return {h.name: outcomes[h.name] for h in hosts}

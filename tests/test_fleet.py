@@ -16,7 +16,8 @@ import pytest
 
 from cascade_ops import api
 from cascade_ops.facts import Diagnosis
-from support import REPO, SSHServer, free_port
+from cascade_ops.transport.bundle import agent_bundle
+from support import REPO, SSHServer, free_port, wait_for
 
 
 def statuses(result_json):
@@ -219,6 +220,14 @@ def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet):
     assert last["name"] == "deadline" and "cut off after host_timeout 6s (mid-run)" in last["message"]
     assert elapsed < 40
     assert fleet.sites["web1"].health()["ok"]
+    # The cut-off stopped web2's agent (it was waiting out start_timeout, holding web2's lock).
+    agent = agent_bundle().name
+
+    def agents():
+        return [p for p in psutil.process_iter(["cmdline"]) if agent in " ".join(p.info["cmdline"] or ())]
+    wait_for(lambda: not agents(), timeout=10, message="web2's agent to stop")
+    again = fleet.cli("recover", "--limit", "web2", "--var", "host_timeout=3s")
+    assert again.returncode != 5 and "another cascade-ops run holds" not in again.stdout
 
 
 @pytest.fixture

@@ -98,6 +98,7 @@ class SSHTransport(Transport):
                         % (timeout, v["address"] or v["host"], v["ssh_port"]))
             raise HostUnreachable(self.host, text) from None
         self._channel: Any = None  # the agent server's session
+        self._agent_pid: Optional[int] = None
         self._pending = b""
 
     # -- running the agent
@@ -134,33 +135,24 @@ class SSHTransport(Transport):
         The agent is uploaded only when the host does not have this version yet (exit 127 from the
         shell test): a host seen before costs no SFTP round trip.
         """
+        import paramiko
         if self._channel is None or self._channel.closed:
             for attempt in range(2):
                 channel = self.connection.client.get_transport().open_session(timeout=COMMAND_SLACK_S)
-                channel.exec_command("test -d %s || exit %d; exec %s" % (
+                # The shell's pid first: after exec it is the agent's (or its sudo's), to stop it by
+                # when this host is cut off. Its absence means the agent is not on the host yet.
+                channel.exec_command("test -d %s || exit %d; echo $$; exec %s" % (
                     shlex.quote(agent_bundle().remote_path), AGENT_MISSING, self._command("serve")))
                 self._channel, self._pending = channel, b""
-                if attempt or not self._agent_missing(channel):
+                first = self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
+                if first.strip().isdigit():
+                    self._agent_pid = int(first)
                     break
+                status = channel.recv_exit_status()
+                if status != AGENT_MISSING or attempt:
+                    raise paramiko.SSHException("the agent did not start (status %d)" % status)
                 self._upload_agent()
         return self._channel
-
-    def _agent_missing(self, channel: Any) -> bool:
-        """Ask the fresh server for a no-op reply; exit 127 means the agent is not there yet, and
-        any other exit is why it cannot run (sudo wanting a password, no python3)."""
-        import paramiko
-        said = ""
-        try:
-            channel.sendall(b'{"command": "path_kind", "kwargs": {"path": "."}}\n')
-            self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
-        except (socket.timeout, paramiko.SSHException, OSError) as exc:
-            said = str(exc)  # the shell may already have exited: its status says why
-        if not channel.exit_status_ready():
-            return False
-        status = channel.recv_exit_status()
-        if status == AGENT_MISSING:
-            return True
-        raise paramiko.SSHException(said or "the agent exited at once (status %d)" % status)
 
     def _read_line(self, channel: Any, deadline: float) -> bytes:
         import paramiko
@@ -260,6 +252,21 @@ class SSHTransport(Transport):
                     sftp.put(os.path.join(root, name), os.path.join(target, name))
         except (OSError, paramiko.SSHException) as exc:
             raise HostCommandError(self.host, "copy", "%s -> %s: %s" % (src, dest, exc)) from None
+
+    def cancel(self, why: str) -> None:
+        """Cut off: stop the agent on the host too (it may be waiting out a start or a grace, holding
+        the host's lock), then close the connection."""
+        self.cancelled = why
+        pid = self._agent_pid
+        if pid and self._channel is not None and not self._channel.closed:
+            try:
+                stopper = self.connection.client.get_transport().open_session(timeout=5)
+                stopper.settimeout(5)
+                stopper.exec_command("%skill -TERM %d" % ("sudo -n " if self.vars["become"] else "", pid))
+                stopper.recv_exit_status()
+            except Exception:
+                pass
+        self.close()
 
     def close(self) -> None:
         self._drop_server()
