@@ -39,6 +39,7 @@ def recap(run: "RunResult") -> str:
         if host.not_run and host.steps:  # why the rollout stopped before this host
             lines.append("%-*s %s" % (width, "", host.steps[-1].message))
         lines += ["%-*s warning: %s" % (width, name, warning) for warning in host.warnings]
+        lines += ["%-*s note: %s" % (width, name, note) for note in host.notes]
     return "\n".join(lines)
 
 

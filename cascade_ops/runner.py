@@ -59,6 +59,7 @@ class HostResult:
     incident_report: Optional[str] = None
     interrupted: Optional[int] = None  # the signal that stopped this host's run at a safe point
     warnings: List[str] = field(default_factory=list)  # worth knowing, not a failure of the run
+    notes: List[str] = field(default_factory=list)  # what the connection did (a host key recorded)
 
     @property
     def failed(self) -> bool:
@@ -105,6 +106,8 @@ class HostResult:
             doc["incident_report"] = self.incident_report
         if self.warnings:
             doc["warnings"] = self.warnings
+        if self.notes:
+            doc["notes"] = self.notes
         return doc
 
 
@@ -141,6 +144,7 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
     phase = "preflight"
 
     scrub = _Scrubber(transport, host.vars)
+    result.notes.extend(transport.notes)
 
     def report(step_result: StepResult) -> None:
         if step_result.status == FAILED:  # a failure may quote a backend's log or answer

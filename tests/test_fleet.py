@@ -109,6 +109,8 @@ def test_unknown_host_key_is_refused_and_accept_new_records_it(make_fleet, reape
 
     accepted = fleet.cli("recover", "--limit", "stranger", "--accept-new-host-keys")
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "note: recorded a new host key ssh-ed25519 %s for [127.0.0.1]:%d" % (fingerprint, stranger.port) \
+        in accepted.stdout
     assert stranger.known_hosts_line("stranger") in fleet.known_hosts.read_text()
 
 

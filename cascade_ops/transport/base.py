@@ -8,7 +8,7 @@ same for every transport (the lock, error mapping, cancellation) lives here once
 import abc
 import contextlib
 import json
-from typing import Any, ClassVar, Dict, Iterator, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import HostCommandError, LockHeld
 from ..hostvars import VarSpec
@@ -40,6 +40,7 @@ class Transport(abc.ABC):
         self.vars = host_vars
         self.host: str = host_vars["host"]
         self.cancelled: Optional[str] = None
+        self.notes: List[str] = []  # worth telling the person running this (a host key recorded)
 
     def agent(self, command: str, **kwargs: Any) -> Any:
         """Run one agent command on the host and return its result; HostCommandError otherwise."""

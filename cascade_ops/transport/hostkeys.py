@@ -4,6 +4,7 @@ refuse an unknown key (naming it) or, when asked, record it as OpenSSH's accept-
 import base64
 import hashlib
 import os
+from typing import List
 
 import paramiko
 
@@ -28,17 +29,21 @@ class AcceptNewHostKey(paramiko.MissingHostKeyPolicy):
 
     def __init__(self, known_hosts: str):
         self.known_hosts = known_hosts
+        self.recorded: List[str] = []  # what was added, in words
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
+        self.recorded.append("recorded a new host key %s %s for %s in %s"
+                             % (key.get_name(), fingerprint(key), hostname, self.known_hosts))
         os.makedirs(os.path.dirname(self.known_hosts) or ".", mode=0o700, exist_ok=True)
         with open(self.known_hosts, "a") as f:
             f.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
 
 
-def apply_policy(client: paramiko.SSHClient, known_hosts: str, accept_new: bool) -> None:
+def apply_policy(client: paramiko.SSHClient, known_hosts: str, accept_new: bool) -> paramiko.MissingHostKeyPolicy:
     """Load known_hosts and set our policy: both before the first connection."""
     if os.path.exists(known_hosts):
         client.load_host_keys(known_hosts)
-    client.set_missing_host_key_policy(AcceptNewHostKey(known_hosts) if accept_new
-                                       else RejectUnknownHostKey(known_hosts))
+    policy = AcceptNewHostKey(known_hosts) if accept_new else RejectUnknownHostKey(known_hosts)
+    client.set_missing_host_key_policy(policy)
+    return policy

@@ -75,8 +75,8 @@ class SSHTransport(Transport):
             connect_kwargs.update(key_filename=v["key_file"], look_for_keys=False, allow_agent=False)
         self.connection = Connection(v["address"] or v["host"], user=v["user"], port=v["ssh_port"],
                                      connect_timeout=max(1, round(timeout)), connect_kwargs=connect_kwargs)
-        apply_policy(self.connection.client, v["known_hosts"] or os.path.expanduser("~/.ssh/known_hosts"),
-                     accept_new_host_keys)
+        policy = apply_policy(self.connection.client, v["known_hosts"] or os.path.expanduser("~/.ssh/known_hosts"),
+                              accept_new_host_keys)
         try:
             self.connection.open()
         except paramiko.BadHostKeyException as exc:
@@ -97,6 +97,7 @@ class SSHTransport(Transport):
                 text = ("no SSH banner within connect_timeout %gs: %s:%d accepts TCP but does not speak SSH"
                         % (timeout, v["address"] or v["host"], v["ssh_port"]))
             raise HostUnreachable(self.host, text) from None
+        self.notes.extend(getattr(policy, "recorded", ()))
         self._channel: Any = None  # the agent server's session
         self._agent_pid: Optional[int] = None
         self._pending = b""
