@@ -24,8 +24,10 @@ from .bundle import agent_bundle
 
 # Headroom on top of the durations a command is asked to wait for itself.
 COMMAND_SLACK_S = 30.0
-# A shell exit status that means "the agent is not on this host yet".
-AGENT_MISSING = 127
+# Shell exit statuses: the agent is not on this host yet; no interpreter for it.
+AGENT_MISSING, NO_PYTHON = 127, 126
+# Where ``agent_python: auto`` looks, in order (as Ansible's interpreter discovery).
+DISCOVERED_PYTHONS = ("python3", "/usr/bin/python3", "/usr/libexec/platform-python", "python")
 
 
 def _quiet_library_logs() -> None:
@@ -58,6 +60,7 @@ class SSHTransport(Transport):
         VarSpec("key_file", parse_str, path="controller"),
         VarSpec("known_hosts", parse_str, path="controller"),  # default: ~/.ssh/known_hosts
         VarSpec("become", parse_bool, False),  # run the agent through sudo -n
+        VarSpec("agent_python", parse_str, "auto"),  # the interpreter running the agent (any Python 3)
         VarSpec("connect_timeout", parse_duration, 10.0),  # TCP connect, banner and authentication
     )
 
@@ -126,9 +129,17 @@ class SSHTransport(Transport):
             sftp.rmdir(tmp)
 
     def _command(self, command: str) -> str:
-        argv = [self.vars["python"], "-I", "-c", agent_bundle().boot(command)]
-        line = " ".join(shlex.quote(a) for a in argv)
-        return "sudo -n -- " + line if self.vars["become"] else line
+        """The shell line that finds the agent's interpreter and runs the agent (through sudo with
+        ``become``). ``agent_python: auto`` looks for one as Ansible's interpreter discovery does."""
+        interpreter = self.vars["agent_python"]
+        if interpreter == "auto":
+            find = " || ".join("command -v %s" % p for p in DISCOVERED_PYTHONS)
+        else:
+            find = "command -v %s" % shlex.quote(interpreter)
+        run = " ".join(shlex.quote(a) for a in ["-I", "-c", agent_bundle().boot(command)])
+        return ('P=$(%s) || { echo "no Python 3 for the agent on this host (%s): set agent_python" >&2; exit %d; }; '
+                'echo $$; exec %s"$P" %s' % (find, interpreter, NO_PYTHON, "sudo -n -- " if self.vars["become"] else "",
+                                             run))
 
     def _server(self) -> Any:
         """The host's agent process, started on first use and kept for the whole run.
@@ -142,7 +153,7 @@ class SSHTransport(Transport):
                 channel = self.connection.client.get_transport().open_session(timeout=COMMAND_SLACK_S)
                 # The shell's pid first: after exec it is the agent's (or its sudo's), to stop it by
                 # when this host is cut off. Its absence means the agent is not on the host yet.
-                channel.exec_command("test -d %s || exit %d; echo $$; exec %s" % (
+                channel.exec_command("test -d %s || exit %d; %s" % (
                     shlex.quote(agent_bundle().remote_path), AGENT_MISSING, self._command("serve")))
                 self._channel, self._pending = channel, b""
                 first = self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
@@ -151,7 +162,9 @@ class SSHTransport(Transport):
                     break
                 status = channel.recv_exit_status()
                 if status != AGENT_MISSING or attempt:
-                    raise paramiko.SSHException("the agent did not start (status %d)" % status)
+                    said = channel.recv_stderr(4096).decode("utf-8", "replace").strip() if channel.recv_stderr_ready() \
+                        else ""
+                    raise paramiko.SSHException(said or "the agent did not start (status %d)" % status)
                 self._upload_agent()
         return self._channel
 
