@@ -5,6 +5,7 @@ Exit codes: 0 all ok; 2 a step failed (or a release was rolled back); 3 a host w
 host's lock; 6 the watchdog's restart budget is spent.
 """
 
+import contextlib
 import json
 import sys
 
@@ -40,19 +41,23 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api, output
 
-    def go():
-        hosts = _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ())
-        width = max([12] + [len(h.name) for h in hosts])
+    hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
+    width = max([12] + [len(h.name) for h in hosts])
+    waits = output.Waits(lambda line: print(line, flush=True), width)
 
-        def show(host, result):
-            print(output.step_line(host, result, width), flush=True)
+    def show(host, result):
+        waits.end(host)
+        print(output.step_line(host, result, width), flush=True)
+
+    def go():
         return api.recover(inventory, limit, var or (), check=check, diff=diff,
                            playbook=playbook or api.default_playbook(inventory, name),
                            on_step=None if json_ else show, hosts=hosts, forks=forks,
                            serial=serial, max_fail_percentage=max_fail_percentage,
-                           accept_new_host_keys=accept_new_host_keys)
+                           accept_new_host_keys=accept_new_host_keys,
+                           on_begin=waits.begin if sys.stdout.isatty() and not json_ else None)
 
-    with api.interruptible():
+    with api.interruptible(), waits if sys.stdout.isatty() and not json_ else contextlib.nullcontext():
         run = _guard(go)
     print(_envelope(run.to_json()["hosts"], run.exit_code) if json_ else output.recap(run))
     if run.exit_code:

@@ -1,6 +1,8 @@
 """Text for people. JSON output is the results' own ``to_json``."""
 
-from typing import TYPE_CHECKING, List
+import threading
+import time
+from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
 
 if TYPE_CHECKING:  # types only: printing a step line must not load the verification's clients
     from .errors import CascadeError
@@ -130,3 +132,45 @@ def host_error(host: str, error: "CascadeError") -> str:
     """A host that could not answer, in one line (the error names the host already)."""
     text = str(error)
     return text if text.startswith(host + ":") else "%s: %s" % (host, text)
+
+
+class Waits:
+    """For a person at a terminal: which host has been waiting for what, every few seconds, while
+    a step takes long (a slow start, a grace period, a host that never sends its SSH banner)."""
+
+    AFTER_S = 3.0  # a wait this long is worth a line, and another line each time again
+
+    def __init__(self, write: Callable[[str], None], host_width: int = 12):
+        self.write, self.width = write, host_width
+        self.current: Dict[str, Tuple[str, float]] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True, name="waits")
+
+    def __enter__(self) -> "Waits":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(1.0)
+
+    def begin(self, host: str, what: str) -> None:
+        with self.lock:
+            self.current[host] = (what, time.monotonic())
+
+    def end(self, host: str) -> None:
+        with self.lock:
+            self.current.pop(host, None)
+
+    def _tick(self) -> None:
+        said: Dict[str, float] = {}
+        while not self.stop.wait(0.5):
+            now = time.monotonic()
+            with self.lock:
+                late = [(h, what, now - since) for h, (what, since) in self.current.items()
+                        if now - since >= self.AFTER_S and now - said.get(h, 0.0) >= self.AFTER_S]
+            for host, what, waited in late:
+                said[host] = now
+                self.write("%-*s %-*s %-*s %5.0fs  ..." % (self.width, host, STEP_WIDTH, what, STATUS_WIDTH,
+                                                         "waiting", waited))

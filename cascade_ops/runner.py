@@ -45,6 +45,7 @@ class RunOptions:
     forks: int = DEFAULT_FORKS
     serial: Union[int, str, None] = None  # hosts per batch: a count or "N%"; None: all at once
     max_fail_percentage: Optional[float] = None  # of a batch; more failures stop the rollout
+    on_begin: Optional[Callable[[str, str], None]] = None  # (host, what): a step or the connection starts
 
 
 @dataclass
@@ -163,7 +164,8 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
         with transport.lock(lock_path(host.vars)) if lock and not options.check else contextlib.nullcontext():
             phase = "steps"
             try:
-                _run_steps(run, bound, report)
+                _run_steps(run, bound, report, begin=lambda name: options.on_begin(host.name, name)
+                           if options.on_begin else None)
             except Interrupted as exc:  # a safe point: between two steps; no rollback, as asked
                 result.interrupted = exc.signum
                 report(StepResult("interrupted", FAILED, "%s; %s" % (exc, _state_now(run))))
@@ -232,12 +234,14 @@ def _write_report(run: HostRun, result: HostResult, started_at: float) -> None:
 
 
 def _run_steps(run: HostRun, bound: List[BoundStep], report: Callable[[StepResult], None],
-               prefix: str = "") -> bool:
+               prefix: str = "", begin: Optional[Callable[[str], None]] = None) -> bool:
     """Execute steps in order until one fails; False when one did. Interrupted between two steps."""
     done = "before any step"
     for item in bound:
         interrupts.check(done)
         done = "after step %s%s" % (prefix, item.step.name)
+        if begin:
+            begin(prefix + item.step.name)
         if item.skip_reason or item.args is None:
             step_result = StepResult(item.step.name, SKIPPED, item.skip_reason or "")
         else:
@@ -312,6 +316,12 @@ def _unfinished(live: HostResult, outcome: HostOutcome) -> HostResult:
                       outcome.duration_s, unreachable=isinstance(error, HostUnreachable))
 
 
+def _connecting(on_begin: Optional[Callable[[str, str], None]]) -> Optional[Callable[[Host], None]]:
+    if on_begin is None:
+        return None
+    return lambda host: on_begin(host.name, "connect")
+
+
 def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Optional[RunOptions] = None,
               on_step: Optional[StepCallback] = None) -> RunResult:
     """Run each host's bound steps, batch after batch. With ``serial``, a batch whose failed share
@@ -340,7 +350,8 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
             elif outcome.value is not None:
                 results[host.name] = outcome.value
 
-        run_each(batch, work, run_options.forks, run_options.accept_new_host_keys, on_done=done)
+        run_each(batch, work, run_options.forks, run_options.accept_new_host_keys, on_done=done,
+                 on_start=_connecting(run_options.on_begin))
         signum = interrupts.requested()
         if signum is not None and index + 1 < len(batches):
             for host in (h for later in batches[index + 1:] for h in later):

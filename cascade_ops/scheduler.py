@@ -95,7 +95,8 @@ def _attempt(slot: _Slot, work: "Work[T]", accept_new_host_keys: bool) -> HostOu
 
 
 def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, accept_new_host_keys: bool = False,
-             on_done: Optional[Callable[[Host, HostOutcome[T]], None]] = None) -> Dict[str, HostOutcome[T]]:
+             on_done: Optional[Callable[[Host, HostOutcome[T]], None]] = None,
+             on_start: Optional[Callable[[Host], None]] = None) -> Dict[str, HostOutcome[T]]:
     """Run ``work(host, transport)`` on every host, ``forks`` at a time; outcomes in host order.
 
     ``on_done`` is called (from the scheduler's thread) as each host finishes or is cut off.
@@ -123,6 +124,8 @@ def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, acc
                 continue
             slot = _Slot(pending.pop(0))
             running[slot.host.name] = slot
+            if on_start:
+                on_start(slot.host)
             threading.Thread(target=thread, args=(slot,), daemon=True, name="host-" + slot.host.name).start()
         if not running:
             break

@@ -332,3 +332,17 @@ def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), addre
            "unreadable_pids": 0, "processes": processes, "protected": list(protected),
            "probe": probe if sockets else None}
     return Diagnosis.from_agent(raw, port)
+
+
+def slow_start_app(seconds):
+    """A backend whose import takes ``seconds``: a run stays inside its start step that long."""
+    return python_script("""
+        import time
+        from fastapi import FastAPI
+        time.sleep(%s)
+        app = FastAPI()
+
+        @app.get("/health")
+        def health():
+            return {"status": "ok"}
+    """ % seconds)

@@ -10,22 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from support import wait_for
-
-SLOW_START = """
-import time
-from fastapi import FastAPI
-time.sleep(5)  # a slow start-up: the run is inside its start step for a while
-app = FastAPI()
-
-@app.get("/health")
-def health():
-    return {"status": "ok"}
-"""
+from support import slow_start_app, wait_for
 
 
 def _launch(site):
-    (site.app_dir / "main.py").write_text(SLOW_START)
+    (site.app_dir / "main.py").write_text(slow_start_app(5))
     site.vars.update(auth_module=None)
     site.write_inventory()
     # Its own process group, signalled whole, as a terminal does with Ctrl-C.
