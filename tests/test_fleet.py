@@ -346,3 +346,15 @@ def test_the_agent_finds_its_own_python_apart_from_the_backends(make_fleet):
     missing = fleet.cli("diagnose", "--var", "agent_python=/nowhere/python3")
     assert missing.returncode == 2
     assert "no Python 3 for the agent on this host (/nowhere/python3): set agent_python" in missing.stdout
+
+
+def test_every_command_prints_one_json_envelope(make_fleet):
+    fleet = make_fleet(2)
+    for argv in (["recover"], ["diagnose"], ["verify"], ["report"], ["watch"]):
+        done = fleet.cli(*argv, "--json")
+        doc = json.loads(done.stdout)
+        assert set(doc) == {"hosts", "exit_code"} and set(doc["hosts"]) == {"web1", "web2"}, (argv, doc)
+        assert doc["exit_code"] == done.returncode == 0, (argv, done.stdout + done.stderr)
+    helped = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fab"), "--help", "deploy"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert "playbooks/deploy.yaml" in " ".join(helped.stdout.split())
