@@ -202,7 +202,7 @@ def test_fab_deploy_to_a_host_named_on_the_command_line(make_fleet):
     assert site.health()["ok"] and (site.app_dir / "api" / "auth.py").exists()
 
 
-def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet):
+def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet, reaper):
     fleet = make_fleet(2)
     slow = fleet.sites["web2"]
     # web2's backend never finishes importing: its start step would wait start_timeout (60 s).
@@ -228,6 +228,7 @@ def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet):
     def agents():
         return [p for p in psutil.process_iter(["cmdline"]) if agent in " ".join(p.info["cmdline"] or ())]
     wait_for(lambda: not agents(), timeout=10, message="web2's agent to stop")
+    reaper.track(slow.backend_pid())  # still importing: the next run's start replaces the pid file
     again = fleet.cli("recover", "--limit", "web2", "--var", "host_timeout=3s")
     assert again.returncode != 5 and "another cascade-ops run holds" not in again.stdout
 

@@ -32,7 +32,7 @@ def host_vars(**extra):
 
 
 def run_on(d=None, check=False, answers=None, **extra):
-    transport = RecordingTransport(answers)
+    transport = RecordingTransport(dict({"read_text": None}, **(answers or {})))
     run = HostRun("unit", host_vars(**extra), transport, check=check)
     run.diagnosis, run.diagnosed_at = d, time.monotonic()
     return run, transport
@@ -97,6 +97,14 @@ def test_a_protected_holder_is_refused_as_protected_even_with_force():
     assert [r.holder.pid for r in plan.refused] == [41] and plan.refused[0].why.startswith("protected")
 
 
+def test_a_backend_an_earlier_run_started_and_still_starting_goes_too():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(60, 1, UVICORN, exe=PY),
+                   process(61, 60, SPAWN, exe=PY)], {})  # importing for ever: not listening yet
+    assert pids(plan_termination(d, "uvicorn", force=False, started=60)) == [60, 61]
+    reused = diagnosis([process(1, 0, "/sbin/init"), process(60, 1, "postgres: writer", exe="/usr/bin/postgres")], {})
+    assert pids(plan_termination(reused, "uvicorn", force=False, started=60)) == []  # the pid was reused
+
+
 def test_a_worker_is_never_found_by_a_matching_parent_that_does_not_hold_the_port():
     d = diagnosis([process(1, 0, "/sbin/init"), process(20, 1, "python uvicorn-supervisor.py", exe=PY),
                    process(21, 20, SPAWN, exe=PY)], {21: [7]})
@@ -142,14 +150,14 @@ def test_terminate_refuses_an_invisible_holder():
     d = diagnosis([process(1, 0, "/sbin/init")], {}, orphan_inodes=[9])
     run, _ = run_on(d)
     with pytest.raises(StepFailed, match="cannot see"):
-        Terminate().plan(run, {}, d)
+        Terminate().plan(run, {}, (d, None))
 
 
 def test_terminate_names_a_refused_holder():
     d = diagnosis([process(1, 0, "/sbin/init"), process(300, 1, "nginx: master", state="T")], {300: [8]})
     run, _ = run_on(d)
     with pytest.raises(StepFailed, match=r"refusing to signal anything.*pid 300"):
-        Terminate().plan(run, {}, d)
+        Terminate().plan(run, {}, (d, None))
 
 
 def test_start_plans_only_on_a_free_port_and_never_beside_a_holder():

@@ -11,7 +11,7 @@ import sys
 import psutil
 
 from cascade_ops.steps import CHANGED, FAILED
-from support import IGNORES_SIGTERM, REPO, gone, python_script, wait_for
+from support import IGNORES_SIGTERM, REPO, gone, python_script, slow_start_app, wait_for
 
 
 def statuses(run, host="web"):
@@ -258,3 +258,21 @@ def test_backend_that_cannot_start_fails_with_its_log(site):
     assert "boom at import" in report
     # The previous main.py crashes too: the rollback is tried, fails, and both failures are reported.
     assert statuses(run)["rollback:start"] == FAILED and run.hosts["web"].status == FAILED
+
+
+def test_a_backend_still_starting_from_an_earlier_run_is_not_doubled(site):
+    """A start that never turned healthy leaves its backend (importing for ever, not listening).
+    The next run stops it, by the pid it recorded, before starting one: never two copies."""
+    (site.app_dir / "main.py").write_text(slow_start_app(600))
+    site.vars.update(auth_module=None, start_timeout="2s")
+    site.write_inventory()
+    first = site.recover()
+    assert first.exit_code == 2 and "not healthy within 2s" in first.hosts["web"].first_failure.message
+    stuck = site.backend_pid()
+    second = site.recover()
+    terminate = next(s for s in second.hosts["web"].steps if s.name == "terminate")
+    assert "pid %d" % stuck in terminate.message and terminate.status == "changed", terminate.message
+    assert gone(stuck)
+    copies = [p.pid for p in psutil.process_iter(["cmdline"])
+              if str(site.app_dir) in " ".join(p.info["cmdline"] or ()) and p.status() != psutil.STATUS_ZOMBIE]
+    assert copies == [site.backend_pid()]

@@ -35,16 +35,21 @@ class Terminate(Step):
     def gather(self, run: HostRun, args: Args) -> Any:
         if _untouched_and_healthy(run):
             return None  # nothing will be signalled: skip the second scan on the hot path
+        # The backend an earlier run started may still be starting (not listening yet): it is
+        # ours to stop too, or the start step would run a second copy beside it.
+        recorded = run.transport.agent("read_text", path=pid_path(run.vars)) or ""
+        started = int(recorded) if recorded.strip().isdigit() else None
         if run.diagnosis is not None and time.monotonic() - run.diagnosed_at < FRESH_FACTS_S:
             # Seconds-old facts are safe to act on: each signal is pinned to a process's start
             # time, and success is judged by the port, so a newcomer is named, never missed.
-            return run.diagnosis
-        return gather_diagnosis(run, probe=False)
+            return run.diagnosis, started
+        return gather_diagnosis(run, probe=False), started
 
-    def plan(self, run: HostRun, args: Args, d: Any) -> Outcome:
+    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         healthy = run.diagnosis is not None and run.diagnosis.healthy
-        if d is None:
+        if facts is None:
             return Unchanged("backend healthy and up to date: left running")
+        d, started = facts
         orphans = [s for s in d.orphan_sockets if s.in_the_way]
         if orphans:
             raise StepFailed("port %d is held by a process this user cannot see (%s); run as its owner or root"
@@ -54,9 +59,9 @@ class Terminate(Step):
         if d.bystanders:
             others = " (left alone, on another address: %s)" % "; ".join(
                 "%s on %s" % (describe(h.process), ",".join(s.endpoint for s in h.sockets)) for h in d.bystanders)
-        if not d.in_the_way:
+        termination = plan_termination(d, run.vars["process_match"], run.vars["force"], started)
+        if not termination.targets and not termination.refused:
             return Unchanged("port %d is free for %s%s" % (d.port, run.vars["bind_host"], others))
-        termination = plan_termination(d, run.vars["process_match"], run.vars["force"])
         if termination.refused:
             raise StepFailed("refusing to signal anything: port %d is also held by %s" % (d.port, "; ".join(
                 "%s, which %s" % (describe(r.holder.process), r.why) for r in termination.refused)))
@@ -103,6 +108,10 @@ def start_command(v: Dict[str, Any]) -> List[str]:
     return argv + ["--timeout-graceful-shutdown", str(drain)] if drain >= 1 else argv
 
 
+def pid_path(v: Dict[str, Any]) -> str:
+    return os.path.join(v["state_dir"], "backend.pid")
+
+
 def log_path(v: Dict[str, Any]) -> str:
     return os.path.join(v["state_dir"], "backend.log")
 
@@ -138,7 +147,7 @@ class Start(Step):
         offset = run.transport.agent("file_size", path=log_path(v))  # this start's lines begin here
         run.restarted = True
         spawned = run.transport.spawn(argv=start_command(v), cwd=v["app_dir"], log=log_path(v),
-                                      pidfile=os.path.join(v["state_dir"], "backend.pid"), env=env,
+                                      pidfile=pid_path(v), env=env,
                                       secret_env={"CASCADE_JWT_SECRET": v["jwt_secret_file"]})
         pid = run.started_pid = spawned["pid"]
         warm_up()  # verify's clients load while the backend boots

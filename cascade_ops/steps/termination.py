@@ -8,7 +8,7 @@ script beside it, or an unrelated child is reported and left alone.
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from ..facts import Diagnosis, PortHolder, ProcessFacts
 
@@ -43,8 +43,13 @@ def _children(d: Diagnosis) -> Dict[int, List[int]]:
     return children
 
 
-def plan_termination(d: Diagnosis, process_match: str, force: bool) -> TerminationPlan:
-    """The processes to signal for ``d``'s holders, the holders refused, and the relatives spared."""
+def plan_termination(d: Diagnosis, process_match: str, force: bool, started: Optional[int] = None) -> TerminationPlan:
+    """The processes to signal for ``d``'s holders, the holders refused, and the relatives spared.
+
+    ``started``: the pid an earlier run recorded for the backend it started. Alive, matching
+    ``process_match`` and holding nothing, it is a backend still starting (or stuck starting):
+    it goes too, so a new start never runs beside it. A reused pid running something else does not.
+    """
     pattern = re.compile(process_match)
     protected = set(d.protected) | {1}  # the agent's own chain on that host: the runner, or its SSH session
     judged = d.in_the_way  # a listener on another address cannot block the backend: never judged
@@ -63,19 +68,23 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool) -> Terminati
     refused = tuple(Refusal(h, PROTECTED_WHY if h.pid in protected else
                             "does not match process_match %r (set force=true to include it)" % process_match)
                     for h in pending if h.pid in protected or not force)
-    roots = eligible + [h for h in pending if h.pid not in protected and force]
+    roots = [h.process for h in eligible + [h for h in pending if h.pid not in protected and force]]
+    own = d.processes.get(started) if started is not None else None
+    if (own is not None and own.pid not in protected and not own.zombie and own.pid not in {h.pid for h in d.holders}
+            and pattern.search(own.command)):
+        roots.append(own)
     children = _children(d)
     targets: List[int] = []
     spared: List[int] = []
-    for holder in roots:
-        todo = [holder.pid]
+    for root in roots:
+        todo = [root.pid]
         while todo:  # the holder, then its workers: descendants running the same program
             pid = todo.pop(0)
             if pid in targets or pid in protected:
                 continue
             targets.append(pid)
             for child in children.get(pid, ()):
-                if same_program(d.processes[child], holder.process):
+                if same_program(d.processes[child], root):
                     todo.append(child)
                 elif child not in spared:
                     spared.append(child)
