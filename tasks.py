@@ -2,7 +2,8 @@
 
 Exit codes: 0 all ok; 2 a step failed (or a release was rolled back); 3 a host was unreachable;
 4 invalid inventory, playbook, variables or options (nothing touched); 5 another run holds the
-host's lock; 6 the watchdog's restart budget is spent.
+host's lock; 6 the watchdog's restart budget is spent; 130 / 143 interrupted by SIGINT / SIGTERM
+(the run stopped at the next safe point).
 """
 
 import contextlib
@@ -18,7 +19,6 @@ HELP = {
     "check": "report what would change and change nothing",
     "diff": "show file changes as unified diffs",
     "json": "print one JSON document and nothing else on stdout",
-    "playbook": "playbook file (default: playbooks/recover.yaml beside the inventory, else here)",
     "forks": "hosts worked on at once (default 10)",
     "serial": "rolling batches: hosts per batch, a count or a percentage (overrides the playbook's)",
     "max-fail-percentage": "with serial: failed share of a batch that stops the rollout (default 0)",
@@ -44,6 +44,7 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
     width = max([12] + [len(h.name) for h in hosts])
     waits = output.Waits(lambda line: print(line, flush=True), width)
+    person = sys.stdout.isatty() and not json_  # someone watching a terminal: say who waits for what
 
     def show(host, result):
         waits.end(host)
@@ -55,17 +56,20 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
                            on_step=None if json_ else show, hosts=hosts, forks=forks,
                            serial=serial, max_fail_percentage=max_fail_percentage,
                            accept_new_host_keys=accept_new_host_keys,
-                           on_begin=waits.begin if sys.stdout.isatty() and not json_ else None)
+                           on_begin=waits.begin if person else None)
 
-    with api.interruptible(), waits if sys.stdout.isatty() and not json_ else contextlib.nullcontext():
+    with api.interruptible(), waits if person else contextlib.nullcontext():
         run = _guard(go)
     print(_envelope(run.to_json()["hosts"], run.exit_code) if json_ else output.recap(run))
     if run.exit_code:
         raise Exit(code=run.exit_code)
 
 
-def _help(playbook):
-    return dict(HELP, playbook="playbook file (default: playbooks/%s.yaml beside the inventory, else here)" % playbook)
+def _help(playbook, *names):
+    """The option help of a task; ``names`` picks options of HELP (default: all of them)."""
+    chosen = {k: HELP[k] for k in names} if names else dict(HELP)
+    return dict(chosen, playbook="playbook file (default: playbooks/%s.yaml beside the inventory, else here)"
+                % playbook)
 
 
 @task(iterable=["var"], help=_help("recover"))
@@ -145,7 +149,7 @@ def hang(c, inventory="inventory.yaml", limit=None, var=None):
     _finish(done)
 
 
-@task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var", "json", "playbook")},
+@task(iterable=["var"], help=dict(_help("recover", "inventory", "limit", "var", "json"),
                                    reset="forget the failure streak and the restart budget first"))
 def watch(c, inventory="inventory.yaml", limit=None, var=None, reset=False, playbook=None, json_=False):
     """One watchdog tick (for cron): probe, and recover only when unhealthy.

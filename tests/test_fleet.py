@@ -2,7 +2,9 @@
 
 import json
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import socket
@@ -17,7 +19,7 @@ import pytest
 from cascade_ops import api
 from cascade_ops.facts import Diagnosis
 from cascade_ops.transport.bundle import agent_bundle
-from support import REPO, SSHServer, free_port, wait_for
+from support import INVOKE, REPO, SSHServer, free_port, wait_for
 
 
 def statuses(result_json):
@@ -359,3 +361,47 @@ def test_every_command_prints_one_json_envelope(make_fleet):
     helped = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fab"), "--help", "deploy"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert "playbooks/deploy.yaml" in " ".join(helped.stdout.split())
+
+
+def read_terminal(argv, cwd, timeout=90):
+    """Run ``argv`` with a terminal as its stdout (as for a person) and return what it showed."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=terminal, stderr=terminal, stdin=subprocess.DEVNULL, cwd=cwd)
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([controller], [], [], 1.0)[0]:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:  # the other end closed: the run is over
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        os.close(controller)
+        proc.wait(timeout=30)
+    return proc.returncode, seen.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def test_what_a_person_reads_while_a_release_fails_on_a_fleet_host(make_fleet):
+    """Which host waits for what, aligned columns through a rollback, and the cause in the report."""
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    assert fleet.cli("recover").returncode == 0
+    site.auth_module.write_text(site.auth_module.read_text()
+                                + "\nimport time\ntime.sleep(5)\nraise RuntimeError('release 2 broke')\n")
+    code, shown = read_terminal(INVOKE + ["recover", "--inventory", str(fleet.inventory)], REPO)
+    assert code == 2, shown
+    steps, recap = shown.split("RECAP")
+    waiting = [line for line in steps.splitlines() if " waiting " in line]
+    assert waiting and waiting[0].split()[:2] == ["web1", "start"], shown
+    rows = [line for line in steps.splitlines() if line.startswith("web1 ") and " waiting " not in line
+            and re.search(r"\d\.\d{3}s  ", line)]
+    assert any("rollback:start" in row for row in rows) and "rolled_back" in recap
+    assert len({re.search(r"\d\.\d{3}s  ", row).start() for row in rows}) == 1, rows
+    report = fleet.cli("report")
+    assert "release 2 broke" in report.stdout, report.stdout
+    assert site.health()["ok"]

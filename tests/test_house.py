@@ -2,9 +2,6 @@
 means the same thing locally and over SSH."""
 
 import json
-import os
-import pty
-import select
 import shutil
 import socket
 import subprocess
@@ -18,7 +15,7 @@ from cascade_ops import agent
 from cascade_ops.errors import HostCommandError
 from cascade_ops.transport import LocalTransport
 from cascade_ops.transport.base import decode_reply
-from support import REPO, free_port, slow_start_app, wait_for
+from support import free_port, wait_for
 
 
 def test_diagnose_prints_every_reachable_host_and_exits_3_within_host_timeout(site):
@@ -96,30 +93,3 @@ def test_a_local_host_cut_off_at_host_timeout_stops_acting(site):
     # written an incident report.
     assert (site.app_dir / "main.py").read_text() == main_at_cut
     assert not (site.state_dir / "incidents").exists()
-
-
-def test_a_person_at_a_terminal_sees_which_host_waits_for_what(site, reaper):
-    (site.app_dir / "main.py").write_text(slow_start_app(5))
-    site.vars.update(auth_module=None)
-    site.write_inventory()
-    controller, terminal = pty.openpty()  # stdout is a terminal, as for a person
-    proc = reaper.popen(site.cli_argv("recover"), stdout=terminal, stderr=terminal, cwd=REPO)
-    os.close(terminal)
-    seen = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([controller], [], [], 1.0)
-        if ready:
-            try:
-                chunk = os.read(controller, 4096)
-            except OSError:  # the other end closed: the run is over
-                break
-            if not chunk:
-                break
-            seen += chunk
-    os.close(controller)
-    assert proc.wait(timeout=30) == 0, seen
-    waiting = [line for line in seen.decode().splitlines() if " waiting " in line]
-    assert waiting and waiting[0].split()[:2] == ["web", "start"], seen.decode()
-    piped = site.cli("recover")  # not a terminal: no such lines
-    assert " waiting " not in piped.stdout
