@@ -7,11 +7,24 @@ Every function that reaches hosts goes through the one scheduler (``scheduler.ru
 
 import functools
 import os
-from typing import TYPE_CHECKING, Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Tuple, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    TypeVar,
+)
 
+from . import interrupts
 from .errors import CascadeError, ConfigError, worst_exit_code
 from .hostvars import Host, parse_cli_vars
-from .interrupts import handled as interruptible  # noqa: F401  (for the face: Ctrl-C handling)
 from .inventory import load_inventory
 from .scheduler import DEFAULT_FORKS, run_each
 from .transport import Transport
@@ -42,7 +55,8 @@ class PerHost(Dict[str, T], Generic[T]):
         return worst_exit_code(error.exit_code for error in self.failures.values())
 
     def each(self) -> Iterator[Tuple[str, Optional[T], Optional[CascadeError]]]:
-        """(name, answer, error) for every host, in order; exactly one of answer and error is set."""
+        """(name, answer, error) for every host, in order; error is None when the host answered (an
+        answer may itself be None: no incident report yet, no watch tick yet)."""
         for name in self.order:
             yield name, self.get(name), self.failures.get(name)
 
@@ -53,6 +67,11 @@ def on_hosts(hosts: List[Host], work: Callable[[Host, Transport], T], forks: int
     return PerHost([h.name for h in hosts],
                    {name: o.value for name, o in outcomes.items() if o.error is None},  # type: ignore[misc]
                    {name: o.error for name, o in outcomes.items() if o.error is not None})
+
+
+def interruptible() -> ContextManager[None]:
+    """Ctrl-C and SIGTERM stop a run at its next safe point (see ``interrupts``), for the block."""
+    return interrupts.handled()
 
 
 def select_hosts(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
