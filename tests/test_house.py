@@ -2,6 +2,7 @@
 means the same thing locally and over SSH."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -52,7 +53,11 @@ def test_a_local_agent_failure_is_the_same_error_as_over_ssh(tmp_path):
     kwargs = {"dest": str(tmp_path / "f"), "backup_dir": str(tmp_path), "content_b64": "!!not base64"}
     with pytest.raises(HostCommandError) as local:
         LocalTransport({"host": "h"}).agent("install_file", **kwargs)
-    served = subprocess.run([sys.executable, "-I", "-c", agent.launch.BOOT, "install_file"], capture_output=True,
+    # The agent as the SSH transport runs it: its package imported by a bare interpreter.
+    package = os.path.dirname(agent.__file__)
+    boot = "import sys; sys.path.insert(0, %r); from %s.server import main; sys.exit(main(sys.argv))" % (
+        os.path.dirname(package), os.path.basename(package))
+    served = subprocess.run([sys.executable, "-I", "-c", boot, "install_file"], capture_output=True,
                             text=True, input=json.dumps(kwargs) + "\n", timeout=30)
     with pytest.raises(HostCommandError) as remote:
         decode_reply("h", "install_file", served.stdout)

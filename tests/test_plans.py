@@ -223,7 +223,7 @@ def test_seed_app_fills_only_an_empty_app_dir(tmp_path):
 
 def test_start_fails_when_the_port_is_served_by_a_process_it_did_not_start():
     stray = diagnosis([process(1, 0, "/sbin/init"), process(700, 1, UVICORN)], {700: [7]}, probe_ok=True)
-    answers = {"file_size": 10, "spawn_detached": {"pid": 800}, "host_facts": {}, "tail": ["[Errno 98] in use"],
+    answers = {"file_size": 10, "spawn": {"pid": 800}, "host_facts": {}, "tail": ["[Errno 98] in use"],
                "wait_healthy": {"ok": True, "elapsed_s": 0.1}}
     run, transport = run_on(None, answers=answers)
     transport.answers["host_facts"] = lambda **kwargs: _raw_of(stray)

@@ -54,7 +54,7 @@ class Transport(abc.ABC):
 
     def spawn(self, **kwargs: Any) -> Dict[str, int]:
         """Start a detached process on the host (see ``agent.launch``); returns {"pid": ...}."""
-        return self.agent("spawn_detached", **kwargs)
+        return self.agent("spawn", **kwargs)
 
     @abc.abstractmethod
     def put_tree(self, src: str, dest: str) -> None:

@@ -1,6 +1,5 @@
 """The machine cascade-ops runs on: the agent is called in-process (no subprocess, no
-serialisation: the healthy path stays fast); only a detached start goes through a short-lived
-intermediate process."""
+serialisation: the healthy path stays fast)."""
 
 import shutil
 from typing import Any, Dict

@@ -218,11 +218,6 @@ class SSHTransport(Transport):
             self._channel.close()
         self._channel = None
 
-    def spawn(self, **kwargs: Any) -> Dict[str, int]:
-        # The agent server lives for this run only: a backend it starts in its own session is
-        # re-parented to init when the server exits, with no intermediate process to pay for.
-        return self.agent("spawn", **kwargs)
-
     @contextlib.contextmanager
     def tunnel(self, host: str, port: int) -> Iterator[Tuple[str, int]]:
         """A loopback listener whose connections are carried to ``host:port`` as the host sees it.
