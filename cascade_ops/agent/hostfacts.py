@@ -49,5 +49,8 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
         "protected": ancestry(os.getpid(), by_pid),
         "probe": probe_result,
         "bind_address": bind_address,
-        "bindable": port_free(bind_host, port) if sockets else True,
+        # Only [::] on either side leaves "in the way?" open (IPV6_V6ONLY): a test bind settles it
+        # then, and the usual healthy path skips it.
+        "bindable": (port_free(bind_host, port) if bind_address == "::" or any(s["address"] == "::" for s in sockets)
+                     else True),
     }
