@@ -26,10 +26,21 @@ PLAYBOOK = REPO / "playbooks" / "recover.yaml"
 INVOKE = [sys.executable, "-m", "invoke", "-r", str(REPO)]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on that this test run has not handed out before.
+
+    The kernel may give the same ephemeral port to two consecutive probes when the first
+    has not been bound yet (two fleet sites once shared a port that way)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(predicate, timeout=15.0, interval=0.02, message="condition"):
