@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from .agent.procfs import GONE_STATES, STOPPED_STATES
+from .owners import DETACHED, Owner
 from .transport import Transport
 
 _STATE_NAMES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "stopped (traced)",
@@ -98,6 +99,7 @@ class PortHolder:
 
     process: ProcessFacts
     sockets: Tuple[ListenSocket, ...]
+    owner: Owner = DETACHED
 
     @property
     def pid(self) -> int:
@@ -117,7 +119,8 @@ class PortHolder:
 
     def to_json(self) -> Dict[str, Any]:
         return dict(self.process.to_json(), listen=[s.endpoint for s in self.sockets], backlog=self.backlog,
-                    backlog_max=max((s.backlog_max for s in self.sockets), default=0), in_the_way=self.in_the_way)
+                    backlog_max=max((s.backlog_max for s in self.sockets), default=0), in_the_way=self.in_the_way,
+                    owner=self.owner.to_json())
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,9 @@ class Diagnosis:
             sockets = _mark_in_the_way(sockets, raw["bind_address"], raw.get("bindable", False))
         by_inode = {s.inode: s for s in sockets}
         processes = {p["pid"]: ProcessFacts.from_agent(p) for p in raw["processes"]}
-        holders = tuple(PortHolder(processes[h["pid"]], tuple(by_inode[i] for i in h["inodes"]))
+        owners = raw.get("owners", {})
+        holders = tuple(PortHolder(processes[h["pid"]], tuple(by_inode[i] for i in h["inodes"]),
+                                   Owner.from_agent(owners[str(h["pid"])]) if str(h["pid"]) in owners else DETACHED)
                         for h in raw["holders"] if h["pid"] in processes)
         held = {i for h in holders for i in h.inodes}
         probe = ProbeResult.from_agent(raw["probe"]) if raw.get("probe") else None
@@ -234,8 +239,13 @@ def _mark_in_the_way(sockets: Tuple[ListenSocket, ...], bind_address: str,
     return tuple(replace(s, in_the_way=bool(v) or (v is None and unknown_blocks)) for s, v in zip(sockets, verdicts))
 
 
+def owner_hints(v: Dict[str, Any]) -> Dict[str, Any]:
+    """The host's manager settings the agent needs to find and name an owner."""
+    return {key: v[key] for key in ("unit", "program", "supervisor_conf", "container")}
+
+
 def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) -> Diagnosis:
     """A host's diagnosis in one agent call (one round trip when remote)."""
     raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
-                          probe_timeout=v["probe_timeout"], probe=probe)
+                          probe_timeout=v["probe_timeout"], probe=probe, owner_hints=owner_hints(v))
     return Diagnosis.from_agent(raw, v["port"])

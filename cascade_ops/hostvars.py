@@ -108,6 +108,14 @@ def parse_choice(choices: Tuple[str, ...]) -> Callable[[Any], str]:
     return parse
 
 
+def parse_unit(value: Any) -> str:
+    """A systemd service name; ``web`` means ``web.service``, as systemctl reads it."""
+    text = parse_str(value)
+    if not re.fullmatch(r"[A-Za-z0-9:_.\\@-]+", text) or text.startswith("-"):
+        raise ValueError("expected a systemd unit name such as web.service, got %r" % text)
+    return text if text.endswith(".service") else text + ".service"
+
+
 @dataclass(frozen=True)
 class VarSpec:
     name: str
@@ -129,6 +137,11 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("app_seed", parse_str, path="controller"),  # copied to app_dir when it does not exist (demo)
     VarSpec("python", parse_str),  # default: cascade-ops's own locally, python3 over SSH
     VarSpec("process_match", parse_regex, "uvicorn"),
+    VarSpec("manager", parse_choice(("auto", "detached", "systemd", "supervisor", "docker")), "auto"),
+    VarSpec("unit", parse_unit),  # the backend's systemd service (created as a transient unit if missing)
+    VarSpec("program", parse_str),  # the backend's supervisord program ("group:name" inside a group)
+    VarSpec("supervisor_conf", parse_str, path="host"),  # when it cannot be read off supervisord's command line
+    VarSpec("container", parse_str),  # the backend's docker container, by name or id
     VarSpec("force", parse_bool, False),
     VarSpec("auth_module", parse_str, path="controller"),
     VarSpec("auth_dest", parse_str, "api/auth.py"),

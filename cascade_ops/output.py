@@ -4,6 +4,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
 
+from .owners import WHAT
+
 if TYPE_CHECKING:  # types only: printing a step line must not load the verification's clients
     from .errors import CascadeError
     from .facts import Diagnosis
@@ -56,13 +58,15 @@ def _size(n: int) -> str:
 def diagnosis_table(host: str, d: "Diagnosis") -> str:
     lines = ["%s port %d: %s" % (host, d.port, d.verdict())]
     if d.holders:
-        lines.append("  %7s %7s %-10s %-17s %8s %6s %-22s %7s  %s"
-                     % ("PID", "PPID", "USER", "STATE", "AGE", "RSS", "LISTEN", "BACKLOG", "COMMAND"))
+        lines.append("  %7s %7s %-10s %-17s %8s %6s %-22s %7s  %-24s %s"
+                     % ("PID", "PPID", "USER", "STATE", "AGE", "RSS", "LISTEN", "BACKLOG", "OWNER", "COMMAND"))
         for h in d.holders:
             p = h.process
-            lines.append("  %7d %7d %-10s %-17s %7.0fs %6s %-22s %7d  %s"
+            lines.append("  %7d %7d %-10s %-17s %7.0fs %6s %-22s %7d  %-24s %s"
                          % (p.pid, p.ppid, p.user[:10], p.state, p.age_s, _size(p.rss),
-                            ",".join(s.endpoint for s in h.sockets), h.backlog, p.command[:120]))
+                            ",".join(s.endpoint for s in h.sockets), h.backlog, h.owner.label[:24], p.command[:120]))
+        lines += ["  pid %d: %s cannot be asked from here: %s" % (h.pid, h.owner.describe(), h.owner.why)
+                  for h in d.holders if h.owner.managed and not h.owner.reachable]
     for s in d.orphan_sockets:
         lines.append("  %s is listening, but its holder is not visible to this user" % s.endpoint)
     if d.unreadable_pids:
@@ -107,8 +111,11 @@ def incident_text(path: str, doc: dict) -> str:
         lines.append("  hang: %s" % doc["hang"]["summary"])
     if d:
         for h in d["holders"]:
-            lines.append("    holder pid %d %s, backlog %d, %s"
-                         % (h["pid"], h["state"], h["backlog"], h["command"][:100]))
+            owner = h.get("owner", {})
+            run_by = "run by %s %s" % (WHAT.get(owner["kind"], owner["kind"]), owner["name"]) if owner.get(
+                "kind", "none") != "none" else "detached"
+            lines.append("    holder pid %d %s, %s, backlog %d, %s"
+                         % (h["pid"], h["state"], run_by, h["backlog"], h["command"][:100]))
     if doc.get("evidence"):
         lines.append("  evidence (captured in %.2fs, before any signal):" % doc["evidence"]["elapsed_s"])
         lines += _evidence_lines(doc["evidence"])

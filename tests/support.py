@@ -332,8 +332,10 @@ def process(pid, ppid, command, state="S", user="app", start_ticks=None, exe=Non
             "rss": 1 << 20, "cmdline": argv, "exe": exe or argv[0]}
 
 
-def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), address="127.0.0.1", orphan_inodes=()):
-    """A ``Diagnosis`` built from constructed facts: ``holders`` maps pid -> listening inodes."""
+def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), address="127.0.0.1", orphan_inodes=(),
+              owners=None):
+    """A ``Diagnosis`` built from constructed facts: ``holders`` maps pid -> listening inodes, and
+    ``owners`` pid -> what ``agent.owners`` reports about that holder's owner."""
     from cascade_ops.facts import Diagnosis
     inodes = sorted({i for held in holders.values() for i in held} | set(orphan_inodes))
     sockets = [{"inode": i, "address": address, "port": port, "family": 4, "backlog": 0} for i in inodes]
@@ -341,7 +343,7 @@ def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), addre
              "status": 200 if probe_ok else None, "error": None if probe_ok else "timeout"}
     raw = {"sockets": sockets, "holders": [{"pid": p, "inodes": sorted(i)} for p, i in sorted(holders.items())],
            "unreadable_pids": 0, "processes": processes, "protected": list(protected),
-           "probe": probe if sockets else None}
+           "probe": probe if sockets else None, "owners": {str(p): o for p, o in (owners or {}).items()}}
     return Diagnosis.from_agent(raw, port)
 
 

@@ -16,7 +16,7 @@ PACKAGE = REPO / "cascade_ops"
 LAYERS = [
     ("plain", {"errors", "hostvars", "yamlsrc"}),
     ("agent", {"agent"}),
-    ("facts/transport", {"facts", "transport"}),
+    ("facts/transport", {"facts", "owners", "transport"}),
     ("steps", {"steps"}),
     ("engine", {"scheduler", "runner", "report", "hangkind", "interrupts", "playbook", "inventory", "watch", "cron",
                 "alerts", "output"}),

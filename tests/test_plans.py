@@ -20,7 +20,8 @@ from support import diagnosis, process
 UVICORN = "/venv/bin/python -m uvicorn main:app --port 8000"
 SPAWN = "/venv/bin/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)"
 # Commands a check-mode run may ask for: reads only.
-READ_ONLY = {"host_facts", "file_state", "read_text", "path_kind", "list_dir", "secret_state", "read_secret", "tail"}
+READ_ONLY = {"host_facts", "file_state", "read_text", "path_kind", "list_dir", "secret_state", "read_secret", "tail",
+             "configured_owner", "owner_status", "owner_log"}
 
 
 def host_vars(**extra):
@@ -162,12 +163,12 @@ def test_terminate_names_a_refused_holder():
 
 def test_start_plans_only_on_a_free_port_and_never_beside_a_holder():
     run, _ = run_on(None)
-    assert isinstance(Start().plan(run, {}, None), Plan)
+    assert isinstance(Start().plan(run, {}, (None, None)), Plan)
     run, _ = run_on(HEALTHY)
-    assert isinstance(Start().plan(run, {}, HEALTHY), Unchanged)
+    assert isinstance(Start().plan(run, {}, (HEALTHY, None)), Unchanged)
     run, _ = run_on(HUNG)
     with pytest.raises(StepFailed, match="run the terminate step first"):
-        Start().plan(run, {}, HUNG)
+        Start().plan(run, {}, (HUNG, None))
 
 
 def test_verify_skips_in_check_mode_and_leaves_a_healthy_no_op_alone():

@@ -4,6 +4,7 @@ import os
 import socket
 from typing import Any, Dict, List, Optional
 
+from .owners import Hints, holder_owners
 from .probe import http_probe, port_free, probe_address
 from .procfs import GONE_STATES, STOPPED_STATES, ancestry, listen_sockets, process_table, socket_holders
 from .registry import command
@@ -23,8 +24,9 @@ def _blocks(sock: Dict[str, Any], bind_address: Optional[str]) -> bool:
 
 
 @command
-def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float, probe: bool = True) -> Dict[str, Any]:
-    """Sockets on the port, their holders, the process table, and the health probe.
+def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float, probe: bool = True,
+               owner_hints: Optional[Hints] = None) -> Dict[str, Any]:
+    """Sockets on the port, their holders and who owns each, the process table, and the health probe.
 
     The HTTP probe is skipped when nothing listens (refused is certain) and when a holder in the
     backend's way is stopped or a zombie: it is known hung, and waiting out the probe deadline
@@ -44,6 +46,7 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
     return {
         "sockets": sockets,
         "holders": [{"pid": pid, "inodes": inodes} for pid, inodes in sorted(holders.items())],
+        "owners": holder_owners(sorted(holders), by_pid, port, owner_hints or {}),
         "unreadable_pids": len(unreadable),
         "processes": procs,
         "protected": ancestry(os.getpid(), by_pid),

@@ -80,10 +80,12 @@ ANSWER_BACKOFF_S = (0.05, 0.1, 0.2, 0.4)
 
 
 @command
-def wait_healthy(pid: int, bind_host: str, port: int, path: str, timeout: float, probe_timeout: float) -> Json:
+def wait_healthy(pid: Optional[int], bind_host: str, port: int, path: str, timeout: float,
+                 probe_timeout: float) -> Json:
     """Poll a just-started backend on the host itself until its health path answers 200.
 
-    Gives up early when the process exits (no point waiting out the deadline for a crash).
+    Gives up early when the process ``pid`` exits (no point waiting out the deadline for a crash);
+    None when an owner (systemd, supervisord, dockerd, a gunicorn master) started it.
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -91,8 +93,8 @@ def wait_healthy(pid: int, bind_host: str, port: int, path: str, timeout: float,
     last: Optional[Json] = None
     answers = 0
     while True:
-        stat = read_stat(pid)
-        if stat is None or stat[1][0] in GONE_STATES:
+        stat = read_stat(pid) if pid is not None else None
+        if pid is not None and (stat is None or stat[1][0] in GONE_STATES):
             return {"ok": False, "reason": "exited", "elapsed_s": round(time.monotonic() - started, 3),
                     "last_probe": last}
         remaining = deadline - time.monotonic()

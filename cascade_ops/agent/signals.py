@@ -72,7 +72,7 @@ def _still_listening(targets: List[Target], listening: List[int]) -> List[Target
 @command
 def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float = 5.0,
               poll_interval: float = 0.01, listening: Optional[List[int]] = None,
-              hung_after: Optional[float] = None) -> Dict[str, Any]:
+              hung_after: Optional[float] = None, owner_signalled: bool = False) -> Dict[str, Any]:
     """SIGTERM (then SIGCONT), wait ``grace`` seconds, SIGKILL survivors; zombies count as gone.
 
     SIGCONT follows SIGTERM because a stopped process keeps SIGTERM pending until it is continued
@@ -84,6 +84,9 @@ def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float =
     loop is blocked never runs its signal handler): every survivor is killed then, without waiting
     out ``grace``. Each outcome says whether the process used CPU meanwhile (a spinning handler)
     or not (blocked).
+
+    ``owner_signalled``: the process's owner (systemd, supervisord) was asked to stop it and sends
+    its own stop signal; only SIGCONT is added, so that a stopped process receives it.
     """
     handles = []
     outcomes: Dict[int, Dict[str, Any]] = {}
@@ -98,7 +101,8 @@ def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float =
     cpu_before = {t.pid: cpu_ticks(t.pid) for t in handles}
     try:
         for target in handles:
-            target.send(signal.SIGTERM)
+            if not owner_signalled:
+                target.send(signal.SIGTERM)
             target.send(signal.SIGCONT)
         survivors = handles
         reason = "after grace %.1fs" % grace
@@ -112,7 +116,7 @@ def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float =
             survivors = _wait_gone(handles, started + grace, poll_interval)
         waited = max(time.monotonic() - started, 0.01)
         for target in handles:
-            outcomes[target.pid] = {"outcome": "exited on SIGTERM"}
+            outcomes[target.pid] = {"outcome": "exited on its owner's stop" if owner_signalled else "exited on SIGTERM"}
         for target in survivors:  # the share of one CPU each used while ignoring SIGTERM
             after, before = cpu_ticks(target.pid), cpu_before[target.pid]
             if after is not None and before is not None:
@@ -130,14 +134,35 @@ def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float =
             "elapsed_s": round(time.monotonic() - started, 3) if handles else 0.0}
 
 
-@command
-def suspend(pid: int, start_ticks: int) -> Dict[str, int]:
-    """SIGSTOP one process (the demo's way to make a backend hang)."""
+def _signal_one(pid: int, start_ticks: int, sig: int) -> Dict[str, int]:
     target = Target(pid, start_ticks)
     try:
         if not target.same_process():
             raise AgentError("process %d is gone or was replaced" % pid)
-        target.send(signal.SIGSTOP)
+        target.send(sig)
     finally:
         target.close()
     return {"pid": pid}
+
+
+@command
+def suspend(pid: int, start_ticks: int) -> Dict[str, int]:
+    """SIGSTOP one process (the demo's way to make a backend hang)."""
+    return _signal_one(pid, start_ticks, signal.SIGSTOP)
+
+
+@command
+def reload(pid: int, start_ticks: int) -> Dict[str, int]:
+    """SIGHUP one process: a gunicorn master starts new workers, then stops the old ones gracefully."""
+    return _signal_one(pid, start_ticks, signal.SIGHUP)
+
+
+@command
+def wait_gone(targets: List[Dict[str, int]], timeout: float, poll_interval: float = 0.02) -> List[int]:
+    """Wait until the pinned ``targets`` have exited; the pids still alive at ``timeout``."""
+    handles = [Target(spec["pid"], spec["start_ticks"]) for spec in targets]
+    try:
+        return [t.pid for t in _wait_gone(handles, time.monotonic() + timeout, poll_interval)]
+    finally:
+        for target in handles:
+            target.close()

@@ -71,6 +71,7 @@ class HostRun:
     diagnosed_at: float = 0.0  # time.monotonic() of the diagnosis
     changed_files: List[str] = field(default_factory=list)
     restart_planned: bool = False
+    route: Any = None  # ownership.Route: through whom terminate stopped the backend (start follows it)
     restarted: bool = False  # this run signalled or started the backend (a rollback restarts it only then)
     installed: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # (file, its backup or None)
     evidence: Optional[Dict[str, Any]] = None  # captured before terminate signalled anything

@@ -5,13 +5,17 @@ import shlex
 import time
 from typing import Any, Dict, List
 
-from ..facts import ProcessFacts
+from ..facts import ProcessFacts, owner_hints
+from ..owners import KINDS, Owner
+from . import ownership
 from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
 from .diagnose import gather_diagnosis
+from .owned import SECRET_ENV, backend_env, master_serves, reload_master, start_owned
 from .termination import plan_termination
 from .verify import warm_up
 
 LOG_TAIL_LINES = 20
+
 FRESH_FACTS_S = 2.0  # a diagnosis younger than this is reused by terminate instead of a second scan
 # A live uvicorn closes its listener within milliseconds of SIGTERM; one still listening this long
 # after it never will (its event loop, where it handles signals, is blocked).
@@ -65,34 +69,50 @@ class Terminate(Step):
         if termination.refused:
             raise StepFailed("refusing to signal anything: port %d is also held by %s" % (d.port, "; ".join(
                 "%s, which %s" % (describe(r.holder.process), r.why) for r in termination.refused)))
+        run.route = way = ownership.route(d, termination.targets, run.vars, healthy)
         why = "files changed" if healthy else d.verdict()
         spared = "; left alone: %s" % "; ".join(describe(p) for p in termination.spared) if termination.spared else ""
-        return Plan("terminate %s [%s]%s%s" % ("; ".join(describe(p) for p in termination.targets), why, spared,
-                                               others), payload=(termination, spared + others))
+        aside = spared + others + "".join("; " + note for note in way.notes)
+        if way.action in (ownership.RELOAD, ownership.WORKERS):
+            return Plan("%s [%s]%s" % (way.describe(), why, aside), payload=aside)
+        return Plan("%s %s [%s]%s" % (way.describe(), "; ".join(describe(p) for p in way.targets), why, aside),
+                    payload=aside)
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         v = run.vars
+        way: ownership.Route = run.route
         # Killing destroys the only evidence of why it hung: capture it first, within a deadline.
-        termination, aside = plan.payload
-        run.evidence = run.transport.agent("evidence", pids=[p.pid for p in termination.targets],
+        evidence_pids = [p.pid for p in way.targets] + ([way.owner.main_pid] if way.owner.via else [])
+        run.evidence = run.transport.agent("evidence", pids=evidence_pids,
                                            timeout=v["evidence_timeout"], log_path=log_path(v),
                                            redact=[v["jwt_secret_file"]])
-        targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in termination.targets]
+        targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in way.targets]
         run.restarted = True
         # A healthy backend replaced for new files drains within ``grace``. One known hung gets
         # ``hung_grace``, and is killed at once if it still listens shortly after SIGTERM.
         hung = not (run.diagnosis is not None and run.diagnosis.healthy)
         listening = sorted({i for h in run.diagnosis.in_the_way for i in h.inodes}) if run.diagnosis else []
-        done = run.transport.agent("terminate", targets=targets, grace=v["hung_grace"] if hung else v["grace"],
-                                   listening=listening, hung_after=HUNG_AFTER_S if hung else None)
+        grace, hung_after = (v["hung_grace"], HUNG_AFTER_S) if hung else (v["grace"], None)
+        if way.action == ownership.RELOAD:
+            return reload_master(run, way, plan.payload)
+        if way.action == ownership.OWNER:
+            done = run.transport.agent("owner_stop", owner=way.owner.raw, targets=targets, listening=listening,
+                                       grace=grace, hung_after=hung_after)
+        else:
+            done = run.transport.agent("terminate", targets=targets, grace=grace, listening=listening,
+                                       hung_after=hung_after)
         run.terminated = done["outcomes"]
         outcomes = ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"])
+        if way.action == ownership.WORKERS:
+            assert way.master is not None
+            return "%s; gunicorn master pid %d respawns them%s" % (outcomes, way.master.pid, plan.payload)
+        asked = "asked %s to stop: " % way.owner.describe() if way.action == ownership.OWNER else ""
         if not run.transport.agent("wait_port_free", bind_host=v["bind_host"], port=v["port"],
                                    timeout=max(5.0, v["grace"])):
             left = gather_diagnosis(run, probe=False)
             raise StepFailed("%s, but port %d is still held by %s" % (
                 outcomes, v["port"], "; ".join(describe(h.process) for h in left.holders) or "an unseen process"))
-        return "%s; port %d free%s" % (outcomes, v["port"], aside)
+        return "%s%s; port %d free%s" % (asked, outcomes, v["port"], plan.payload)
 
 
 def _untouched_and_healthy(run: HostRun) -> bool:
@@ -117,38 +137,62 @@ def log_path(v: Dict[str, Any]) -> str:
 
 
 class Start(Step):
-    """Start the backend detached (own session, stdin /dev/null, log and pid file in state_dir)
-    and wait for its health path to answer 200 within ``start_timeout``."""
+    """Start the backend: through its owner (a systemd unit, a supervisord program, a docker
+    container, a gunicorn master) when it has one, else detached (own session, stdin /dev/null, log
+    and pid file in state_dir); then wait for its health path to answer 200 within ``start_timeout``."""
 
     name = "start"
 
     def gather(self, run: HostRun, args: Args) -> Any:
         if run.restart_planned:
-            return None  # the facts are about to change; in check mode they never will
+            return None, None  # the facts are about to change; in check mode they never will
         if _untouched_and_healthy(run):
-            return run.diagnosis  # nothing happened since diagnose: its facts still hold
-        return gather_diagnosis(run)
+            return run.diagnosis, None  # nothing happened since diagnose: its facts still hold
+        d = gather_diagnosis(run)
+        if d.healthy or d.blocking_sockets or ownership.effective_manager(run.vars) not in KINDS:
+            return d, None
+        # Nothing holds the port, so no owner can be observed: ask the one the settings name.
+        raw = run.transport.agent("configured_owner", manager=ownership.effective_manager(run.vars),
+                                  hints=owner_hints(run.vars))
+        return d, Owner.from_agent(raw)
 
-    def plan(self, run: HostRun, args: Args, d: Any) -> Outcome:
+    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
+        d, configured = facts
+        v = run.vars
         if d is not None:
             if d.healthy:
                 pids = ", ".join(str(h.pid) for h in d.holders)
                 return Unchanged("running and healthy (pid %s)" % pids)
             if d.blocking_sockets:
                 raise StepFailed("port %d is held and %s; run the terminate step first" % (d.port, d.verdict()))
-        return Plan("start %s on %s:%d" % (run.vars["app"], run.vars["bind_host"], run.vars["port"]))
+        if configured is not None:
+            if not configured.reachable:
+                raise StepFailed("%s cannot be asked to start the backend: %s"
+                                 % (configured.describe(), configured.why))
+            run.route = ownership.Route(ownership.OWNER, configured)
+        way = run.route or ownership.Route(ownership.DETACH)
+        if way.action in (ownership.RELOAD, ownership.WORKERS):
+            assert way.master is not None
+            return Plan("wait for gunicorn master pid %d's new workers to serve" % way.master.pid)
+        if way.action == ownership.OWNER:
+            if way.owner.raw.get("load_state") == "not-found":
+                return Plan("create transient systemd unit %s running %s"
+                            % (way.owner.name, shlex.join(start_command(v))))
+            return Plan("ask %s to start it" % way.owner.describe())
+        return Plan("start %s on %s:%d" % (v["app"], v["bind_host"], v["port"]))
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         v = run.vars
-        env = {"PYTHONUNBUFFERED": "1"}
-        for var, name in (("redis_url", "CASCADE_REDIS_URL"), ("citizen_api", "CASCADE_CITIZEN_API")):
-            if v[var]:
-                env[name] = v[var]
+        way = run.route or ownership.Route(ownership.DETACH)
+        if way.action in (ownership.RELOAD, ownership.WORKERS):
+            return master_serves(run, way)
+        if way.action == ownership.OWNER:
+            return start_owned(run, way, start_command(v))
         offset = run.transport.agent("file_size", path=log_path(v))  # this start's lines begin here
         run.restarted = True
         spawned = run.transport.spawn(argv=start_command(v), cwd=v["app_dir"], log=log_path(v),
-                                      pidfile=pid_path(v), env=env,
-                                      secret_env={"CASCADE_JWT_SECRET": v["jwt_secret_file"]})
+                                      pidfile=pid_path(v), env=backend_env(v),
+                                      secret_env={SECRET_ENV: v["jwt_secret_file"]})
         pid = run.started_pid = spawned["pid"]
         warm_up()  # verify's clients load while the backend boots
         ready = run.transport.agent("wait_healthy", pid=pid, bind_host=v["bind_host"], port=v["port"],

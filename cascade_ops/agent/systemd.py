@@ -1,0 +1,135 @@
+"""systemd as a backend's owner: which unit a process runs in, and asking that unit to stop or start.
+
+Everything goes through ``systemctl`` (and ``systemd-run`` for a transient unit), so the unit's
+own state, journal and restart bookkeeping stay true; nothing here signals a process itself.
+"""
+
+import os
+import re
+import subprocess
+from typing import Any, Dict, List, Optional
+
+from .registry import AgentError
+
+Json = Dict[str, Any]
+SYSTEMCTL_TIMEOUT_S = 15.0
+# A unit's cgroup ends in its name; a user manager's units sit below user@UID.service.
+_UNIT = re.compile(r"^[^/]+\.service$")
+_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "ControlGroup", "NRestarts", "ExecStart")
+
+
+def cgroup_path(pid: int) -> Optional[str]:
+    """The process's path in systemd's hierarchy (cgroup v1 ``name=systemd``, else the v2 one)."""
+    try:
+        with open("/proc/%d/cgroup" % pid) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    v2 = None
+    for line in lines:
+        ident, controllers, path = line.split(":", 2)
+        if controllers == "name=systemd":
+            return path
+        if ident == "0" and controllers == "":
+            v2 = path
+    return v2
+
+
+def unit_of(cgroup: Optional[str]) -> Optional[str]:
+    """The service unit a cgroup path belongs to (its innermost ``*.service`` component), or None.
+
+    Paths may be nested (``/docker/ID/system.slice/web.service`` from outside a container): the
+    innermost service is the one that started the process.
+    """
+    if not cgroup:
+        return None
+    services = [part for part in cgroup.split("/") if _UNIT.match(part)]
+    return services[-1] if services else None
+
+
+def booted() -> bool:
+    """Whether this host (this pid namespace) runs systemd as its init, as sd_booted() decides."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def _systemctl(*args: str, timeout: float = SYSTEMCTL_TIMEOUT_S) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(("systemctl",) + args, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise AgentError("systemctl is not installed on this host") from None
+    except subprocess.TimeoutExpired:
+        raise AgentError("systemctl %s did not answer within %.0fs" % (" ".join(args), timeout)) from None
+
+
+def show(unit: str) -> Json:
+    """The unit properties a decision needs, by name."""
+    done = _systemctl("show", "--no-pager", *("--property=" + p for p in _PROPERTIES), "--", unit)
+    if done.returncode != 0:
+        raise AgentError("systemctl show %s: %s" % (unit, done.stderr.strip() or "exit %d" % done.returncode))
+    props = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    argv = re.search(r"argv\[\]=([^;]*)", props.get("ExecStart", ""))
+    return {"unit": props.get("Id", unit), "load_state": props.get("LoadState", ""),
+            "state": "%s/%s" % (props.get("ActiveState", ""), props.get("SubState", "")),
+            "active_state": props.get("ActiveState", ""), "main_pid": int(props.get("MainPID") or 0),
+            "cgroup": props.get("ControlGroup", ""), "restarts": int(props.get("NRestarts") or 0),
+            "exec_start": argv.group(1).strip() if argv else ""}
+
+
+def observe(pid: int, cgroup: str, unit: str) -> Json:
+    """What systemd says about the unit whose cgroup holds ``pid``; ``reachable`` False (and
+    ``why``) when this host's systemd does not manage that cgroup, so it cannot be asked."""
+    found: Json = {"kind": "systemd", "unit": unit, "cgroup": cgroup, "reachable": False}
+    if not booted():
+        found["why"] = "no systemd runs this host's processes (the unit belongs to another systemd, as in a container)"
+        return found
+    try:
+        found.update(show(unit))
+    except AgentError as exc:
+        found["why"] = str(exc)
+        return found
+    if found["cgroup"] != cgroup:
+        found["why"] = "this host's systemd runs %s in %s, not in %s" % (unit, found["cgroup"] or "no cgroup", cgroup)
+        return found
+    found["reachable"] = True
+    return found
+
+
+def stop(unit: str) -> None:
+    """Ask for a stop without waiting for it: the caller watches the processes go (and ends a
+    hung one itself, since the unit's own TimeoutStopSec may be minutes)."""
+    done = _systemctl("stop", "--no-block", "--", unit)
+    if done.returncode != 0:
+        raise AgentError("systemctl stop %s: %s" % (unit, done.stderr.strip()))
+
+
+def start(unit: str) -> None:
+    """Queue a start; the caller judges it by the port. A unit in auto-restart starts now, once."""
+    done = _systemctl("start", "--no-block", "--", unit)
+    if done.returncode != 0:
+        raise AgentError("systemctl start %s: %s" % (unit, done.stderr.strip()))
+
+
+def run_transient(unit: str, argv: List[str], cwd: str, log: str, env_file: str) -> None:
+    """Start ``argv`` as a transient service: its own cgroup, whole-tree stops, systemd's bookkeeping.
+    Its environment (secrets included) comes from ``env_file`` (0600), never this command line."""
+    args = ["systemd-run", "--unit=" + unit, "--collect", "--property=WorkingDirectory=" + cwd,
+            "--property=StandardOutput=append:" + log, "--property=StandardError=append:" + log,
+            "--property=EnvironmentFile=" + env_file]
+    try:
+        done = subprocess.run(args + ["--"] + argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AgentError("systemd-run %s: %s" % (unit, exc)) from None
+    if done.returncode != 0:
+        raise AgentError("systemd-run %s: %s" % (unit, done.stderr.strip()))
+
+
+def journal_tail(unit: str, lines: int) -> List[str]:
+    """The unit's last journal lines (empty when there is no journal to read)."""
+    try:
+        done = subprocess.run(["journalctl", "--no-pager", "-o", "cat", "-n", str(lines), "-u", unit],
+                              capture_output=True, text=True, timeout=5.0, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return done.stdout.splitlines()[-lines:] if done.returncode == 0 else []
