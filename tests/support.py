@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -345,6 +346,51 @@ def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), addre
            "unreadable_pids": 0, "processes": processes, "protected": list(protected),
            "probe": probe if sockets else None, "owners": {str(p): o for p, o in (owners or {}).items()}}
     return Diagnosis.from_agent(raw, port)
+
+
+# A backend that can be hung the ways production hangs: a blocked loop, a spin, a deadlock.
+HANG_APP = python_script("""
+    import asyncio, threading, time
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    lock = threading.Lock()
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/block")
+    async def block():
+        time.sleep(600)  # a sync call (a sync DB driver, requests.get) in an async handler
+
+    @app.get("/slow")
+    async def slow():
+        await asyncio.sleep(600)  # a long request that does not block the loop
+
+    @app.get("/spin")
+    async def spin():
+        while True:
+            pass
+
+    @app.get("/deadlock")
+    async def deadlock():
+        lock.acquire()
+        lock.acquire()  # the same thread, a non-reentrant lock: waits forever
+""")
+
+
+def poke(port, path):
+    """Send a request that never gets an answer, from a thread, and leave it hanging."""
+    def request():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+                sock.recv(1)
+        except OSError:
+            pass
+    threading.Thread(target=request, daemon=True).start()
+
 
 
 def slow_start_app(seconds):

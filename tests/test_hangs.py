@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -13,37 +12,7 @@ import psutil
 import pytest
 
 from cascade_ops.agent.procfs import listen_sockets
-from support import gone, python_script, wait_for
-
-HANG_APP = python_script("""
-    import asyncio, threading, time
-    from fastapi import FastAPI
-
-    app = FastAPI()
-    lock = threading.Lock()
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok"}
-
-    @app.get("/block")
-    async def block():
-        time.sleep(600)  # a sync call (a sync DB driver, requests.get) in an async handler
-
-    @app.get("/slow")
-    async def slow():
-        await asyncio.sleep(600)  # a long request that does not block the loop
-
-    @app.get("/spin")
-    async def spin():
-        while True:
-            pass
-
-    @app.get("/deadlock")
-    async def deadlock():
-        lock.acquire()
-        lock.acquire()  # the same thread, a non-reentrant lock: waits forever
-""")
+from support import HANG_APP, gone, poke, wait_for
 
 
 @pytest.fixture
@@ -55,15 +24,7 @@ def hang_site(site):
 
 
 def _poke(site, path):
-    """Send a request that never gets an answer, from a thread, and leave it hanging."""
-    def request():
-        try:
-            with socket.create_connection(("127.0.0.1", site.port), timeout=30) as sock:
-                sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
-                sock.recv(1)
-        except OSError:
-            pass
-    threading.Thread(target=request, daemon=True).start()
+    poke(site.port, path)
 
 
 def _hung(site):

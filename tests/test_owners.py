@@ -2,13 +2,13 @@
 what the settings say, gunicorn masters and workers, and how the agent reads owners off a host."""
 
 import pytest
+from test_plans import READ_ONLY, run_on
 
 from cascade_ops.agent import docker, supervisor, systemd
 from cascade_ops.steps.base import StepFailed
 from cascade_ops.steps.ownership import DETACH, OWNER, RELOAD, WORKERS, effective_manager, route
 from cascade_ops.steps.process import Start, Terminate
 from support import diagnosis, process
-from test_plans import READ_ONLY, run_on
 
 UVICORN = "/venv/bin/python -m uvicorn main:app --port 8000"
 GUNICORN = "/venv/bin/python /venv/bin/gunicorn -k uvicorn.workers.UvicornWorker -w 2 main:app"
@@ -166,7 +166,8 @@ def test_a_down_backend_is_started_by_the_unit_the_settings_name():
 
 def test_an_owner_that_cannot_be_asked_to_start_fails_the_step():
     d = diagnosis([process(1, 0, "/sbin/init")], {})
-    gone = {"kind": "supervisor", "program": "web", "reachable": False, "why": "2 supervisord processes run here: set supervisor_conf"}
+    gone = {"kind": "supervisor", "program": "web", "reachable": False,
+            "why": "2 supervisord processes run here: set supervisor_conf"}
     run, _ = run_on(d, answers={"host_facts": NOTHING_LISTENS, "configured_owner": gone}, program="web")
     result = Start().execute(run, {})
     assert result.status == "failed" and result.message == (

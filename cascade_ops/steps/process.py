@@ -144,14 +144,16 @@ class Start(Step):
     name = "start"
 
     def gather(self, run: HostRun, args: Args) -> Any:
-        if run.restart_planned:
-            return None, None  # the facts are about to change; in check mode they never will
-        if _untouched_and_healthy(run):
-            return run.diagnosis, None  # nothing happened since diagnose: its facts still hold
-        d = gather_diagnosis(run)
-        if d.healthy or d.blocking_sockets or ownership.effective_manager(run.vars) not in KINDS:
+        d = None  # after a planned restart the facts are about to change; in check mode they never will
+        if not run.restart_planned:
+            if _untouched_and_healthy(run):
+                return run.diagnosis, None  # nothing happened since diagnose: its facts still hold
+            d = gather_diagnosis(run)
+            if d.healthy or d.blocking_sockets:
+                return d, None
+        if run.route is not None or ownership.effective_manager(run.vars) not in KINDS:
             return d, None
-        # Nothing holds the port, so no owner can be observed: ask the one the settings name.
+        # Nothing held the port, so no owner could be observed: ask the one the settings name.
         raw = run.transport.agent("configured_owner", manager=ownership.effective_manager(run.vars),
                                   hints=owner_hints(run.vars))
         return d, Owner.from_agent(raw)

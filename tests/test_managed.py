@@ -1,0 +1,117 @@
+"""Backends something else owns, on real owners: a supervisord program and a gunicorn master here;
+systemd units in test_systemd.py, docker containers in test_docker.py. Each hangs for real (SIGSTOP,
+a blocked event loop); the recovery goes through the owner, never beside it."""
+
+import json
+
+import psutil
+import pytest
+
+from managers import Gunicorn, Supervisord, have, secret_env, stop, uvicorn_argv
+from support import HANG_APP, poke, wait_for
+
+pytestmark = pytest.mark.skipif(not have("supervisord", "gunicorn"), reason="pip install supervisor gunicorn")
+
+
+def hang(site, pid, how):
+    if how == "stopped":
+        stop(pid)
+    else:
+        poke(site.port, "/block")
+    wait_for(lambda: not site.health()["ok"], message="the backend to hang")
+
+
+@pytest.fixture
+def supervised(site, reaper):
+    (site.app_dir / "main.py").write_text(HANG_APP)
+    site.vars.update(auth_module=None)
+    site.write_inventory()
+    sv = Supervisord(site.root, reaper, uvicorn_argv(site), secret_env(site))
+    wait_for(lambda: sv.running_pid() and site.health()["ok"], timeout=30, message="supervisord's program")
+    return sv
+
+
+@pytest.mark.parametrize("how", ["stopped", "blocked"])
+def test_a_hung_supervisord_program_is_restarted_by_supervisord(site, supervised, how):
+    before = supervised.running_pid()
+    hang(site, before, how)
+    run = site.recover()
+    host = run.hosts["web"]
+    assert run.exit_code == 0, run.to_json()
+    steps = {s.name: s.message for s in host.steps}
+    assert steps["terminate"].startswith("asked supervisord program web (RUNNING, main pid %d) to stop" % before)
+    assert steps["start"].startswith("started supervisord program web (main pid ")
+    after = wait_for(supervised.running_pid, message="supervisord to call it RUNNING (startsecs=1)")
+    assert after != before and not psutil.pid_exists(before)
+    assert site.holders() == [after]  # exactly one backend serves, and it is supervisord's
+    assert psutil.Process(after).ppid() == supervised.proc.pid
+    assert not (site.state_dir / "backend.pid").exists()  # cascade-ops started nothing of its own
+    report = json.loads(open(host.incident_report).read())
+    assert report["diagnosis"]["holders"][0]["owner"]["name"] == "web"
+
+
+def test_check_mode_and_diagnose_name_the_program(site, supervised):
+    pid = supervised.running_pid()
+    stop(pid)
+    shown = site.cli("diagnose")
+    assert "supervisor:web" in shown.stdout, shown.stdout
+    run = site.recover(check=True)
+    terminate = next(s for s in run.hosts["web"].steps if s.name == "terminate")
+    assert terminate.message.startswith("would ask supervisord program web (RUNNING, main pid %d) to stop" % pid)
+    assert supervised.running_pid() == pid and psutil.Process(pid).status() == psutil.STATUS_STOPPED
+
+
+def test_a_program_configured_as_detached_is_refused_before_any_signal(site, supervised):
+    pid = supervised.running_pid()
+    stop(pid)
+    site.vars.update(manager="detached")
+    site.write_inventory()
+    run = site.recover()
+    assert run.exit_code == 2
+    terminate = next(s for s in run.hosts["web"].steps if s.name == "terminate")
+    assert "manager is detached, but pid %d is run by supervisord program web" % pid in terminate.message
+    assert psutil.Process(pid).status() == psutil.STATUS_STOPPED  # untouched
+
+
+def test_a_stopped_program_is_started_by_supervisord_when_settings_name_it(site, supervised):
+    from cascade_ops.agent import supervisor
+    supervisor.rpc(str(supervised.conf)).supervisor.stopProcess("web", True)
+    site.vars.update(program="web", supervisor_conf=str(supervised.conf))
+    site.write_inventory()
+    run = site.recover()
+    assert run.exit_code == 0, run.to_json()
+    assert site.holders() == [wait_for(supervised.running_pid, message="RUNNING")]
+
+
+# --------------------------------------------------------------------------- gunicorn
+
+@pytest.fixture
+def gunicorn_site(site):
+    (site.app_dir / "main.py").write_text(HANG_APP)
+    site.vars.update(auth_module=None)
+    site.write_inventory()
+    return site
+
+
+def test_a_stopped_gunicorn_worker_is_replaced_by_its_master(gunicorn_site, reaper):
+    g = Gunicorn(gunicorn_site, reaper)
+    hung, other = g.workers()
+    stop(hung)
+    run = gunicorn_site.recover()
+    assert run.exit_code == 0, run.to_json()
+    steps = {s.name: s.message for s in run.hosts["web"].steps}
+    assert "gunicorn master pid %d respawns them" % g.proc.pid in steps["terminate"]
+    workers = g.workers()
+    assert hung not in workers and other in workers and len(workers) == 2  # only the hung one went
+    assert sorted(gunicorn_site.holders()) == sorted([g.proc.pid, *workers])
+
+
+def test_new_files_reach_a_healthy_gunicorn_by_a_graceful_reload(site, reaper):
+    g = Gunicorn(site, reaper)  # the demo backend, without the auth router yet
+    old = g.workers()
+    run = site.recover()
+    assert run.exit_code == 0, run.to_json()
+    steps = {s.name: s.message for s in run.hosts["web"].steps}
+    assert steps["terminate"].startswith("reloaded gunicorn master pid %d (SIGHUP)" % g.proc.pid)
+    assert psutil.Process(g.proc.pid).is_running() and not set(old) & set(g.workers())
+    assert "jwt ok" in steps["verify"]  # the new workers serve the router the release mounted
