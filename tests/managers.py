@@ -93,3 +93,75 @@ def stop(pid):
 
 def have(*programs):
     return all(shutil.which(p) or (BIN / p).exists() for p in programs)
+
+
+class SystemdNamespace:
+    """A real systemd (Debian's) booted as PID 1 of new pid+mount+uts+cgroup namespaces, seeing only
+    the units a test gives it. ``inside(...)`` runs a command there, as on a host that systemd runs."""
+
+    SYSCTLS = ("fs/file-max", "net/unix/max_dgram_qlen")  # systemd raises them at boot
+
+    def __init__(self, base: Path, reaper):
+        self.base = base
+        self.saved = {name: Path("/proc/sys", name).read_text() for name in self.SYSCTLS}
+        self._cleanup()  # a tree an interrupted run left behind
+        self.log = open(base / "systemd.log", "wb")
+        self.boot = reaper.popen([str(SCRIPTS / "systemd-ns.sh"), str(base)], stdout=self.log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid1 = wait_for(self._pid1, message="systemd to boot in its namespace")
+        wait_for(lambda: self.inside("systemctl", "is-system-running").stdout.strip() in ("running", "degraded"),
+                 message="systemd to be running")
+
+    def _pid1(self):
+        try:
+            children = Path("/proc/%d/task/%d/children" % (self.boot.pid, self.boot.pid)).read_text().split()
+            child = int(children[0])
+            return child if Path("/proc/%d/comm" % child).read_text().strip() == "systemd" else None
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def inside(self, *argv, timeout=60, **kwargs):
+        return subprocess.run(["nsenter", "-t", str(self.pid1), "-a", *argv], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
+
+    def add_unit(self, name, text):
+        (self.base / "units" / name).write_text(text)
+        assert self.inside("systemctl", "daemon-reload").returncode == 0
+
+    def show(self, unit, prop):
+        return self.inside("systemctl", "show", "-p", prop, "--value", unit).stdout.strip()
+
+    @staticmethod
+    def host_pid(ns_pid):
+        """The pid on this side of a pid the namespace's systemd reports."""
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    status = (entry / "status").read_text()
+                except OSError:
+                    continue
+                nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+                if len(nspid) == 2 and nspid[1] == str(ns_pid):
+                    return int(nspid[0])
+        return None
+
+    def _cleanup(self):
+        subprocess.run([str(SCRIPTS / "systemd-ns-cleanup.sh")], capture_output=True, timeout=30)
+
+    def close(self):
+        try:
+            self.inside("systemctl", "exit", timeout=10)
+            self.boot.wait(timeout=10)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+        finally:
+            for proc in psutil.Process(self.boot.pid).children(recursive=True) if psutil.pid_exists(
+                    self.boot.pid) else []:
+                proc.kill()
+            if self.boot.poll() is None:
+                self.boot.kill()
+                self.boot.wait(timeout=10)
+            self.log.close()
+            self._cleanup()
+            for name, value in self.saved.items():
+                Path("/proc/sys", name).write_text(value)

@@ -3,11 +3,12 @@ systemd units in test_systemd.py, docker containers in test_docker.py. Each hang
 a blocked event loop); the recovery goes through the owner, never beside it."""
 
 import json
+from pathlib import Path
 
 import psutil
 import pytest
-
 from managers import Gunicorn, Supervisord, have, secret_env, stop, uvicorn_argv
+
 from support import HANG_APP, poke, wait_for
 
 pytestmark = pytest.mark.skipif(not have("supervisord", "gunicorn"), reason="pip install supervisor gunicorn")
@@ -46,7 +47,7 @@ def test_a_hung_supervisord_program_is_restarted_by_supervisord(site, supervised
     assert site.holders() == [after]  # exactly one backend serves, and it is supervisord's
     assert psutil.Process(after).ppid() == supervised.proc.pid
     assert not (site.state_dir / "backend.pid").exists()  # cascade-ops started nothing of its own
-    report = json.loads(open(host.incident_report).read())
+    report = json.loads(Path(host.incident_report).read_text())
     assert report["diagnosis"]["holders"][0]["owner"]["name"] == "web"
 
 

@@ -44,8 +44,8 @@ def test_a_detached_holder_is_terminated_by_cascade_ops_itself():
 
 
 def test_a_unit_this_host_cannot_ask_is_refused_before_any_signal():
-    nested = dict(UNIT, cgroup="/cascade-test-sd/system.slice/web.service", reachable=False,
-                  why="no systemd runs this host's processes")
+    nested = {"kind": "systemd", "unit": "web.service", "cgroup": "/cascade-test-sd/system.slice/web.service",
+              "reachable": False, "why": "no systemd runs this host's processes"}  # nothing more is known
     d = one_holder(nested, state="T")
     with pytest.raises(StepFailed, match=r"pid 100 is run by systemd unit web.service.*cannot be asked.*no systemd"):
         route(d, targets(d), vars_(), healthy=False)

@@ -64,8 +64,8 @@ def _names(owner: Owner, name: str) -> bool:
 def is_stray(owner: Owner, pid: int, d: Diagnosis, v: Dict[str, Any]) -> bool:
     """A process in a unit's cgroup that the unit does not run: started from a cron job or from an
     SSH session without a login manager, then detached. That unit (cron, ssh) is not the backend's."""
-    if owner.kind != "systemd" or v["unit"] == owner.name:
-        return False
+    if owner.kind != "systemd" or v["unit"] == owner.name or not owner.reachable:
+        return False  # a unit that cannot be asked cannot be judged either: it stays the owner
     if owner.main_pid and (owner.main_pid == pid or owner.main_pid in d.ancestors(pid)):
         return False
     return not re.search(v["process_match"], owner.exec_start)

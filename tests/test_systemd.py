@@ -1,0 +1,104 @@
+"""Backends run by systemd units, on a real systemd booted as PID 1 of its own namespaces
+(tests/supervisors/systemd-ns.sh). cascade-ops runs inside them, as on a host systemd runs: a hung
+unit is stopped and started through systemctl, never raced by a copy of our own; from outside that
+systemd (as from a container's host) the unit's process is left alone."""
+
+import json
+import os
+import shutil
+import sys
+
+import psutil
+import pytest
+
+from managers import SystemdNamespace, secret_env, stop, uvicorn_argv
+from support import HANG_APP, INVOKE, REPO, poke, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nsenter") or not os.path.exists(
+    "/lib/systemd/systemd"), reason="needs root, nsenter and Debian's systemd")
+
+
+@pytest.fixture
+def systemd(tmp_path, reaper):
+    base = tmp_path / "systemd"
+    base.mkdir()
+    ns = SystemdNamespace(base, reaper)
+    yield ns
+    ns.close()
+
+
+@pytest.fixture
+def unit_site(site, systemd):
+    (site.app_dir / "main.py").write_text(HANG_APP)
+    site.vars.update(auth_module=None)
+    site.write_inventory()
+    env_file = site.root / "web.env"
+    env_file.write_text("".join("%s=%s\n" % item for item in secret_env(site).items()))
+    systemd.add_unit("web.service", "\n".join([
+        "[Service]", "ExecStart=%s" % " ".join(uvicorn_argv(site)), "EnvironmentFile=%s" % env_file,
+        "Restart=always", "RestartSec=100ms", ""]))
+    assert systemd.inside("systemctl", "start", "web.service").returncode == 0
+    wait_for(lambda: site.health()["ok"], timeout=30, message="web.service to serve")
+    return site
+
+
+def recover_inside(systemd, site, *args):
+    done = systemd.inside(*INVOKE, "recover", "--inventory", str(site.inventory), "--json", *args,
+                          "--playbook", str(REPO / "playbooks" / "recover.yaml"), cwd=REPO)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)["hosts"]["web"]
+
+
+def messages(host):
+    return {s["name"]: s["message"] for s in host["steps"]}
+
+
+@pytest.mark.parametrize("how", ["stopped", "blocked"])
+def test_a_hung_unit_is_restarted_through_systemd_without_a_respawn_race(systemd, unit_site, how):
+    main = int(systemd.show("web.service", "MainPID"))
+    if how == "stopped":
+        stop(systemd.host_pid(main))
+    else:
+        poke(unit_site.port, "/block")
+    wait_for(lambda: not unit_site.health()["ok"], message="the unit's backend to hang")
+    code, host = recover_inside(systemd, unit_site)
+    assert code == 0, host
+    said = messages(host)
+    assert said["terminate"].startswith("asked systemd unit web.service (active/running, main pid %d) to stop" % main)
+    assert said["start"].startswith("started systemd unit web.service (main pid ")
+    now = int(systemd.show("web.service", "MainPID"))
+    assert now != main and systemd.show("web.service", "ActiveState") == "active"
+    assert systemd.show("web.service", "NRestarts") == "0"  # systemd never respawned it on its own
+    assert unit_site.holders() == [systemd.host_pid(now)]  # exactly one backend, the unit's
+    assert not (unit_site.state_dir / "backend.pid").exists()
+
+
+def test_from_outside_its_systemd_a_unit_s_backend_is_left_alone(systemd, unit_site):
+    main = int(systemd.show("web.service", "MainPID"))
+    pid = systemd.host_pid(main)
+    stop(pid)
+    shown = unit_site.cli("diagnose")
+    assert "systemd:web.service" in shown.stdout and "cannot be asked from here" in shown.stdout, shown.stdout
+    run = unit_site.recover()
+    assert run.exit_code == 2
+    said = {s.name: s.message for s in run.hosts["web"].steps}
+    assert "pid %d is run by systemd unit web.service" % pid in said["terminate"]
+    assert "refusing to signal it" in said["terminate"]
+    assert psutil.Process(pid).status() == psutil.STATUS_STOPPED  # untouched
+    assert int(systemd.show("web.service", "MainPID")) == main
+
+
+def test_a_backend_with_no_unit_yet_is_started_as_a_transient_unit(site, systemd):
+    site.vars.update(unit="cascade-web")
+    site.write_inventory()
+    code, host = recover_inside(systemd, site)
+    assert code == 0, host
+    said = messages(host)
+    assert said["start"].startswith("created transient systemd unit cascade-web.service (main pid ")
+    assert "jwt ok" in said["verify"]  # the secret reached it through a 0600 environment file
+    assert (site.state_dir / "backend.env").stat().st_mode & 0o777 == 0o600
+    main = int(systemd.show("cascade-web.service", "MainPID"))
+    assert site.holders() == [systemd.host_pid(main)]
+    code, again = recover_inside(systemd, site)  # healthy: nothing to do
+    assert code == 0 and messages(again)["start"].startswith("running and healthy")
+    assert int(systemd.show("cascade-web.service", "MainPID")) == main
