@@ -1,11 +1,13 @@
 """Real owners for tests: supervisord, a gunicorn master, systemd booted as PID 1 of its own
 namespaces, dockerd. Each is started here, watched by PID, and stopped by the test's reaper."""
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -14,6 +16,8 @@ from cascade_ops.agent import supervisor
 from support import wait_for
 
 BIN = Path(sys.executable).parent
+# Debian's client, of dockerd's own version (a newer one elsewhere on PATH may refuse its old API)
+DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 SCRIPTS = Path(__file__).resolve().parent / "supervisors"
 
 
@@ -165,3 +169,99 @@ class SystemdNamespace:
             self._cleanup()
             for name, value in self.saved.items():
                 Path("/proc/sys", name).write_text(value)
+
+
+class Dockerd:
+    """A private dockerd (Debian's docker.io) on a socket of its own, no iptables, no default bridge,
+    with an image made of an empty root and the host's /usr (no registry is reachable here)."""
+
+    LEFTOVERS = ("/etc/docker", "/run/docker", "/run/containerd", "/opt/containerd")
+    CGROUP = "cascade-test-docker"
+
+    def __init__(self, base: Path, reaper):
+        self.base = base
+        self.existed = {path for path in self.LEFTOVERS if os.path.exists(path)}
+        # containerd's socket lives under the exec root: a pytest path is too long for a unix socket
+        self.short = Path(tempfile.mkdtemp(prefix="dk.", dir="/tmp"))
+        self.sock = self.short / "docker.sock"
+        self.log = open(base / "dockerd.log", "wb")
+        self.proc = reaper.popen(["dockerd", "--data-root", str(base / "root"), "--exec-root", str(self.short / "x"),
+                                  "--pidfile", str(self.short / "docker.pid"), "-H", "unix://%s" % self.sock,
+                                  "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
+                                  "--bridge=none", "--cgroup-parent=/" + self.CGROUP],
+                                 stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: self.cli("version").returncode == 0, timeout=30, message="dockerd to answer")
+            self._import_image()
+        except BaseException:
+            self.close()
+            raise
+
+    def _import_image(self):
+        base = self.base
+        rootfs = base / "rootfs"
+        for sub in ("usr", "tmp", "proc", "sys", "dev", "etc", "root"):
+            (rootfs / sub).mkdir(parents=True)
+        for link in ("bin", "lib", "lib64", "sbin"):
+            (rootfs / link).symlink_to("usr/" + link)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        imported = self.cli("import", "-", "local/hostusr:1", stdin=tar.stdout)
+        tar.wait()
+        assert imported.returncode == 0, imported.stderr
+
+    def cli(self, *args, **kwargs):
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run([DOCKER, "-H", "unix://%s" % self.sock, *args], capture_output=True, text=True,
+                              timeout=60, **kwargs)
+
+    def run_backend(self, site, name, publish=False):
+        """The site's backend in a container that docker restarts always; on the host's network, or
+        behind docker-proxy with ``publish``."""
+        mounts = {"/usr", str(Path(sys.executable).resolve().parents[1]), str(Path(__file__).resolve().parents[1])}
+        args = ["run", "-d", "--name", name, "--restart=always", "-w", str(site.app_dir), "-v",
+                "%s:%s" % (site.root, site.root)]
+        for path in sorted(mounts):
+            args += ["-v", "%s:%s:ro" % (path, path)]
+        for key, value in secret_env(site).items():
+            args += ["-e", "%s=%s" % (key, value)]
+        if publish:
+            self.cli("network", "create", "cascade-test")
+            args += ["--network", "cascade-test", "-p", "127.0.0.1:%d:8000" % site.port]
+            port, host = 8000, "0.0.0.0"
+        else:
+            args += ["--network", "host"]
+            port, host = site.port, "127.0.0.1"
+        argv = [sys.executable, "-m", "uvicorn", "main:app", "--host", host, "--port", str(port)]
+        done = self.cli(*args, "local/hostusr:1", *argv)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: site.health()["ok"], timeout=30, message="the container to serve")
+        return done.stdout.strip()
+
+    def inspect(self, name):
+        return json.loads(self.cli("inspect", name).stdout)[0]
+
+    def close(self):
+        ids = self.cli("ps", "-aq").stdout.split() if self.proc.poll() is None else []
+        if ids:
+            self.cli("rm", "-f", *ids)
+        self.cli("network", "rm", "cascade-test")
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+        for line in Path("/proc/mounts").read_text().splitlines():
+            if line.split()[1].startswith((str(self.base), str(self.short))):
+                subprocess.run(["umount", "-l", line.split()[1]], capture_output=True)
+        shutil.rmtree(self.short, ignore_errors=True)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            tree = hierarchy / self.CGROUP
+            if tree.is_dir():
+                for sub in sorted((p for p in tree.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    sub.rmdir()
+                tree.rmdir()
+        for path in self.LEFTOVERS:
+            if path not in self.existed:
+                shutil.rmtree(path, ignore_errors=True)

@@ -43,6 +43,13 @@ def _children(d: Diagnosis) -> Dict[int, List[int]]:
     return children
 
 
+def _backend_command(d: Diagnosis, holder: PortHolder) -> str:
+    """What the holder serves: itself, or for a port forwarder (docker-proxy) the container's main
+    process, which is what ``process_match`` describes."""
+    main = d.processes.get(holder.owner.main_pid) if holder.owner.via else None
+    return main.command if main is not None else holder.process.command
+
+
 def plan_termination(d: Diagnosis, process_match: str, force: bool, started: Optional[int] = None) -> TerminationPlan:
     """The processes to signal for ``d``'s holders, the holders refused, and the relatives spared.
 
@@ -53,7 +60,7 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool, started: Opt
     pattern = re.compile(process_match)
     protected = set(d.protected) | {1}  # the agent's own chain on that host: the runner, or its SSH session
     judged = d.in_the_way  # a listener on another address cannot block the backend: never judged
-    eligible = [h for h in judged if h.pid not in protected and pattern.search(h.process.command)]
+    eligible = [h for h in judged if h.pid not in protected and pattern.search(_backend_command(d, h))]
     pending = [h for h in judged if h not in eligible]
     inodes: Set[int] = {i for h in eligible for i in h.inodes}
     grew = True
