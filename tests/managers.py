@@ -109,7 +109,7 @@ class SystemdNamespace:
         self.base = base
         self.saved = {name: Path("/proc/sys", name).read_text() for name in self.SYSCTLS}
         self._cleanup()  # a tree an interrupted run left behind
-        self.log = open(base / "systemd.log", "wb")
+        self.log = open(base / "systemd.log", "wb")  # noqa: SIM115 (open while systemd runs; closed in close())
         self.boot = reaper.popen([str(SCRIPTS / "systemd-ns.sh"), str(base)], stdout=self.log,
                                  stderr=subprocess.STDOUT, start_new_session=True)
         self.pid1 = wait_for(self._pid1, message="systemd to boot in its namespace")
@@ -184,7 +184,7 @@ class Dockerd:
         # containerd's socket lives under the exec root: a pytest path is too long for a unix socket
         self.short = Path(tempfile.mkdtemp(prefix="dk.", dir="/tmp"))
         self.sock = self.short / "docker.sock"
-        self.log = open(base / "dockerd.log", "wb")
+        self.log = open(base / "dockerd.log", "wb")  # noqa: SIM115 (open while dockerd runs; closed in close())
         self.proc = reaper.popen(["dockerd", "--data-root", str(base / "root"), "--exec-root", str(self.short / "x"),
                                   "--pidfile", str(self.short / "docker.pid"), "-H", "unix://%s" % self.sock,
                                   "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",

@@ -7,8 +7,8 @@ import shutil
 
 import psutil
 import pytest
-
 from managers import Dockerd, stop
+
 from support import HANG_APP, poke, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("docker"),

@@ -49,6 +49,24 @@ def test_a_hung_supervisord_program_is_restarted_by_supervisord(site, supervised
     assert not (site.state_dir / "backend.pid").exists()  # cascade-ops started nothing of its own
     report = json.loads(Path(host.incident_report).read_text())
     assert report["diagnosis"]["holders"][0]["owner"]["name"] == "web"
+    words = site.cli("report").stdout
+    assert "run by supervisord program web" in words and "asked supervisord program web" in words, words
+
+
+def test_over_ssh_a_supervisord_program_is_recovered_through_supervisord(make_fleet, reaper):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    (site.app_dir / "main.py").write_text(HANG_APP)
+    site.vars.update(auth_module=None)
+    fleet.write_inventory()
+    sv = Supervisord(site.root, reaper, uvicorn_argv(site), secret_env(site))
+    before = wait_for(lambda: sv.running_pid() if site.health()["ok"] else None, timeout=30, message="program")
+    stop(before)
+    done = fleet.cli("recover", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = {s["name"]: s["message"] for s in json.loads(done.stdout)["hosts"]["web1"]["steps"]}
+    assert said["terminate"].startswith("asked supervisord program web")
+    assert site.holders() == [wait_for(sv.running_pid, message="RUNNING")]
 
 
 def test_check_mode_and_diagnose_name_the_program(site, supervised):

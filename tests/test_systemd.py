@@ -6,12 +6,11 @@ systemd (as from a container's host) the unit's process is left alone."""
 import json
 import os
 import shutil
-import sys
 
 import psutil
 import pytest
-
 from managers import SystemdNamespace, secret_env, stop, uvicorn_argv
+
 from support import HANG_APP, INVOKE, REPO, poke, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nsenter") or not os.path.exists(
