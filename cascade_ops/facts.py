@@ -5,8 +5,9 @@ the name of a new typed field here; ``from_agent`` and ``to_json`` follow the fi
 """
 
 import ipaddress
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from .agent.procfs import GONE_STATES, STOPPED_STATES
 from .owners import DETACHED, Owner
@@ -205,7 +206,8 @@ class Diagnosis:
     def to_json(self) -> Dict[str, Any]:
         return {"verdict": self.verdict(), "healthy": self.healthy, "port": self.port, "backlog": self.backlog,
                 "probe": asdict(self.probe) if self.probe else None,
-                "holders": [h.to_json() for h in self.holders],
+                "holders": [dict(h.to_json(), **({"gunicorn_master": self.master_of(h)} if self.master_of(h) else {}))
+                            for h in self.holders],
                 "orphan_sockets": [s.endpoint for s in self.orphan_sockets], "unreadable_pids": self.unreadable_pids}
 
     def verdict(self) -> str:
@@ -221,6 +223,11 @@ class Diagnosis:
         backlog = " (accept backlog %d)" % self.backlog if self.backlog else ""
         return "unhealthy: %s%s" % (self.probe.describe() if self.probe else "not probed", backlog)
 
+    def master_of(self, holder: PortHolder) -> Optional[int]:
+        """The gunicorn master whose worker ``holder`` is (None for anything else)."""
+        master = gunicorn_master(h.process for h in self.holders)
+        return master.pid if master is not None and holder.process.ppid == master.pid else None
+
     def ancestors(self, pid: int) -> List[int]:
         chain = []
         proc = self.processes.get(pid)
@@ -228,6 +235,22 @@ class Diagnosis:
             chain.append(proc.ppid)
             proc = self.processes.get(proc.ppid)
         return chain
+
+
+def looks_gunicorn(proc: ProcessFacts) -> bool:
+    return proc.comm == "gunicorn" or any(os.path.basename(a) == "gunicorn" for a in proc.cmdline[:3])
+
+
+def gunicorn_master(targets: Iterable[ProcessFacts]) -> Optional[ProcessFacts]:
+    """The gunicorn master among ``targets``: its workers (its children) are among them too."""
+    targets = list(targets)
+    by_pid = {p.pid: p for p in targets}
+    for proc in targets:
+        parent = by_pid.get(proc.ppid)
+        master = looks_gunicorn(proc) and not (parent and looks_gunicorn(parent))
+        if master and any(p.ppid == proc.pid for p in targets):
+            return proc
+    return None
 
 
 def _mark_in_the_way(sockets: Tuple[ListenSocket, ...], bind_address: str,

@@ -8,7 +8,7 @@ from .owners import WHAT
 
 if TYPE_CHECKING:  # types only: printing a step line must not load the verification's clients
     from .errors import CascadeError
-    from .facts import Diagnosis
+    from .facts import Diagnosis, PortHolder
     from .runner import RunResult
     from .steps import StepResult
     from .steps.verify import Check
@@ -55,6 +55,13 @@ def _size(n: int) -> str:
     return "%dT" % n
 
 
+def _owner_label(d: "Diagnosis", holder: "PortHolder") -> str:
+    master = d.master_of(holder)
+    if master is None:
+        return holder.owner.label
+    return "gunicorn:%d" % master if not holder.owner.managed else "%s>gunicorn" % holder.owner.label
+
+
 def diagnosis_table(host: str, d: "Diagnosis") -> str:
     lines = ["%s port %d: %s" % (host, d.port, d.verdict())]
     if d.holders:
@@ -63,8 +70,8 @@ def diagnosis_table(host: str, d: "Diagnosis") -> str:
         for h in d.holders:
             p = h.process
             lines.append("  %7d %7d %-10s %-17s %7.0fs %6s %-22s %7d  %-24s %s"
-                         % (p.pid, p.ppid, p.user[:10], p.state, p.age_s, _size(p.rss),
-                            ",".join(s.endpoint for s in h.sockets), h.backlog, h.owner.label[:24], p.command[:120]))
+                         % (p.pid, p.ppid, p.user[:10], p.state, p.age_s, _size(p.rss), ",".join(
+                             s.endpoint for s in h.sockets), h.backlog, _owner_label(d, h)[:24], p.command[:120]))
         lines += ["  pid %d: %s cannot be asked from here: %s" % (h.pid, h.owner.describe(), h.owner.why)
                   for h in d.holders if h.owner.managed and not h.owner.reachable]
     for s in d.orphan_sockets:

@@ -8,12 +8,11 @@ what it runs would race a copy started beside it (two backends, an EADDRINUSE lo
 says "inactive" while something it does not know serves the port).
 """
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..facts import Diagnosis, ProcessFacts
+from ..facts import Diagnosis, ProcessFacts, gunicorn_master
 from ..owners import DETACHED, KINDS, Owner
 from .base import StepFailed
 
@@ -69,21 +68,6 @@ def is_stray(owner: Owner, pid: int, d: Diagnosis, v: Dict[str, Any]) -> bool:
     if owner.main_pid and (owner.main_pid == pid or owner.main_pid in d.ancestors(pid)):
         return False
     return not re.search(v["process_match"], owner.exec_start)
-
-
-def looks_gunicorn(proc: ProcessFacts) -> bool:
-    return proc.comm == "gunicorn" or any(os.path.basename(a) == "gunicorn" for a in proc.cmdline[:3])
-
-
-def gunicorn_master(targets: Tuple[ProcessFacts, ...]) -> Optional[ProcessFacts]:
-    """The gunicorn master among the targets: its workers (its children) are targets too."""
-    by_pid = {p.pid: p for p in targets}
-    for proc in targets:
-        parent = by_pid.get(proc.ppid)
-        master = looks_gunicorn(proc) and not (parent and looks_gunicorn(parent))
-        if master and any(p.ppid == proc.pid for p in targets):
-            return proc
-    return None
 
 
 def route(d: Diagnosis, targets: Tuple[ProcessFacts, ...], v: Dict[str, Any], healthy: bool) -> Route:
