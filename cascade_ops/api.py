@@ -6,6 +6,7 @@ Every function that reaches hosts goes through the one scheduler (``scheduler.ru
 """
 
 import functools
+import json
 import os
 from typing import (
     TYPE_CHECKING,
@@ -94,9 +95,28 @@ def controller() -> Host:
 
 
 def default_playbook(inventory: str, name: str) -> str:
-    """``playbooks/NAME.yaml`` beside the inventory, else in the current directory."""
+    """``playbooks/NAME.yaml`` beside the inventory, else the built-in one."""
+    from . import resources
     beside = os.path.join(os.path.dirname(os.path.abspath(inventory)), "playbooks", name + ".yaml")
-    return beside if os.path.exists(beside) else os.path.abspath(os.path.join("playbooks", name + ".yaml"))
+    return beside if os.path.exists(beside) else resources.playbook(name)
+
+
+def demo_inventory(path: str, port: int) -> str:
+    """Write (or refresh) the bundled demo's inventory at ``path``; its working copy goes beside it."""
+    from . import resources
+    from .hostvars import parse_port
+    try:
+        port = parse_port(port)
+    except ValueError as exc:
+        raise ConfigError("--port: %s" % exc) from None
+    text = ("# Written by `cascade-ops demo`: the bundled demo backend, recovered on this machine.\n"
+            "all:\n  hosts:\n    localhost:\n      connection: local\n      port: %d\n"
+            "      app_dir: demo-backend\n      app_seed: %s\n      auth_module: %s\n"
+            % (port, json.dumps(resources.demo_backend()), json.dumps(resources.auth_module())))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
 
 
 def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
@@ -246,15 +266,58 @@ def cron_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: O
     watched = host_inventory or os.path.abspath(inventory)
     log = log or os.path.join(os.path.dirname(watched), ".cascade", "cron.log")
     extra = [] if local_inventory else list(vars)  # the host-local inventory has them resolved already
-    command = cron.watch_command(python or sys.executable, project or PROJECT_DIR, watched,
-                                 None if local_inventory else limit, extra, log)
 
     def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+        cli = None
+        if project is None:  # the installed CLI there (beside ``python``), if cascade-ops is installed
+            if python is None and target is None:
+                cli = _installed_cli()
+            else:
+                there = transport.agent("installed_cli", prefix=os.path.dirname(os.path.dirname(python))
+                                        if python else None)
+                cli = there["cli"] if there["version"] else None
+        command = cron.watch_command(cron.runner(python or sys.executable, project or PROJECT_DIR, cli),
+                                     project or PROJECT_DIR, watched, None if local_inventory else limit, extra, log)
         if local_inventory:
             transport.agent("write_file", path=local_inventory, content=cron.host_local_inventory(host), mode=0o600)
         changed = cron.install(transport, watched, schedule, command, user)
         return changed, cron.find(transport, watched, user) or ""
     return on_hosts([target or controller()], install)
+
+
+def _installed_cli() -> Optional[str]:
+    """This cascade-ops's own console script, when it runs from an installed wheel (not a checkout)."""
+    import sys
+
+    from . import resources
+    if resources.CHECKOUT:
+        return None
+    script = os.path.join(os.path.dirname(sys.executable), "cascade-ops")
+    return script if os.access(script, os.X_OK) else None
+
+
+def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[str, Any]]:
+    """Install this version of cascade-ops into a venv on each host (``prefix``, default
+    ``~/.local/share/cascade-ops``), from wheels built here and sent over (see ``wheels``). A host
+    whose CLI there is this version already is left alone, and nothing is sent to it."""
+    from . import resources, wheels
+    from .transport.bundle import REMOTE_DIR
+    from .transport.local import LocalTransport
+    version = resources.version()
+    house = wheels.wheelhouse()  # before any host is touched: a dependency that cannot ship fails here
+
+    def install(host: Host, transport: Transport) -> Dict[str, Any]:
+        found = transport.agent("installed_cli", prefix=prefix)
+        if found["version"] == version:
+            return dict(found, changed=False)
+        dest = house
+        if not isinstance(transport, LocalTransport):
+            # under the SSH user's home, where the agent starts; never the controller's own copy
+            dest = "%s/incoming-%s" % (REMOTE_DIR, os.path.basename(house))
+            transport.put_tree(house, dest)
+        answer: Dict[str, Any] = transport.agent("install_cli", wheels=dest, version=version, prefix=prefix)
+        return answer
+    return on_hosts(hosts, install)
 
 
 def cron_remove(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None,

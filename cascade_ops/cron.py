@@ -51,14 +51,22 @@ def schedule(every: str) -> str:
                       % every, field="--every")
 
 
+def runner(python: str, project_dir: str, cli: Optional[str]) -> List[str]:
+    """How cron starts cascade-ops: its installed CLI when there is one, else the checkout's tasks."""
+    return [cli] if cli else [python, "-m", "invoke", "-r", project_dir]
+
+
 def entry_id(inventory: str) -> str:
     return hashlib.sha256(os.path.abspath(inventory).encode()).hexdigest()[:12]
 
 
-def watch_command(python: str, project_dir: str, inventory: str, limit: Optional[str], vars: List[str],
+def watch_command(runner: List[str], project_dir: str, inventory: str, limit: Optional[str], vars: List[str],
                   log: str) -> str:
-    """The shell command cron runs; every value quoted, and ``%`` escaped (cron turns it into a newline)."""
-    argv = [python, "-m", "invoke", "-r", project_dir, "watch", "--inventory", os.path.abspath(inventory)]
+    """The shell command cron runs; every value quoted, and ``%`` escaped (cron turns it into a newline).
+
+    ``runner``: the installed CLI (``[/abs/bin/cascade-ops]``), or a checkout's
+    ``[python, -m, invoke, -r, project_dir]``."""
+    argv = runner + ["watch", "--inventory", os.path.abspath(inventory)]
     if limit:
         argv += ["--limit", limit]
     for pair in vars:

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import uuid
 
 import pytest
 
@@ -77,3 +78,14 @@ def make_fleet(tmp_path, reaper, ssh_keys):
     def make(count=3, **extra):
         return Fleet(tmp_path, reaper, ssh_keys, count, **extra)
     return make
+
+
+@pytest.fixture
+def cron_user():
+    name = "cascade%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["crontab", "-u", name, "-r"], capture_output=True)
+        subprocess.run(["userdel", "--force", name], check=True)

@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 
 import pytest
 
@@ -20,17 +19,6 @@ pytestmark = pytest.mark.skipif(shutil.which("crontab") is None or os.geteuid() 
 
 LOCAL = LocalTransport({"host": "localhost"})
 FOREIGN = "17 3 * * * /usr/bin/backup --nightly  # someone else's"
-
-
-@pytest.fixture
-def cron_user():
-    name = "cascade%s" % uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["crontab", "-u", name, "-r"], capture_output=True)
-        subprocess.run(["userdel", "--force", name], check=True)
 
 
 def crontab_lines(user):
@@ -92,9 +80,17 @@ def test_uneven_schedules_are_refused(every):
 
 
 def test_values_are_quoted_and_percent_escaped():
-    command = cron.watch_command("/venv/bin/python", "/srv/my project", "/etc/inv.yaml", "web*",
+    runner = cron.runner("/venv/bin/python", "/srv/my project", None)
+    command = cron.watch_command(runner, "/srv/my project", "/etc/inv.yaml", "web*",
                                  ["x=$(rm -rf /);`id`", "p=50%"], "/var/log/c.log")
     assert "'x=$(rm -rf /);`id`'" in command and "p=50\\%" in command and "'/srv/my project'" in command
+    assert "/venv/bin/python -m invoke -r '/srv/my project' watch --inventory /etc/inv.yaml" in command
+
+
+def test_an_installed_cli_runs_the_watch_by_its_absolute_path():
+    runner = cron.runner("/venv/bin/python", "/srv/app", "/opt/cascade ops/bin/cascade-ops")
+    command = cron.watch_command(runner, "/srv/app", "/etc/inv.yaml", None, [], "/var/log/c.log")
+    assert "&& '/opt/cascade ops/bin/cascade-ops' watch --inventory /etc/inv.yaml >>" in command
 
 
 def test_fab_cron_install_writes_the_remote_hosts_crontab(make_fleet, cron_user):

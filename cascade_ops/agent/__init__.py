@@ -9,7 +9,7 @@ exact instruction, refusing when the host no longer looks like the facts the dec
 module per concern; each host-side operation is registered by ``@command`` (see ``registry``).
 """
 
-from . import crontab, evidence, files, hostfacts, launch, locks, owners, preflight, probe, procfs, signals  # noqa: F401
+from . import crontab, evidence, files, hostfacts, install, launch, locks, owners, preflight, probe, procfs, signals  # noqa: F401
 from .registry import COMMANDS, AgentError, call
 
 __all__ = ["COMMANDS", "AgentError", "call"]
