@@ -32,6 +32,7 @@ from .transport import Transport
 
 if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
     from .facts import Diagnosis
+    from .inventory import Inventory
     from .runner import RunResult, StepCallback
     from .steps.verify import Check
     from .watch import Tick
@@ -79,6 +80,11 @@ def select_hosts(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None
                  vars: Iterable[str] = ()) -> List[Host]:
     """Load and validate the inventory (``vars`` are KEY=VALUE overrides) and pick hosts."""
     return load_inventory(inventory, parse_cli_vars(vars)).select(limit)
+
+
+def read_inventory(inventory: str = DEFAULT_INVENTORY, vars: Iterable[str] = ()) -> "Inventory":
+    """The inventory as cascade-ops reads it (``invoke inventory``), fully validated."""
+    return load_inventory(inventory, parse_cli_vars(vars))
 
 
 def command_line_host(inventory: str, vars: Iterable[str], name: str, user: Optional[str] = None,

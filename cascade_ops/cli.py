@@ -194,6 +194,28 @@ def report(c, inventory="inventory.yaml", limit=None, var=None, json_=False, lis
     _finish(found)
 
 
+@task(iterable=["var"], optional=["graph"], help={
+    "inventory": HELP["inventory"], "var": HELP["var"], "host": "one host's variables, as JSON",
+    "list": "every group and each host's variables, as JSON (the default)",
+    "graph": "the group tree (of GROUP, default all)"})
+def show_inventory(c, inventory="inventory.yaml", var=None, list_=False, graph=None, host=None):
+    """Show the inventory as cascade-ops reads it, shaped like `ansible-inventory` (--list, --graph, --host).
+
+    Reads YAML, INI, inventory scripts and their JSON, with group_vars/ and host_vars/ beside the file;
+    Ansible's connection variables appear under cascade-ops's names. Changes nothing."""
+    from cascade_ops import api
+    loaded = _guard(lambda: api.read_inventory(inventory, var or ()))
+    if graph is not None:
+        print(_guard(lambda: loaded.graph(graph if isinstance(graph, str) else "all")))
+    elif host is not None:
+        if host not in loaded.hosts:
+            print("cascade-ops: %s: no host %r" % (inventory, host), file=sys.stderr)
+            raise Exit(code=4)
+        print(json.dumps(loaded.to_ansible_json()["_meta"]["hostvars"][host], indent=2, sort_keys=True))
+    else:
+        print(json.dumps(loaded.to_ansible_json(), indent=2))
+
+
 CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                  user="whose crontab (default: the current user's)",
                  every="how often: 1m-30m dividing an hour, or 1h-24h dividing a day",
@@ -310,4 +332,5 @@ cron_tasks.add_task(cron_install, "install")
 cron_tasks.add_task(cron_remove, "remove")
 cron_tasks.add_task(cron_status, "status")
 ns = Collection(recover, deploy, diagnose, verify, watch, report, bootstrap, demo, cron_tasks)
+ns.add_task(show_inventory, "inventory")
 ns.add_task(cron_install, "cron-install")  # the name `fab -H host cron-install` asks for

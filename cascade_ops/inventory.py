@@ -18,13 +18,11 @@ from typing import Any, Dict, List, Optional
 
 from .errors import ConfigError
 from .hostvars import SPECS, Host, Origin, RawVar, VarSpec, resolve
+from .invsources import read_source, vars_dir
 from .transport import transport_vars
-from .yamlsrc import Located, expect_mapping, load_file
 
 # Every variable an inventory may set: the backend's and scheduler's, and each transport's own.
 VARIABLES: Dict[str, VarSpec] = dict(SPECS, **transport_vars())
-
-_GROUP_KEYS = ("vars", "hosts", "children")
 
 
 @dataclass
@@ -34,6 +32,57 @@ class Inventory:
     groups: Dict[str, List[str]] = field(default_factory=dict)
     base_vars: Dict[str, RawVar] = field(default_factory=dict)  # all: vars:, then --var
     raw: Dict[str, Dict[str, RawVar]] = field(default_factory=dict)  # each host's merged variables, unresolved
+    direct: Dict[str, List[str]] = field(default_factory=dict)  # each group's own hosts (not its children's)
+    children: Dict[str, List[str]] = field(default_factory=dict)
+
+    def ungrouped(self) -> List[str]:
+        """Hosts in no group but ``all`` (Ansible's implicit ``ungrouped``)."""
+        grouped = {h for g, members in self.groups.items() if g not in ("all", "ungrouped") for h in members}
+        return [h for h in self.hosts if h not in grouped]
+
+    def _shape(self) -> Dict[str, Any]:
+        """Groups as ``ansible-inventory --list`` shows them: every group under ``all``, hosts in no
+        other group under ``ungrouped``, each group with its own hosts and its children."""
+        direct = {g: [h for h in hosts] for g, hosts in self.direct.items() if g != "all"}
+        children = {g: list(c) for g, c in self.children.items()}
+        loose = self.ungrouped()
+        if loose:
+            direct["ungrouped"] = sorted(set(direct.get("ungrouped", [])) | set(loose), key=list(self.hosts).index)
+            if "ungrouped" not in children.setdefault("all", []):
+                children["all"].insert(0, "ungrouped")
+        return {"direct": direct, "children": children}
+
+    def to_ansible_json(self) -> Dict[str, Any]:
+        """``ansible-inventory --list``'s document, with each host's resolved variables as hostvars."""
+        shape = self._shape()
+        doc: Dict[str, Any] = {"_meta": {"hostvars": {n: _plain(h.vars) for n, h in self.hosts.items()}}}
+        for group in ["all"] + [g for g in self.groups if g != "all"]:
+            body: Dict[str, Any] = {}
+            if shape["direct"].get(group):
+                body["hosts"] = shape["direct"][group]
+            if shape["children"].get(group):
+                body["children"] = shape["children"][group]
+            if body or group == "all":
+                doc[group] = body
+        if "ungrouped" in shape["direct"] and "ungrouped" not in doc:
+            doc["ungrouped"] = {"hosts": shape["direct"]["ungrouped"]}
+        return doc
+
+    def graph(self, group: str = "all") -> str:
+        """``ansible-inventory --graph``'s tree."""
+        shape = self._shape()
+        lines = []
+
+        def draw(name: str, depth: int) -> None:
+            lines.append("%s@%s:" % ("  |" * depth + ("--" if depth else ""), name))
+            for child in shape["children"].get(name, []):
+                draw(child, depth + 1)
+            for host in shape["direct"].get(name, []):
+                lines.append("%s--%s" % ("  |" * (depth + 1), host))
+        if group not in self.groups and group != "ungrouped":
+            raise ConfigError("no such group in %s" % self.path, field=group)
+        draw(group, 0)
+        return "\n".join(lines)
 
     def command_line(self, name: str, **given: Any) -> Host:
         """The host ``fab -H [USER@]NAME[:PORT]`` means, with what the command line gives (user,
@@ -73,70 +122,102 @@ class Inventory:
         return [self.hosts[n] for n in chosen]
 
 
-def _raw_vars(mapping, file, base_dir):
-    if mapping is None:
-        return {}
-    expect_mapping(mapping, file, None, "vars")
-    return {key: RawVar(value, Origin(file, mapping.lines.get(key), base_dir)) for key, value in mapping.items()}
+# Ansible's connection variables and ours; other ``ansible_*`` variables are accepted and ignored.
+ANSIBLE_VARS = {"ansible_host": "address", "ansible_ssh_host": "address", "ansible_port": "ssh_port",
+                "ansible_ssh_port": "ssh_port", "ansible_user": "user", "ansible_ssh_user": "user",
+                "ansible_ssh_private_key_file": "key_file", "ansible_connection": "connection",
+                "ansible_become": "become", "ansible_python_interpreter": "agent_python"}
+_CONNECTIONS = {"ssh": "ssh", "paramiko": "ssh", "smart": "ssh", "local": "local"}
+
+
+def ours(layer: Dict[str, RawVar]) -> Dict[str, RawVar]:
+    """One layer of variables with Ansible's names mapped to ours (and its other ``ansible_*`` dropped)."""
+    mapped: Dict[str, RawVar] = {}
+    for name, var in layer.items():
+        if not name.startswith("ansible_"):
+            mapped.setdefault(name, var)
+            continue
+        target = ANSIBLE_VARS.get(name)
+        if target is None:
+            continue
+        if target == "connection":
+            kind = _CONNECTIONS.get(str(var.value))
+            if kind is None:
+                raise ConfigError("ansible_connection %r is not one cascade-ops can use (ssh or local)" % (var.value,),
+                                  var.origin.file, var.origin.line, name)
+            var = RawVar(kind, var.origin)
+        if target in layer and layer[target].value != var.value:
+            raise ConfigError("both %s (%r) and %s (%r) are set" % (name, var.value, target, layer[target].value),
+                              var.origin.file, var.origin.line, name)
+        mapped[target] = var
+    return mapped
 
 
 def load_inventory(path, cli_vars=None) -> Inventory:
-    """Load and fully validate an inventory; ``cli_vars`` (from --var) override every host's."""
+    """Load and fully validate an inventory (see ``invsources`` for the formats); ``cli_vars``
+    (from --var) override every host's. Variables of ``group_vars/`` and ``host_vars/`` beside it
+    win over the file's own, as in Ansible."""
     path = os.path.abspath(path)
     base_dir = os.path.dirname(path)
-    data = load_file(path)
-    if not isinstance(data, Located) or "all" not in data:
-        raise ConfigError("the inventory must be a mapping with a top-level 'all:' group", path, 1, "all")
-    for key in data:
-        if key != "all":
-            raise ConfigError("unknown top-level key; put groups under all: children:", path, data.lines[key], key)
+    tree, ansible = read_source(path)
+    for group in tree.values():
+        group.vars = ours(group.vars)
+    group_files = {name: ours(vars_dir(base_dir, "group_vars", name)) for name in tree}
+    host_files = {host: ours(vars_dir(base_dir, "host_vars", host)) for g in tree.values() for host in g.hosts}
+    if ansible:  # Ansible reaches every host over SSH unless told otherwise
+        tree["all"].vars = dict({"connection": RawVar("ssh", Origin(path, tree["all"].line, base_dir))},
+                                **tree["all"].vars)
     host_paths: Dict[str, List[List[Dict[str, RawVar]]]] = {}  # per listing: its groups' vars, outer first
     host_own: Dict[str, List[Dict[str, RawVar]]] = {}  # per listing: the host's own vars
     host_groups: Dict[str, List[str]] = {}
     groups: Dict[str, List[str]] = {}
 
-    def walk(name: str, group: Any, inherited: List[Dict[str, RawVar]]) -> None:
-        group = expect_mapping(group, path, data.lines.get("all"), name)
-        for key in group:
-            if key not in _GROUP_KEYS:
-                raise ConfigError("unknown key in group %r (expected %s)" % (name, ", ".join(_GROUP_KEYS)),
-                                  path, group.lines.get(key), key)
-        layers = inherited + [_raw_vars(group.get("vars"), path, base_dir)]
+    def walk(name: str, trail: List[str]) -> None:
+        if name in trail:
+            raise ConfigError("group %r is its own ancestor (%s)" % (name, " > ".join(trail + [name])), path,
+                              tree[name].line, name)
+        group = tree[name]
+        chain = trail + [name]
+        # Ansible's order: the file's group vars (outer to inner) < group_vars/all < group_vars/GROUP (outer
+        # to inner); so group_vars/all.yml beats a child group's vars written in the inventory file.
+        layers = [tree[g].vars for g in chain] + [group_files[g] for g in ["all"] + chain[1:]]
         members = groups.setdefault(name, [])
-        hosts = expect_mapping(group.get("hosts"), path, group.lines.get("hosts"), "hosts")
-        for host_name, host_vars in hosts.items():
-            if not isinstance(host_name, str) or not host_name:
-                raise ConfigError("a host name must be a non-empty string", path, hosts.lines.get(host_name), "hosts")
-            if host_vars is not None:
-                expect_mapping(host_vars, path, hosts.lines.get(host_name), host_name)
-            own = _raw_vars(host_vars, path, base_dir)
+        for host_name, own in group.hosts.items():
             host_paths.setdefault(host_name, []).append(layers)
-            host_own.setdefault(host_name, []).append(own)
+            host_own.setdefault(host_name, []).append(ours(own))
             host_groups.setdefault(host_name, []).append(name)
             if host_name not in members:
                 members.append(host_name)
-        children = expect_mapping(group.get("children"), path, group.lines.get("children"), "children")
-        for child_name, child in children.items():
-            walk(child_name, child, layers)
-            members.extend(h for h in groups[child_name] if h not in members)
+        for child in group.children:
+            walk(child, chain)
+            members.extend(h for h in groups[child] if h not in members)
 
-    walk("all", data["all"], [])
+    walk("all", [])
     if not host_paths:
-        raise ConfigError("the inventory defines no hosts", path, data.lines.get("all"), "hosts")
-    base_vars = dict(_raw_vars(data["all"].get("vars") if isinstance(data["all"], dict) else None, path, base_dir))
+        raise ConfigError("the inventory defines no hosts", path, tree["all"].line, "hosts")
+    base_vars = dict(tree["all"].vars, **group_files["all"])
     base_vars.update(cli_vars or {})
     hosts = {}
     raw = {}
     for host_name, paths in host_paths.items():
-        raw[host_name] = _merge(host_name, paths, host_own[host_name], cli_vars or {}, path)
+        # host_vars/ wins over the host's own lines, as in Ansible; --var over everything
+        raw[host_name] = _merge(host_name, paths, host_own[host_name], dict(host_files[host_name], **(cli_vars or {})),
+                                path)
         hosts[host_name] = Host(host_name, tuple(host_groups[host_name]),
                                 resolve(raw[host_name], host_name, VARIABLES, path))
-    return Inventory(path, hosts, groups, base_vars, raw)
+    return Inventory(path, hosts, groups, base_vars, raw, {g: list(d.hosts) for g, d in tree.items()},
+                     {g: list(d.children) for g, d in tree.items()})
+
+
+def _plain(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Variables as JSON values (a path or a duration stays what it was parsed into)."""
+    return {k: v if isinstance(v, (str, int, float, bool, list, dict)) or v is None else str(v)
+            for k, v in values.items()}
 
 
 def _merge(host: str, paths: List[List[Dict[str, RawVar]]], own: List[Dict[str, RawVar]],
            cli_vars: Dict[str, RawVar], path: str) -> Dict[str, RawVar]:
-    """One host's variables: its groups' (outer to inner), its own, then --var.
+    """One host's variables: its groups' (outer to inner), its own, then ``cli_vars`` (host_vars/, --var).
 
     A host listed in several groups that give one variable different values is an error (which
     one would win is an accident of the file's order): set it on the host, or in one group.
