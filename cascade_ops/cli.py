@@ -8,6 +8,7 @@ host's lock; 6 the watchdog's restart budget is spent; 130 / 143 interrupted by 
 """
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -15,17 +16,31 @@ import sys
 from invoke import Collection, Exit, task
 
 HELP = {
-    "inventory": "inventory file (default: inventory.yaml)",
+    "inventory": "inventory file (default: $CASCADE_INVENTORY, else cascade.yaml's, else inventory.yaml)",
     "limit": "hosts or groups to act on: names or globs, comma-separated",
     "var": "KEY=VALUE overriding an inventory variable (repeatable)",
     "check": "report what would change and change nothing",
     "diff": "show file changes as unified diffs",
     "json": "print one JSON document and nothing else on stdout",
-    "forks": "hosts worked on at once (default 10)",
+    "forks": "hosts worked on at once (default: $CASCADE_FORKS, else cascade.yaml's, else 10)",
     "serial": "rolling batches: hosts per batch, a count or a percentage (overrides the playbook's)",
     "max-fail-percentage": "with serial: failed share of a batch that stops the rollout (default 0)",
     "accept-new-host-keys": "record unknown SSH host keys instead of refusing them (a changed key is always refused)",
+    "color": "colour statuses at a terminal (default; NO_COLOR or --no-color: none; cascade.yaml color: always)",
 }
+
+
+@functools.cache
+def _settings():
+    """cascade.yaml and CASCADE_* (see ``cascade_ops.settings``), read once per command."""
+    from cascade_ops import settings
+    return _guard(settings.load)
+
+
+def _inventory(given):
+    """The inventory a command acts on: --inventory, else $CASCADE_INVENTORY, else cascade.yaml's, else
+    inventory.yaml."""
+    return given or _settings().inventory
 
 
 def _guard(action):
@@ -39,7 +54,7 @@ def _guard(action):
 
 
 def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys):
+         accept_new_host_keys, color=True):
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api, output
 
@@ -48,21 +63,23 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     waits = output.Waits(lambda line: print(line, flush=True), width)
     person = sys.stdout.isatty() and not json_  # someone watching a terminal: say who waits for what
 
+    colour = not json_ and color and output.use_colour(_settings().color, sys.stdout.isatty(), dict(os.environ))
+
     def show(host, result):
         waits.end(host)
-        print(output.step_line(host, result, width), flush=True)
+        print(output.step_line(host, result, width, colour), flush=True)
 
     def go():
         return api.recover(inventory, limit, var or (), check=check, diff=diff,
                            playbook=playbook or api.default_playbook(inventory, name),
-                           on_step=None if json_ else show, hosts=hosts, forks=forks,
+                           on_step=None if json_ else show, hosts=hosts, forks=forks or _settings().forks,
                            serial=serial, max_fail_percentage=max_fail_percentage,
-                           accept_new_host_keys=accept_new_host_keys,
+                           accept_new_host_keys=accept_new_host_keys or _settings().accept_new_host_keys,
                            on_begin=waits.begin if person else None)
 
     with api.interruptible(), waits if person else contextlib.nullcontext():
         run = _guard(go)
-    print(_envelope(run.to_json()["hosts"], run.exit_code) if json_ else output.recap(run))
+    print(_envelope(run.to_json()["hosts"], run.exit_code) if json_ else output.recap(run, colour))
     if run.exit_code:
         raise Exit(code=run.exit_code)
 
@@ -75,22 +92,26 @@ def _help(playbook, *names):
 
 
 @task(iterable=["var"], help=_help("recover"))
-def recover(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
-            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False):
+def recover(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
+            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
+            color=True):
     """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
 
     Finds who holds the port, stops only them, puts the auth module in place, starts the backend
     detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."""
+    inventory = _inventory(inventory)
     _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys)
+         accept_new_host_keys, color)
 
 
 @task(iterable=["var"], help=_help("deploy"))
-def deploy(c, inventory="inventory.yaml", limit=None, var=None, check=False, diff=False, json_=False,
-           playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False):
+def deploy(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
+           playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
+           color=True):
     """Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."""
+    inventory = _inventory(inventory)
     _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys)
+         accept_new_host_keys, color)
 
 
 def _finish(per_host, failed=False):
@@ -121,8 +142,9 @@ def _each_json(per_host, doc, failed=False):
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
-def diagnose(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
+def diagnose(c, inventory=None, limit=None, var=None, json_=False):
     """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing."""
+    inventory = _inventory(inventory)
     from cascade_ops import api, output
     found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
     print(_each_json(found, lambda d: d.to_json()) if json_ else _each_text(found, output.diagnosis_table))
@@ -130,8 +152,9 @@ def diagnose(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
-def verify(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
+def verify(c, inventory=None, limit=None, var=None, json_=False):
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
+    inventory = _inventory(inventory)
     from cascade_ops import api, output
     results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
     failed = not all(check.ok for checks in results.values() for check in checks)
@@ -143,8 +166,9 @@ def verify(c, inventory="inventory.yaml", limit=None, var=None, json_=False):
 
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
-def hang(c, inventory="inventory.yaml", limit=None, var=None):
+def hang(c, inventory=None, limit=None, var=None):
     """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
+    inventory = _inventory(inventory)
     from cascade_ops import api
     done = _guard(lambda: api.hang(inventory, limit, var or ()))
     print(_each_text(done, lambda host, lines: "\n".join("%s: %s" % (host, line) for line in lines)))
@@ -153,11 +177,12 @@ def hang(c, inventory="inventory.yaml", limit=None, var=None):
 
 @task(iterable=["var"], help=dict(_help("recover", "inventory", "limit", "var", "json"),
                                    reset="forget the failure streak and the restart budget first"))
-def watch(c, inventory="inventory.yaml", limit=None, var=None, reset=False, playbook=None, json_=False):
+def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, json_=False):
     """One watchdog tick (for cron): probe, and recover only when unhealthy.
 
     Recovers after fail_threshold unhealthy ticks in a row, within the restart budget
     (max_restarts per window), under the host's lock; alerts alert_webhook."""
+    inventory = _inventory(inventory)
     from cascade_ops import api
     from cascade_ops.watch import exit_code
     with api.interruptible():
@@ -176,8 +201,9 @@ def watch(c, inventory="inventory.yaml", limit=None, var=None, reset=False, play
 
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                                    json="print the whole report document", list="list the stored reports"))
-def report(c, inventory="inventory.yaml", limit=None, var=None, json_=False, list_=False):
+def report(c, inventory=None, limit=None, var=None, json_=False, list_=False):
     """Show each host's last recovery: diagnosis, evidence, actions, verification, rollback."""
+    inventory = _inventory(inventory)
     from cascade_ops import api, output
     if list_:
         stored = _guard(lambda: api.incidents(inventory, limit, var or ()))
@@ -198,11 +224,12 @@ def report(c, inventory="inventory.yaml", limit=None, var=None, json_=False, lis
     "inventory": HELP["inventory"], "var": HELP["var"], "host": "one host's variables, as JSON",
     "list": "every group and each host's variables, as JSON (the default)",
     "graph": "the group tree (of GROUP, default all)"})
-def show_inventory(c, inventory="inventory.yaml", var=None, list_=False, graph=None, host=None):
+def show_inventory(c, inventory=None, var=None, list_=False, graph=None, host=None):
     """Show the inventory as cascade-ops reads it, shaped like `ansible-inventory` (--list, --graph, --host).
 
     Reads YAML, INI, inventory scripts and their JSON, with group_vars/ and host_vars/ beside the file;
     Ansible's connection variables appear under cascade-ops's names. Changes nothing."""
+    inventory = _inventory(inventory)
     from cascade_ops import api
     loaded = _guard(lambda: api.read_inventory(inventory, var or ()))
     if graph is not None:
@@ -249,12 +276,13 @@ def _cron_target(c, inventory, var):
 
 
 @task(iterable=["var"], help=CRON_HELP)
-def cron_install(c, every="5m", inventory="inventory.yaml", limit=None, var=None, user=None, log=None,
+def cron_install(c, every="5m", inventory=None, limit=None, var=None, user=None, log=None,
                  project=None, python=None, host_inventory=None):
     """Install (or update) one crontab entry running `watch` with absolute paths. Idempotent.
 
     With `fab -H host cron-install` the entry goes into that host's crontab: a self-healing
     fleet with no central controller (cascade-ops must be installed there at --project)."""
+    inventory = _inventory(inventory)
     from cascade_ops import api
     done = _guard(lambda: api.cron_install(every, inventory, limit, var or (), user, log, project, python,
                                            host_inventory, target=_cron_target(c, inventory, var)))
@@ -263,19 +291,24 @@ def cron_install(c, every="5m", inventory="inventory.yaml", limit=None, var=None
     _finish(done)
 
 
-@task(help={k: CRON_HELP[k] for k in ("inventory", "user")})
-def cron_remove(c, inventory="inventory.yaml", user=None):
-    """Remove this inventory's watch entry from the crontab; other entries stay untouched."""
+@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user")})
+def cron_remove(c, inventory=None, limit=None, var=None, user=None):
+    """Remove this inventory's watch entry from the crontab; other entries stay untouched.
+
+    The inventory is checked (with --limit and --var) as cron.install checks it."""
+    inventory = _inventory(inventory)
     from cascade_ops import api
-    done = _guard(lambda: api.cron_remove(inventory, user, target=_cron_target(c, inventory, ())))
+    _guard(lambda: api.select_hosts(inventory, limit, var or ()))
+    done = _guard(lambda: api.cron_remove(inventory, user, target=_cron_target(c, inventory, var)))
     print(_each_text(done, lambda host, removed: "removed the crontab entry" if removed
                      else "no crontab entry for %s" % inventory))
     _finish(done)
 
 
 @task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user")})
-def cron_status(c, inventory="inventory.yaml", limit=None, var=None, user=None):
+def cron_status(c, inventory=None, limit=None, var=None, user=None):
     """Show this inventory's crontab entry and each host's last watchdog tick."""
+    inventory = _inventory(inventory)
     from cascade_ops import api
     entry = _guard(lambda: api.cron_entry(inventory, user))
     print(_each_text(entry, lambda host, line: "crontab: %s" % (line or "no entry (invoke cron.install)")))
@@ -283,6 +316,8 @@ def cron_status(c, inventory="inventory.yaml", limit=None, var=None, user=None):
     print(_each_text(ticks, lambda host, line: "%-12s last tick: %s" % (host, line or "none yet")))
     _finish(ticks)
     _finish(entry)
+
+
 @task(help={"port": "port the demo backend listens on (default 8000)", "json": HELP["json"]})
 def demo_recover(c, port=8000, json_=False):
     """Recover the bundled demo backend on 127.0.0.1:PORT (`cascade-ops demo`); works from an installed wheel.
@@ -296,11 +331,12 @@ def demo_recover(c, port=8000, json_=False):
 
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                                    prefix="where the venv goes on the host (default: ~/.local/share/cascade-ops)"))
-def bootstrap(c, inventory="inventory.yaml", limit=None, var=None, prefix=None):
+def bootstrap(c, inventory=None, limit=None, var=None, prefix=None):
     """Install this very version of cascade-ops on the hosts (`cascade-ops -H host bootstrap`).
 
     Into a venv on the host, from wheels this controller builds of itself and its dependencies, sent
     over SSH: the host needs python3 with venv, no package index. A host at this version is left alone."""
+    inventory = _inventory(inventory)
     from cascade_ops import api
     hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
     done = _guard(lambda: api.bootstrap(hosts, prefix))

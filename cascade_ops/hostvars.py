@@ -192,10 +192,20 @@ class RawVar:
 
 
 def parse_cli_vars(pairs):
-    """``--var KEY=VALUE`` strings into raw variables (checked like any other)."""
+    """``--var KEY=VALUE`` and ``--var @FILE.yml`` (a YAML mapping) into raw variables, later ones
+    winning; each is checked like any other variable, and names its file and line when it fails."""
+    from .yamlsrc import expect_mapping, load_file
     origin = Origin("--var", None, os.getcwd())
     parsed = {}
     for pair in pairs or ():
+        if pair.startswith("@"):
+            path = os.path.abspath(os.path.expanduser(pair[1:]))
+            if not os.path.isfile(path):
+                raise ConfigError("no such variables file", path, field="--var %s" % pair)
+            data = expect_mapping(load_file(path), path, 1, "--var %s" % pair)
+            for key, value in data.items():
+                parsed[str(key)] = RawVar(value, Origin(path, data.lines.get(key), os.path.dirname(path)))
+            continue
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError("expected KEY=VALUE, got %r" % pair, "--var")

@@ -18,10 +18,30 @@ if TYPE_CHECKING:  # types only: printing a step line must not load the verifica
 STEP_WIDTH, STATUS_WIDTH = 18, 11
 
 
-def step_line(host: str, result: "StepResult", host_width: int = 12) -> str:
+# ANSI colours of a status, for people at a terminal (ok green, changed yellow, failed red, unreachable magenta).
+COLOURS = {"ok": "32", "changed": "33", "failed": "31", "rolled_back": "31", "interrupted": "31",
+           "unreachable": "35", "locked": "35", "skipped": "36", "not_run": "36"}
+
+
+def use_colour(setting: str, stream_is_tty: bool, environ: Dict[str, str]) -> bool:
+    """``always``/``never``, or under ``auto`` a terminal without ``NO_COLOR`` (no-color.org)."""
+    if setting != "auto":
+        return setting == "always"
+    return stream_is_tty and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
+
+
+def status_word(status: str, width: int, colour: bool) -> str:
+    """The status padded to ``width``; coloured, the padding stays outside the escape codes."""
+    padded = "%-*s" % (width, status)
+    if not colour or status not in COLOURS:
+        return padded
+    return "\033[%sm%s\033[0m%s" % (COLOURS[status], status, padded[len(status):])
+
+
+def step_line(host: str, result: "StepResult", host_width: int = 12, colour: bool = False) -> str:
     first, _, rest = result.message.partition("\n")
-    line = "%-*s %-*s %-*s %6.3fs  %s" % (host_width, host, STEP_WIDTH, result.name, STATUS_WIDTH, result.status,
-                                          result.duration_s, first)
+    line = "%-*s %-*s %s %6.3fs  %s" % (host_width, host, STEP_WIDTH, result.name,
+                                        status_word(result.status, STATUS_WIDTH, colour), result.duration_s, first)
     if rest:
         line += "\n" + rest
     if result.diff:
@@ -29,14 +49,14 @@ def step_line(host: str, result: "StepResult", host_width: int = 12) -> str:
     return line
 
 
-def recap(run: "RunResult") -> str:
+def recap(run: "RunResult", colour: bool = False) -> str:
     lines = ["RECAP"]
     width = max([12] + [len(name) for name in run.hosts])
     for name, host in run.hosts.items():
         r = host.recap()
-        line = ("%-*s %-*s ok=%d changed=%d unreachable=%d failed=%d skipped=%d  (%.2fs)"
-                % (width, name, STATUS_WIDTH, r["status"], r["ok"], r["changed"], r["unreachable"], r["failed"],
-                   r["skipped"], r["duration_s"]))
+        line = ("%-*s %s ok=%d changed=%d unreachable=%d failed=%d skipped=%d  (%.2fs)"
+                % (width, name, status_word(r["status"], STATUS_WIDTH, colour), r["ok"], r["changed"],
+                   r["unreachable"], r["failed"], r["skipped"], r["duration_s"]))
         if host.incident_report:
             line += "  report: %s" % host.incident_report
         lines.append(line)
