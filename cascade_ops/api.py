@@ -63,9 +63,10 @@ class PerHost(Dict[str, T], Generic[T]):
             yield name, self.get(name), self.failures.get(name)
 
 
-def on_hosts(hosts: List[Host], work: Callable[[Host, Transport], T], forks: int = DEFAULT_FORKS) -> PerHost[T]:
+def on_hosts(hosts: List[Host], work: Callable[[Host, Transport], T], forks: int = DEFAULT_FORKS,
+             become_password: Optional[str] = None) -> PerHost[T]:
     """``work(host, transport)`` on every host through the scheduler."""
-    outcomes = run_each(hosts, work, forks)
+    outcomes = run_each(hosts, work, forks, {"become_password": become_password})
     return PerHost([h.name for h in hosts],
                    {name: o.value for name, o in outcomes.items() if o.error is None},  # type: ignore[misc]
                    {name: o.error for name, o in outcomes.items() if o.error is not None})
@@ -167,17 +168,19 @@ def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-             hosts: Optional[List[Host]] = None) -> "PerHost[Diagnosis]":
+             hosts: Optional[List[Host]] = None, become_password: Optional[str] = None) -> "PerHost[Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
     from .facts import read_diagnosis
-    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars))
+    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars),
+                    become_password=become_password)
 
 
 def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-           hosts: Optional[List[Host]] = None) -> "PerHost[List[Check]]":
+           hosts: Optional[List[Host]] = None, become_password: Optional[str] = None) -> "PerHost[List[Check]]":
     """Run every verification check on each selected host. Changes nothing."""
     from .steps.verify import run_checks
-    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars))
+    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars),
+                    become_password=become_password)
 
 
 def _hosts(inventory: str, limit: Optional[str], vars: Iterable[str], hosts: Optional[List[Host]]) -> List[Host]:

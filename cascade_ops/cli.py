@@ -26,6 +26,7 @@ HELP = {
     "serial": "rolling batches: hosts per batch, a count or a percentage (overrides the playbook's)",
     "max-fail-percentage": "with serial: failed share of a batch that stops the rollout (default 0)",
     "accept-new-host-keys": "record unknown SSH host keys instead of refusing them (a changed key is always refused)",
+    "ask-become-pass": "ask once for the password sudo wants for become (read from the terminal, never echoed)",
     "color": "colour statuses at a terminal (default; NO_COLOR or --no-color: none; cascade.yaml color: always)",
 }
 
@@ -54,11 +55,12 @@ def _guard(action):
 
 
 def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color=True):
+         accept_new_host_keys, color=True, ask_become_pass=False):
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api, output
 
     hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
+    password = _become_password(ask_become_pass)
     width = max([12] + [len(h.name) for h in hosts])
     waits = output.Waits(lambda line: print(line, flush=True), width)
     person = sys.stdout.isatty() and not json_  # someone watching a terminal: say who waits for what
@@ -75,6 +77,7 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
                            on_step=None if json_ else show, hosts=hosts, forks=forks or _settings().forks,
                            serial=serial, max_fail_percentage=max_fail_percentage,
                            accept_new_host_keys=accept_new_host_keys or _settings().accept_new_host_keys,
+                           become_password=password,
                            on_begin=waits.begin if person else None)
 
     with api.interruptible(), waits if person else contextlib.nullcontext():
@@ -82,6 +85,14 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     print(_envelope(run.to_json()["hosts"], run.exit_code) if json_ else output.recap(run, colour))
     if run.exit_code:
         raise Exit(code=run.exit_code)
+
+
+def _become_password(ask):
+    """With --ask-become-pass: the password, asked once for the whole run (hosts all get it)."""
+    if not ask:
+        return None
+    import getpass
+    return getpass.getpass("BECOME password: ")
 
 
 def _help(playbook, *names):
@@ -94,24 +105,24 @@ def _help(playbook, *names):
 @task(iterable=["var"], help=_help("recover"))
 def recover(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
             playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
-            color=True):
+            color=True, ask_become_pass=False):
     """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
 
     Finds who holds the port, stops only them, puts the auth module in place, starts the backend
     detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."""
     inventory = _inventory(inventory)
     _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color)
+         accept_new_host_keys, color, ask_become_pass)
 
 
 @task(iterable=["var"], help=_help("deploy"))
 def deploy(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
-           color=True):
+           color=True, ask_become_pass=False):
     """Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."""
     inventory = _inventory(inventory)
     _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color)
+         accept_new_host_keys, color, ask_become_pass)
 
 
 def _finish(per_host, failed=False):
@@ -141,22 +152,26 @@ def _each_json(per_host, doc, failed=False):
     return _envelope(hosts, worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else [])))
 
 
-@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
-def diagnose(c, inventory=None, limit=None, var=None, json_=False):
+@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json", "ask-become-pass")})
+def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False):
     """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing."""
     inventory = _inventory(inventory)
     from cascade_ops import api, output
-    found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
+    hosts = _fab_hosts(c, inventory, var)
+    password = _become_password(ask_become_pass)
+    found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, become_password=password))
     print(_each_json(found, lambda d: d.to_json()) if json_ else _each_text(found, output.diagnosis_table))
     _finish(found)
 
 
-@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json")})
-def verify(c, inventory=None, limit=None, var=None, json_=False):
+@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json", "ask-become-pass")})
+def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False):
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
     inventory = _inventory(inventory)
     from cascade_ops import api, output
-    results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
+    hosts = _fab_hosts(c, inventory, var)
+    password = _become_password(ask_become_pass)
+    results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=hosts, become_password=password))
     failed = not all(check.ok for checks in results.values() for check in checks)
     if json_:
         print(_each_json(results, lambda checks: [check.__dict__ for check in checks], failed))

@@ -42,6 +42,7 @@ class RunOptions:
     diff: bool = False
     rollback: bool = True
     accept_new_host_keys: bool = False
+    become_password: Optional[str] = field(default=None, repr=False)  # for sudo's prompt; never printed
     forks: int = DEFAULT_FORKS
     serial: Union[int, str, None] = None  # hosts per batch: a count or "N%"; None: all at once
     max_fail_percentage: Optional[float] = None  # of a batch; more failures stop the rollout
@@ -350,7 +351,8 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
             elif outcome.value is not None:
                 results[host.name] = outcome.value
 
-        run_each(batch, work, run_options.forks, run_options.accept_new_host_keys, on_done=done,
+        run_each(batch, work, run_options.forks, {"accept_new_host_keys": run_options.accept_new_host_keys,
+                                                   "become_password": run_options.become_password}, on_done=done,
                  on_start=_connecting(run_options.on_begin))
         signum = interrupts.requested()
         if signum is not None and index + 1 < len(batches):

@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from . import interrupts
 from .errors import EXIT_OK, CascadeError, HostCommandError, HostCutOff, HostUnreachable
@@ -73,13 +73,13 @@ class _Slot:
         return HostOutcome(name, error=HostCutOff(name, timeout), duration_s=timeout, connected=True)
 
 
-def _attempt(slot: _Slot, work: "Work[T]", accept_new_host_keys: bool) -> HostOutcome[T]:
+def _attempt(slot: _Slot, work: "Work[T]", connect_options: Dict[str, Any]) -> HostOutcome[T]:
     started = time.monotonic()
     host = slot.host
     outcome: HostOutcome[T] = HostOutcome(host.name)
     transport = None
     try:
-        transport = connect(host.vars, accept_new_host_keys)
+        transport = connect(host.vars, **connect_options)
         slot.connected(transport)
         outcome.connected = True
         outcome.value = work(host, transport)
@@ -94,12 +94,14 @@ def _attempt(slot: _Slot, work: "Work[T]", accept_new_host_keys: bool) -> HostOu
     return outcome
 
 
-def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, accept_new_host_keys: bool = False,
+def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS,
+             connect_options: Optional[Dict[str, Any]] = None,
              on_done: Optional[Callable[[Host, HostOutcome[T]], None]] = None,
              on_start: Optional[Callable[[Host], None]] = None) -> Dict[str, HostOutcome[T]]:
     """Run ``work(host, transport)`` on every host, ``forks`` at a time; outcomes in host order.
 
-    ``on_done`` is called (from the scheduler's thread) as each host finishes or is cut off.
+    ``connect_options`` go to every transport (``transport.connect``). ``on_done`` is called (from
+    the scheduler's thread) as each host finishes or is cut off.
     """
     finished: queue.Queue[Tuple[str, HostOutcome[T]]] = queue.Queue()
     outcomes: Dict[str, HostOutcome[T]] = {}
@@ -108,7 +110,7 @@ def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS, acc
     cut: List[_Slot] = []
 
     def thread(slot: _Slot) -> None:
-        finished.put((slot.host.name, _attempt(slot, work, accept_new_host_keys)))
+        finished.put((slot.host.name, _attempt(slot, work, connect_options or {})))
 
     def record(host: Host, outcome: HostOutcome[T]) -> None:
         outcomes[host.name] = outcome

@@ -289,6 +289,52 @@ def test_become_lets_an_unprivileged_ssh_user_recover_a_root_backend(make_fleet,
         assert "NOPASSWD" in done.stdout and "Traceback" not in done.stderr
 
 
+def test_a_become_password_reaches_sudo_on_its_stdin_and_nowhere_else(make_fleet, sudo_user, tmp_path):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    assert fleet.cli("recover").returncode == 0  # started by root
+    os.kill(site.backend_pid(), signal.SIGSTOP)
+    password = "pw-%s" % uuid.uuid4().hex
+    subprocess.run(["chpasswd"], input="%s:%s\n" % (sudo_user, password), text=True, check=True)
+    with open("/etc/sudoers.d/%s" % sudo_user, "w") as rule:  # a password every time
+        rule.write("Defaults:%s timestamp_timeout=0\n%s ALL=(root) ALL\n" % (sudo_user, sudo_user))
+    site.vars.update(user=sudo_user, become=True)
+    fleet.write_inventory()
+
+    # --ask-become-pass asks once for the run (from stdin here: no terminal in this session)
+    root_pid = site.backend_pid()
+    asked = subprocess.run(INVOKE + ["recover", "--inventory", str(fleet.inventory), "--ask-become-pass", "--json"],
+                           cwd=REPO, input=password + "\n", capture_output=True, text=True, timeout=180,
+                           start_new_session=True)
+    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert site.health()["ok"] and site.backend_pid() != root_pid
+    assert psutil.Process(site.backend_pid()).username() == "root"
+    report = json.loads(asked.stdout)["hosts"]["web1"]["incident_report"]
+    assert password not in asked.stdout + asked.stderr + open(report).read()
+
+    # become_password_file (0600) serves unattended runs the same way
+    secret = tmp_path / "become-password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    site.vars.update(become_password_file=str(secret))
+    fleet.write_inventory()
+    os.kill(site.backend_pid(), signal.SIGSTOP)
+    unattended = fleet.cli("watch", "--json")
+    assert unattended.returncode == 0, unattended.stdout + unattended.stderr
+    assert json.loads(unattended.stdout)["hosts"]["web1"]["outcome"] == "recovered" and site.health()["ok"]
+    assert password not in unattended.stdout + (site.state_dir / "watch.log").read_text()
+
+    secret.chmod(0o644)
+    loose = fleet.cli("diagnose")
+    assert loose.returncode == 2 and "is readable by other users (mode 644): chmod 600 it" in loose.stdout
+    secret.write_text("not-the-password\n")
+    secret.chmod(0o600)
+    wrong = fleet.cli("diagnose")
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert "web1: become: sudo refused the become password for %s" % sudo_user in wrong.stdout, wrong.stdout
+    assert "not-the-password" not in wrong.stdout + wrong.stderr
+
+
 def test_watch_over_ssh_recovers_and_reports_an_unreachable_host(make_fleet):
     fleet = make_fleet(1)
     fleet.extra_hosts["down"] = dict(fleet.sites["web1"].vars, ssh_port=free_port())

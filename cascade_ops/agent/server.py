@@ -1,6 +1,7 @@
 """The agent as a process: JSON lines in, JSON lines out (one per command), until EOF."""
 
 import json
+import os
 import sys
 from typing import Any, Dict, List
 
@@ -16,8 +17,10 @@ def serve() -> int:
     """Answer requests, one JSON line in ({"command", "kwargs"}), one JSON line out.
 
     One agent process per host for a whole run: over SSH every new command would otherwise pay a
-    session, a login shell and an interpreter start-up.
+    session, a login shell and an interpreter start-up. The first line out says it is ready (after
+    sudo, when it asked for a password: the controller answers sudo's prompt until then).
     """
+    _reply({"ready": os.getpid()})
     for line in sys.stdin:
         if line.strip():
             request = json.loads(line)

@@ -24,9 +24,10 @@ def transport_vars() -> Dict[str, VarSpec]:
     return specs
 
 
-def connect(host_vars: Dict[str, Any], accept_new_host_keys: bool = False) -> Transport:
-    """Open the transport a host's ``connection`` variable names."""
-    return TRANSPORTS[host_vars["connection"]](host_vars, accept_new_host_keys=accept_new_host_keys)
+def connect(host_vars: Dict[str, Any], **options: Any) -> Transport:
+    """Open the transport a host's ``connection`` variable names; ``options`` are the run's
+    (accept_new_host_keys, become_password), each transport taking what it knows."""
+    return TRANSPORTS[host_vars["connection"]](host_vars, **options)
 
 
 __all__ = ["TRANSPORTS", "LocalTransport", "SSHTransport", "Transport", "connect", "transport_vars"]

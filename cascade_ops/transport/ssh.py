@@ -59,14 +59,20 @@ class SSHTransport(Transport):
         VarSpec("ssh_port", parse_port, 22),
         VarSpec("key_file", parse_str, path="controller"),
         VarSpec("known_hosts", parse_str, path="controller"),  # default: ~/.ssh/known_hosts
-        VarSpec("become", parse_bool, False),  # run the agent through sudo -n
+        VarSpec("become", parse_bool, False),  # run the agent through sudo
+        VarSpec("become_password_file", parse_str, path="controller"),  # a 0600 file: sudo's password
         VarSpec("agent_python", parse_str, "auto"),  # the interpreter running the agent (any Python 3)
         VarSpec("connect_timeout", parse_duration, 10.0),  # TCP connect, banner and authentication
     )
 
-    def __init__(self, host_vars: Dict[str, Any], accept_new_host_keys: bool = False, **options: Any):
+    def __init__(self, host_vars: Dict[str, Any], accept_new_host_keys: bool = False,
+                 become_password: Optional[str] = None, **options: Any):
         super().__init__(host_vars)
         _quiet_library_logs()
+        # sudo's password, if it wants one: it only ever travels on the agent session's stdin, as the
+        # answer to sudo's own prompt (a marker of ours, so nothing else is ever answered with it).
+        self._password = become_password or self._password_from_file()
+        self._prompt = "[cascade-ops sudo %s]" % os.urandom(4).hex()
         import paramiko
         from fabric import Connection
 
@@ -105,6 +111,27 @@ class SSHTransport(Transport):
         self._agent_pid: Optional[int] = None
         self._pending = b""
 
+    def _password_from_file(self) -> Optional[str]:
+        path = self.vars["become_password_file"]
+        if not path:
+            return None
+        try:
+            mode = os.stat(path).st_mode
+            with open(path) as f:
+                password = f.read().rstrip("\n")
+        except OSError as exc:
+            raise HostCommandError(self.host, "become", "become_password_file %s: %s" % (path, exc.strerror)) from None
+        if mode & 0o077:
+            raise HostCommandError(self.host, "become", "become_password_file %s is readable by other users "
+                                   "(mode %o): chmod 600 it" % (path, stat.S_IMODE(mode)))
+        return password
+
+    def _sudo(self) -> str:
+        """How the agent is run as root: with no prompt at all, or answering only our own prompt."""
+        if not self.vars["become"]:
+            return ""
+        return "sudo -S -p %s -- " % shlex.quote(self._prompt) if self._password else "sudo -n -- "
+
     # -- running the agent
 
     def _upload_agent(self) -> None:
@@ -138,8 +165,7 @@ class SSHTransport(Transport):
             find = "command -v %s" % shlex.quote(interpreter)
         run = " ".join(shlex.quote(a) for a in ["-I", "-c", agent_bundle().boot(command)])
         return ('P=$(%s) || { echo "no Python 3 for the agent on this host (%s): set agent_python" >&2; exit %d; }; '
-                'echo $$; exec %s"$P" %s' % (find, interpreter, NO_PYTHON, "sudo -n -- " if self.vars["become"] else "",
-                                             run))
+                'echo $$; exec %s"$P" %s' % (find, interpreter, NO_PYTHON, self._sudo(), run))
 
     def _server(self) -> Any:
         """The host's agent process, started on first use and kept for the whole run.
@@ -159,6 +185,7 @@ class SSHTransport(Transport):
                 first = self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
                 if first.strip().isdigit():
                     self._agent_pid = int(first)
+                    self._await_ready(channel)
                     break
                 status = channel.recv_exit_status()
                 if status != AGENT_MISSING or attempt:
@@ -167,6 +194,36 @@ class SSHTransport(Transport):
                     raise paramiko.SSHException(said or "the agent did not start (status %d)" % status)
                 self._upload_agent()
         return self._channel
+
+    def _await_ready(self, channel: Any) -> None:
+        """Wait for the agent's ready line, answering sudo's prompt (ours, on stderr) once."""
+        import paramiko
+        deadline = time.monotonic() + COMMAND_SLACK_S
+        said, answered = b"", 0
+        while b"\n" not in self._pending:
+            if time.monotonic() >= deadline:
+                raise socket.timeout()
+            select.select([channel], [], [], 0.5)
+            if channel.recv_stderr_ready():
+                said += channel.recv_stderr(1 << 16)
+                if self._password and said.count(self._prompt.encode()) > answered:
+                    if answered:  # asked again: "Sorry, try again."
+                        self._drop_server()
+                        raise HostCommandError(self.host, "become", "sudo refused the become password for %s"
+                                               % (self.vars["user"] or "the SSH user"))
+                    channel.sendall(self._password.encode() + b"\n")
+                    answered += 1
+            if channel.recv_ready():
+                chunk = channel.recv(1 << 16)
+                if not chunk:
+                    break
+                self._pending += chunk
+            elif channel.exit_status_ready() and not channel.recv_stderr_ready():
+                break
+        line, _, self._pending = self._pending.partition(b"\n")
+        if not line.startswith(b'{"ready"'):
+            words = said.decode("utf-8", "replace").replace(self._prompt, "").strip().splitlines()
+            raise paramiko.SSHException(words[-1] if words else "the agent did not start")
 
     def _read_line(self, channel: Any, deadline: float) -> bytes:
         import paramiko
@@ -208,8 +265,8 @@ class SSHTransport(Transport):
     def _explain(self, said: str) -> str:
         """What an SSH-level failure means, for the person who has to fix it."""
         if self.vars["become"] and ("password is required" in said or "terminal is required" in said):
-            return ("become: sudo on this host wants a password for %s, and the agent runs `sudo -n` (no prompt): "
-                    "give that user NOPASSWD sudo, or connect as a user that needs no become (sudo said: %s)"
+            return ("become: sudo on this host wants a password for %s and none was given: run with "
+                    "--ask-become-pass or set become_password_file, or give that user NOPASSWD sudo (sudo said: %s)"
                     % (self.vars["user"] or "the SSH user", said))
         return "SSH: %s" % said
 
@@ -271,7 +328,9 @@ class SSHTransport(Transport):
             try:
                 stopper = self.connection.client.get_transport().open_session(timeout=5)
                 stopper.settimeout(5)
-                stopper.exec_command("%skill -TERM %d" % ("sudo -n " if self.vars["become"] else "", pid))
+                stopper.exec_command("%skill -TERM %d" % (self._sudo().replace(" -- ", " "), pid))
+                if self._password and self.vars["become"]:
+                    stopper.sendall(self._password.encode() + b"\n")  # sudo may ask; nobody else reads it
                 stopper.recv_exit_status()
             except Exception:
                 pass
