@@ -310,7 +310,8 @@ def test_a_become_password_reaches_sudo_on_its_stdin_and_nowhere_else(make_fleet
     assert site.health()["ok"] and site.backend_pid() != root_pid
     assert psutil.Process(site.backend_pid()).username() == "root"
     report = json.loads(asked.stdout)["hosts"]["web1"]["incident_report"]
-    assert password not in asked.stdout + asked.stderr + open(report).read()
+    with open(report) as f:
+        assert password not in asked.stdout + asked.stderr + f.read()
 
     # become_password_file (0600) serves unattended runs the same way
     secret = tmp_path / "become-password"
