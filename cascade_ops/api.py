@@ -218,9 +218,27 @@ def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars:
     def load() -> Any:
         from .playbook import load_playbook
         return load_playbook(playbook or default_playbook(inventory, "recover"))
+    from .alerts import Pings
+    pings = {host.name: Pings(host.vars["ping_url"]) for host in hosts}  # /start, before any host is reached
     ticks = on_hosts(hosts, lambda host, t: tick_host(host, t, load, reset))
-    return {name: tick if error is None else failed_tick(name, error)  # type: ignore[misc]
-            for name, tick, error in ticks.each()}
+    done: Dict[str, Tick] = {}
+    for name, tick, error in ticks.each():
+        done[name] = tick if tick is not None and error is None else failed_tick(name, error)  # type: ignore[arg-type]
+
+    def finish(name: str) -> None:
+        done[name].ping_error = pings[name].finish(done[name].exit_code)
+    _in_parallel([name for name, p in pings.items() if p.url], finish)
+    return done
+
+
+def _in_parallel(names: List[str], work: Callable[[str], None]) -> None:
+    """``work(name)`` for each name at once, on threads (each bounded in time by itself)."""
+    import threading
+    threads = [threading.Thread(target=work, args=(name,), daemon=True) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def last_ticks(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,

@@ -209,6 +209,8 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
             print("%-12s %-16s %s (%s) %.3fs" % (t.host, t.action, t.outcome, t.verdict, t.duration_s))
             if t.alert_error:
                 print("%-12s alert            %s" % (t.host, t.alert_error))
+            if t.ping_error:
+                print("%-12s ping             %s" % (t.host, t.ping_error))
     code = exit_code(ticks)
     if code:
         raise Exit(code=code)

@@ -164,6 +164,9 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("max_restarts", parse_positive_int, 3),
     VarSpec("window", parse_duration, 900.0),
     VarSpec("alert_webhook", parse_str),
+    VarSpec("alert_format", parse_choice(("json", "slack")), "json"),  # slack: text + blocks
+    VarSpec("ping_url", parse_str),  # a dead-man monitor (healthchecks.io): /start, success, /<exit code>
+    VarSpec("metrics_file", parse_str, path="host"),  # Prometheus textfile, rewritten each tick
     VarSpec("watch_log_max_bytes", parse_positive_int, 1 << 20),
     VarSpec("watch_log_keep", parse_positive_int, 3),
 )}

@@ -36,6 +36,9 @@ class WatchState:
     fail_streak: int = 0
     restarts: List[float] = field(default_factory=list)  # times of recoveries, pruned to the window
     budget_alerted_at: Optional[float] = None
+    recoveries_total: int = 0  # for the metrics: never pruned
+    last_recovery_at: float = 0.0
+    last_steps: Dict[str, float] = field(default_factory=dict)  # step -> seconds, of the last recovery
 
     def prune(self, now: float, window: float) -> None:
         self.restarts = [t for t in self.restarts if now - t < window]
@@ -55,6 +58,7 @@ class Tick:
     recovery: Optional[dict] = None
     incident_report: Optional[str] = None
     alert_error: Optional[str] = None
+    ping_error: Optional[str] = None  # the dead-man monitor could not be reached (logged, never fatal)
 
     def to_json(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -75,8 +79,9 @@ def _load_state(transport: Transport, path: str) -> WatchState:
     if not text:
         return WatchState()
     try:
-        return WatchState(**json.loads(text))
-    except (ValueError, TypeError):
+        known = {k: v for k, v in json.loads(text).items() if k in WatchState.__dataclass_fields__}
+        return WatchState(**known)
+    except (ValueError, TypeError, AttributeError):
         return WatchState()  # a torn or foreign file must not stop the watchdog
 
 
@@ -107,6 +112,8 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
             tick = _recover(host, transport, state, state_path, diagnosis, playbook_loader, now)
     _save_state(transport, state_path, state)
     tick.duration_s = round(time.monotonic() - started, 4)
+    if v["metrics_file"]:
+        _write_metrics(host, transport, state, tick, now())
     record = dict(tick.to_json(), time=now(), probe=diagnosis.probe.__dict__ if diagnosis.probe else None)
     record.pop("recovery", None)
     transport.agent("append_log", path=log_path, line=json.dumps(record),
@@ -134,6 +141,9 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
             result = run_host(host, transport, bound, RunOptions(rollback=playbook.rollback), lock=False)
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
+    state.recoveries_total += 1
+    state.last_recovery_at = now()
+    state.last_steps = {step.name: round(step.duration_s, 4) for step in result.steps}
     failed = result.failed
     first_failure = result.first_failure
     outcome = "recovered"
@@ -164,10 +174,23 @@ def _budget_exhausted(host, state, diagnosis, now) -> Tick:
 def _alert(v, host_name, diagnosis, action, outcome, now, incident_report=None) -> Optional[str]:
     if not v["alert_webhook"]:
         return None
-    from .alerts import send_alert
-    return send_alert(v["alert_webhook"], {"host": host_name, "problem": diagnosis.verdict(), "action": action,
-                                           "outcome": outcome, "port": v["port"], "time": now(),
-                                           "incident_report": incident_report})
+    from .alerts import send_alert, slack_payload
+    alert = {"host": host_name, "problem": diagnosis.verdict(), "action": action, "outcome": outcome,
+             "port": v["port"], "time": now(), "incident_report": incident_report}
+    return send_alert(v["alert_webhook"], slack_payload(alert) if v["alert_format"] == "slack" else alert)
+
+
+def _write_metrics(host: Host, transport: Transport, state: WatchState, tick: Tick, now: float) -> None:
+    from .metrics import exposition
+    v = host.vars
+    text = exposition(host.name, {
+        "cascade_backend_healthy": 1 if tick.healthy or tick.outcome == "recovered" else 0,
+        "cascade_recoveries_total": state.recoveries_total,
+        "cascade_last_recovery_timestamp_seconds": state.last_recovery_at,
+        "cascade_restart_budget_remaining": max(0, v["max_restarts"] - len(state.restarts)),
+        "cascade_tick_duration_seconds": tick.duration_s,
+        "cascade_last_tick_timestamp_seconds": now}, state.last_steps)
+    transport.agent("write_file", path=v["metrics_file"], content=text, mode=0o644)  # node_exporter reads it
 
 
 def exit_code(ticks: Dict[str, Tick]) -> int:

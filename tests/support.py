@@ -200,15 +200,24 @@ def python_script(code: str) -> str:
 
 
 class WebhookServer:
-    """A real HTTP server on loopback that records the JSON bodies POSTed to it."""
+    """A real HTTP server on loopback that records the JSON bodies POSTed to it, and the paths of
+    GETs (a dead-man monitor's pings)."""
 
     def __init__(self):
         import http.server
         import json
         import threading
         received = self.received = []
+        pinged = self.pinged = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                pinged.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append(json.loads(body))

@@ -19,7 +19,7 @@ LAYERS = [
     ("facts/transport", {"facts", "owners", "transport"}),
     ("steps", {"steps"}),
     ("engine", {"scheduler", "runner", "report", "hangkind", "interrupts", "playbook", "inventory", "watch", "cron",
-                "alerts", "output", "wheels"}),
+                "alerts", "output", "wheels", "metrics"}),
     ("api", {"api", "__init__"}),
     ("face", {"cli", "__main__"}),
 ]

@@ -11,7 +11,7 @@ import time
 import psutil
 
 from cascade_ops.agent import procfs
-from support import IGNORES_SIGTERM, REPO, python_script, wait_for
+from support import IGNORES_SIGTERM, REPO, free_port, python_script, wait_for
 
 
 def test_healthy_tick_is_fast_and_changes_nothing(site):
@@ -149,3 +149,52 @@ def test_watch_log_rotation_keeps_the_bound(make_site):
     for name in logs:
         for line in (site.state_dir / name).read_text().splitlines():
             json.loads(line)
+
+
+def test_pings_metrics_and_a_slack_alert_tell_the_outside(make_site, webhook, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base = webhook.url.rsplit("/", 1)[0]
+    metrics = tmp_path / "textfile" / "cascade.prom"
+    site = make_site(auth_module=None, alert_webhook=webhook.url, alert_format="slack", max_restarts=3,
+                     ping_url=base + "/ping/abc-123", metrics_file=str(metrics))
+
+    def families():
+        return {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
+
+    def value(name, **labels):
+        return next(s.value for f in families().values() for s in f.samples
+                    if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    tick = site.watch()  # nothing runs yet: it recovers
+    assert (tick.action, tick.outcome, tick.ping_error) == ("recover", "recovered", None)
+    assert sorted(webhook.pinged) == ["/ping/abc-123", "/ping/abc-123/start"]
+    [alert] = webhook.received
+    assert set(alert) == {"text", "blocks"} and alert["text"].startswith("cascade-ops on web: recovered")
+    assert [b["type"] for b in alert["blocks"]] == ["section", "section", "context"]
+    assert all(b["text"]["type"] == "mrkdwn" for b in alert["blocks"][:2])
+    assert families()["cascade_recoveries"].type == "counter"
+    assert value("cascade_backend_healthy", host="web") == 1 and value("cascade_recoveries_total") == 1
+    assert value("cascade_restart_budget_remaining") == 2 and value("cascade_last_recovery_timestamp_seconds") > 0
+    assert value("cascade_step_duration_seconds", step="start") > 0 and value("cascade_tick_duration_seconds") > 0
+    assert oct(metrics.stat().st_mode & 0o777) == "0o644"  # node_exporter reads it
+
+    del webhook.pinged[:]
+    healthy = site.watch()
+    assert healthy.action == "none" and sorted(webhook.pinged) == ["/ping/abc-123", "/ping/abc-123/start"]
+    assert value("cascade_recoveries_total") == 1 and len(webhook.received) == 1  # no alert when healthy
+
+    # A monitor that cannot be reached is reported, never fatal, and never holds the tick up long.
+    site.vars.update(ping_url="http://127.0.0.1:%d/ping/x" % free_port())
+    site.write_inventory()
+    started = time.monotonic()
+    quiet = site.watch()
+    assert quiet.exit_code == 0 and quiet.ping_error and "127.0.0.1" in quiet.ping_error
+    assert time.monotonic() - started < 3.5
+
+
+def test_a_failed_tick_pings_its_exit_code(webhook):
+    from cascade_ops.alerts import Pings
+    base = webhook.url.rsplit("/", 1)[0]
+    assert Pings(base + "/ping/k").finish(6) is None
+    assert sorted(webhook.pinged) == ["/ping/k/6", "/ping/k/start"]
