@@ -270,59 +270,6 @@ def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = Non
     return on_hosts(select_hosts(inventory, limit, vars), newest)
 
 
-def cron_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-                 vars: Iterable[str] = (), user: Optional[str] = None, log: Optional[str] = None,
-                 project: Optional[str] = None, python: Optional[str] = None,
-                 host_inventory: Optional[str] = None, target: Optional[Host] = None) -> PerHost[Tuple[bool, str]]:
-    """Install (or update) the crontab entry running ``watch``, on ``target`` (default: this machine).
-
-    The inventory is checked first: a bad one never reaches cron. ``project`` and ``python`` say
-    where cascade-ops is on the target (default: where it is here). On another host (``target``)
-    the entry watches a host-local inventory written there (that host alone, ``connection:
-    local``, its resolved variables), so each host heals itself with no controller and no SSH
-    between hosts; ``host_inventory`` names another one instead.
-    """
-    import sys
-
-    from . import cron
-    select_hosts(inventory, limit, vars)
-    schedule = cron.schedule(every)
-    local_inventory = None
-    if target is not None and host_inventory is None:
-        host_inventory = local_inventory = os.path.join(target.vars["state_dir"], cron.HOST_INVENTORY)
-    watched = host_inventory or os.path.abspath(inventory)
-    log = log or os.path.join(os.path.dirname(watched), ".cascade", "cron.log")
-    extra = [] if local_inventory else list(vars)  # the host-local inventory has them resolved already
-
-    def install(host: Host, transport: Transport) -> Tuple[bool, str]:
-        cli = None
-        if project is None:  # the installed CLI there (beside ``python``), if cascade-ops is installed
-            if python is None and target is None:
-                cli = _installed_cli()
-            else:
-                there = transport.agent("installed_cli", prefix=os.path.dirname(os.path.dirname(python))
-                                        if python else None)
-                cli = there["cli"] if there["version"] else None
-        command = cron.watch_command(cron.runner(python or sys.executable, project or PROJECT_DIR, cli),
-                                     project or PROJECT_DIR, watched, None if local_inventory else limit, extra, log)
-        if local_inventory:
-            transport.agent("write_file", path=local_inventory, content=cron.host_local_inventory(host), mode=0o600)
-        changed = cron.install(transport, watched, schedule, command, user)
-        return changed, cron.find(transport, watched, user) or ""
-    return on_hosts([target or controller()], install)
-
-
-def _installed_cli() -> Optional[str]:
-    """This cascade-ops's own console script, when it runs from an installed wheel (not a checkout)."""
-    import sys
-
-    from . import resources
-    if resources.CHECKOUT:
-        return None
-    script = os.path.join(os.path.dirname(sys.executable), "cascade-ops")
-    return script if os.access(script, os.X_OK) else None
-
-
 def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[str, Any]]:
     """Install this version of cascade-ops into a venv on each host (``prefix``, default
     ``~/.local/share/cascade-ops``), from wheels built here and sent over (see ``wheels``). A host
@@ -345,16 +292,3 @@ def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[s
         answer: Dict[str, Any] = transport.agent("install_cli", wheels=dest, version=version, prefix=prefix)
         return answer
     return on_hosts(hosts, install)
-
-
-def cron_remove(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None,
-                target: Optional[Host] = None) -> PerHost[bool]:
-    """Remove this inventory's watch entry from the crontab of ``target`` (default: this machine)."""
-    from . import cron
-    return on_hosts([target or controller()], lambda host, t: cron.remove(t, os.path.abspath(inventory), user))
-
-
-def cron_entry(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None) -> PerHost[Optional[str]]:
-    """This inventory's watch entry in this machine's crontab, or None."""
-    from . import cron
-    return on_hosts([controller()], lambda host, t: cron.find(t, os.path.abspath(inventory), user))

@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import shlex
+import sys
+from dataclasses import dataclass
 from typing import List, Optional
 
 from .errors import ConfigError
@@ -60,20 +62,66 @@ def entry_id(inventory: str) -> str:
     return hashlib.sha256(os.path.abspath(inventory).encode()).hexdigest()[:12]
 
 
-def watch_command(runner: List[str], project_dir: str, inventory: str, limit: Optional[str], vars: List[str],
-                  log: str) -> str:
-    """The shell command cron runs; every value quoted, and ``%`` escaped (cron turns it into a newline).
-
-    ``runner``: the installed CLI (``[/abs/bin/cascade-ops]``), or a checkout's
-    ``[python, -m, invoke, -r, project_dir]``."""
+def watch_argv(runner: List[str], inventory: str, limit: Optional[str], vars: List[str]) -> List[str]:
+    """The watchdog tick's command line. ``runner``: the installed CLI (``[/abs/bin/cascade-ops]``),
+    or a checkout's ``[python, -m, invoke, -r, project_dir]``."""
     argv = runner + ["watch", "--inventory", os.path.abspath(inventory)]
     if limit:
         argv += ["--limit", limit]
     for pair in vars:
         argv += ["--var", pair]
+    return argv
+
+
+def watch_command(runner: List[str], project_dir: str, inventory: str, limit: Optional[str], vars: List[str],
+                  log: str) -> str:
+    """The shell command cron runs; every value quoted, and ``%`` escaped (cron turns it into a newline)."""
+    argv = watch_argv(runner, inventory, limit, vars)
     command = "mkdir -p %s && cd %s && %s >> %s 2>&1" % (
         shlex.quote(os.path.dirname(log)), shlex.quote(project_dir), " ".join(map(shlex.quote, argv)), shlex.quote(log))
     return command.replace("%", "\\%")
+
+
+@dataclass
+class WatchJob:
+    """What a scheduled watchdog runs on its host, for cron and systemd timers alike: which inventory
+    it watches (on another host, a host-local one written there), with what, logging where."""
+
+    watched: str
+    local_inventory: Optional[str]  # written on the host before the job is installed
+    limit: Optional[str]
+    vars: List[str]
+    log: str
+    python: Optional[str]
+    project: Optional[str]
+
+    @classmethod
+    def plan(cls, inventory: str, limit: Optional[str], vars: List[str], log: Optional[str],
+             python: Optional[str], project: Optional[str], host_inventory: Optional[str],
+             target: Optional[Host]) -> "WatchJob":
+        local = None
+        if target is not None and host_inventory is None:
+            host_inventory = local = os.path.join(target.vars["state_dir"], HOST_INVENTORY)
+        watched = host_inventory or os.path.abspath(inventory)
+        log = log or os.path.join(os.path.dirname(watched), ".cascade", "cron.log")
+        # the host-local inventory has --limit and --var resolved already
+        return cls(watched, local, None if local else limit, [] if local else list(vars), log, python, project)
+
+    def prepare(self, host: Host, transport) -> None:
+        if self.local_inventory:
+            transport.agent("write_file", path=self.local_inventory, content=host_local_inventory(host), mode=0o600)
+
+    def runner(self, transport, here: bool, installed_here: Optional[str], project_dir: str) -> List[str]:
+        """The installed CLI there (beside ``python``) when cascade-ops is installed, else a checkout's."""
+        cli = None
+        if self.project is None:
+            if self.python is None and here:
+                cli = installed_here
+            else:
+                prefix = os.path.dirname(os.path.dirname(self.python)) if self.python else None
+                there = transport.agent("installed_cli", prefix=prefix)
+                cli = there["cli"] if there["version"] else None
+        return runner(self.python or sys.executable, self.project or project_dir, cli)
 
 
 def marker(inventory: str) -> str:

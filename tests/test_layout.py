@@ -19,8 +19,8 @@ LAYERS = [
     ("facts/transport", {"facts", "owners", "transport"}),
     ("steps", {"steps"}),
     ("engine", {"scheduler", "runner", "report", "hangkind", "interrupts", "playbook", "inventory", "watch", "cron",
-                "alerts", "output", "wheels", "metrics"}),
-    ("api", {"api", "__init__"}),
+                "alerts", "output", "wheels", "metrics", "timers"}),
+    ("api", {"api", "__init__", "scheduled"}),
     ("face", {"cli", "__main__"}),
 ]
 MAX_LINES = 400
@@ -137,7 +137,8 @@ def test_the_agent_runs_on_a_bare_interpreter(tmp_path):
     done = subprocess.run([_bare_python(), "-I", "-S", "-c", boot % str(tmp_path)], cwd=tmp_path, timeout=30,
                           input="".join(json.dumps(r) + "\n" for r in requests), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    facts, state, unknown = (json.loads(line) for line in done.stdout.splitlines())
+    ready, facts, state, unknown = (json.loads(line) for line in done.stdout.splitlines())
+    assert ready["ready"] > 0  # the server says it is up (after sudo, when sudo asked for a password)
     assert facts["result"]["sockets"] == [] and any(p["pid"] for p in facts["result"]["processes"])
     assert state == {"result": {"path": str(tmp_path / "nothing"), "exists": False}}
     assert "unknown agent command" in unknown["error"]

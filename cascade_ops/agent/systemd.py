@@ -9,7 +9,8 @@ import re
 import subprocess
 from typing import Any, Dict, List, Optional
 
-from .registry import AgentError
+from .files import atomic_write
+from .registry import AgentError, command
 
 Json = Dict[str, Any]
 SYSTEMCTL_TIMEOUT_S = 15.0
@@ -133,3 +134,66 @@ def journal_tail(unit: str, lines: int) -> List[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return done.stdout.splitlines()[-lines:] if done.returncode == 0 else []
+
+
+def _changed_file(path: str, text: str) -> bool:
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    except OSError:
+        pass
+    atomic_write(path, text.encode(), 0o644)
+    return True
+
+
+def _ok(*args: str) -> None:
+    done = _systemctl(*args)
+    if done.returncode != 0:
+        raise AgentError("systemctl %s: %s" % (" ".join(args), done.stderr.strip() or "exit %d" % done.returncode))
+
+
+@command
+def timer_install(unit_dir: str, name: str, service: str, timer: str, log_dir: str) -> Dict[str, Any]:
+    """Write ``name``.service and ``name``.timer into ``unit_dir`` when they differ, and have the timer
+    enabled and running. Idempotent: unchanged units are neither reloaded nor restarted."""
+    if not booted():
+        raise AgentError("systemd does not run this host (no /run/systemd/system): use cron.install instead")
+    os.makedirs(log_dir, mode=0o700, exist_ok=True)
+    changed = _changed_file(os.path.join(unit_dir, name + ".service"), service)
+    changed = _changed_file(os.path.join(unit_dir, name + ".timer"), timer) or changed
+    if changed:
+        _ok("daemon-reload")
+    enabled = _systemctl("is-enabled", name + ".timer").stdout.strip() == "enabled"
+    active = _systemctl("is-active", name + ".timer").stdout.strip() == "active"
+    if changed or not enabled:
+        _ok("enable", name + ".timer")
+    if changed or not active:
+        _ok("restart", name + ".timer")  # a new schedule takes effect now
+    return {"changed": changed or not enabled or not active}
+
+
+@command
+def timer_remove(unit_dir: str, name: str) -> Dict[str, Any]:
+    """Stop and disable the timer and delete both units; False when there was nothing to remove."""
+    paths = [os.path.join(unit_dir, name + suffix) for suffix in (".timer", ".service")]
+    if not any(os.path.exists(p) for p in paths):
+        return {"changed": False}
+    if booted():
+        _systemctl("disable", "--now", name + ".timer")
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
+    if booted():
+        _ok("daemon-reload")
+    return {"changed": True}
+
+
+@command
+def timer_status(name: str) -> Dict[str, Any]:
+    """What systemd says about the timer: loaded?, active?, when it last ran and runs next."""
+    if not booted():
+        raise AgentError("systemd does not run this host (no /run/systemd/system): use cron.status instead")
+    done = _systemctl("show", "--no-pager", "--property=LoadState,ActiveState,LastTriggerUSec,NextElapseUSecRealtime",
+                      "--", name + ".timer")
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)

@@ -1,57 +1,26 @@
-"""cascade-ops's commands: ``cascade-ops --list`` shows them, ``cascade-ops --help TASK`` a task's
-options. The same collection serves ``invoke`` and ``fab`` in a checkout (tasks.py, fabfile.py).
-
-Exit codes: 0 all ok; 2 a step failed (or a release was rolled back); 3 a host was unreachable;
-4 invalid inventory, playbook, variables or options (nothing touched); 5 another run holds the
-host's lock; 6 the watchdog's restart budget is spent; 130 / 143 interrupted by SIGINT / SIGTERM
-(the run stopped at the next safe point).
-"""
+"""The commands that act on hosts: recover, deploy, diagnose, verify, watch, report, inventory, and
+setting up (the demo, bootstrapping a host)."""
 
 import contextlib
-import functools
 import json
 import os
 import sys
 
-from invoke import Collection, Exit, task
+from invoke import Exit, task
 
-HELP = {
-    "inventory": "inventory file (default: $CASCADE_INVENTORY, else cascade.yaml's, else inventory.yaml)",
-    "limit": "hosts or groups to act on: names or globs, comma-separated",
-    "var": "KEY=VALUE overriding an inventory variable (repeatable)",
-    "check": "report what would change and change nothing",
-    "diff": "show file changes as unified diffs",
-    "json": "print one JSON document and nothing else on stdout",
-    "forks": "hosts worked on at once (default: $CASCADE_FORKS, else cascade.yaml's, else 10)",
-    "serial": "rolling batches: hosts per batch, a count or a percentage (overrides the playbook's)",
-    "max-fail-percentage": "with serial: failed share of a batch that stops the rollout (default 0)",
-    "accept-new-host-keys": "record unknown SSH host keys instead of refusing them (a changed key is always refused)",
-    "ask-become-pass": "ask once for the password sudo wants for become (read from the terminal, never echoed)",
-    "color": "colour statuses at a terminal (default; NO_COLOR or --no-color: none; cascade.yaml color: always)",
-}
-
-
-@functools.cache
-def _settings():
-    """cascade.yaml and CASCADE_* (see ``cascade_ops.settings``), read once per command."""
-    from cascade_ops import settings
-    return _guard(settings.load)
-
-
-def _inventory(given):
-    """The inventory a command acts on: --inventory, else $CASCADE_INVENTORY, else cascade.yaml's, else
-    inventory.yaml."""
-    return given or _settings().inventory
-
-
-def _guard(action):
-    """Run an action; turn cascade-ops errors into a message and the documented exit code."""
-    from cascade_ops.errors import CascadeError
-    try:
-        return action()
-    except CascadeError as exc:
-        print("cascade-ops: %s" % exc, file=sys.stderr)
-        raise Exit(code=exc.exit_code)
+from .common import (
+    HELP,
+    _become_password,
+    _each_json,
+    _each_text,
+    _envelope,
+    _fab_hosts,
+    _finish,
+    _guard,
+    _help,
+    _inventory,
+    _settings,
+)
 
 
 def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
@@ -86,22 +55,6 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     if run.exit_code:
         raise Exit(code=run.exit_code)
 
-
-def _become_password(ask):
-    """With --ask-become-pass: the password, asked once for the whole run (hosts all get it)."""
-    if not ask:
-        return None
-    import getpass
-    return getpass.getpass("BECOME password: ")
-
-
-def _help(playbook, *names):
-    """The option help of a task; ``names`` picks options of HELP (default: all of them)."""
-    chosen = {k: HELP[k] for k in names} if names else dict(HELP)
-    return dict(chosen, playbook="playbook file (default: playbooks/%s.yaml beside the inventory, else the "
-                "built-in one)" % playbook)
-
-
 @task(iterable=["var"], help=_help("recover"))
 def recover(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
             playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
@@ -114,7 +67,6 @@ def recover(c, inventory=None, limit=None, var=None, check=False, diff=False, js
     _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
          accept_new_host_keys, color, ask_become_pass)
 
-
 @task(iterable=["var"], help=_help("deploy"))
 def deploy(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
@@ -123,34 +75,6 @@ def deploy(c, inventory=None, limit=None, var=None, check=False, diff=False, jso
     inventory = _inventory(inventory)
     _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
          accept_new_host_keys, color, ask_become_pass)
-
-
-def _finish(per_host, failed=False):
-    """Exit with the worst code of the hosts that could not answer (and 2 when ``failed``)."""
-    from cascade_ops.errors import EXIT_FAILED, worst_exit_code
-    code = worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else []))
-    if code:
-        raise Exit(code=code)
-
-
-def _each_text(per_host, text):
-    """Each host's answer as ``text(host, answer)``, or its error, in host order."""
-    from cascade_ops import output
-    return "\n".join(text(host, answer) if error is None else output.host_error(host, error)
-                     for host, answer, error in per_host.each())
-
-
-def _envelope(hosts, exit_code):
-    """The one JSON shape of every command: each host's document under "hosts", and the exit code."""
-    return json.dumps({"hosts": hosts, "exit_code": exit_code}, indent=2)
-
-
-def _each_json(per_host, doc, failed=False):
-    from cascade_ops.errors import EXIT_FAILED, worst_exit_code
-    hosts = {host: doc(answer) if error is None else {"error": str(error), "exit_code": error.exit_code}
-             for host, answer, error in per_host.each()}
-    return _envelope(hosts, worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else [])))
-
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json", "ask-become-pass")})
 def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False):
@@ -162,7 +86,6 @@ def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pa
     found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, become_password=password))
     print(_each_json(found, lambda d: d.to_json()) if json_ else _each_text(found, output.diagnosis_table))
     _finish(found)
-
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json", "ask-become-pass")})
 def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False):
@@ -179,7 +102,6 @@ def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass
         print(_each_text(results, output.checks_text))
     _finish(results, failed)
 
-
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
 def hang(c, inventory=None, limit=None, var=None):
     """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
@@ -188,7 +110,6 @@ def hang(c, inventory=None, limit=None, var=None):
     done = _guard(lambda: api.hang(inventory, limit, var or ()))
     print(_each_text(done, lambda host, lines: "\n".join("%s: %s" % (host, line) for line in lines)))
     _finish(done)
-
 
 @task(iterable=["var"], help=dict(_help("recover", "inventory", "limit", "var", "json"),
                                    reset="forget the failure streak and the restart budget first"))
@@ -215,7 +136,6 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
     if code:
         raise Exit(code=code)
 
-
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                                    json="print the whole report document", list="list the stored reports"))
 def report(c, inventory=None, limit=None, var=None, json_=False, list_=False):
@@ -235,7 +155,6 @@ def report(c, inventory=None, limit=None, var=None, json_=False, list_=False):
         print(_each_text(found, lambda host, item: output.incident_text(*item) if item
                          else "%s: no incident report yet" % host))
     _finish(found)
-
 
 @task(iterable=["var"], optional=["graph"], help={
     "inventory": HELP["inventory"], "var": HELP["var"], "host": "one host's variables, as JSON",
@@ -259,82 +178,6 @@ def show_inventory(c, inventory=None, var=None, list_=False, graph=None, host=No
     else:
         print(json.dumps(loaded.to_ansible_json(), indent=2))
 
-
-CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
-                 user="whose crontab (default: the current user's)",
-                 every="how often: 1m-30m dividing an hour, or 1h-24h dividing a day",
-                 log="where cron appends the ticks' output (default: .cascade/cron.log beside the inventory)",
-                 project="a checkout of cascade-ops to run the watch from (default: the installed CLI, else this one)",
-                 python="the interpreter of cascade-ops's venv (default: the installed CLI from `bootstrap`, else "
-                        "the same as here)",
-                 host_inventory="with fab -H: the inventory the host's watch reads (default: this one's path)")
-
-
-def _fab_hosts(c, inventory, var):
-    """With ``fab -H [USER@]HOST[:PORT]`` (Fabric calls the task once per host, with its Connection):
-    that host, with the user, port and ``-i`` key the command line gave, and those only (a value
-    equal to Fabric's default cannot be told apart from no value: the inventory's stands)."""
-    from cascade_ops import api
-    if not getattr(c, "host", None):
-        return None
-    # Fabric has already split USER@HOST:PORT and filled in its defaults: what differs from them was given.
-    ssh_config = getattr(c, "ssh_config", None) or {}
-    user = c.user if c.user != ssh_config.get("user", c.config.user) else None
-    port = c.port if c.port != int(ssh_config.get("port", c.config.port)) else None
-    keys = (c.connect_kwargs or {}).get("key_filename")
-    key_file = (keys[0] if isinstance(keys, list) else keys) if keys else None
-    return [_guard(lambda: api.command_line_host(inventory, var or (), c.host, user, port, key_file))]
-
-
-def _cron_target(c, inventory, var):
-    """Whose crontab: this machine's, or with ``fab -H`` that host's (over SSH)."""
-    hosts = _fab_hosts(c, inventory, var)
-    return hosts[0] if hosts else None
-
-
-@task(iterable=["var"], help=CRON_HELP)
-def cron_install(c, every="5m", inventory=None, limit=None, var=None, user=None, log=None,
-                 project=None, python=None, host_inventory=None):
-    """Install (or update) one crontab entry running `watch` with absolute paths. Idempotent.
-
-    With `fab -H host cron-install` the entry goes into that host's crontab: a self-healing
-    fleet with no central controller (cascade-ops must be installed there at --project)."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-    done = _guard(lambda: api.cron_install(every, inventory, limit, var or (), user, log, project, python,
-                                           host_inventory, target=_cron_target(c, inventory, var)))
-    print(_each_text(done, lambda host, result: "%s: %s crontab entry: %s" % (
-        host, "installed" if result[0] else "unchanged", result[1])))
-    _finish(done)
-
-
-@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user")})
-def cron_remove(c, inventory=None, limit=None, var=None, user=None):
-    """Remove this inventory's watch entry from the crontab; other entries stay untouched.
-
-    The inventory is checked (with --limit and --var) as cron.install checks it."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-    _guard(lambda: api.select_hosts(inventory, limit, var or ()))
-    done = _guard(lambda: api.cron_remove(inventory, user, target=_cron_target(c, inventory, var)))
-    print(_each_text(done, lambda host, removed: "removed the crontab entry" if removed
-                     else "no crontab entry for %s" % inventory))
-    _finish(done)
-
-
-@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user")})
-def cron_status(c, inventory=None, limit=None, var=None, user=None):
-    """Show this inventory's crontab entry and each host's last watchdog tick."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-    entry = _guard(lambda: api.cron_entry(inventory, user))
-    print(_each_text(entry, lambda host, line: "crontab: %s" % (line or "no entry (invoke cron.install)")))
-    ticks = _guard(lambda: api.last_ticks(inventory, limit, var or ()))
-    print(_each_text(ticks, lambda host, line: "%-12s last tick: %s" % (host, line or "none yet")))
-    _finish(ticks)
-    _finish(entry)
-
-
 @task(help={"port": "port the demo backend listens on (default 8000)", "json": HELP["json"]})
 def demo_recover(c, port=8000, json_=False):
     """Recover the bundled demo backend on 127.0.0.1:PORT (`cascade-ops demo`); works from an installed wheel.
@@ -344,7 +187,6 @@ def demo_recover(c, port=8000, json_=False):
     from cascade_ops import api
     inventory = _guard(lambda: api.demo_inventory(os.path.join(".cascade", "demo-inventory.yaml"), port))
     _run(c, "recover", inventory, None, (), False, False, json_, None, None, None, None, False)
-
 
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                                    prefix="where the venv goes on the host (default: ~/.local/share/cascade-ops)"))
@@ -360,30 +202,3 @@ def bootstrap(c, inventory=None, limit=None, var=None, prefix=None):
     print(_each_text(done, lambda host, result: "%s: %s %s" % (
         host, "installed" if result["changed"] else "already at", result["cli"])))
     _finish(done)
-
-
-def main() -> None:
-    """The `cascade-ops` console script: Fabric's program (for -H) over this collection."""
-    from fabric import Config, Executor
-    from fabric.main import Fab
-
-    from cascade_ops.resources import version
-    program = Fab(name="cascade-ops", binary="cascade-ops", binary_names=["cascade-ops"], version=version(),
-                  namespace=ns, executor_class=Executor, config_class=Config)
-    try:
-        program.run()
-    except BrokenPipeError:  # `cascade-ops --list | head`: the reader left; say nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
-
-
-demo = Collection("demo")
-demo.add_task(demo_recover, "recover", default=True)
-demo.add_task(hang)
-cron_tasks = Collection("cron")
-cron_tasks.add_task(cron_install, "install")
-cron_tasks.add_task(cron_remove, "remove")
-cron_tasks.add_task(cron_status, "status")
-ns = Collection(recover, deploy, diagnose, verify, watch, report, bootstrap, demo, cron_tasks)
-ns.add_task(show_inventory, "inventory")
-ns.add_task(cron_install, "cron-install")  # the name `fab -H host cron-install` asks for

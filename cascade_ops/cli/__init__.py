@@ -1,0 +1,63 @@
+"""cascade-ops's commands: ``cascade-ops --list`` shows them, ``cascade-ops --help TASK`` a task's
+options. The same collection serves ``invoke`` and ``fab`` in a checkout (tasks.py, fabfile.py).
+
+Exit codes: 0 all ok; 2 a step failed (or a release was rolled back); 3 a host was unreachable;
+4 invalid inventory, playbook, variables or options (nothing touched); 5 another run holds the
+host's lock; 6 the watchdog's restart budget is spent; 130 / 143 interrupted by SIGINT / SIGTERM
+(the run stopped at the next safe point).
+"""
+
+import os
+import sys
+
+from invoke import Collection
+
+from .hosts import bootstrap, demo_recover, deploy, diagnose, hang, recover, report, show_inventory, verify, watch
+from .schedule import cron_install, cron_remove, cron_status, timer_install, timer_remove, timer_status
+
+__all__ = [
+    "bootstrap",
+    "cron_install",
+    "deploy",
+    "diagnose",
+    "main",
+    "ns",
+    "recover",
+    "report",
+    "timer_install",
+    "verify",
+    "watch",
+]
+
+
+def main() -> None:
+    """The `cascade-ops` console script: Fabric's program (for -H) over this collection."""
+    from fabric import Config, Executor
+    from fabric.main import Fab
+
+    from cascade_ops.resources import version
+    program = Fab(name="cascade-ops", binary="cascade-ops", binary_names=["cascade-ops"], version=version(),
+                  namespace=ns, executor_class=Executor, config_class=Config)
+    try:
+        program.run()
+    except BrokenPipeError:  # `cascade-ops --list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+demo = Collection("demo")
+demo.add_task(demo_recover, "recover", default=True)
+demo.add_task(hang)
+cron_tasks = Collection("cron")
+cron_tasks.add_task(cron_install, "install")
+cron_tasks.add_task(cron_remove, "remove")
+cron_tasks.add_task(cron_status, "status")
+ns = Collection(recover, deploy, diagnose, verify, watch, report, bootstrap, demo, cron_tasks)
+ns.add_task(show_inventory, "inventory")
+ns.add_task(cron_install, "cron-install")  # the name `fab -H host cron-install` asks for
+timer_tasks = Collection("timer")
+timer_tasks.add_task(timer_install, "install")
+timer_tasks.add_task(timer_remove, "remove")
+timer_tasks.add_task(timer_status, "status")
+ns.add_collection(timer_tasks)
+ns.add_task(timer_install, "timer-install")

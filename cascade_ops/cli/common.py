@@ -1,0 +1,99 @@
+"""What every command shares: option help, settings, error handling, output envelopes, the host
+``fab -H`` names."""
+
+import functools
+import json
+import sys
+
+from invoke import Exit
+
+HELP = {
+    "inventory": "inventory file (default: $CASCADE_INVENTORY, else cascade.yaml's, else inventory.yaml)",
+    "limit": "hosts or groups to act on: names or globs, comma-separated",
+    "var": "KEY=VALUE overriding an inventory variable (repeatable)",
+    "check": "report what would change and change nothing",
+    "diff": "show file changes as unified diffs",
+    "json": "print one JSON document and nothing else on stdout",
+    "forks": "hosts worked on at once (default: $CASCADE_FORKS, else cascade.yaml's, else 10)",
+    "serial": "rolling batches: hosts per batch, a count or a percentage (overrides the playbook's)",
+    "max-fail-percentage": "with serial: failed share of a batch that stops the rollout (default 0)",
+    "accept-new-host-keys": "record unknown SSH host keys instead of refusing them (a changed key is always refused)",
+    "ask-become-pass": "ask once for the password sudo wants for become (read from the terminal, never echoed)",
+    "color": "colour statuses at a terminal (default; NO_COLOR or --no-color: none; cascade.yaml color: always)",
+}
+
+@functools.cache
+def _settings():
+    """cascade.yaml and CASCADE_* (see ``cascade_ops.settings``), read once per command."""
+    from cascade_ops import settings
+    return _guard(settings.load)
+
+def _inventory(given):
+    """The inventory a command acts on: --inventory, else $CASCADE_INVENTORY, else cascade.yaml's, else
+    inventory.yaml."""
+    return given or _settings().inventory
+
+def _guard(action):
+    """Run an action; turn cascade-ops errors into a message and the documented exit code."""
+    from cascade_ops.errors import CascadeError
+    try:
+        return action()
+    except CascadeError as exc:
+        print("cascade-ops: %s" % exc, file=sys.stderr)
+        raise Exit(code=exc.exit_code)
+
+def _become_password(ask):
+    """With --ask-become-pass: the password, asked once for the whole run (hosts all get it)."""
+    if not ask:
+        return None
+    import getpass
+    return getpass.getpass("BECOME password: ")
+
+def _help(playbook, *names):
+    """The option help of a task; ``names`` picks options of HELP (default: all of them)."""
+    chosen = {k: HELP[k] for k in names} if names else dict(HELP)
+    return dict(chosen, playbook="playbook file (default: playbooks/%s.yaml beside the inventory, else the "
+                "built-in one)" % playbook)
+
+def _finish(per_host, failed=False):
+    """Exit with the worst code of the hosts that could not answer (and 2 when ``failed``)."""
+    from cascade_ops.errors import EXIT_FAILED, worst_exit_code
+    code = worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else []))
+    if code:
+        raise Exit(code=code)
+
+def _each_text(per_host, text):
+    """Each host's answer as ``text(host, answer)``, or its error, in host order."""
+    from cascade_ops import output
+    return "\n".join(text(host, answer) if error is None else output.host_error(host, error)
+                     for host, answer, error in per_host.each())
+
+def _envelope(hosts, exit_code):
+    """The one JSON shape of every command: each host's document under "hosts", and the exit code."""
+    return json.dumps({"hosts": hosts, "exit_code": exit_code}, indent=2)
+
+def _each_json(per_host, doc, failed=False):
+    from cascade_ops.errors import EXIT_FAILED, worst_exit_code
+    hosts = {host: doc(answer) if error is None else {"error": str(error), "exit_code": error.exit_code}
+             for host, answer, error in per_host.each()}
+    return _envelope(hosts, worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else [])))
+
+def _fab_hosts(c, inventory, var):
+    """With ``fab -H [USER@]HOST[:PORT]`` (Fabric calls the task once per host, with its Connection):
+    that host, with the user, port and ``-i`` key the command line gave, and those only (a value
+    equal to Fabric's default cannot be told apart from no value: the inventory's stands)."""
+    from cascade_ops import api
+    if not getattr(c, "host", None):
+        return None
+    # Fabric has already split USER@HOST:PORT and filled in its defaults: what differs from them was given.
+    ssh_config = getattr(c, "ssh_config", None) or {}
+    user = c.user if c.user != ssh_config.get("user", c.config.user) else None
+    port = c.port if c.port != int(ssh_config.get("port", c.config.port)) else None
+    keys = (c.connect_kwargs or {}).get("key_filename")
+    key_file = (keys[0] if isinstance(keys, list) else keys) if keys else None
+    return [_guard(lambda: api.command_line_host(inventory, var or (), c.host, user, port, key_file))]
+
+def _cron_target(c, inventory, var):
+    """Whose crontab: this machine's, or with ``fab -H`` that host's (over SSH)."""
+    hosts = _fab_hosts(c, inventory, var)
+    return hosts[0] if hosts else None

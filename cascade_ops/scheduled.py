@@ -1,0 +1,101 @@
+"""The scheduled watchdog's commands: a crontab entry or a systemd timer per inventory, on this
+machine or (``fab -H``) on a host, each running the installed CLI when there is one."""
+
+import os
+from typing import Iterable, Optional, Tuple
+
+from .api import DEFAULT_INVENTORY, PROJECT_DIR, PerHost, controller, on_hosts, select_hosts
+from .hostvars import Host
+from .transport import Transport
+
+
+def cron_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+                 vars: Iterable[str] = (), user: Optional[str] = None, log: Optional[str] = None,
+                 project: Optional[str] = None, python: Optional[str] = None,
+                 host_inventory: Optional[str] = None, target: Optional[Host] = None) -> PerHost[Tuple[bool, str]]:
+    """Install (or update) the crontab entry running ``watch``, on ``target`` (default: this machine).
+
+    The inventory is checked first: a bad one never reaches cron. ``project`` and ``python`` say
+    where cascade-ops is on the target (default: where it is here). On another host (``target``)
+    the entry watches a host-local inventory written there (that host alone, ``connection:
+    local``, its resolved variables), so each host heals itself with no controller and no SSH
+    between hosts; ``host_inventory`` names another one instead.
+    """
+    from . import cron
+    select_hosts(inventory, limit, vars)
+    schedule = cron.schedule(every)
+    job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
+
+    def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+        runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
+        command = cron.watch_command(runner, job.project or PROJECT_DIR, job.watched, job.limit, job.vars, job.log)
+        job.prepare(host, transport)
+        changed = cron.install(transport, job.watched, schedule, command, user)
+        return changed, cron.find(transport, job.watched, user) or ""
+    return on_hosts([target or controller()], install)
+
+
+def _installed_cli() -> Optional[str]:
+    """This cascade-ops's own console script, when it runs from an installed wheel (not a checkout)."""
+    import sys
+
+    from . import resources
+    if resources.CHECKOUT:
+        return None
+    script = os.path.join(os.path.dirname(sys.executable), "cascade-ops")
+    return script if os.access(script, os.X_OK) else None
+
+
+def cron_remove(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None,
+                target: Optional[Host] = None) -> PerHost[bool]:
+    """Remove this inventory's watch entry from the crontab of ``target`` (default: this machine)."""
+    from . import cron
+    return on_hosts([target or controller()], lambda host, t: cron.remove(t, os.path.abspath(inventory), user))
+
+
+def cron_entry(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None) -> PerHost[Optional[str]]:
+    """This inventory's watch entry in this machine's crontab, or None."""
+    from . import cron
+    return on_hosts([controller()], lambda host, t: cron.find(t, os.path.abspath(inventory), user))
+
+
+def timer_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+                  vars: Iterable[str] = (), unit_dir: Optional[str] = None, log: Optional[str] = None,
+                  project: Optional[str] = None, python: Optional[str] = None,
+                  host_inventory: Optional[str] = None, target: Optional[Host] = None) -> PerHost[Tuple[bool, str]]:
+    """Install (or update) a systemd service + timer running ``watch``, like ``cron_install`` (same
+    inventory checks, same host-local inventory on another host); where systemd does not run, an
+    error that points to cron."""
+    from . import cron, timers
+    select_hosts(inventory, limit, vars)
+    timers.on_calendar(every)  # a bad --every never reaches a host
+    job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
+    name = timers.unit_name(job.watched)
+
+    def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+        argv = cron.watch_argv(job.runner(transport, target is None, _installed_cli(), PROJECT_DIR), job.watched,
+                               job.limit, job.vars)
+        service, timer = timers.units(argv, every, job.log, job.project or PROJECT_DIR, job.watched)
+        job.prepare(host, transport)
+        done = transport.agent("timer_install", unit_dir=unit_dir or timers.UNIT_DIR, name=name, service=service,
+                               timer=timer, log_dir=os.path.dirname(job.log))
+        return done["changed"], name + ".timer"
+    return on_hosts([target or controller()], install)
+
+
+def timer_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] = None,
+                 target: Optional[Host] = None, host_inventory: Optional[str] = None) -> PerHost[bool]:
+    """Stop, disable and delete this inventory's watchdog timer (and its service)."""
+    from . import cron, timers
+    job = cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target)
+    return on_hosts([target or controller()], lambda host, t: t.agent(
+        "timer_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=timers.unit_name(job.watched))["changed"])
+
+
+def timer_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = None,
+                 host_inventory: Optional[str] = None) -> PerHost[dict]:
+    """What systemd says about this inventory's watchdog timer."""
+    from . import cron, timers
+    job = cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target)
+    return on_hosts([target or controller()], lambda host, t: dict(
+        t.agent("timer_status", name=timers.unit_name(job.watched)), Id=timers.unit_name(job.watched) + ".timer"))

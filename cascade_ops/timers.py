@@ -1,0 +1,55 @@
+"""The watchdog as a systemd timer, where systemd runs: a oneshot service that runs one tick and a
+timer that starts it (``Persistent=``: a tick missed while the host was down runs at boot;
+``RandomizedDelaySec=``: a fleet's ticks do not all land on the same second)."""
+
+from typing import List, Tuple
+
+from .cron import entry_id
+from .errors import ConfigError
+from .hostvars import parse_duration
+
+UNIT_DIR = "/etc/systemd/system"
+
+
+def unit_name(inventory: str) -> str:
+    return "cascade-ops-watch-%s" % entry_id(inventory)
+
+
+def on_calendar(every: str) -> Tuple[str, float]:
+    """An ``OnCalendar=`` spec and the period in seconds: 5m -> *:0/5, 2h -> 0/2:00, 24h -> daily."""
+    try:
+        seconds = parse_duration(every)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--every") from None
+    minutes = seconds / 60
+    if minutes == int(minutes) and 1 <= minutes < 60 and 60 % minutes == 0:
+        return ("*:*" if minutes == 1 else "*:0/%d" % minutes), seconds
+    hours = minutes / 60
+    if hours == int(hours) and 1 <= hours <= 24 and 24 % hours == 0:
+        return ("daily" if hours == 24 else "0/%d:00" % hours), seconds
+    raise ConfigError("a timer cannot run every %r evenly; use 1m-30m dividing an hour, or 1h-24h dividing a day"
+                      % every, field="--every")
+
+
+def _exec_quote(arg: str) -> str:
+    """One argument of ``ExecStart=``: quoted, and systemd's own specifiers (% and $) escaped."""
+    return '"%s"' % arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+
+
+def units(argv: List[str], every: str, log: str, workdir: str, what: str) -> Tuple[str, str]:
+    """The service and the timer, as text."""
+    calendar, period = on_calendar(every)
+    spread = max(1, min(60, int(period // 10)))
+    service = "\n".join([
+        "# Written by cascade-ops timer.install: one watchdog tick for %s" % what,
+        "[Unit]", "Description=cascade-ops watchdog tick (%s)" % what,
+        "[Service]", "Type=oneshot", "WorkingDirectory=%s" % workdir,
+        "ExecStart=%s" % " ".join(_exec_quote(a) for a in argv),
+        "StandardOutput=append:%s" % log, "StandardError=append:%s" % log, ""])
+    timer = "\n".join([
+        "# Written by cascade-ops timer.install: the watchdog every %s for %s" % (every, what),
+        "[Unit]", "Description=cascade-ops watchdog every %s (%s)" % (every, what),
+        "[Timer]", "OnCalendar=%s" % calendar, "Persistent=true", "RandomizedDelaySec=%d" % spread,
+        "AccuracySec=1s",
+        "[Install]", "WantedBy=timers.target", ""])
+    return service, timer
