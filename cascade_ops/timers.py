@@ -43,7 +43,9 @@ def units(argv: List[str], every: str, log: str, workdir: str, what: str) -> Tup
     service = "\n".join([
         "# Written by cascade-ops timer.install: one watchdog tick for %s" % what,
         "[Unit]", "Description=cascade-ops watchdog tick (%s)" % what,
-        "[Service]", "Type=oneshot", "WorkingDirectory=%s" % workdir,
+        # KillMode=process: a backend this tick starts detached outlives the tick (as under cron.service);
+        # the default would kill the whole cgroup, backend included, when the tick ends.
+        "[Service]", "Type=oneshot", "KillMode=process", "WorkingDirectory=%s" % workdir,
         "ExecStart=%s" % " ".join(_exec_quote(a) for a in argv),
         "StandardOutput=append:%s" % log, "StandardError=append:%s" % log, ""])
     timer = "\n".join([

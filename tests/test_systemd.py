@@ -6,6 +6,7 @@ systemd (as from a container's host) the unit's process is left alone."""
 import json
 import os
 import shutil
+from pathlib import Path
 
 import psutil
 import pytest
@@ -101,3 +102,35 @@ def test_a_backend_with_no_unit_yet_is_started_as_a_transient_unit(site, systemd
     code, again = recover_inside(systemd, site)  # healthy: nothing to do
     assert code == 0 and messages(again)["start"].startswith("running and healthy")
     assert int(systemd.show("cascade-web.service", "MainPID")) == main
+
+
+def test_a_watchdog_timer_installs_once_ticks_and_goes_away(site, systemd):
+    units = systemd.base / "units"
+    args = ["--inventory", str(site.inventory), "--unit-dir", str(units)]
+    try:
+        first = systemd.inside(*INVOKE, "timer.install", "--every", "5m", *args, cwd=REPO)
+        assert first.returncode == 0, first.stdout + first.stderr
+        name = first.stdout.split("installed systemd timer ")[1].split()[0]
+        assert systemd.show(name, "ActiveState") == "active" and systemd.show(name, "Persistent") == "yes"
+        assert systemd.show(name, "RandomizedDelayUSec") == "30s"
+        again = systemd.inside(*INVOKE, "timer.install", "--every", "5m", *args, cwd=REPO)
+        assert "unchanged systemd timer" in again.stdout, again.stdout + again.stderr
+        # one tick, as the timer would start it: the backend is down, so it recovers
+        service = name.replace(".timer", ".service")
+        assert systemd.inside("systemctl", "start", service).returncode == 0
+        assert json.loads((site.state_dir / "watch.log").read_text().splitlines()[-1])["outcome"] == "recovered"
+        assert site.health()["ok"]
+        status = systemd.inside(*INVOKE, "timer.status", "--inventory", str(site.inventory), cwd=REPO)
+        assert "%s loaded/active" % name in status.stdout, status.stdout + status.stderr
+    finally:
+        removed = systemd.inside(*INVOKE, "timer.remove", *args, cwd=REPO)
+    assert removed.returncode == 0 and "removed the systemd timer" in removed.stdout, removed.stdout + removed.stderr
+    assert not list(units.glob("cascade-ops-watch-*"))
+    assert systemd.show(name, "LoadState") == "not-found"
+    assert not list(Path("/etc/systemd/system").glob("*/cascade-ops-watch-*"))  # nothing left enabled
+
+
+def test_where_systemd_does_not_run_timer_install_points_to_cron(site, tmp_path):
+    done = site.cli("timer.install", "--unit-dir", str(tmp_path))
+    assert done.returncode == 2 and "systemd does not run this host" in done.stdout + done.stderr
+    assert "use cron.install instead" in done.stdout + done.stderr and not list(tmp_path.glob("*.timer"))

@@ -164,13 +164,12 @@ def timer_install(unit_dir: str, name: str, service: str, timer: str, log_dir: s
     changed = _changed_file(os.path.join(unit_dir, name + ".timer"), timer) or changed
     if changed:
         _ok("daemon-reload")
-    enabled = _systemctl("is-enabled", name + ".timer").stdout.strip() == "enabled"
+    if changed or _systemctl("is-enabled", name + ".timer").stdout.strip() != "enabled":
+        _ok("enable", name + ".timer")  # idempotent; started at boot from now on
     active = _systemctl("is-active", name + ".timer").stdout.strip() == "active"
-    if changed or not enabled:
-        _ok("enable", name + ".timer")
     if changed or not active:
         _ok("restart", name + ".timer")  # a new schedule takes effect now
-    return {"changed": changed or not enabled or not active}
+    return {"changed": changed or not active}
 
 
 @command
