@@ -270,6 +270,31 @@ def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = Non
     return on_hosts(select_hosts(inventory, limit, vars), newest)
 
 
+def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+                vars: Iterable[str] = (), last: int = 20) -> PerHost[int]:
+    """Write one self-contained HTML page of each host's last ``last`` runs (see ``htmlreport``)
+    to ``out``; each host's answer is how many runs it had. Changes nothing on the hosts."""
+    from . import history, htmlreport
+
+    def read(host: Host, transport: Transport) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+        runs = history.read(transport, host.vars, last)
+        found = {}
+        for path in {r["incident_report"] for r in runs if r.get("incident_report")}:
+            text = transport.agent("read_text", path=path)
+            if text:
+                found[path] = json.loads(text)
+        return runs, found
+    answers = on_hosts(select_hosts(inventory, limit, vars), read)
+    incidents: Dict[str, Any] = {}
+    for _, found in answers.values():
+        incidents.update(found)
+    page = htmlreport.render({h: runs for h, (runs, _) in answers.items()}, incidents,
+                             {h: str(e) for h, e in answers.failures.items()}, "cascade-ops runs: %s" % inventory)
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(page)
+    return PerHost(answers.order, {h: len(runs) for h, (runs, _) in answers.items()}, answers.failures)
+
+
 def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[str, Any]]:
     """Install this version of cascade-ops into a venv on each host (``prefix``, default
     ``~/.local/share/cascade-ops``), from wheels built here and sent over (see ``wheels``). A host

@@ -157,6 +157,8 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("keep_backups", parse_positive_int, 5),
     VarSpec("evidence_timeout", parse_duration, 3.0),
     VarSpec("keep_incidents", parse_positive_int, 20),
+    VarSpec("history_max_bytes", parse_positive_int, 1 << 20),  # state_dir/history.jsonl before it rotates
+    VarSpec("keep_history", parse_positive_int, 3),  # rotated history files kept
     VarSpec("ws_path", parse_http_path),
     VarSpec("citizen_api", parse_str),
     # The watchdog.

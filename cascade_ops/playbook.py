@@ -148,7 +148,7 @@ def run_playbook(hosts: List[Host], playbook: Playbook, options: Optional[RunOpt
     run it with the playbook's rollout settings unless the options override them."""
     bound = {h.name: [bind(call, h.vars) for call in playbook.steps] for h in hosts}
     options = options or RunOptions()
-    merged = dict(options.__dict__, rollback=options.rollback and playbook.rollback)
+    merged = dict(options.__dict__, rollback=options.rollback and playbook.rollback, name=options.name or playbook.name)
     if options.serial is None:
         merged["serial"] = playbook.serial
     if options.max_fail_percentage is None:

@@ -8,10 +8,10 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from . import interrupts
+from . import history, interrupts
 from .agent.files import REDACTED
 from .errors import (
     EXIT_FAILED,
@@ -47,6 +47,8 @@ class RunOptions:
     serial: Union[int, str, None] = None  # hosts per batch: a count or "N%"; None: all at once
     max_fail_percentage: Optional[float] = None  # of a batch; more failures stop the rollout
     on_begin: Optional[Callable[[str, str], None]] = None  # (host, what): a step or the connection starts
+    run_id: str = ""  # shared by every host of one run, in the run history (made up when empty)
+    name: str = ""  # the playbook's name, for the run history
 
 
 @dataclass
@@ -188,7 +190,13 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
     except Exception as exc:  # a bug in a step: reported on this host, the others go on
         report(StepResult(phase, FAILED, "unexpected %s: %s" % (type(exc).__name__, exc)))
     result.duration_s = time.monotonic() - started
+    if not options.check and not result.interrupted:  # a dry run leaves nothing on the host
+        history.record(transport, host.vars, result, options.run_id or _run_id(), options.name, started_at)
     return result
+
+
+def _run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
 def _state_now(run: HostRun) -> str:
@@ -328,6 +336,8 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
     """Run each host's bound steps, batch after batch. With ``serial``, a batch whose failed share
     exceeds ``max_fail_percentage`` (default 0) stops the rollout: later hosts are ``not_run``."""
     run_options = options or RunOptions()
+    if not run_options.run_id:
+        run_options = replace(run_options, run_id=_run_id())
     size = batch_size(run_options.serial, len(hosts))
     batches = [hosts[i:i + size] for i in range(0, len(hosts), size)]
     lock = threading.Lock()

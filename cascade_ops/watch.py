@@ -138,7 +138,8 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
                 return _budget_exhausted(host, state, diagnosis, now)
             state.restarts.append(now())
             _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
-            result = run_host(host, transport, bound, RunOptions(rollback=playbook.rollback), lock=False)
+            result = run_host(host, transport, bound, RunOptions(rollback=playbook.rollback,
+                                                                 name="watch: " + playbook.name), lock=False)
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
     state.recoveries_total += 1

@@ -19,7 +19,8 @@ LAYERS = [
     ("facts/transport", {"facts", "owners", "transport"}),
     ("steps", {"steps"}),
     ("engine", {"scheduler", "runner", "report", "hangkind", "interrupts", "playbook", "inventory", "watch", "cron",
-                "alerts", "output", "wheels", "metrics", "timers"}),
+                "alerts", "output", "wheels", "metrics", "timers",
+                "history", "htmlreport"}),
     ("api", {"api", "__init__", "scheduled"}),
     ("face", {"cli", "__main__"}),
 ]

@@ -137,11 +137,22 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
         raise Exit(code=code)
 
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
-                                   json="print the whole report document", list="list the stored reports"))
-def report(c, inventory=None, limit=None, var=None, json_=False, list_=False):
-    """Show each host's last recovery: diagnosis, evidence, actions, verification, rollback."""
+                                   json="print the whole report document", list="list the stored reports",
+                                   html="write the run history as one HTML page (with --out)",
+                                   out="where --html writes (default cascade-report.html)"))
+def report(c, inventory=None, limit=None, var=None, json_=False, list_=False, html=False, out=None):
+    """Show each host's last recovery: diagnosis, evidence, actions, verification, rollback.
+
+    With --html: one self-contained page of the last runs of every host, with a timeline per run."""
     inventory = _inventory(inventory)
     from cascade_ops import api, output
+    if html:
+        path = out or "cascade-report.html"
+        written = _guard(lambda: api.html_report(path, inventory, limit, var or ()))
+        print(_each_text(written, lambda host, count: "%s: %d runs" % (host, count)))
+        print("wrote %s" % os.path.abspath(path))
+        _finish(written)
+        return
     if list_:
         stored = _guard(lambda: api.incidents(inventory, limit, var or ()))
         print(_each_text(stored, lambda host, paths: "\n".join(["%s: %d stored" % (host, len(paths))]
