@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from support import SSHD, Fleet, Reaper, Site, WebhookServer, free_port, wait_for
+from support import HANG_APP, SSHD, Fleet, Reaper, Site, WebhookServer, free_port, wait_for
 
 
 @pytest.fixture
@@ -89,3 +89,12 @@ def cron_user():
     finally:
         subprocess.run(["crontab", "-u", name, "-r"], capture_output=True)
         subprocess.run(["userdel", "--force", name], check=True)
+
+
+@pytest.fixture
+def hang_app_site(site):
+    """A site whose backend can be hung for real (a blocked loop at /block), without the auth module."""
+    (site.app_dir / "main.py").write_text(HANG_APP)
+    site.vars.update(auth_module=None)
+    site.write_inventory()
+    return site

@@ -9,7 +9,7 @@ import psutil
 import pytest
 from managers import Dockerd, stop
 
-from support import HANG_APP, poke, wait_for
+from support import poke, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("docker"),
                                 reason="needs root and Debian's docker.io (.ci/run installs it)")
@@ -24,17 +24,9 @@ def dockerd(tmp_path, reaper):
     daemon.close()
 
 
-@pytest.fixture
-def container_site(site):
-    (site.app_dir / "main.py").write_text(HANG_APP)
-    site.vars.update(auth_module=None)
-    site.write_inventory()
-    return site
-
-
 @pytest.mark.parametrize("how", ["stopped", "blocked"])
-def test_a_hung_container_is_restarted_by_dockerd(dockerd, container_site, how):
-    site = container_site
+def test_a_hung_container_is_restarted_by_dockerd(dockerd, hang_app_site, how):
+    site = hang_app_site
     ident = dockerd.run_backend(site, "web")
     main = dockerd.inspect("web")["State"]["Pid"]
     if how == "stopped":
@@ -53,8 +45,8 @@ def test_a_hung_container_is_restarted_by_dockerd(dockerd, container_site, how):
     assert not (site.state_dir / "backend.pid").exists()
 
 
-def test_a_container_behind_docker_proxy_is_judged_by_what_it_runs(dockerd, container_site):
-    site = container_site
+def test_a_container_behind_docker_proxy_is_judged_by_what_it_runs(dockerd, hang_app_site):
+    site = hang_app_site
     dockerd.run_backend(site, "web", publish=True)
     proxy = site.holders()
     assert [psutil.Process(p).name() for p in proxy] == ["docker-proxy"]

@@ -23,10 +23,8 @@ def hang(site, pid, how):
 
 
 @pytest.fixture
-def supervised(site, reaper):
-    (site.app_dir / "main.py").write_text(HANG_APP)
-    site.vars.update(auth_module=None)
-    site.write_inventory()
+def supervised(hang_app_site, reaper):
+    site = hang_app_site
     sv = Supervisord(site.root, reaper, uvicorn_argv(site), secret_env(site))
     wait_for(lambda: sv.running_pid() and site.health()["ok"], timeout=30, message="supervisord's program")
     return sv
@@ -104,38 +102,30 @@ def test_a_stopped_program_is_started_by_supervisord_when_settings_name_it(site,
 
 # --------------------------------------------------------------------------- gunicorn
 
-@pytest.fixture
-def gunicorn_site(site):
-    (site.app_dir / "main.py").write_text(HANG_APP)
-    site.vars.update(auth_module=None)
-    site.write_inventory()
-    return site
-
-
 @pytest.mark.parametrize("how,count", [("stopped", 2), ("blocked", 1)])
-def test_a_hung_gunicorn_worker_is_replaced_by_its_master(gunicorn_site, reaper, how, count):
+def test_a_hung_gunicorn_worker_is_replaced_by_its_master(hang_app_site, reaper, how, count):
     # One blocked worker of two goes unnoticed (the other accepts every new connection), so the
     # blocked loop is shown on a master with one worker.
-    g = Gunicorn(gunicorn_site, reaper, workers=count)
+    g = Gunicorn(hang_app_site, reaper, workers=count)
     hung, *others = g.workers()
-    shown = gunicorn_site.cli("diagnose").stdout
+    shown = hang_app_site.cli("diagnose").stdout
     assert "gunicorn:%d" % g.proc.pid in shown, shown
     if how == "stopped":
         stop(hung)
     else:
-        poke(gunicorn_site.port, "/block")
-    wait_for(lambda: not gunicorn_site.health()["ok"] or how == "stopped", message="the worker to hang")
-    run = gunicorn_site.recover()
+        poke(hang_app_site.port, "/block")
+    wait_for(lambda: not hang_app_site.health()["ok"] or how == "stopped", message="the worker to hang")
+    run = hang_app_site.recover()
     assert run.exit_code == 0, run.to_json()
     steps = {s.name: s.message for s in run.hosts["web"].steps}
     assert "gunicorn master pid %d respawns them" % g.proc.pid in steps["terminate"]
     workers = g.workers()
     assert hung not in workers and set(others) <= set(workers) and len(workers) == count  # only the hung one
-    assert sorted(gunicorn_site.holders()) == sorted([g.proc.pid, *workers])
+    assert sorted(hang_app_site.holders()) == sorted([g.proc.pid, *workers])
 
 
-def test_a_hung_gunicorn_master_goes_with_its_workers_through_supervisord(gunicorn_site, reaper):
-    site = gunicorn_site
+def test_a_hung_gunicorn_master_goes_with_its_workers_through_supervisord(hang_app_site, reaper):
+    site = hang_app_site
     (site.root / "home").mkdir()
     argv = [str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker", "-w", "2", "-b",
             "127.0.0.1:%d" % site.port, "--chdir", str(site.app_dir), "main:app"]

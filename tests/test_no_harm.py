@@ -20,7 +20,10 @@ from support import INVOKE, PLAYBOOK, gone, python_script, wait_for
 SECRET = 'q"uo\\te' + "s3cr3t" * 8 + '\\"end'
 
 
-def files_of(site, skip=("incidents", "backend.log")):
+RECORDS = ("incidents", "backend.log", "history.jsonl")  # what a run writes about itself, by design
+
+
+def files_of(site, skip=RECORDS):
     """Every file of the app and its state that a run could change, with its content's hash."""
     skip = set(skip)
     return {str(p.relative_to(site.app_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -37,7 +40,7 @@ def ready(site, hung):
     return pid, psutil.Process(pid).create_time(), files_of(site)
 
 
-def assert_untouched(site, pid, created, files, hung, skip=("incidents", "backend.log")):
+def assert_untouched(site, pid, created, files, hung, skip=RECORDS):
     proc = psutil.Process(pid)
     assert abs(proc.create_time() - created) < 0.01
     assert files_of(site, skip) == files
@@ -83,7 +86,7 @@ def test_a_rollback_undoes_only_what_the_run_did(site):
     main.write_text("\n".join(lines).replace("from fastapi import FastAPI", "from fastapi import FastAPI as Api")
                     .replace("FastAPI(", "Api(") + "\n")
     site.auth_module.write_text(site.auth_module.read_text() + "\n# release 2\n")
-    kept = ("incidents", "backend.log", "backups")  # the release's backup is kept, as after any deploy
+    kept = (*RECORDS, "backups")  # the release's backup is kept, as after any deploy
     files = files_of(site, kept)
     run = site.recover()
     host = run.hosts["web"]

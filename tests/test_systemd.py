@@ -12,7 +12,7 @@ import psutil
 import pytest
 from managers import SystemdNamespace, secret_env, stop, uvicorn_argv
 
-from support import HANG_APP, INVOKE, REPO, poke, wait_for
+from support import INVOKE, REPO, poke, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nsenter") or not os.path.exists(
     "/lib/systemd/systemd"), reason="needs root, nsenter and Debian's systemd")
@@ -28,10 +28,8 @@ def systemd(tmp_path, reaper):
 
 
 @pytest.fixture
-def unit_site(site, systemd):
-    (site.app_dir / "main.py").write_text(HANG_APP)
-    site.vars.update(auth_module=None)
-    site.write_inventory()
+def unit_site(hang_app_site, systemd):
+    site = hang_app_site
     env_file = site.root / "web.env"
     env_file.write_text("".join("%s=%s\n" % item for item in secret_env(site).items()))
     systemd.add_unit("web.service", "\n".join([

@@ -15,7 +15,7 @@ import shlex
 import socket
 import stat
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import HostCommandError, HostUnreachable
 from ..hostvars import VarSpec, parse_bool, parse_duration, parse_port, parse_str
@@ -198,34 +198,22 @@ class SSHTransport(Transport):
     def _await_ready(self, channel: Any) -> None:
         """Wait for the agent's ready line, answering sudo's prompt (ours, on stderr) once."""
         import paramiko
-        deadline = time.monotonic() + COMMAND_SLACK_S
-        said, answered = b"", 0
-        while b"\n" not in self._pending:
-            if time.monotonic() >= deadline:
-                raise socket.timeout()
-            select.select([channel], [], [], 0.5)
-            if channel.recv_stderr_ready():
-                said += channel.recv_stderr(1 << 16)
-                if self._password and said.count(self._prompt.encode()) > answered:
-                    if answered:  # asked again: "Sorry, try again."
-                        self._drop_server()
-                        raise HostCommandError(self.host, "become", "sudo refused the become password for %s"
-                                               % (self.vars["user"] or "the SSH user"))
-                    channel.sendall(self._password.encode() + b"\n")
-                    answered += 1
-            if channel.recv_ready():
-                chunk = channel.recv(1 << 16)
-                if not chunk:
-                    break
-                self._pending += chunk
-            elif channel.exit_status_ready() and not channel.recv_stderr_ready():
-                break
-        line, _, self._pending = self._pending.partition(b"\n")
-        if not line.startswith(b'{"ready"'):
-            words = said.decode("utf-8", "replace").replace(self._prompt, "").strip().splitlines()
-            raise paramiko.SSHException(words[-1] if words else "the agent did not start")
+        answered: List[bool] = []
 
-    def _read_line(self, channel: Any, deadline: float) -> bytes:
+        def answer(said: bytes) -> None:
+            if self._password and said.count(self._prompt.encode()) > len(answered):
+                if answered:  # asked again: "Sorry, try again."
+                    self._drop_server()
+                    raise HostCommandError(self.host, "become", "sudo refused the become password for %s"
+                                           % (self.vars["user"] or "the SSH user"))
+                channel.sendall(self._password.encode() + b"\n")
+                answered.append(True)
+        line = self._read_line(channel, time.monotonic() + COMMAND_SLACK_S, answer)
+        if not line.startswith(b'{"ready"'):
+            raise paramiko.SSHException("the agent did not start: %s" % line[:200].decode("utf-8", "replace"))
+
+    def _read_line(self, channel: Any, deadline: float, on_stderr: Optional[Callable[[bytes], None]] = None) -> bytes:
+        """The next line the agent prints; ``on_stderr`` sees all stderr so far as it arrives."""
         import paramiko
         errors = []
         while b"\n" not in self._pending:
@@ -235,6 +223,8 @@ class SSHTransport(Transport):
             select.select([channel], [], [], min(remaining, 1.0))
             if channel.recv_stderr_ready():
                 errors.append(channel.recv_stderr(1 << 16))
+                if on_stderr is not None:
+                    on_stderr(b"".join(errors))
             if channel.recv_ready():
                 chunk = channel.recv(1 << 16)
                 if not chunk:
@@ -244,7 +234,8 @@ class SSHTransport(Transport):
                 break
         line, _, self._pending = self._pending.partition(b"\n")
         if not line and errors:
-            raise paramiko.SSHException(b"".join(errors).decode("utf-8", "replace").strip().splitlines()[-1])
+            said = b"".join(errors).decode("utf-8", "replace").replace(self._prompt, "").strip().splitlines()
+            raise paramiko.SSHException(said[-1] if said else "the agent closed its session")
         return line
 
     def _agent(self, command: str, kwargs: Dict[str, Any]) -> Any:
