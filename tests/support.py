@@ -246,7 +246,8 @@ SSHD = "/usr/sbin/sshd"
 class SSHServer:
     """A real sshd on a free loopback port, started for one test and stopped by PID."""
 
-    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host"):
+    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host", launch=None):
+        """``launch(argv)`` starts sshd somewhere else (inside a namespace); default: here, tracked."""
         self.port = free_port()
         self.keys = keys
         config = keys / ("sshd-%d.conf" % self.port)
@@ -267,7 +268,8 @@ class SSHServer:
             LogLevel ERROR
             Subsystem sftp internal-sftp
             """ % (self.port, keys / host_key, keys / "authorized_keys")))
-        self.proc = reaper.popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
+        argv = [SSHD, "-D", "-e", "-f", str(config)]
+        self.proc = launch(argv) if launch else reaper.popen(argv, stderr=subprocess.DEVNULL)
         wait_for(self._answers, message="sshd on port %d" % self.port)
 
     def _answers(self):

@@ -6,13 +6,15 @@ systemd (as from a container's host) the unit's process is left alone."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 from managers import SystemdNamespace, secret_env, stop, uvicorn_argv
 
-from support import INVOKE, REPO, poke, wait_for
+from support import INVOKE, REPO, SSHServer, poke, ssh_vars, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nsenter") or not os.path.exists(
     "/lib/systemd/systemd"), reason="needs root, nsenter and Debian's systemd")
@@ -132,3 +134,29 @@ def test_where_systemd_does_not_run_timer_install_points_to_cron(site, tmp_path)
     done = site.cli("timer.install", "--unit-dir", str(tmp_path))
     assert done.returncode == 2 and "systemd does not run this host" in done.stdout + done.stderr
     assert "use cron.install instead" in done.stdout + done.stderr and not list(tmp_path.glob("*.timer"))
+
+
+def test_fab_timer_install_writes_the_timer_on_the_host_it_names(site, systemd, ssh_keys, tmp_path):
+    """An SSH host that systemd runs: sshd started as a unit inside the namespace."""
+    def launch(argv):
+        systemd.inside("mkdir", "-p", "/run/sshd")  # its privilege-separation directory: /run is the namespace's
+        done = systemd.inside("systemd-run", "--unit=cascade-test-sshd", *argv)
+        assert done.returncode == 0, done.stderr
+    server = SSHServer(ssh_keys, None, launch=launch)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(server.known_hosts_line() + "\n")
+    site.vars.update(ssh_vars(server, known_hosts))
+    site.write_inventory()
+    units = systemd.base / "units"
+    fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web"]
+    args = ["--inventory", str(site.inventory), "--unit-dir", str(units)]
+    try:
+        done = subprocess.run(fab + ["timer-install", "--every", "10m"] + args, cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        name = done.stdout.split("installed systemd timer ")[1].split()[0]
+        assert systemd.show(name, "ActiveState") == "active" and systemd.show(name, "RandomizedDelayUSec") == "1min"
+        assert "watch-inventory.yaml" in (units / name.replace(".timer", ".service")).read_text()
+    finally:
+        subprocess.run(fab + ["timer.remove"] + args, cwd=REPO, capture_output=True, timeout=120)
+    assert not list(units.glob("cascade-ops-watch-*"))
