@@ -246,8 +246,9 @@ SSHD = "/usr/sbin/sshd"
 class SSHServer:
     """A real sshd on a free loopback port, started for one test and stopped by PID."""
 
-    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host", launch=None):
-        """``launch(argv)`` starts sshd somewhere else (inside a namespace); default: here, tracked."""
+    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host", launch=None, sftp: bool = True):
+        """``launch(argv)`` starts sshd somewhere else (inside a namespace); default: here, tracked.
+        ``sftp=False``: a host without an SFTP subsystem (minimal images, some appliances)."""
         self.port = free_port()
         self.keys = keys
         config = keys / ("sshd-%d.conf" % self.port)
@@ -266,8 +267,8 @@ class SSHServer:
             MaxStartups 200
             MaxSessions 200
             LogLevel ERROR
-            Subsystem sftp internal-sftp
-            """ % (self.port, keys / host_key, keys / "authorized_keys")))
+            """ % (self.port, keys / host_key, keys / "authorized_keys"))
+            + ("Subsystem sftp internal-sftp\n" if sftp else ""))
         argv = [SSHD, "-D", "-e", "-f", str(config)]
         self.proc = launch(argv) if launch else reaper.popen(argv, stderr=subprocess.DEVNULL)
         wait_for(self._answers, message="sshd on port %d" % self.port)

@@ -19,7 +19,7 @@ import pytest
 from cascade_ops import api
 from cascade_ops.facts import Diagnosis
 from cascade_ops.transport.bundle import agent_bundle
-from support import INVOKE, REPO, SSHServer, free_port, wait_for
+from support import INVOKE, REPO, SSHServer, free_port, ssh_vars, wait_for
 
 
 def statuses(result_json):
@@ -334,6 +334,21 @@ def test_a_become_password_reaches_sudo_on_its_stdin_and_nowhere_else(make_fleet
     assert wrong.returncode == 2, wrong.stdout + wrong.stderr
     assert "web1: become: sudo refused the become password for %s" % sudo_user in wrong.stdout, wrong.stdout
     assert "not-the-password" not in wrong.stdout + wrong.stderr
+
+
+def test_a_host_without_sftp_gets_the_agent_and_the_release_over_the_session(make_site, ssh_keys, reaper,
+                                                                             sudo_user, tmp_path):
+    server = SSHServer(ssh_keys, reaper, sftp=False)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(server.known_hosts_line() + "\n")
+    # a fresh home (no agent there yet); sudo for the root-owned test files
+    site = make_site(**dict(ssh_vars(server, known_hosts), user=sudo_user, become=True))
+    home = os.path.expanduser("~%s" % sudo_user)
+    done = site.recover()
+    assert done.exit_code == 0, done.to_json()
+    assert any("no SFTP subsystem" in note for note in done.hosts["web"].notes)
+    assert os.path.isdir(os.path.join(home, agent_bundle().remote_path))
+    assert site.health()["ok"] and (site.app_dir / "api" / "auth.py").exists()  # the release went inline
 
 
 def test_watch_over_ssh_recovers_and_reports_an_unreachable_host(make_fleet):

@@ -108,6 +108,7 @@ class SSHTransport(Transport):
             raise HostUnreachable(self.host, text) from None
         self.notes.extend(getattr(policy, "recorded", ()))
         self._channel: Any = None  # the agent server's session
+        self._no_sftp = False
         self._agent_pid: Optional[int] = None
         self._pending = b""
 
@@ -134,11 +135,34 @@ class SSHTransport(Transport):
 
     # -- running the agent
 
+    def _sftp(self) -> Any:
+        """The connection's SFTP client, or None when the host has no SFTP subsystem (then files go
+        over the session itself: ``sessioncopy``)."""
+        import paramiko
+        if self._no_sftp:
+            return None
+        try:
+            return self.connection.sftp()
+        except (paramiko.SSHException, EOFError, OSError):
+            self._no_sftp = True
+            self.notes.append("no SFTP subsystem on this host: files travel over the SSH session instead")
+            return None
+
+    def _copy_over_session(self, files: Dict[str, bytes], dest: str, atomic: bool, what: str) -> None:
+        from .sessioncopy import copy_over_session
+        said = copy_over_session(self.connection.client, self._find_python(), files, dest, atomic, COMMAND_SLACK_S)
+        if said:
+            raise HostCommandError(self.host, what, "no SFTP on this host, and copying over the session failed: "
+                                   "%s" % said)
+
     def _upload_agent(self) -> None:
         """Put the agent package in place: files into a fresh directory, renamed into place at once,
         so a concurrent run never imports a half-written package."""
         bundle = agent_bundle()
-        sftp = self.connection.sftp()
+        sftp = self._sftp()
+        if sftp is None:
+            self._copy_over_session(dict(bundle.files), bundle.remote_path, True, "agent")
+            return
         parts = bundle.remote_path.split("/")
         for depth in range(1, len(parts)):
             with contextlib.suppress(OSError):  # exists
@@ -155,17 +179,21 @@ class SSHTransport(Transport):
                 sftp.remove("%s/%s" % (tmp, name))
             sftp.rmdir(tmp)
 
-    def _command(self, command: str) -> str:
-        """The shell line that finds the agent's interpreter and runs the agent (through sudo with
-        ``become``). ``agent_python: auto`` looks for one as Ansible's interpreter discovery does."""
+    def _find_python(self) -> str:
+        """Shell that sets $P to the agent's interpreter; ``agent_python: auto`` looks for one as
+        Ansible's interpreter discovery does."""
         interpreter = self.vars["agent_python"]
         if interpreter == "auto":
             find = " || ".join("command -v %s" % p for p in DISCOVERED_PYTHONS)
         else:
             find = "command -v %s" % shlex.quote(interpreter)
-        run = " ".join(shlex.quote(a) for a in ["-I", "-c", agent_bundle().boot(command)])
         return ('P=$(%s) || { echo "no Python 3 for the agent on this host (%s): set agent_python" >&2; exit %d; }; '
-                'echo $$; exec %s"$P" %s' % (find, interpreter, NO_PYTHON, self._sudo(), run))
+                % (find, interpreter, NO_PYTHON))
+
+    def _command(self, command: str) -> str:
+        """The shell line that runs the agent (through sudo with ``become``)."""
+        run = " ".join(shlex.quote(a) for a in ["-I", "-c", agent_bundle().boot(command)])
+        return '%secho $$; exec %s"$P" %s' % (self._find_python(), self._sudo(), run)
 
     def _server(self) -> Any:
         """The host's agent process, started on first use and kept for the whole run.
@@ -283,12 +311,13 @@ class SSHTransport(Transport):
         With ``become`` the SSH user may not write there: the content then goes inline, to sudo.
         """
         import paramiko
-        if self.vars["become"]:
+        sftp = None if self.vars["become"] else self._sftp()
+        if sftp is None:  # inline, in the agent command itself
             return None
         path = os.path.join(os.path.dirname(dest), ".%s.cascade-upload.%s" % (os.path.basename(dest),
                                                                            os.urandom(4).hex()))
         try:
-            with self.connection.sftp().open(path, "wb") as f:
+            with sftp.open(path, "wb") as f:
                 f.write(data)
         except (OSError, paramiko.SSHException) as exc:
             raise HostCommandError(self.host, "upload", "%s: %s" % (path, exc)) from None
@@ -296,7 +325,16 @@ class SSHTransport(Transport):
 
     def put_tree(self, src: str, dest: str) -> None:
         import paramiko
-        sftp = self.connection.sftp()
+        sftp = self._sftp()
+        if sftp is None:
+            tree: Dict[str, bytes] = {}
+            for root, dirs, names in os.walk(src):
+                dirs[:] = [d for d in dirs if d not in ("__pycache__", ".cascade-ops")]
+                for name in names:
+                    with open(os.path.join(root, name), "rb") as f:
+                        tree[os.path.relpath(os.path.join(root, name), src)] = f.read()
+            self._copy_over_session(tree, dest, False, "copy")
+            return
         try:
             for root, dirs, files in os.walk(src):
                 dirs[:] = [d for d in dirs if d not in ("__pycache__", ".cascade-ops")]
