@@ -1,12 +1,14 @@
 """Fleet recovery over SSH: N hung light backends, each behind its own loopback sshd.
 
-    python bench/fleet_bench.py [--sizes 1,10,50] [--rounds 3]
+    python bench/fleet_bench.py [--sizes 1,10,50,200] [--rounds 3] [--hang stopped|blocked] [--empty-rc]
 
-For each N: every backend is SIGSTOPped, then `invoke recover --forks N` recovers the fleet (1 s
-probe). Prints the median wall time per N, its ratio to N=1, and the floor measured in the same
-run: N OpenSSH clients at once, each running `true` (a login and a shell per host, nothing else).
-The backends are a stdlib HTTP server, so the figure measures cascade-ops and SSH, not N uvicorn
-start-ups on two cores.
+For each N: every backend hangs (SIGSTOP, or its one-request loop blocked by a request that never
+ends), then `invoke recover --forks N` recovers the fleet (1 s probe). Prints, per N, the median
+wall time, the controller's CPU per host and its peak RSS (of the whole process tree), the same for
+pyinfra doing the same recovery in the same run, and the floor: N OpenSSH clients at once, each
+running `true`. The backends are a stdlib HTTP server, so the figures measure cascade-ops and SSH,
+not N uvicorn start-ups on two cores. ``--empty-rc`` empties root's ~/.bashrc for the run (a
+`pyenv init` there costs every SSH login ~0.14 s of CPU) and restores it after.
 """
 
 import argparse
@@ -79,6 +81,31 @@ def _step_totals(size, doc):
           % (size, durations[0], durations[len(durations) // 2], durations[-1]))
 
 
+def measured(argv, cwd):
+    """One command: (wall s, CPU s of it and what it waited for, its peak RSS in MB, stdout, stderr, exit code)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return (wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, out.read().decode(),
+                err.read().decode(), proc.returncode)
+
+
+def hang(ports, how, stuck):
+    for port in ports:
+        if how == "stopped":
+            for pid in holders(port):
+                os.kill(pid, signal.SIGSTOP)
+        else:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /block HTTP/1.0\r\n\r\n")
+            stuck.append(sock)
+
+
 def _stop_backends(ports):
     for port in ports:
         for pid in holders(port):
@@ -86,7 +113,7 @@ def _stop_backends(ports):
             os.kill(pid, signal.SIGKILL)
 
 
-def _pyinfra(pyinfra, root, keys, sshds, ports, rounds):
+def _pyinfra(pyinfra, root, keys, sshds, ports, rounds, how):
     """The same recovery with pyinfra (bench/pyinfra_recover.py), same hosts, same hung backends."""
     inventory = root / ("pyinfra-%d.py" % len(ports))
     hosts = [("h%d" % i, {"ssh_hostname": "127.0.0.1", "ssh_port": ssh_port, "ssh_user": "root",
@@ -96,17 +123,22 @@ def _pyinfra(pyinfra, root, keys, sshds, ports, rounds):
              for i, ((ssh_port, _), port) in enumerate(zip(sshds, ports))]
     inventory.write_text("hosts = %r\n" % hosts)
     argv = [pyinfra, "-y", "--parallel", str(len(ports)), str(inventory), str(REPO / "bench" / "pyinfra_recover.py")]
-    times = []
+    runs = []
     for _ in range(rounds):
-        for port in ports:
-            for pid in holders(port):
-                os.kill(pid, signal.SIGSTOP)
-        started = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=root)
-        times.append(time.perf_counter() - started)
-        if done.returncode:
-            raise SystemExit("pyinfra failed:\n%s%s" % (done.stdout[-2000:], done.stderr[-2000:]))
-    return statistics.median(times)
+        stuck = []
+        hang(ports, how, stuck)
+        wall, cpu, rss, out, err, code = measured(argv, root)
+        for sock in stuck:
+            sock.close()
+        if code:
+            raise SystemExit("pyinfra failed:\n%s%s" % (out[-2000:], err[-2000:]))
+        runs.append((wall, cpu, rss))
+    return _median(runs)
+
+
+def _median(runs):
+    """Medians of (wall, CPU, RSS) over rounds."""
+    return tuple(statistics.median(r[i] for r in runs) for i in range(3))
 
 
 def _bare_ssh(keys, known_hosts, ports):
@@ -125,7 +157,21 @@ def main():
     parser.add_argument("--sizes", default="1,10,50")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", action="store_true", help="also print the mean time of each step")
+    parser.add_argument("--hang", choices=("stopped", "blocked"), default="stopped")
+    parser.add_argument("--empty-rc", action="store_true", help="empty root's ~/.bashrc for the run (restored)")
     options = parser.parse_args()
+    rc = Path(os.path.expanduser("~/.bashrc"))
+    saved = rc.read_bytes() if options.empty_rc and rc.exists() else None
+    if saved is not None:
+        rc.write_bytes(b"")
+    try:
+        run(options)
+    finally:
+        if saved is not None:
+            rc.write_bytes(saved)
+
+
+def run(options):
     sizes = [int(n) for n in options.sizes.split(",")]
     compileall.compile_dir(REPO / "cascade_ops", quiet=1)
     root = Path(tempfile.mkdtemp(prefix="cascade-fleet-"))
@@ -171,25 +217,22 @@ def main():
             first = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)  # first start
             if first.returncode:
                 raise SystemExit("first start of %d hosts failed:\n%s%s" % (size, first.stdout, first.stderr))
-            times = []
+            runs = []
             for _ in range(options.rounds):
-                for port in ports:
-                    for pid in holders(port):
-                        os.kill(pid, signal.SIGSTOP)
-                started = time.perf_counter()
-                before = os.times()
-                done = subprocess.run(argv + ["--json"], check=True, capture_output=True, text=True, cwd=REPO)
-                times.append(time.perf_counter() - started)
-                after = os.times()
+                stuck = []
+                hang(ports, options.hang, stuck)
+                wall, cpu, rss, out, err, code = measured(argv + ["--json"], REPO)
+                for sock in stuck:
+                    sock.close()
+                if code:
+                    raise SystemExit("recovery of %d hosts failed (%d):\n%s%s" % (size, code, out[-3000:], err))
+                runs.append((wall, cpu, rss))
                 if options.steps:
-                    print("N=%d controller CPU %.2fs" % (size, (after.children_user - before.children_user)
-                                                       + (after.children_system - before.children_system)))
-                if options.steps:
-                    _step_totals(size, json.loads(done.stdout))
-            results[size] = statistics.median(times)
+                    _step_totals(size, json.loads(out))
+            results[size] = _median(runs)
             floors[size] = _bare_ssh(keys, root / "known_hosts", [p for p, _ in sshds[:size]])
             if pyinfra:
-                peers[size] = _pyinfra(pyinfra, root, keys, sshds[:size], ports, options.rounds)
+                peers[size] = _pyinfra(pyinfra, root, keys, sshds[:size], ports, options.rounds, options.hang)
             _stop_backends(ports)
     finally:
         _stop_backends(all_ports)
@@ -200,11 +243,16 @@ def main():
         print("(pyinfra is not installed here, nor named by $PYINFRA: not measured in this run)")
     if shutil.which("ansible-playbook") is None:
         print("(ansible-playbook is not installed here: not measured in this run)")
-    print("%6s %10s %10s %14s %10s   (median of %d, wall seconds, --forks N)"
-          % ("hosts", "seconds", "vs N=1", "bare ssh true", "pyinfra", options.rounds))
+    print("hang: %s; root's ~/.bashrc %s; median of %d rounds; --forks N"
+          % (options.hang, "emptied for the run" if options.empty_rc else "as it is (pyenv init: ~0.14 s a login)",
+             options.rounds))
+    print("%6s | %8s %12s %8s | %8s %12s %8s | %13s" % ("hosts", "wall s", "CPU ms/host", "RSS MB", "pyinfra",
+                                                       "CPU ms/host", "RSS MB", "bare ssh true"))
     for size in sizes:
-        print("%6d %10.3f %9.2fx %14.3f %10s" % (size, results[size], results[size] / results[sizes[0]], floors[size],
-                                                "%.3f" % peers[size] if size in peers else "-"))
+        wall, cpu, rss = results[size]
+        peer = ("%8.3f %12.0f %8.0f" % (peers[size][0], peers[size][1] * 1000 / size, peers[size][2])
+                if size in peers else "%8s %12s %8s" % ("-", "-", "-"))
+        print("%6d | %8.3f %12.0f %8.0f | %s | %13.3f" % (size, wall, cpu * 1000 / size, rss, peer, floors[size]))
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ class Diagnosis:
     unreadable_pids: int
     probe: Optional[ProbeResult]
     orphan_sockets: Tuple[ListenSocket, ...] = field(default=())  # listening, holder not visible
+    recorded_pid: Optional[int] = None  # state_dir/backend.pid: the backend an earlier run started
 
     @classmethod
     def from_agent(cls, raw: Dict[str, Any], port: int) -> "Diagnosis":
@@ -175,7 +176,7 @@ class Diagnosis:
         held = {i for h in holders for i in h.inodes}
         probe = ProbeResult.from_agent(raw["probe"]) if raw.get("probe") else None
         return cls(port, sockets, holders, processes, frozenset(raw["protected"]), raw["unreadable_pids"],
-                   probe, tuple(s for s in sockets if s.inode not in held))
+                   probe, tuple(s for s in sockets if s.inode not in held), raw.get("recorded_pid"))
 
     @property
     def in_the_way(self) -> Tuple[PortHolder, ...]:
@@ -270,5 +271,6 @@ def owner_hints(v: Dict[str, Any]) -> Dict[str, Any]:
 def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) -> Diagnosis:
     """A host's diagnosis in one agent call (one round trip when remote)."""
     raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
-                          probe_timeout=v["probe_timeout"], probe=probe, owner_hints=owner_hints(v))
+                          probe_timeout=v["probe_timeout"], probe=probe, owner_hints=owner_hints(v),
+                          pidfile=os.path.join(v["state_dir"], "backend.pid"))
     return Diagnosis.from_agent(raw, v["port"])

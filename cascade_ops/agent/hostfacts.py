@@ -23,10 +23,38 @@ def _blocks(sock: Dict[str, Any], bind_address: Optional[str]) -> bool:
     return bind_address is None or sock["address"] in (bind_address, "0.0.0.0", "::")
 
 
+def _relevant(holders: List[int], by_pid: Dict[int, Dict[str, Any]], extra: List[int]) -> List[Dict[str, Any]]:
+    """The processes a decision can need: the holders (and ``extra``: a recorded backend, an owner's
+    main process), with their ancestors and all their descendants, and this agent's own chain. Not
+    the whole table: its size is the host's, and it travels once per diagnosis."""
+    children: Dict[int, List[int]] = {}
+    for proc in by_pid.values():
+        children.setdefault(proc["ppid"], []).append(proc["pid"])
+    keep = set(ancestry(os.getpid(), by_pid))
+    todo = [pid for pid in list(holders) + extra if pid in by_pid]
+    for pid in todo:
+        keep.update(ancestry(pid, by_pid))
+    while todo:
+        pid = todo.pop()
+        keep.add(pid)
+        todo.extend(c for c in children.get(pid, ()) if c not in keep)
+    return [by_pid[pid] for pid in sorted(keep)]
+
+
+def _recorded_pid(pidfile: Optional[str]) -> List[int]:
+    try:
+        with open(pidfile or "") as f:
+            text = f.read().strip()
+    except OSError:
+        return []
+    return [int(text)] if text.isdigit() else []
+
+
 @command
 def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float, probe: bool = True,
-               owner_hints: Optional[Hints] = None) -> Dict[str, Any]:
-    """Sockets on the port, their holders and who owns each, the process table, and the health probe.
+               owner_hints: Optional[Hints] = None, pidfile: Optional[str] = None) -> Dict[str, Any]:
+    """Sockets on the port, their holders and who owns each, the processes around them, and the
+    health probe. ``pidfile``: the backend an earlier run started, reported too (it may be starting).
 
     The HTTP probe is skipped when nothing listens (refused is certain) and when a holder in the
     backend's way is stopped or a zombie: it is known hung, and waiting out the probe deadline
@@ -43,12 +71,16 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
     probe_result = None
     if probe and sockets and not hung:
         probe_result = http_probe(probe_address(bind_host), port, health_path, probe_timeout)
+    owners = holder_owners(sorted(holders), by_pid, port, owner_hints or {})
+    mains = [o["main_pid"] for o in owners.values() if o.get("main_pid")]
+    recorded = _recorded_pid(pidfile)
     return {
         "sockets": sockets,
         "holders": [{"pid": pid, "inodes": inodes} for pid, inodes in sorted(holders.items())],
-        "owners": holder_owners(sorted(holders), by_pid, port, owner_hints or {}),
+        "owners": owners,
         "unreadable_pids": len(unreadable),
-        "processes": procs,
+        "processes": _relevant(sorted(holders), by_pid, recorded + mains),
+        "recorded_pid": recorded[0] if recorded else None,
         "protected": ancestry(os.getpid(), by_pid),
         "probe": probe_result,
         "bind_address": bind_address,

@@ -39,15 +39,14 @@ class Terminate(Step):
     def gather(self, run: HostRun, args: Args) -> Any:
         if _untouched_and_healthy(run):
             return None  # nothing will be signalled: skip the second scan on the hot path
-        # The backend an earlier run started may still be starting (not listening yet): it is
-        # ours to stop too, or the start step would run a second copy beside it.
-        recorded = run.transport.agent("read_text", path=pid_path(run.vars)) or ""
-        started = int(recorded) if recorded.strip().isdigit() else None
-        if run.diagnosis is not None and time.monotonic() - run.diagnosed_at < FRESH_FACTS_S:
-            # Seconds-old facts are safe to act on: each signal is pinned to a process's start
-            # time, and success is judged by the port, so a newcomer is named, never missed.
-            return run.diagnosis, started
-        return gather_diagnosis(run, probe=False), started
+        d = run.diagnosis
+        if d is None or time.monotonic() - run.diagnosed_at >= FRESH_FACTS_S:
+            d = gather_diagnosis(run, probe=False)
+        # Seconds-old facts are safe to act on: each signal is pinned to a process's start time,
+        # and success is judged by the port, so a newcomer is named, never missed. The backend an
+        # earlier run started (its pid file, read with the facts) may still be starting, not
+        # listening yet: it is ours to stop too, or the start step would run a second copy beside it.
+        return d, d.recorded_pid
 
     def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         healthy = run.diagnosis is not None and run.diagnosis.healthy
