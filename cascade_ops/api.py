@@ -27,7 +27,7 @@ from . import interrupts
 from .errors import CascadeError, ConfigError, worst_exit_code
 from .hostvars import Host, parse_cli_vars
 from .inventory import load_inventory
-from .scheduler import DEFAULT_FORKS, run_each
+from .scheduler import DEFAULT_FORKS, FDS_PER_FORK, max_forks, run_each
 from .transport import Transport
 
 if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
@@ -152,6 +152,10 @@ def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
                 raise ValueError
     except ValueError:
         raise ConfigError("expected a whole number of at least 1, got %r" % options["forks"], field="--forks") from None
+    if checked.get("forks", 0) > max_forks():
+        raise ConfigError("at most %d here: each host in flight holds a thread and up to %d file descriptors "
+                          "(ulimit -n sets the limit)" % (max_forks(), FDS_PER_FORK),
+                          field="--forks %d" % checked["forks"])
     if "max_fail_percentage" in checked:
         try:
             checked["max_fail_percentage"] = float(checked["max_fail_percentage"])

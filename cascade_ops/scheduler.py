@@ -23,6 +23,17 @@ T = TypeVar("T")
 Work = Callable[[Host, Transport], T]
 
 DEFAULT_FORKS = 10
+# Hosts in flight at once cost a thread and a few descriptors each (the SSH socket, and for a moment
+# a verification tunnel's pair): the ceiling keeps a run inside the process's descriptor limit.
+FDS_PER_FORK = 8
+FORKS_CEILING = 256
+
+
+def max_forks() -> int:
+    """The most hosts this process can work on at once: FORKS_CEILING, or less under a low RLIMIT_NOFILE."""
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return FORKS_CEILING if soft == resource.RLIM_INFINITY else max(1, min(FORKS_CEILING, (soft - 64) // FDS_PER_FORK))
 STOP_WAIT_S = 5.0  # at most, for cut-off hosts to stop acting before the run returns
 
 

@@ -254,3 +254,11 @@ def test_an_interrupt_before_the_first_step_touches_nothing(monkeypatch):
     result = run_host(Host("unit", (), host_vars()), transport, [])
     assert result.interrupted == signal.SIGINT and result.exit_code == 130 and result.status == "interrupted"
     assert set(transport.commands()) <= READ_ONLY and "lock" not in transport.commands()  # no lock, no step
+
+
+def test_forks_have_a_ceiling_from_the_descriptor_limit():
+    from cascade_ops.api import _run_options
+    from cascade_ops.scheduler import FORKS_CEILING, max_forks
+    assert 1 <= max_forks() <= FORKS_CEILING and _run_options({"forks": "7"})["forks"] == 7
+    with pytest.raises(ConfigError, match=r"--forks 100000: at most \d+ here"):
+        _run_options({"forks": 100000})
