@@ -39,7 +39,13 @@ def tcp_table() -> Iterator[Tuple[int, List[str]]]:
 
 @command
 def listen_sockets(port: int) -> List[Json]:
-    """Every LISTEN socket on ``port``, both IP families, with its accept backlog."""
+    """Every LISTEN socket on ``port``, both IP families, with its accept backlog (how many wait)
+    and what listen() allows (0: unknown). From sock_diag (netlink) when the kernel answers: only
+    listeners travel, where /proc/net/tcp lists every connection (thousands on a busy host, and
+    slow for the kernel to print); else from /proc/net/tcp."""
+    listeners = diag_listeners()
+    if listeners is not None:
+        return [sock for sock in listeners if sock["port"] == port]
     found: List[Json] = []
     for family, fields in tcp_table():
         if fields[3] != "0A":  # TCP_LISTEN
@@ -47,33 +53,26 @@ def listen_sockets(port: int) -> List[Json]:
         addr_hex, port_hex = fields[1].split(":")
         if int(port_hex, 16) != port:
             continue
-        # For a listener the kernel reports the current accept-queue length as rx_queue...
+        # For a listener the kernel reports the current accept-queue length as rx_queue.
         rx_queue = fields[4].split(":")[1]
         found.append({"inode": int(fields[9]), "address": _decode_addr(addr_hex, family), "port": port,
-                      "family": family, "backlog": int(rx_queue, 16)})
-    if found:
-        limits = listen_backlog_limits()
-        for sock in found:
-            sock["backlog_max"] = limits.get(sock["inode"], 0)
+                      "family": family, "backlog": int(rx_queue, 16), "backlog_max": 0})
     return found
 
 
 _NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLM_DUMP_REQUEST, _NLMSG_DONE = 4, 20, 0x301, 3
-_INET_DIAG_MSG = struct.Struct("=BBBB48xIIIII")  # family, state, timer, retrans, id, expires, rq, wq, uid, inode
+_QUEUES = struct.Struct("=IIIII")  # expires, rqueue (waiting), wqueue (allowed), uid, inode
 
 
-def listen_backlog_limits() -> Dict[int, int]:
-    """inode -> what listen() allows to queue, for every TCP listener (the Send-Q of ``ss -lt``).
-
-    /proc/net/tcp shows how many wait, not how many may: that is only in sock_diag over netlink.
-    {} when the kernel will not say."""
-    limits: Dict[int, int] = {}
+def diag_listeners() -> Optional[List[Json]]:
+    """Every TCP listener on the host, from sock_diag; None when the kernel will not say."""
+    found: List[Json] = []
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
             nl.settimeout(1.0)
-            for family in (socket.AF_INET, socket.AF_INET6):
+            for family, inet, size in ((4, socket.AF_INET, 4), (6, socket.AF_INET6, 16)):
                 # inet_diag_req_v2: family, protocol, ext, pad, states (LISTEN only), an empty sockid
-                request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, 1 << 10)
+                request = struct.pack("=BBBBI48x", inet, socket.IPPROTO_TCP, 0, 0, 1 << 10)
                 nl.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_DUMP_REQUEST, 1, 0)
                         + request)
                 done = False
@@ -85,15 +84,18 @@ def listen_backlog_limits() -> Dict[int, int]:
                         if kind == _NLMSG_DONE or length < 16:
                             done = True
                             break
-                        if kind == _SOCK_DIAG_BY_FAMILY:
-                            fields = _INET_DIAG_MSG.unpack_from(data, offset + 16)
-                            limits[fields[8]] = fields[6]
-                        else:  # an error message: the kernel will not tell us
-                            return limits
+                        if kind != _SOCK_DIAG_BY_FAMILY:  # an error message: the kernel will not tell us
+                            return None
+                        msg = offset + 16
+                        sport = struct.unpack_from("!H", data, msg + 4)[0]  # the sockid is in network order
+                        raw = data[msg + 8:msg + 8 + size]
+                        _, waiting, allowed, _, inode = _QUEUES.unpack_from(data, msg + 52)
+                        found.append({"inode": inode, "address": socket.inet_ntop(inet, raw), "port": sport,
+                                      "family": family, "backlog": waiting, "backlog_max": allowed})
                         offset += (length + 3) & ~3
     except OSError:
-        return {}
-    return limits
+        return None
+    return found
 
 
 def socket_inodes(pid: int) -> Iterator[int]:
