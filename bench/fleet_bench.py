@@ -159,6 +159,7 @@ def main():
     parser.add_argument("--steps", action="store_true", help="also print the mean time of each step")
     parser.add_argument("--hang", choices=("stopped", "blocked"), default="stopped")
     parser.add_argument("--empty-rc", action="store_true", help="empty root's ~/.bashrc for the run (restored)")
+    parser.add_argument("--profile", metavar="FILE", help="sample each cascade-ops run with py-spy into FILE")
     options = parser.parse_args()
     rc = Path(os.path.expanduser("~/.bashrc"))
     saved = rc.read_bytes() if options.empty_rc and rc.exists() else None
@@ -221,7 +222,9 @@ def run(options):
             for _ in range(options.rounds):
                 stuck = []
                 hang(ports, options.hang, stuck)
-                wall, cpu, rss, out, err, code = measured(argv + ["--json"], REPO)
+                profiled = [str(Path(sys.executable).with_name("py-spy")), "record", "--threads", "-r", "200",
+                            "--format", "raw", "-o", options.profile, "--"] + argv if options.profile else argv
+                wall, cpu, rss, out, err, code = measured(profiled + ["--json"], REPO)
                 for sock in stuck:
                     sock.close()
                 if code:

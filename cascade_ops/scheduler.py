@@ -17,7 +17,7 @@ from . import interrupts
 from .errors import EXIT_OK, CascadeError, HostCommandError, HostCutOff, HostUnreachable
 from .hostvars import Host
 from .interrupts import Interrupted
-from .transport import Transport, connect
+from .transport import Transport, connect, prepare
 
 T = TypeVar("T")
 Work = Callable[[Host, Transport], T]
@@ -114,6 +114,7 @@ def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS,
     ``connect_options`` go to every transport (``transport.connect``). ``on_done`` is called (from
     the scheduler's thread) as each host finishes or is cut off.
     """
+    prepare(h.vars["connection"] for h in hosts)
     finished: queue.Queue[Tuple[str, HostOutcome[T]]] = queue.Queue()
     outcomes: Dict[str, HostOutcome[T]] = {}
     pending = list(hosts)

@@ -4,7 +4,7 @@ A third transport is one new module: subclass ``Transport``, declare the host va
 and add it to ``TRANSPORTS``. The inventory's ``connection`` variable picks one.
 """
 
-from typing import Any, Dict, Type
+from typing import Any, Dict, Iterable, Type
 
 from ..hostvars import VarSpec, parse_choice
 from .base import Transport
@@ -30,4 +30,11 @@ def connect(host_vars: Dict[str, Any], **options: Any) -> Transport:
     return TRANSPORTS[host_vars["connection"]](host_vars, **options)
 
 
-__all__ = ["TRANSPORTS", "LocalTransport", "SSHTransport", "Transport", "connect", "transport_vars"]
+def prepare(connections: Iterable[str]) -> None:
+    """Once per run, before the hosts are reached in parallel: each transport kind in use loads
+    what it needs."""
+    for kind in set(connections):
+        TRANSPORTS[kind].prepare()
+
+
+__all__ = ["TRANSPORTS", "LocalTransport", "SSHTransport", "Transport", "connect", "prepare", "transport_vars"]

@@ -42,6 +42,11 @@ class Transport(abc.ABC):
         self.cancelled: Optional[str] = None
         self.notes: List[str] = []  # worth telling the person running this (a host key recorded)
 
+    @classmethod
+    def prepare(cls) -> None:  # noqa: B027 (a hook: a transport that needs nothing loads nothing)
+        """Load what connecting needs, once per run, before hosts are connected in parallel (imports
+        racing in many threads wait on each other's module locks)."""
+
     def agent(self, command: str, **kwargs: Any) -> Any:
         """Run one agent command on the host and return its result; HostCommandError otherwise."""
         if self.cancelled:

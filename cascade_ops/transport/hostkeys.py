@@ -4,7 +4,8 @@ refuse an unknown key (naming it) or, when asked, record it as OpenSSH's accept-
 import base64
 import hashlib
 import os
-from typing import List
+import threading
+from typing import Any, Dict, List, Tuple
 
 import paramiko
 
@@ -40,10 +41,28 @@ class AcceptNewHostKey(paramiko.MissingHostKeyPolicy):
             f.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
 
 
+_parsed: Dict[Tuple[str, int, int], List[Any]] = {}
+_parsing = threading.Lock()
+
+
+def _entries(known_hosts: str) -> List[Any]:
+    """known_hosts parsed once per content for the whole run: decoding every key is most of a
+    connection's controller CPU when a fleet's hosts all share one file (as they usually do)."""
+    info = os.stat(known_hosts)
+    key = (known_hosts, info.st_mtime_ns, info.st_size)
+    with _parsing:
+        if key not in _parsed:
+            keys = paramiko.HostKeys()
+            keys.load(known_hosts)
+            _parsed.clear()  # an older content of the file (a key was just recorded) is not needed again
+            _parsed[key] = keys._entries  # type: ignore[attr-defined]  # each client gets its own list
+        return _parsed[key]
+
+
 def apply_policy(client: paramiko.SSHClient, known_hosts: str, accept_new: bool) -> paramiko.MissingHostKeyPolicy:
     """Load known_hosts and set our policy: both before the first connection."""
     if os.path.exists(known_hosts):
-        client.load_host_keys(known_hosts)
+        client.get_host_keys()._entries = list(_entries(known_hosts))  # type: ignore[attr-defined]
     policy = AcceptNewHostKey(known_hosts) if accept_new else RejectUnknownHostKey(known_hosts)
     client.set_missing_host_key_policy(policy)
     return policy

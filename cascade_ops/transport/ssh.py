@@ -65,6 +65,13 @@ class SSHTransport(Transport):
         VarSpec("connect_timeout", parse_duration, 10.0),  # TCP connect, banner and authentication
     )
 
+    @classmethod
+    def prepare(cls) -> None:
+        import fabric  # noqa: F401
+        import paramiko  # noqa: F401
+
+        from . import hostkeys  # noqa: F401
+
     def __init__(self, host_vars: Dict[str, Any], accept_new_host_keys: bool = False,
                  become_password: Optional[str] = None, **options: Any):
         super().__init__(host_vars)
