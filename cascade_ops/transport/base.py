@@ -43,7 +43,7 @@ class Transport(abc.ABC):
         self.notes: List[str] = []  # worth telling the person running this (a host key recorded)
 
     @classmethod
-    def prepare(cls) -> None:  # noqa: B027 (a hook: a transport that needs nothing loads nothing)
+    def prepare(cls) -> None:
         """Load what connecting needs, once per run, before hosts are connected in parallel (imports
         racing in many threads wait on each other's module locks)."""
 
