@@ -45,7 +45,8 @@ class Transport(abc.ABC):
     @classmethod
     def prepare(cls) -> None:
         """Load what connecting needs, once per run, before hosts are connected in parallel (imports
-        racing in many threads wait on each other's module locks)."""
+        racing in many threads wait on each other's module locks). A local host needs nothing."""
+        return None
 
     def agent(self, command: str, **kwargs: Any) -> Any:
         """Run one agent command on the host and return its result; HostCommandError otherwise."""
