@@ -152,9 +152,19 @@ def _tls_context() -> Any:
     return ssl.create_default_context()
 
 
+_warming = threading.Lock()
+_warmed: List[bool] = []
+
+
 def warm_up() -> None:
     """Load the clients verification needs (httpx, pyjwt, a TLS context: a third of a second) in the
-    background, while a just-started backend boots: verify then starts at once."""
+    background, while a just-started backend boots: verify then starts at once. Once per process:
+    a fleet's hosts starting together would otherwise race each other's imports."""
+    with _warming:
+        if _warmed:
+            return
+        _warmed.append(True)
+
     def load() -> None:
         import httpx  # noqa: F401
         import jwt  # noqa: F401
