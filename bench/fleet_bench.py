@@ -46,10 +46,18 @@ Subsystem sftp internal-sftp
 """
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port never handed out before in this run (the kernel may repeat one not yet bound)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def holders(port):
@@ -159,6 +167,8 @@ def main():
     parser.add_argument("--steps", action="store_true", help="also print the mean time of each step")
     parser.add_argument("--hang", choices=("stopped", "blocked"), default="stopped")
     parser.add_argument("--empty-rc", action="store_true", help="empty root's ~/.bashrc for the run (restored)")
+    parser.add_argument("--probe-timeout", default="1", help="seconds; a saturated machine (N=200 on 2 cores) "
+                        "needs more than 1 to answer the verification at all")
     parser.add_argument("--profile", metavar="FILE", help="sample each cascade-ops run with py-spy into FILE")
     options = parser.parse_args()
     rc = Path(os.path.expanduser("~/.bashrc"))
@@ -203,7 +213,7 @@ def run(options):
                      "    key_file: '%s'" % (keys / "client"), "    known_hosts: '%s'" % (root / "known_hosts"),
                      "    python: '%s'" % sys.executable, "    process_match: light_backend",
                      "    start_command: '{python} %s {port}'" % (REPO / "bench" / "light_backend.py"),
-                     "    probe_timeout: 1", "  hosts:"]
+                     "    probe_timeout: %s" % options.probe_timeout, "  hosts:"]
             ports = []
             for index in range(size):
                 port = free_port()
