@@ -285,8 +285,10 @@ def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[st
         found = {}
         for path in {r["incident_report"] for r in runs if r.get("incident_report")}:
             text = transport.agent("read_text", path=path)
-            if text:
-                found[path] = json.loads(text)
+            try:
+                found[path] = json.loads(text) if text else None
+            except ValueError:  # a torn or foreign file: the page links to nothing rather than fail
+                found[path] = None
         return runs, found
     answers = on_hosts(select_hosts(inventory, limit, vars), read)
     incidents: Dict[str, Any] = {}
