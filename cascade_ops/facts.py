@@ -268,9 +268,14 @@ def owner_hints(v: Dict[str, Any]) -> Dict[str, Any]:
     return {key: v[key] for key in ("unit", "program", "supervisor_conf", "container")}
 
 
+def pid_path(v: Dict[str, Any]) -> str:
+    """Where the backend cascade-ops starts records its pid (read back with every diagnosis)."""
+    return os.path.join(v["state_dir"], "backend.pid")
+
+
 def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) -> Diagnosis:
     """A host's diagnosis in one agent call (one round trip when remote)."""
     raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
                           probe_timeout=v["probe_timeout"], probe=probe, owner_hints=owner_hints(v),
-                          pidfile=os.path.join(v["state_dir"], "backend.pid"))
+                          pidfile=pid_path(v))
     return Diagnosis.from_agent(raw, v["port"])

@@ -102,18 +102,19 @@ def observe(pids: List[int], conf: str, program: Optional[str] = None) -> Json:
     return found
 
 
+def _change(conf: str, method: str, program: str, already: str) -> None:
+    """Ask without waiting; the fault saying it is so already (``already``) is success."""
+    try:
+        _ask(conf, method, program, False)
+    except AgentError as exc:
+        if already not in str(exc):
+            raise
+
+
 def stop(conf: str, program: str) -> None:
     """Ask supervisord to stop ``program`` without waiting: supervisord then does not respawn it."""
-    try:
-        _ask(conf, "stopProcess", program, False)
-    except AgentError as exc:
-        if "NOT_RUNNING" not in str(exc):
-            raise
+    _change(conf, "stopProcess", program, "NOT_RUNNING")
 
 
 def start(conf: str, program: str) -> None:
-    try:
-        _ask(conf, "startProcess", program, False)
-    except AgentError as exc:
-        if "ALREADY_STARTED" not in str(exc):
-            raise
+    _change(conf, "startProcess", program, "ALREADY_STARTED")

@@ -5,7 +5,7 @@ import shlex
 import time
 from typing import Any, Dict, List
 
-from ..facts import ProcessFacts, owner_hints
+from ..facts import ProcessFacts, owner_hints, pid_path
 from ..owners import KINDS, Owner
 from . import ownership
 from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
@@ -125,10 +125,6 @@ def start_command(v: Dict[str, Any]) -> List[str]:
             "--host", v["bind_host"], "--port", str(v["port"])]
     drain = int(v["grace"]) - 1  # open connections (a WebSocket) are closed before grace runs out
     return argv + ["--timeout-graceful-shutdown", str(drain)] if drain >= 1 else argv
-
-
-def pid_path(v: Dict[str, Any]) -> str:
-    return os.path.join(v["state_dir"], "backend.pid")
 
 
 def log_path(v: Dict[str, Any]) -> str:
