@@ -10,7 +10,9 @@ from cascade_ops.hostvars import SPECS
 from cascade_ops.runner import batch_size
 from cascade_ops.steps import HostRun
 from cascade_ops.steps.base import Plan, Skipped, StepFailed, Unchanged
+from cascade_ops.steps.diagnose import Diagnose
 from cascade_ops.steps.files import DeployFile, JwtSecret, MountRouter, SeedApp
+from cascade_ops.steps.preflight import Preflight
 from cascade_ops.steps.process import Start, Terminate
 from cascade_ops.steps.termination import plan_termination
 from cascade_ops.steps.verify import Verify
@@ -131,6 +133,22 @@ def test_bad_batch_sizes_are_config_errors(serial):
 
 HEALTHY = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN)], {100: [7]}, probe_ok=True)
 HUNG = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, state="T")], {100: [7]})
+
+
+def test_preflight_refuses_the_whole_run_naming_every_problem():
+    run, transport = run_on(answers={"preflight": ["app_dir /srv/ap does not exist", "bind_host 127.0.0.l is bad"]})
+    with pytest.raises(StepFailed, match=r"not starting: app_dir /srv/ap does not exist; bind_host .*was changed"):
+        Preflight().plan(run, {}, Preflight().gather(run, {}))
+    assert transport.commands() == ["preflight"]
+    run, _ = run_on(answers={"preflight": []})
+    assert isinstance(Preflight().plan(run, {}, Preflight().gather(run, {})), Unchanged)
+
+
+def test_diagnose_records_the_facts_for_the_later_steps_and_changes_nothing():
+    run, _ = run_on(None)
+    outcome = Diagnose().plan(run, {}, HUNG)
+    assert isinstance(outcome, Unchanged) and "stopped" in outcome.message
+    assert run.diagnosis is HUNG
 
 
 def test_terminate_leaves_a_healthy_unchanged_backend_running():

@@ -8,11 +8,14 @@ with ``why`` when it cannot be asked from here); what to do about it is decided 
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import docker, supervisor, systemd
+from . import systemd
 from .files import atomic_write, read_secret
 from .procfs import ancestry, process_table
 from .registry import AgentError, command
 from .signals import terminate
+
+# The docker and supervisord clients (http.client, xmlrpc.client) are imported where a holder has
+# such an owner: the diagnosis of a detached backend, the hot path, never loads them.
 
 Json = Dict[str, Any]
 Hints = Dict[str, Optional[str]]  # the host's manager settings: unit, program, supervisor_conf, container
@@ -30,6 +33,7 @@ def _is_supervisord(proc: Json) -> bool:
 
 
 def _docker_socket(by_pid: Dict[int, Json]) -> str:
+    from . import docker
     for proc in by_pid.values():
         if proc["comm"] == "dockerd":
             return docker.socket_from_cmdline(proc["cmdline"]) or docker.DEFAULT_SOCKET
@@ -37,6 +41,7 @@ def _docker_socket(by_pid: Dict[int, Json]) -> str:
 
 
 def _supervisor_conf(proc: Json, hints: Hints) -> Optional[str]:
+    from . import supervisor
     if hints.get("supervisor_conf"):
         return hints["supervisor_conf"]
     try:
@@ -56,6 +61,7 @@ def owner_of(pid: int, by_pid: Dict[int, Json], port: int, hints: Hints, memo: D
 
     chain = [by_pid[p] for p in ancestry(pid, by_pid)]
     if chain and chain[0]["comm"] == "docker-proxy":  # forwards the port into a container's network
+        from . import docker
         sock = _docker_socket(by_pid)
         return dict(once(("docker", sock, port), docker.observe, sock, hints.get("container"), port),
                     via="docker-proxy pid %d" % pid)
@@ -65,6 +71,7 @@ def owner_of(pid: int, by_pid: Dict[int, Json], port: int, hints: Hints, memo: D
             if namespace not in (None, "moby"):
                 return {"kind": "containerd", "container": ident, "reachable": False,
                         "why": "containerd namespace %s is not docker's: cascade-ops cannot ask it" % namespace}
+            from . import docker
             sock = _docker_socket(by_pid)
             return once(("docker", sock, ident), docker.observe, sock, ident)
         if _is_supervisord(proc):
@@ -73,6 +80,7 @@ def owner_of(pid: int, by_pid: Dict[int, Json], port: int, hints: Hints, memo: D
                 return {"kind": "supervisor", "supervisord": proc["pid"], "reachable": False,
                         "why": "cannot tell which configuration supervisord pid %d runs: set supervisor_conf"
                         % proc["pid"]}
+            from . import supervisor
             below = [p["pid"] for p in chain[:index]]
             return dict(once(("supervisor", conf, tuple(below)), supervisor.observe, below, conf),
                         supervisord=proc["pid"])
@@ -92,6 +100,7 @@ def holder_owners(pids: List[int], by_pid: Dict[int, Json], port: int, hints: Hi
 @command
 def configured_owner(manager: str, hints: Hints) -> Json:
     """The owner the host's variables name, for when nothing holds the port to observe one."""
+    from . import docker, supervisor
     if manager == "systemd":
         unit = hints.get("unit") or ""
         if not systemd.booted():
@@ -125,6 +134,7 @@ def owner_stop(owner: Json, targets: List[Dict[str, int]], listening: List[int],
     or alive after ``grace``, is killed by its pinned identity. A stop asked for is not a crash: the
     owner does not respawn it.
     """
+    from . import docker, supervisor
     kind = owner["kind"]
     if kind == "docker":  # dockerd kills the container itself after the timeout (0 for a hung one)
         docker.stop(owner["socket"], owner["container"], 0 if hung_after is not None else grace)
@@ -144,6 +154,7 @@ def owner_start(owner: Json, argv: Optional[List[str]] = None, cwd: str = "/", l
                 secret_env: Optional[Dict[str, str]] = None) -> Json:
     """Ask ``owner`` to start the backend. A systemd unit that does not exist yet is created as a
     transient unit running ``argv`` (its environment, secrets included, in a 0600 ``env_file``)."""
+    from . import docker, supervisor
     kind = owner["kind"]
     if kind == "systemd" and owner.get("load_state") == "not-found":
         if not argv:
@@ -167,6 +178,7 @@ def owner_start(owner: Json, argv: Optional[List[str]] = None, cwd: str = "/", l
 @command
 def owner_status(owner: Json) -> Json:
     """The owner's own word on the backend now (state, main pid, restart count)."""
+    from . import docker, supervisor
     kind = owner["kind"]
     if kind == "systemd":
         return dict(systemd.show(owner["unit"]), kind=kind, reachable=True)

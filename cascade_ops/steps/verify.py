@@ -166,9 +166,12 @@ def warm_up() -> None:
         _warmed.append(True)
 
     def load() -> None:
-        import httpx  # noqa: F401
-        import jwt  # noqa: F401
-        _tls_context()
+        import httpx
+        import jwt
+        # A client's transport (httpcore, h11) and pyjwt's HMAC load on first use, not on import.
+        httpx.Client(trust_env=False, verify=_tls_context()).close()
+        key = secrets.token_hex(32)
+        jwt.decode(jwt.encode({"sub": "warm-up"}, key, algorithm="HS256"), key, algorithms=["HS256"])
     threading.Thread(target=load, daemon=True, name="verify-warm-up").start()
 
 
