@@ -7,6 +7,8 @@ host's lock; 6 the watchdog's restart budget is spent; 130 / 143 interrupted by 
 (the run stopped at the next safe point).
 """
 
+import atexit
+import gc
 import os
 import sys
 
@@ -14,6 +16,12 @@ from invoke import Collection
 
 from .hosts import bootstrap, demo_recover, deploy, diagnose, hang, recover, report, show_inventory, verify, watch
 from .schedule import cron_install, cron_remove, cron_status, timer_install, timer_remove, timer_status
+
+# A command's process ends right after its answer. The interpreter's last garbage collections over
+# the few hundred modules a run loads take 40 to 100 ms here and free nothing the kernel would not:
+# freezing the heap at exit skips them. Nothing is lost: every file is written in a with-block, and
+# the interpreter flushes the standard streams itself.
+atexit.register(gc.freeze)
 
 __all__ = [
     "bootstrap",
