@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from support import HANG_APP, SSHD, Fleet, Reaper, Site, WebhookServer, free_port, wait_for
+from support import HANG_APP, SSHD, Bystander, Fleet, Reaper, Site, WebhookServer, free_port, wait_for
 
 
 @pytest.fixture
@@ -20,6 +20,12 @@ def reaper():
 @pytest.fixture
 def site(tmp_path, reaper):
     return Site(tmp_path, reaper)
+
+
+@pytest.fixture
+def bystander(tmp_path, reaper):
+    """A signal-recording process with "uvicorn" in its command line, beside the backend."""
+    return Bystander(tmp_path, reaper)
 
 
 @pytest.fixture

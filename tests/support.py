@@ -199,6 +199,40 @@ def python_script(code: str) -> str:
     return textwrap.dedent(code)
 
 
+SIGNAL_RECORDER = python_script("""
+    import signal, sys, time
+    log = open(sys.argv[1], "a", buffering=1)
+    def record(signum, frame):
+        log.write(signal.Signals(signum).name + "\\n")
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            try:
+                signal.signal(sig, record)
+            except (OSError, ValueError):
+                pass
+    log.write("ready\\n")
+    while True:
+        time.sleep(60)
+""")
+
+
+class Bystander:
+    """A process beside the backend that a careless run would hit (its command line names uvicorn;
+    it holds no port), recording every signal it receives; SIGKILL and SIGSTOP show in its state."""
+
+    def __init__(self, root: Path, reaper: Reaper):
+        self.log = root / "bystander.signals"
+        self.proc = reaper.popen([sys.executable, "-c", SIGNAL_RECORDER, str(self.log), "uvicorn", "main:app"])
+        wait_for(lambda: self.log.exists() and "ready" in self.log.read_text(), message="the bystander")
+
+    def signals(self):
+        return [line for line in self.log.read_text().splitlines() if line != "ready"]
+
+    def untouched(self) -> bool:
+        return (self.proc.poll() is None and psutil.Process(self.proc.pid).status() != psutil.STATUS_STOPPED
+                and self.signals() == [])
+
+
 class WebhookServer:
     """A real HTTP server on loopback that records the JSON bodies POSTed to it, and the paths of
     GETs (a dead-man monitor's pings)."""

@@ -63,7 +63,7 @@ BAD_HOST_INPUT = [
 
 @pytest.mark.parametrize("hung", [False, True], ids=["healthy", "hung"])
 @pytest.mark.parametrize("name,value,code,message", BAD_HOST_INPUT, ids=[c[0] for c in BAD_HOST_INPUT])
-def test_bad_input_changes_nothing(site, hung, name, value, code, message):
+def test_bad_input_changes_nothing(site, bystander, hung, name, value, code, message):
     pid, created, files = ready(site, hung)
     if not hung:  # a changed release, so that a careless run would have something to do
         site.auth_module.write_text(site.auth_module.read_text() + "\n# release 2\n")
@@ -73,9 +73,10 @@ def test_bad_input_changes_nothing(site, hung, name, value, code, message):
     assert message in done.stdout + done.stderr
     assert_untouched(site, pid, created, files, hung)
     assert not (site.root / "ap").exists()
+    assert bystander.untouched(), bystander.signals()
 
 
-def test_a_rollback_undoes_only_what_the_run_did(site):
+def test_a_rollback_undoes_only_what_the_run_did(site, bystander):
     """mount_router fails after deploy_file replaced the auth module on a healthy backend: the
     file is put back, and the backend, which this run never touched, keeps running."""
     pid, created, files = ready(site, hung=False)
@@ -93,10 +94,11 @@ def test_a_rollback_undoes_only_what_the_run_did(site):
     assert host.status == "rolled_back" and run.exit_code == 2
     assert [s.name for s in host.steps][-1] == "rollback" and "not restarted by this run" in host.steps[-1].message
     assert_untouched(site, pid, created, files, hung=False, skip=kept)
+    assert bystander.untouched(), bystander.signals()
 
 
 @pytest.mark.parametrize("hung", [False, True], ids=["healthy", "hung"])
-def test_malformed_inventories_and_options_exit_4_naming_file_and_line(site, tmp_path, hung):
+def test_malformed_inventories_and_options_exit_4_naming_file_and_line(site, bystander, tmp_path, hung):
     pid, created, files = ready(site, hung)
     text = site.inventory.read_text()
     cases = []
@@ -128,6 +130,7 @@ def test_malformed_inventories_and_options_exit_4_naming_file_and_line(site, tmp
         assert message in done.stderr, (argv, done.stderr)
         assert "Traceback" not in done.stderr
     assert_untouched(site, pid, created, files, hung)
+    assert bystander.untouched(), bystander.signals()
 
 
 def _line_of(path, needle):
