@@ -6,7 +6,8 @@ Scenarios, each alternating the tools round by round so machine noise hits them 
   stopped  the backend is SIGSTOPped; recover it (1 s probe deadline for every tool)
   blocked  its event loop is blocked (a sync sleep in an async handler); recover it
   healthy  the backend is fine; a run must notice and do nothing
-Prints the median wall time of each and the ratios to the baseline.
+Prints the median wall time of each and the ratios to the baseline, and the floor under every
+`invoke` command in the same rounds: `invoke --list` (the interpreter, Invoke, our task collection).
 """
 
 import argparse
@@ -112,6 +113,7 @@ def main():
                       + ["@local", str(REPO / "bench" / "pyinfra_local_recover.py")]))
     scenarios = ("stopped", "blocked", "healthy")
     results = {(scenario, name): [] for scenario in scenarios for name, _ in tools}
+    floor = []
     stuck = []
     try:
         timed(invoke, cwd=REPO)  # deploy and start once: the rounds measure recovery only
@@ -122,6 +124,7 @@ def main():
                 block_backend(port, stuck)
                 results[("blocked", name)].append(timed(argv, cwd=REPO))
                 results[("healthy", name)].append(timed(argv, cwd=REPO))
+            floor.append(timed(invoke[:3] + ["--list"], cwd=REPO))
     finally:
         for sock in stuck:
             sock.close()
@@ -138,6 +141,7 @@ def main():
         print("%-8s %s   %s" % (scenario, " ".join("%12.3f" % m for m in medians),
                                  "  ".join("%s %.2fx" % (n, m / base) for n, m in zip(names, medians)
                                            if n != "baseline")))
+    print("floor: `invoke --list` %.3f s (median), under every cascade-ops figure above" % statistics.median(floor))
 
 
 if __name__ == "__main__":
