@@ -152,3 +152,15 @@ def test_importing_the_transports_does_not_load_fabric():
             "print(sorted(m for m in ('fabric', 'paramiko', 'httpx', 'jwt') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_diagnosing_a_detached_backend_loads_no_owner_client():
+    """The docker and supervisord clients (http.client, xmlrpc.client) load only for a holder they
+    own: the hot path, a detached backend's diagnosis, never pays for them."""
+    code = ("import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+            "from cascade_ops.agent.hostfacts import host_facts; "
+            "facts = host_facts(port=s.getsockname()[1], bind_host='127.0.0.1', health_path='/health', "
+            "probe_timeout=0.2); "
+            "print(len(facts['holders']), sorted(m for m in ('http.client', 'xmlrpc.client') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert done.stdout.strip() == "1 []", done.stdout + done.stderr
