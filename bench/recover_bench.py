@@ -97,8 +97,8 @@ def main():
     inventory.write_text("all:\n  hosts:\n    bench:\n      port: %d\n      app_dir: '%s'\n"
                          "      auth_module: '%s'\n      probe_timeout: 1\n"
                          % (port, app_dir, REPO / "playbooks" / "files" / "auth.py"))
-    invoke = [str(Path(sys.executable).with_name("invoke")), "-r", str(REPO), "recover",
-              "--inventory", str(inventory)]
+    program = [str(Path(sys.executable).with_name("invoke")), "-r", str(REPO)]
+    invoke = program + ["recover", "--inventory", str(inventory)]
     baseline = ["bash", str(REPO / "bench" / "baseline.sh"), str(port), str(app_dir),
                 str(REPO / "playbooks" / "files" / "auth.py"), sys.executable,
                 str(app_dir / ".cascade-ops" / "jwt-secret"), str(root / "baseline.log")]
@@ -124,7 +124,7 @@ def main():
                 block_backend(port, stuck)
                 results[("blocked", name)].append(timed(argv, cwd=REPO))
                 results[("healthy", name)].append(timed(argv, cwd=REPO))
-            floor.append(timed(invoke[:3] + ["--list"], cwd=REPO))
+            floor.append(timed(program + ["--list"], cwd=REPO))
     finally:
         for sock in stuck:
             sock.close()
