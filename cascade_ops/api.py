@@ -187,6 +187,31 @@ def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars
                     become_password=become_password)
 
 
+def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+           vars: Iterable[str] = (), hosts: Optional[List[Host]] = None) -> PerHost[str]:
+    """A one-time code per selected host that activates ``username``'s account there within ``ttl``
+    (a duration, 1m to 7d; see ``activation``): signed with that host's JWT secret, which never
+    leaves this process."""
+    import time
+
+    from .activation import activation_code
+    from .hostvars import parse_duration
+    if not username or len(username) > 256:
+        raise ConfigError("expected a citizen's name of 1 to 256 characters", field="NAME")
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--ttl") from None
+    if not 60 <= seconds <= 7 * 86400:
+        raise ConfigError("expected 1m to 7d, got %r" % (ttl,), field="--ttl")
+    expiry = int(time.time() + seconds)
+
+    def mint(host: Host, transport: Transport) -> str:
+        secret = transport.agent("read_secret", path=host.vars["jwt_secret_file"])
+        return activation_code(secret, username, expiry)
+    return on_hosts(_hosts(inventory, limit, vars, hosts), mint)
+
+
 def _hosts(inventory: str, limit: Optional[str], vars: Iterable[str], hosts: Optional[List[Host]]) -> List[Host]:
     return hosts if hosts is not None else select_hosts(inventory, limit, vars)
 
@@ -264,14 +289,12 @@ def incidents(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
 
 
 def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-                  vars: Iterable[str] = ()) -> "PerHost[Optional[Tuple[str, Dict[str, Any]]]]":
-    """Each host's newest incident report as (path, document), or None."""
+                  vars: Iterable[str] = ()) -> "PerHost[Optional[Tuple[str, Dict[str, Any], List[str]]]]":
+    """Each host's newest readable incident report as (path, document, the newer files that did not
+    read as one), or None when it has none at all."""
     from . import report
-
-    def newest(host: Host, transport: Transport) -> Optional[Tuple[str, Dict[str, Any]]]:
-        paths = report.stored(transport, host.vars)
-        return (paths[-1], report.load(transport, paths[-1])) if paths else None
-    return on_hosts(select_hosts(inventory, limit, vars), newest)
+    return on_hosts(select_hosts(inventory, limit, vars),
+                    lambda host, transport: report.newest(transport, report.stored(transport, host.vars)))
 
 
 def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,

@@ -148,6 +148,20 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
+class RecordedStart:
+    """What ``state_dir/backend.pid`` claims (the backend an earlier run started) and the facts that
+    prove it or not: the start record written beside it, and the live process's working directory."""
+
+    pid: int
+    record: Optional[Dict[str, Any]]  # pid, start_ticks, argv, cwd, cwd_real, port, user (None: no record)
+    live_cwd: Optional[str]
+
+    @classmethod
+    def from_agent(cls, raw: Optional[Dict[str, Any]]) -> "Optional[RecordedStart]":
+        return cls(raw["pid"], raw.get("record"), raw.get("cwd")) if raw else None
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     """What a host looks like now: who holds the port, and whether it answers."""
 
@@ -159,7 +173,8 @@ class Diagnosis:
     unreadable_pids: int
     probe: Optional[ProbeResult]
     orphan_sockets: Tuple[ListenSocket, ...] = field(default=())  # listening, holder not visible
-    recorded_pid: Optional[int] = None  # state_dir/backend.pid: the backend an earlier run started
+    recorded: Optional[RecordedStart] = None  # state_dir/backend.pid: the backend an earlier run started
+    run_user: str = ""  # the user this run acts as on the host
 
     @classmethod
     def from_agent(cls, raw: Dict[str, Any], port: int) -> "Diagnosis":
@@ -176,7 +191,8 @@ class Diagnosis:
         held = {i for h in holders for i in h.inodes}
         probe = ProbeResult.from_agent(raw["probe"]) if raw.get("probe") else None
         return cls(port, sockets, holders, processes, frozenset(raw["protected"]), raw["unreadable_pids"],
-                   probe, tuple(s for s in sockets if s.inode not in held), raw.get("recorded_pid"))
+                   probe, tuple(s for s in sockets if s.inode not in held),
+                   RecordedStart.from_agent(raw.get("recorded")), raw.get("run_user", ""))
 
     @property
     def in_the_way(self) -> Tuple[PortHolder, ...]:
@@ -201,6 +217,22 @@ class Diagnosis:
         return bool(self.probe and self.probe.ok and not self.hung_holders)
 
     @property
+    def slow(self) -> bool:
+        """It answers nothing within probe_timeout but still accepts connections: its event loop
+        runs, a handler is slow. Not hung: a replacement would be as slow (see ``restart_slow``)."""
+        return bool(self.probe and self.probe.error == "slow" and not self.hung_holders and not self.forwarded)
+
+    @property
+    def forwarded(self) -> bool:
+        """A forwarder (docker-proxy) holds the port: it accepts every connection itself, so
+        acceptance says nothing of the backend behind it."""
+        return any(h.owner.via for h in self.in_the_way)
+
+    def left_alone(self, restart_slow: bool) -> bool:
+        """Nothing here for a recovery to mend: healthy, or slow and not to be restarted for it."""
+        return self.healthy or (self.slow and not restart_slow)
+
+    @property
     def backlog(self) -> int:
         return sum(s.backlog for s in self.sockets)
 
@@ -218,10 +250,15 @@ class Diagnosis:
         if not self.blocking_sockets:
             others = " (only on %s)" % ", ".join(s.endpoint for s in self.sockets) if self.sockets else ""
             return "unhealthy: nothing listens on port %d%s" % (self.port, others)
+        if self.slow and self.probe:
+            return "slow, not hung: %s" % self.probe.detail
         if self.hung_holders:
             names = ", ".join("pid %d is %s" % (h.pid, h.process.state) for h in self.hung_holders)
             return "unhealthy: %s (known hung, probe skipped)" % names
         backlog = " (accept backlog %d)" % self.backlog if self.backlog else ""
+        if self.probe and self.probe.error == "slow":  # through a forwarder: no answer is all that is known
+            return "unhealthy: no answer from %s within the probe timeout (through %s)%s" % (
+                self.probe.url, ", ".join(h.process.comm for h in self.in_the_way if h.owner.via), backlog)
         return "unhealthy: %s%s" % (self.probe.describe() if self.probe else "not probed", backlog)
 
     def master_of(self, holder: PortHolder) -> Optional[int]:

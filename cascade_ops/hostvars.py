@@ -4,6 +4,7 @@ Names are a contract (playbooks, tests and users rely on them), so an unknown na
 never silently ignored. Values may refer to other variables as ``{name}``.
 """
 
+import math
 import os
 import re
 import string
@@ -28,6 +29,8 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError("expected a duration such as 30, 30s, 15m or 1h, got %r" % value)
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError("expected a finite duration, got %r" % (value,))
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds
@@ -61,6 +64,8 @@ def parse_positive_float(value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError("expected a number, got %r" % (value,))
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number, got %r" % (value,))
     if number <= 0:
         raise ValueError("must be greater than 0")
     return number
@@ -77,10 +82,17 @@ def parse_bool(value: Any) -> bool:
     raise ValueError("expected true or false, got %r" % (value,))
 
 
+MAX_VALUE_CHARS = 4096  # a path, a command line, a regex or a URL: longer is a mistake or an attack
+
+
 def parse_str(value: Any) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise ValueError("expected a string, got %s" % type(value).__name__)
-    return str(value)
+        from .yamlsrc import kind_of
+        raise ValueError("expected a string, got %s" % kind_of(value))
+    text = str(value)
+    if len(text) > MAX_VALUE_CHARS:
+        raise ValueError("%d characters: longer than the %d a value may have" % (len(text), MAX_VALUE_CHARS))
+    return text
 
 
 def parse_regex(value: Any) -> str:
@@ -143,12 +155,18 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("supervisor_conf", parse_str, path="host"),  # when it cannot be read off supervisord's command line
     VarSpec("container", parse_str),  # the backend's docker container, by name or id
     VarSpec("force", parse_bool, False),
+    # Whose detached processes may be the backend (default: whom an earlier run started it as, else
+    # the run's user); a holder run by anyone else is refused unless force.
+    VarSpec("backend_user", parse_str),
     VarSpec("auth_module", parse_str, path="controller"),
     VarSpec("auth_dest", parse_str, "api/auth.py"),
     VarSpec("jwt_secret_file", parse_str, "{state_dir}/jwt-secret", path="host"),
     VarSpec("redis_url", parse_str),
     VarSpec("health_path", parse_http_path, "/health"),
     VarSpec("probe_timeout", parse_positive_float, 1.0),
+    # A backend that accepts connections but answers later than probe_timeout is slow, not hung:
+    # reported and left running, unless this says to restart it.
+    VarSpec("restart_slow", parse_bool, False),
     VarSpec("grace", parse_duration, 5.0),  # SIGTERM to SIGKILL for a healthy backend being replaced
     VarSpec("hung_grace", parse_duration, 1.0),  # the same for one known hung (stopped, or failed the probe)
     VarSpec("start_timeout", parse_duration, 30.0),

@@ -1,7 +1,8 @@
-"""Ctrl-C (SIGINT) and SIGTERM to a run: it stops at the next safe point, between two steps (never
-inside an agent command, so never between writing a file and renaming it), says where it stopped
-and what state it leaves the backend in, writes that to the incident report, releases the lock and
-exits 130 (SIGINT) or 143 (SIGTERM). A second signal ends the process at once.
+"""Ctrl-C (SIGINT), SIGTERM and SIGHUP (the terminal closed) to a run: it stops at the next safe
+point, between two steps (never inside an agent command, so never between writing a file and
+renaming it), says where it stopped and what state it leaves the backend in, writes that to the
+incident report, releases the lock and exits 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP). A second
+signal ends the process at once.
 """
 
 import contextlib
@@ -39,9 +40,12 @@ def _handler(signum: int, frame: Any) -> None:
     if _requested is not None:
         os._exit(128 + signum)  # the second signal: at once, as asked
     _requested = signum
-    sys.stderr.write("cascade-ops: %s: stopping at the next safe point (again to stop at once)\n"
-                     % signal.Signals(signum).name)
-    sys.stderr.flush()
+    try:
+        sys.stderr.write("cascade-ops: %s: stopping at the next safe point (again to stop at once)\n"
+                         % signal.Signals(signum).name)
+        sys.stderr.flush()
+    except (OSError, ValueError):  # after SIGHUP the terminal may be gone: the run still stops cleanly
+        pass
 
 
 @contextlib.contextmanager
@@ -51,7 +55,7 @@ def handled() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     _requested = None
     try:
         yield

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
 from .hostvars import Origin, RawVar
-from .yamlsrc import Located, expect_mapping, load_file
+from .yamlsrc import Located, check_file, expect_mapping, kind_of, load_file, read_text
 
 Vars = Dict[str, RawVar]
 SCRIPT_TIMEOUT_S = 60.0
@@ -92,11 +92,7 @@ def parse_ini(path: str) -> Tree:
     """An Ansible INI inventory: ``[group]`` hosts (ranges, ``host:port``, inline ``key=value``),
     ``[group:vars]``, ``[group:children]``; lines before any section are ``ungrouped`` hosts."""
     base = os.path.dirname(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("cannot read the inventory: %s" % exc, path) from None
+    lines = read_text(path, "an inventory file").splitlines()
     tree: Tree = {"all": GroupDef(line=1)}
     pending: Dict[str, int] = {}  # groups named as children or given :vars before being declared
     group, state = "ungrouped", "hosts"
@@ -210,7 +206,7 @@ def from_yaml(data: Located, path: str) -> Tree:
 def from_json(doc: Any, source: str) -> Tree:
     """The JSON of a script inventory's ``--list`` (and of ``ansible-inventory --list``)."""
     if not isinstance(doc, dict):
-        raise ConfigError("expected a JSON object of groups, got %s" % type(doc).__name__, source)
+        raise ConfigError("expected a JSON object of groups, got %s" % kind_of(doc), source)
     origin = Origin(source, None, os.path.dirname(source))
     tree: Tree = {"all": GroupDef()}
     meta = doc.get("_meta", {}).get("hostvars", {}) if isinstance(doc.get("_meta"), dict) else {}
@@ -282,13 +278,11 @@ def vars_dir(base: str, kind: str, name: str) -> Vars:
 def read_source(path: str) -> Tuple[Tree, bool]:
     """The tree of an inventory file, and whether it is Ansible's own (INI, a script, JSON, or YAML
     using ``ansible_*`` variables or vars directories): those default to ``connection: ssh``."""
-    if not os.path.isfile(path):
-        raise ConfigError("no such inventory file", path)
+    check_file(path, "an inventory file")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".json":
         try:
-            with open(path, encoding="utf-8") as f:
-                return from_json(json.load(f), path), True
+            return from_json(json.loads(read_text(path, "an inventory file")), path), True
         except ValueError as exc:
             raise ConfigError("not valid JSON: %s" % exc, path) from None
     if ext not in (".yml", ".yaml") and os.access(path, os.X_OK):

@@ -2,7 +2,7 @@
 
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Sequence, Tuple
 
 from .owners import WHAT
 
@@ -128,9 +128,14 @@ def _evidence_lines(evidence) -> List[str]:
     return lines
 
 
-def incident_text(path: str, doc: dict) -> str:
+def unreadable_text(unreadable: List[str]) -> str:
+    return "".join("\n  skipped %s" % why for why in unreadable)
+
+
+def incident_text(path: str, doc: dict, unreadable: Sequence[str] = ()) -> str:
     """An incident report in words: diagnosis, evidence, actions, verification, rollback."""
     lines = ["%s: %s at %s (%.2fs)  [%s]" % (doc["host"], doc["outcome"], doc["started_at"], doc["duration_s"], path)]
+    lines += ["  skipped a newer file, %s" % why for why in unreadable]
     d = doc.get("diagnosis")
     if d:
         lines.append("  diagnosis: " + d["verdict"])

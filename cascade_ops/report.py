@@ -8,7 +8,7 @@ import json
 import os
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .agent.files import REDACTED
 from .errors import HostCommandError
@@ -69,5 +69,18 @@ def stored(transport, host_vars) -> List[str]:
     return [os.path.join(directory, n) for n in names if n.startswith(PREFIX) and n.endswith(".json")]
 
 
-def load(transport, path: str) -> Dict[str, Any]:
-    return json.loads(transport.agent("read_text", path=path))
+def newest(transport, paths: List[str]) -> Optional[Tuple[str, Dict[str, Any], List[str]]]:
+    """The newest of ``paths`` that holds a report, and the newer ones that do not ("PATH: why"): a
+    torn or foreign file is named, and the report before it shown."""
+    unreadable = []
+    for path in reversed(paths):
+        text = transport.agent("read_text", path=path)
+        try:
+            doc = json.loads(text or "")
+        except ValueError as exc:
+            unreadable.append("%s: not a JSON report (%s)" % (path, exc))
+            continue
+        if isinstance(doc, dict) and "host" in doc and "outcome" in doc:
+            return path, doc, unreadable
+        unreadable.append("%s: not an incident report" % path)
+    return ("", {}, unreadable) if unreadable else None

@@ -191,7 +191,8 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
         report(StepResult(phase, FAILED, "unexpected %s: %s" % (type(exc).__name__, exc)))
     result.duration_s = time.monotonic() - started
     result.notes.extend(n for n in transport.notes if n not in result.notes)  # learnt during the run
-    if not options.check and not result.interrupted:  # a dry run leaves nothing on the host
+    # A dry run leaves nothing on the host; an interrupted one is recorded too, unless its host was cut off.
+    if not options.check and not transport.cancelled:
         history.record(transport, host.vars, result, options.run_id or _run_id(), options.name, started_at)
     return result
 

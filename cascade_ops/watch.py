@@ -27,6 +27,8 @@ from .hostvars import Host
 from .transport import Transport
 
 STATE_FILE = "watch-state.json"
+RECOVERY_PREFIX = "watch: "  # the run history's name for a watchdog's recovery
+HISTORY_LOOKBACK = 500  # run history lines read to rebuild a corrupt state file
 LOG_FILE = "watch.log"
 PlaybookLoader = Callable[[], Any]
 
@@ -59,6 +61,7 @@ class Tick:
     incident_report: Optional[str] = None
     alert_error: Optional[str] = None
     ping_error: Optional[str] = None  # the dead-man monitor could not be reached (logged, never fatal)
+    note: Optional[str] = None  # worth telling: a corrupt state file, rebuilt from the run history
 
     def to_json(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -74,15 +77,28 @@ def _paths(v: Dict[str, Any]) -> Tuple[str, str]:
     return os.path.join(v["state_dir"], STATE_FILE), os.path.join(v["state_dir"], LOG_FILE)
 
 
-def _load_state(transport: Transport, path: str) -> WatchState:
+def _load_state(transport: Transport, path: str, v: Dict[str, Any], now: float) -> Tuple[WatchState, Optional[str]]:
+    """The state between ticks, and a note when the file was corrupt. A torn or foreign file must
+    not stop the watchdog, nor silently give back a spent restart budget: the recoveries of the
+    window are counted again from the run history."""
     text = transport.agent("read_text", path=path)
     if not text:
-        return WatchState()
+        return WatchState(), None
     try:
-        known = {k: v for k, v in json.loads(text).items() if k in WatchState.__dataclass_fields__}
-        return WatchState(**known)
+        known = {k: val for k, val in json.loads(text).items() if k in WatchState.__dataclass_fields__}
+        state = WatchState(**known)
+        if not all(isinstance(t, (int, float)) for t in state.restarts):
+            raise TypeError("restarts")
+        return state, None
     except (ValueError, TypeError, AttributeError):
-        return WatchState()  # a torn or foreign file must not stop the watchdog
+        pass
+    from . import history
+    restarts = [float(r["started_at"]) for r in history.read(transport, v, HISTORY_LOOKBACK)
+                if str(r.get("playbook", "")).startswith(RECOVERY_PREFIX)
+                and isinstance(r.get("started_at"), (int, float)) and now - r["started_at"] < v["window"]]
+    note = ("%s was not valid watch state: counting again from the run history (%d recoveries in the "
+            "last %.0fs)" % (path, len(restarts), v["window"]))
+    return WatchState(restarts=restarts, recoveries_total=len(restarts)), note
 
 
 def _save_state(transport: Transport, path: str, state: WatchState) -> None:
@@ -97,12 +113,13 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
     state_path, log_path = _paths(v)
     if reset:
         transport.agent("remove_file", path=state_path)
-    state = _load_state(transport, state_path)
+    state, note = _load_state(transport, state_path, v, now())
     diagnosis = read_diagnosis(transport, v)
     state.prune(now(), v["window"])
-    if diagnosis.healthy:
+    if diagnosis.left_alone(v["restart_slow"]):
         state.fail_streak = 0
-        tick = Tick(host.name, True, diagnosis.verdict(), "none", "healthy")
+        tick = Tick(host.name, diagnosis.healthy, diagnosis.verdict(), "none",
+                    "healthy" if diagnosis.healthy else "slow, not hung: not restarted (restart_slow is off)")
     else:
         state.fail_streak += 1
         if state.fail_streak < v["fail_threshold"]:
@@ -111,6 +128,7 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
         else:
             tick = _recover(host, transport, state, state_path, diagnosis, playbook_loader, now)
     _save_state(transport, state_path, state)
+    tick.note = note
     tick.duration_s = round(time.monotonic() - started, 4)
     if v["metrics_file"]:
         _write_metrics(host, transport, state, tick, now())
@@ -131,7 +149,7 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
     try:
         with transport.lock(lock_path(v)):
             again = read_diagnosis(transport, v)
-            if again.healthy:
+            if again.left_alone(v["restart_slow"]):
                 state.fail_streak = 0
                 return Tick(host.name, True, again.verdict(), "none", "healthy again (another run recovered it)")
             if len(state.restarts) >= v["max_restarts"]:
@@ -139,7 +157,7 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
             state.restarts.append(now())
             _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
             result = run_host(host, transport, bound, RunOptions(rollback=playbook.rollback,
-                                                                 name="watch: " + playbook.name), lock=False)
+                                                                 name=RECOVERY_PREFIX + playbook.name), lock=False)
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
     state.recoveries_total += 1

@@ -380,7 +380,7 @@ def process(pid, ppid, command, state="S", user="app", start_ticks=None, exe=Non
 
 
 def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), address="127.0.0.1", orphan_inodes=(),
-              owners=None):
+              owners=None, recorded=None, run_user="app"):
     """A ``Diagnosis`` built from constructed facts: ``holders`` maps pid -> listening inodes, and
     ``owners`` pid -> what ``agent.owners`` reports about that holder's owner."""
     from cascade_ops.facts import Diagnosis
@@ -390,7 +390,8 @@ def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), addre
              "status": 200 if probe_ok else None, "error": None if probe_ok else "timeout"}
     raw = {"sockets": sockets, "holders": [{"pid": p, "inodes": sorted(i)} for p, i in sorted(holders.items())],
            "unreadable_pids": 0, "processes": processes, "protected": list(protected),
-           "probe": probe if sockets else None, "owners": {str(p): o for p, o in (owners or {}).items()}}
+           "probe": probe if sockets else None, "owners": {str(p): o for p, o in (owners or {}).items()},
+           "recorded": recorded, "run_user": run_user}
     return Diagnosis.from_agent(raw, port)
 
 

@@ -266,13 +266,17 @@ def test_auth_flow_with_remote_citizen_directory_and_its_outage(make_site, reape
     assert site.recover().exit_code == 0
     base = "http://127.0.0.1:%d/auth" % site.port
     creds = {"username": "doge", "password": "serenissima-1"}
+    code = json.loads(site.cli("auth.invite", "doge", "--json").stdout)["hosts"]["web"]["code"]
     with httpx.Client(timeout=5) as client:
-        first = client.post(base + "/register", json=creds)
+        first = client.post(base + "/register", json=dict(creds, code=code))
         assert first.status_code == 200 and first.json()["created"] is True
-        again = client.post(base + "/register", json=creds)
-        assert again.status_code == 200 and again.json()["created"] is False
-        assert client.post(base + "/register", json=dict(creds, password="another-pass")).status_code == 409
-        assert client.post(base + "/register", json={"username": "nobody", "password": "x" * 10}).status_code == 404
+        again = client.post(base + "/register", json=dict(creds, code=code))
+        assert again.status_code == 403 and "already used" in again.text
+        other = json.loads(site.cli("auth.invite", "doge", "--json").stdout)["hosts"]["web"]["code"]
+        assert client.post(base + "/register", json=dict(creds, code=other)).status_code == 409
+        unknown = json.loads(site.cli("auth.invite", "nobody", "--json").stdout)["hosts"]["web"]["code"]
+        assert client.post(base + "/register", json={"username": "nobody", "password": "x" * 10,
+                                                     "code": unknown}).status_code == 404
         token = client.post(base + "/token", json=creds)
         assert token.status_code == 200 and token.json()["subscription_tier"] == "premium"
         bearer = {"Authorization": "Bearer " + token.json()["access_token"]}

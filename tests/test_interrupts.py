@@ -1,5 +1,6 @@
-"""Ctrl-C or SIGTERM to a running recovery: it stops at the next safe point, says where and what
-state it leaves, records it, releases the lock and exits 130 / 143; a second Ctrl-C ends it at once."""
+"""Ctrl-C, SIGTERM or SIGHUP to a running recovery: it stops at the next safe point, says where and
+what state it leaves, records it, releases the lock and exits 130 / 143 / 129; a second Ctrl-C ends
+it at once."""
 
 import json
 import os
@@ -32,7 +33,7 @@ def _wait_for_line(proc, needle, lines):
     raise AssertionError("no %r in %s" % (needle, lines))
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_an_interrupt_stops_at_the_next_safe_point_and_says_what_it_leaves(site, reaper, sig, code):
     proc = _launch(site)
     reaper.track(proc.pid)
@@ -48,6 +49,8 @@ def test_an_interrupt_stops_at_the_next_safe_point_and_says_what_it_leaves(site,
     assert "verify" not in text.split("interrupted")[1].split("RECAP")[0]  # no step ran after it
     report = json.loads(Path(text.split("report: ")[1].split()[0]).read_text())
     assert report["outcome"] == "interrupted"
+    history = [json.loads(line) for line in (site.state_dir / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["exit_code"] == code and "Traceback" not in err
     # The lock was released: the next run is not refused, and finds the backend it left running.
     again = site.cli("recover")
     assert again.returncode == 0, again.stdout + again.stderr

@@ -14,7 +14,7 @@ from support import REPO
 PACKAGE = REPO / "cascade_ops"
 # Higher layers may import lower ones, never the reverse (README: how the code is laid out).
 LAYERS = [
-    ("plain", {"errors", "hostvars", "yamlsrc", "resources", "invsources", "settings"}),
+    ("plain", {"errors", "hostvars", "yamlsrc", "resources", "invsources", "settings", "activation"}),
     ("agent", {"agent"}),
     ("facts/transport", {"facts", "owners", "transport"}),
     ("steps", {"steps"}),

@@ -14,7 +14,7 @@ from cascade_ops.steps.diagnose import Diagnose
 from cascade_ops.steps.files import DeployFile, JwtSecret, MountRouter, SeedApp
 from cascade_ops.steps.preflight import Preflight
 from cascade_ops.steps.process import Start, Terminate
-from cascade_ops.steps.termination import plan_termination
+from cascade_ops.steps.termination import judge_recorded, plan_termination
 from cascade_ops.steps.verify import Verify
 from cascade_ops.transport.recording import RecordingTransport
 from support import diagnosis, process
@@ -100,12 +100,58 @@ def test_a_protected_holder_is_refused_as_protected_even_with_force():
     assert [r.holder.pid for r in plan.refused] == [41] and plan.refused[0].why.startswith("protected")
 
 
+def recorded(pid=60, cwd="/srv/app", **record):
+    """What the agent reports of state_dir/backend.pid: the pid, the start record, the live cwd."""
+    start = dict(pid=pid, start_ticks=pid * 10, argv=UVICORN.split(), cwd="/srv/app", cwd_real="/srv/app",
+                 port=8000, user="app")
+    start.update(record)
+    return {"pid": pid, "record": start, "cwd": cwd}
+
+
+def judged(d):
+    started, why = judge_recorded(d, 8000, "/srv/app")
+    return plan_termination(d, "uvicorn", force=False, started=started), why
+
+
 def test_a_backend_an_earlier_run_started_and_still_starting_goes_too():
     d = diagnosis([process(1, 0, "/sbin/init"), process(60, 1, UVICORN, exe=PY),
-                   process(61, 60, SPAWN, exe=PY)], {})  # importing for ever: not listening yet
-    assert pids(plan_termination(d, "uvicorn", force=False, started=60)) == [60, 61]
-    reused = diagnosis([process(1, 0, "/sbin/init"), process(60, 1, "postgres: writer", exe="/usr/bin/postgres")], {})
-    assert pids(plan_termination(reused, "uvicorn", force=False, started=60)) == []  # the pid was reused
+                   process(61, 60, SPAWN, exe=PY)], {}, recorded=recorded())  # importing for ever: not listening
+    plan, why = judged(d)
+    assert pids(plan) == [60, 61] and why == ""
+
+
+@pytest.mark.parametrize("proc,claim,why", [
+    (process(60, 1, "/venv/bin/python -m uvicorn other:app --port 9000"), recorded(), "command line is not"),
+    (process(60, 1, UVICORN, start_ticks=999), recorded(), "another time than recorded (a reused pid)"),
+    (process(60, 1, "sleep 600"), recorded(), "command line is not the one recorded"),
+    (process(60, 1, UVICORN), recorded(cwd="/srv/other"), "runs in /srv/other, not in app_dir /srv/app"),
+    (process(60, 1, UVICORN), dict(recorded(cwd="/srv/other"), record=dict(recorded()["record"], cwd="/srv/other",
+                                                                          cwd_real="/srv/other")),
+     "not in app_dir /srv/app"),
+    (process(60, 1, UVICORN), recorded(port=9000), "started for port 9000, not 8000"),
+    (process(60, 1, UVICORN), dict(recorded(), record=dict(recorded()["record"], pid=61)), "start record names pid 61"),
+    (process(60, 1, UVICORN), dict(recorded(), record=None), "has no start record"),
+], ids=["another-app", "reused-pid", "sleep", "cwd", "app-dir", "port", "record-pid", "no-record"])
+def test_a_stale_pid_file_is_a_claim_and_an_unproven_one_is_named_not_signalled(proc, claim, why):
+    d = diagnosis([process(1, 0, "/sbin/init"), proc], {}, recorded=claim)
+    plan, refusal = judged(d)
+    assert pids(plan) == [] and refusal.startswith("pid 60 named by backend.pid") and why in refusal
+
+
+def test_a_holder_of_another_user_is_refused_naming_both_users_unless_force():
+    d = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, user="alice")], {100: [7]}, run_user="root")
+    plan = plan_termination(d, "uvicorn", force=False, backend_user="root")
+    assert pids(plan) == [] and "runs as user alice, not as the backend's user root" in plan.refused[0].why
+    assert pids(plan_termination(d, "uvicorn", force=True, backend_user="root")) == [100]
+    same = plan_termination(d, "uvicorn", force=False, backend_user="alice")
+    assert pids(same) == [100] and not same.refused
+
+
+def test_an_owner_managed_holder_of_another_user_is_asked_through_its_owner():
+    unit = {"kind": "systemd", "unit": "web.service", "main_pid": 100}
+    d = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, user="www")], {100: [7]},
+                  owners={100: unit})
+    assert pids(plan_termination(d, "uvicorn", force=False, backend_user="root")) == [100]
 
 
 def test_a_worker_is_never_found_by_a_matching_parent_that_does_not_hold_the_port():
@@ -169,14 +215,14 @@ def test_terminate_refuses_an_invisible_holder():
     d = diagnosis([process(1, 0, "/sbin/init")], {}, orphan_inodes=[9])
     run, _ = run_on(d)
     with pytest.raises(StepFailed, match="cannot see"):
-        Terminate().plan(run, {}, (d, None))
+        Terminate().plan(run, {}, d)
 
 
 def test_terminate_names_a_refused_holder():
     d = diagnosis([process(1, 0, "/sbin/init"), process(300, 1, "nginx: master", state="T")], {300: [8]})
     run, _ = run_on(d)
     with pytest.raises(StepFailed, match=r"refusing to signal anything.*pid 300"):
-        Terminate().plan(run, {}, (d, None))
+        Terminate().plan(run, {}, d)
 
 
 def test_start_plans_only_on_a_free_port_and_never_beside_a_holder():
@@ -216,8 +262,12 @@ def test_deploy_file_plans_by_hash_and_refuses_invalid_python(tmp_path):
 
 
 def test_jwt_secret_plans_creation_and_refuses_a_bad_file():
-    run, _ = run_on()
+    run, _ = run_on(auth_module="/src/auth.py")
     assert isinstance(JwtSecret().plan(run, {"path": "/s"}, {"exists": False}), Plan) and run.changed_files == ["/s"]
+    # No auth module reads it: a running backend does not use it, so it is not a reason to restart one.
+    bare, _ = run_on(auth_module=None)
+    plan = JwtSecret().plan(bare, {"path": "/s"}, {"exists": False})
+    assert isinstance(plan, Plan) and bare.changed_files == [] and "not restarted for it" in plan.summary
     with pytest.raises(StepFailed, match="not a regular file"):
         JwtSecret().plan(run, {"path": "/s"}, {"exists": True, "problems": ["it is not a regular file"]})
     assert isinstance(JwtSecret().plan(run, {"path": "/s"}, {"exists": True, "problems": []}), Unchanged)

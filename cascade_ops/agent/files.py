@@ -3,10 +3,11 @@
 import base64
 import hashlib
 import os
+import re
 import secrets
 import stat
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .registry import AgentError, command
 
@@ -15,7 +16,17 @@ Json = Dict[str, Any]
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` all at once: a temporary file beside it, fsynced, renamed over
-    it (atomic on one filesystem), then the directory fsynced so the rename survives a crash."""
+    it (atomic on one filesystem), then the directory fsynced so the rename survives a crash.
+    A failure (ENOSPC, EROFS...) names ``path``: a write error alone names no file."""
+    try:
+        _atomic_write(path, data, mode)
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, path) from exc
+        raise
+
+
+def _atomic_write(path: str, data: bytes, mode: int) -> None:
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, ".%s.cascade-tmp.%d.%s" % (os.path.basename(path), os.getpid(),
                                                              secrets.token_hex(3)))
@@ -77,8 +88,9 @@ def list_dir(path: str) -> Optional[List[str]]:
 
 @command
 def read_text(path: str) -> Optional[str]:
+    """A text file as it is: line endings kept (CRLF stays CRLF), a BOM kept as U+FEFF."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:
             return f.read()
     except FileNotFoundError:
         return None
@@ -119,30 +131,75 @@ def tail(path: str, lines: int = 20, since: int = 0, redact: Optional[List[str]]
             data = f.read()
     except FileNotFoundError:
         return []
-    return redact_secrets(data.decode("utf-8", "replace"), redact).splitlines()[-lines:]
+    return [printable(line) for line in redact_secrets(data.decode("utf-8", "replace"), redact).splitlines()[-lines:]]
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]+")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (NUL bytes of a torn log, terminal escapes) shown as "?":
+    what is stored, printed or alerted is text a terminal shows as it is."""
+    return _CONTROL.sub(lambda m: "?" * len(m.group()), text)
 
 
 @command
-def prune(directory: str, prefix: str, keep: int) -> Json:
-    """Delete all but the ``keep`` newest files named ``prefix...`` (names sort by timestamp)."""
+def prune(directory: str, prefix: str, keep: int, spare: Optional[str] = None) -> Json:
+    """Delete all but the ``keep`` newest files named ``prefix...`` (names sort by timestamp), and
+    never ``spare``."""
     try:
         ours = sorted(n for n in os.listdir(directory) if n.startswith(prefix))
     except FileNotFoundError:
         return {"removed": []}
-    doomed = ours[:-keep] if keep > 0 else ours
+    doomed = [n for n in (ours[:-keep] if keep > 0 else ours) if n != spare]
     for name in doomed:
         os.unlink(os.path.join(directory, name))
     return {"removed": doomed}
+
+
+def _backup(dest: str, current: bytes, mode: int, backup_dir: str) -> Tuple[str, bool]:
+    """A backup of ``dest``'s ``current`` content: an existing backup with the same content is
+    reused (renamed to now, so it is the newest), else a new one is written. (path, written)."""
+    os.makedirs(backup_dir, mode=0o700, exist_ok=True)
+    base = os.path.basename(dest)
+    fresh = os.path.join(backup_dir, "%s.%s" % (base, _stamp()))
+    digest = _sha256(current)
+    for name in sorted(os.listdir(backup_dir), reverse=True):
+        if name.startswith(base + ".") and _file_sha256(os.path.join(backup_dir, name)) == digest:
+            os.replace(os.path.join(backup_dir, name), fresh)
+            return fresh, False
+    atomic_write(fresh, current, mode)
+    return fresh, True
+
+
+def _file_sha256(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return _sha256(f.read())
+    except OSError:
+        return None
+
+
+def _newest_other_version(backup_dir: str, base: str, digest: str) -> Optional[str]:
+    """The newest backup whose content is not ``digest``: the one a rollback of the next release
+    would need, which pruning keeps whatever ``keep_backups`` says."""
+    for name in sorted(os.listdir(backup_dir), reverse=True):
+        if name.startswith(base + ".") and _file_sha256(os.path.join(backup_dir, name)) != digest:
+            return name
+    return None
 
 
 @command
 def install_file(dest: str, backup_dir: str, keep_backups: int = 5, validate_python: bool = False,
                  mode: Optional[int] = None, content_b64: Optional[str] = None,
                  staged: Optional[str] = None) -> Json:
-    """Atomically replace ``dest`` with new content, keeping a timestamped backup.
+    """Atomically replace ``dest`` with new content, keeping a timestamped backup of the old one.
 
     The content comes inline (``content_b64``) or already uploaded to ``staged``, a temporary file
-    beside ``dest`` (SFTP). It is validated before anything is replaced.
+    beside ``dest`` (SFTP). It is validated before anything is replaced. A backup exists only for a
+    file really replaced: a replacement that fails takes back the backup it wrote, identical backups
+    are never kept twice, and pruning never removes the newest backup of another version than the
+    one now in place (repeated failed deploys once left only copies of the current file).
     """
     try:
         if staged:
@@ -159,15 +216,19 @@ def install_file(dest: str, backup_dir: str, keep_backups: int = 5, validate_pyt
             except SyntaxError as exc:
                 raise AgentError("refusing %s: not valid Python (%s at line %s)" % (dest, exc.msg, exc.lineno))
         os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-        backup = None
+        backup, written = None, False
         if before["exists"]:
-            os.makedirs(backup_dir, mode=0o700, exist_ok=True)
-            base = os.path.basename(dest)
-            backup = os.path.join(backup_dir, "%s.%s" % (base, _stamp()))
             with open(dest, "rb") as src:
-                atomic_write(backup, src.read(), before["mode"])
-            prune(backup_dir, base + ".", keep_backups)
-        atomic_write(dest, data, mode if mode is not None else before.get("mode", 0o644))
+                backup, written = _backup(dest, src.read(), before["mode"], backup_dir)
+        try:
+            atomic_write(dest, data, mode if mode is not None else before.get("mode", 0o644))
+        except OSError:
+            if backup and written:
+                os.unlink(backup)
+            raise
+        if backup:
+            base = os.path.basename(dest)
+            prune(backup_dir, base + ".", keep_backups, _newest_other_version(backup_dir, base, _sha256(data)))
     finally:
         if staged and os.path.exists(staged):
             os.unlink(staged)

@@ -1,9 +1,12 @@
 """Everything a diagnosis needs, gathered in one command (one round trip when remote)."""
 
+import json
 import os
+import pwd
 import socket
 from typing import Any, Dict, List, Optional
 
+from .launch import record_path
 from .owners import Hints, holder_owners
 from .probe import http_probe, port_free, probe_address
 from .procfs import GONE_STATES, STOPPED_STATES, ancestry, listen_sockets, process_table, socket_holders
@@ -41,13 +44,27 @@ def _relevant(holders: List[int], by_pid: Dict[int, Dict[str, Any]], extra: List
     return [by_pid[pid] for pid in sorted(keep)]
 
 
-def _recorded_pid(pidfile: Optional[str]) -> List[int]:
+def _recorded(pidfile: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The pid an earlier run recorded, its start record, and the live process's working directory:
+    the facts that prove (or not) that this pid is still the backend that run started."""
     try:
         with open(pidfile or "") as f:
-            text = f.read().strip()
+            text = f.read(64).strip()
     except OSError:
-        return []
-    return [int(text)] if text.isdigit() else []
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    try:
+        with open(record_path(pidfile or "")) as f:
+            record: Optional[Dict[str, Any]] = json.loads(f.read(1 << 16))
+    except (OSError, ValueError):
+        record = None
+    try:
+        cwd: Optional[str] = os.readlink("/proc/%d/cwd" % pid)
+    except OSError:
+        cwd = None
+    return {"pid": pid, "record": record if isinstance(record, dict) else None, "cwd": cwd}
 
 
 @command
@@ -73,14 +90,15 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
         probe_result = http_probe(probe_address(bind_host), port, health_path, probe_timeout)
     owners = holder_owners(sorted(holders), by_pid, port, owner_hints or {})
     mains = [o["main_pid"] for o in owners.values() if o.get("main_pid")]
-    recorded = _recorded_pid(pidfile)
+    recorded = _recorded(pidfile)
     return {
         "sockets": sockets,
         "holders": [{"pid": pid, "inodes": inodes} for pid, inodes in sorted(holders.items())],
         "owners": owners,
         "unreadable_pids": len(unreadable),
-        "processes": _relevant(sorted(holders), by_pid, recorded + mains),
-        "recorded_pid": recorded[0] if recorded else None,
+        "processes": _relevant(sorted(holders), by_pid, ([recorded["pid"]] if recorded else []) + mains),
+        "recorded": recorded,
+        "run_user": pwd.getpwuid(os.geteuid()).pw_name,
         "protected": ancestry(os.getpid(), by_pid),
         "probe": probe_result,
         "bind_address": bind_address,

@@ -1,17 +1,32 @@
 """Starting the backend detached from whoever asked: own session, stdin /dev/null, output to a log."""
 
+import json
 import os
+import pwd
 import subprocess
 import threading
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .files import atomic_write, read_secret
+from .procfs import read_stat
 from .registry import command
+
+
+def record_path(pidfile: str) -> str:
+    """Beside the pid file, what proves its pid is the backend a run started: the pid file alone is
+    a claim (a pid is reused, a state dir copied), checked against this record before any signal."""
+    return os.path.splitext(pidfile)[0] + ".start.json"
+
+
+def _record(pid: int, argv: List[str], cwd: str, port: Optional[int]) -> Dict[str, Any]:
+    stat = read_stat(pid)
+    return {"pid": pid, "start_ticks": int(stat[1][19]) if stat else None, "argv": argv,
+            "cwd": cwd, "cwd_real": os.path.realpath(cwd), "port": port, "user": pwd.getpwuid(os.geteuid()).pw_name}
 
 
 @command
 def spawn(argv: List[str], cwd: str, log: str, pidfile: str, env: Optional[Dict[str, str]] = None,
-          secret_env: Optional[Dict[str, str]] = None) -> Dict[str, int]:
+          secret_env: Optional[Dict[str, str]] = None, port: Optional[int] = None) -> Dict[str, Any]:
     """Start ``argv`` in its own session, stdin /dev/null, output appended to ``log``.
 
     Its own session: a Ctrl-C or a hang-up to the runner's terminal never reaches it, and it
@@ -19,6 +34,9 @@ def spawn(argv: List[str], cwd: str, log: str, pidfile: str, env: Optional[Dict[
     thread reaps it if it exits, so a long-lived caller (a library user, a test, the agent server)
     never keeps a zombie. Secrets are read from files into the child's environment only: never on a
     command line, where any user could read them.
+
+    Once the process runs, a failure to record it (ENOSPC, EROFS) does not hide it: the run is told
+    what runs and why it is not recorded, and a pid file that would name an older process is removed.
     """
     child_env = dict(os.environ)
     child_env.update(env or {})
@@ -34,5 +52,15 @@ def spawn(argv: List[str], cwd: str, log: str, pidfile: str, env: Optional[Dict[
     finally:
         os.close(out)
     threading.Thread(target=proc.wait, daemon=True, name="reap-%d" % proc.pid).start()
-    atomic_write(pidfile, b"%d\n" % proc.pid, 0o644)
+    record = json.dumps(_record(proc.pid, argv, cwd, port)).encode()
+    try:
+        atomic_write(record_path(pidfile), record, 0o644)
+        atomic_write(pidfile, b"%d\n" % proc.pid, 0o644)
+    except OSError as exc:
+        for stale in (pidfile, record_path(pidfile)):
+            try:
+                os.unlink(stale)
+            except OSError:
+                pass
+        return {"pid": proc.pid, "unrecorded": "%s: %s" % (exc.filename or pidfile, exc.strerror or exc)}
     return {"pid": proc.pid}

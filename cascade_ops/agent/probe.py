@@ -2,7 +2,7 @@
 
 import socket
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .procfs import GONE_STATES, read_stat
 from .registry import command
@@ -48,17 +48,17 @@ def http_probe(host: str, port: int, path: str, timeout: float) -> Json:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise socket.timeout()
+                    return _no_answer(sock, timeout, finish)
                 sock.settimeout(remaining)
-                chunk = sock.recv(65536)
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    return _no_answer(sock, timeout, finish)
                 if not chunk:
                     break
                 chunks.append(chunk)
                 if sum(map(len, chunks)) > 1 << 20:
                     break
-    except socket.timeout:
-        return finish(ok=False, error="timeout",
-                      detail="connected, but no complete HTTP response within %.2fs" % timeout)
     except OSError as exc:
         return finish(ok=False, error="error", detail=str(exc))
     raw = b"".join(chunks)
@@ -71,6 +71,70 @@ def http_probe(host: str, port: int, path: str, timeout: float) -> Json:
     if status != 200:
         return finish(ok=False, error="bad_status", status=status, body=excerpt)
     return finish(ok=True, status=status, body=excerpt)
+
+
+ACCEPT_WINDOW_S = 0.2  # a running event loop accepts a new connection within milliseconds
+
+
+def _no_answer(sock: socket.socket, timeout: float, finish: Callable[..., Json]) -> Json:
+    """No complete answer within the deadline. "slow" when the server still accepts connections (its
+    event loop runs: a slow handler answers late), "timeout" when it does not (a blocked, spinning or
+    stopped loop: the kernel queues connections, nothing takes them). The probe's own connection may
+    have been accepted just before the loop blocked, so a fresh one decides."""
+    if server_accepted(sock) is False:
+        return finish(ok=False, error="timeout", accepted=False,
+                      detail="connected, but never accepted: no HTTP response within %.2fs" % timeout)
+    accepts = accepts_now(sock.getpeername(), sock.family, ACCEPT_WINDOW_S)
+    if accepts:
+        return finish(ok=False, error="slow", accepted=True,
+                      detail="no complete HTTP response within %.2fs, but new connections are accepted "
+                             "(slow, not hung)" % timeout)
+    return finish(ok=False, error="timeout", accepted=accepts,
+                  detail="no HTTP response within %.2fs, and a new connection was not accepted within %.1fs"
+                         % (timeout, ACCEPT_WINDOW_S))
+
+
+def accepts_now(peer: Tuple[Any, ...], family: int, window: float) -> Optional[bool]:
+    """Whether the server at ``peer`` accept()s a new connection within ``window`` seconds."""
+    deadline = time.monotonic() + window
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as fresh:
+            fresh.settimeout(window)
+            fresh.connect(peer)
+            while True:
+                accepted = server_accepted(fresh)
+                if accepted is not False or time.monotonic() >= deadline:
+                    return accepted
+                time.sleep(0.005)
+    except OSError:
+        return None
+
+
+def _hex_endpoint(address: Tuple[Any, ...], family: int) -> str:
+    """An endpoint as /proc/net/tcp{,6} writes it (addresses in the kernel's byte order)."""
+    packed = socket.inet_pton(family, address[0])
+    if family == socket.AF_INET6:
+        words = [packed[i:i + 4] for i in range(0, 16, 4)]
+        text = "".join(w[::-1].hex() for w in words)
+    else:
+        text = packed[::-1].hex()
+    return "%s:%04X" % (text.upper(), address[1])
+
+
+def server_accepted(sock: socket.socket) -> Optional[bool]:
+    """Whether the server side of our connection has been accept()ed: until then the kernel keeps it
+    in the listener's queue, and /proc/net/tcp shows it with inode 0. None when it cannot be told."""
+    try:
+        family = sock.family
+        ours, theirs = _hex_endpoint(sock.getsockname(), family), _hex_endpoint(sock.getpeername(), family)
+        with open("/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 9 and fields[1] == theirs and fields[2] == ours:
+                    return fields[9] != "0"
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 # A refused connection means "not listening yet": poll it fast. Any other failed answer comes from
@@ -99,7 +163,8 @@ def wait_healthy(pid: Optional[int], bind_host: str, port: int, path: str, timeo
                     "last_probe": last}
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return {"ok": False, "reason": "timeout", "elapsed_s": round(time.monotonic() - started, 3),
+            reason = "slow" if last is not None and last.get("error") == "slow" else "timeout"
+            return {"ok": False, "reason": reason, "elapsed_s": round(time.monotonic() - started, 3),
                     "last_probe": last}
         last = http_probe(host, port, path, min(probe_timeout, remaining))
         if last["ok"]:

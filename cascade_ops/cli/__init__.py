@@ -3,8 +3,8 @@ options. The same collection serves ``invoke`` and ``fab`` in a checkout (tasks.
 
 Exit codes: 0 all ok; 2 a step failed (or a release was rolled back); 3 a host was unreachable;
 4 invalid inventory, playbook, variables or options (nothing touched); 5 another run holds the
-host's lock; 6 the watchdog's restart budget is spent; 130 / 143 interrupted by SIGINT / SIGTERM
-(the run stopped at the next safe point).
+host's lock; 6 the watchdog's restart budget is spent; 129 / 130 / 143 interrupted by SIGHUP /
+SIGINT / SIGTERM (the run stopped at the next safe point).
 """
 
 import atexit
@@ -14,7 +14,19 @@ import sys
 
 from invoke import Collection
 
-from .hosts import bootstrap, demo_recover, deploy, diagnose, hang, recover, report, show_inventory, verify, watch
+from .hosts import (
+    bootstrap,
+    demo_recover,
+    deploy,
+    diagnose,
+    hang,
+    invite,
+    recover,
+    report,
+    show_inventory,
+    verify,
+    watch,
+)
 from .schedule import cron_install, cron_remove, cron_status, timer_install, timer_remove, timer_status
 
 # A command's process ends right after its answer. The interpreter's last garbage collections over
@@ -69,3 +81,6 @@ timer_tasks.add_task(timer_remove, "remove")
 timer_tasks.add_task(timer_status, "status")
 ns.add_collection(timer_tasks)
 ns.add_task(timer_install, "timer-install")
+auth_tasks = Collection("auth")
+auth_tasks.add_task(invite)
+ns.add_collection(auth_tasks)

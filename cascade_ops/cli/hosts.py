@@ -102,6 +102,24 @@ def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass
         print(_each_text(results, output.checks_text))
     _finish(results, failed)
 
+@task(iterable=["var"], positional=["name"], help=dict(
+    {k: HELP[k] for k in ("inventory", "limit", "var", "json")}, name="the citizen whose account the code activates",
+    ttl="how long the code is valid (default 15m; at most 7d)"))
+def invite(c, name, ttl="15m", inventory=None, limit=None, var=None, json_=False):
+    """Print a one-time code that activates NAME's account in the auth module, per host.
+
+    The citizen sends it with POST /auth/register {"username", "password", "code"}; without a valid
+    code nobody can claim an account. The code is signed with the host's JWT secret, works once,
+    and expires after --ttl."""
+    inventory = _inventory(inventory)
+    from cascade_ops import api
+    codes = _guard(lambda: api.invite(name, ttl, inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
+    if json_:
+        print(_each_json(codes, lambda code: {"username": name, "code": code}))
+    else:
+        print(_each_text(codes, lambda host, code: "%s: %s  (for %s, valid %s)" % (host, code, name, ttl)))
+    _finish(codes)
+
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
 def hang(c, inventory=None, limit=None, var=None):
     """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
@@ -130,6 +148,8 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
             print("%-12s %-16s %s (%s) %.3fs" % (t.host, t.action, t.outcome, t.verdict, t.duration_s))
             if t.alert_error:
                 print("%-12s alert            %s" % (t.host, t.alert_error))
+            if t.note:
+                print("%-12s note             %s" % (t.host, t.note))
             if t.ping_error:
                 print("%-12s ping             %s" % (t.host, t.ping_error))
     code = exit_code(ticks)
@@ -161,10 +181,11 @@ def report(c, inventory=None, limit=None, var=None, json_=False, list_=False, ht
         return
     found = _guard(lambda: api.last_incident(inventory, limit, var or ()))
     if json_:
-        print(_each_json(found, lambda item: item[1] if item else None))
+        print(_each_json(found, lambda item: item[1] or None if item else None))
     else:
-        print(_each_text(found, lambda host, item: output.incident_text(*item) if item
-                         else "%s: no incident report yet" % host))
+        print(_each_text(found, lambda host, item: "%s: no incident report yet" % host if item is None
+                         else output.incident_text(*item) if item[0]
+                         else "%s: no readable incident report%s" % (host, output.unreadable_text(item[2]))))
     _finish(found)
 
 @task(iterable=["var"], optional=["graph"], help={

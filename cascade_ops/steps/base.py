@@ -81,6 +81,13 @@ class HostRun:
     rollback: Optional[Dict[str, Any]] = None
 
 
+def left_alone(run: HostRun) -> bool:
+    """The diagnosis found nothing to mend (healthy, or slow and ``restart_slow`` off) and no earlier
+    step changed a file the backend runs: nothing is signalled, started or re-verified."""
+    return (run.diagnosis is not None and run.diagnosis.left_alone(run.vars["restart_slow"])
+            and not run.changed_files)
+
+
 Outcome = Union[Plan, Unchanged, Skipped]
 Args = Dict[str, Any]
 

@@ -132,6 +132,8 @@ def mount_router(source: str, filename: str, module: str, name: str, alias: str,
     Parsed, not pattern-matched: lineinfile-style regexps duplicate lines once the text no
     longer matches, while the syntax tree recognises an existing import or include in any layout.
     """
+    bom = "\ufeff" if source.startswith("\ufeff") else ""  # valid Python (PEP 263), but not to ast.parse
+    source = source[len(bom):]
     try:
         tree = ast.parse(source, filename)
     except SyntaxError as exc:
@@ -139,24 +141,31 @@ def mount_router(source: str, filename: str, module: str, name: str, alias: str,
     has_import = any(_is_router_import(n, module, name, alias) for n in tree.body)
     has_include = any(_is_include(n, app_name, alias) for n in tree.body)
     if has_import and has_include:
-        return source
+        return bom + source
     anchor = _app_statement(tree, app_name)
     if anchor is None:
         raise StepFailed("%s has no top-level '%s = FastAPI(...)' statement to mount the router after"
                          % (filename, app_name))
     lines = source.splitlines(True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
+    newline = _line_ending(lines)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += newline
     inserts: List[Tuple[int, str]] = []  # (index to insert before, text); applied bottom-up so indexes stay valid
     if not has_include:
-        inserts.append((anchor.end_lineno or anchor.lineno, "%s.include_router(%s)\n" % (app_name, alias)))
+        inserts.append((anchor.end_lineno or anchor.lineno, "%s.include_router(%s)%s" % (app_name, alias, newline)))
     if not has_import:
         imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and n.lineno < anchor.lineno]
         at = (imports[-1].end_lineno or imports[-1].lineno) if imports else anchor.lineno - 1
-        inserts.append((at, "from %s import %s as %s\n" % (module, name, alias)))
+        inserts.append((at, "from %s import %s as %s%s" % (module, name, alias, newline)))
     for index, text in sorted(inserts, reverse=True):
         lines.insert(index, text)
-    return "".join(lines)
+    return bom + "".join(lines)
+
+
+def _line_ending(lines: List[str]) -> str:
+    """The file's own line ending (its first line's): added lines match it, so a CRLF file stays CRLF."""
+    first = lines[0] if lines else ""
+    return "\r\n" if first.endswith("\r\n") else "\r" if first.endswith("\r") else "\n"
 
 
 class MountRouter(Step):
@@ -200,8 +209,12 @@ class JwtSecret(Step):
             if state["problems"]:
                 raise StepFailed("refusing JWT secret %s: %s" % (args["path"], "; ".join(state["problems"])))
             return Unchanged("%s is in place" % args["path"])
-        run.changed_files.append(args["path"])  # a running backend holds the old secret, or none
-        return Plan("create a random JWT secret in %s (mode 0600)" % args["path"])
+        if run.vars["auth_module"]:  # the auth module reads it at start-up: a running one holds another
+            run.changed_files.append(args["path"])
+            return Plan("create a random JWT secret in %s (mode 0600)" % args["path"])
+        # No auth module runs on this backend: a healthy one is not restarted for a file it does not use.
+        return Plan("create a random JWT secret in %s (mode 0600; no auth module uses it, so a running "
+                    "backend is not restarted for it)" % args["path"])
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         run.transport.agent("create_secret", path=args["path"])

@@ -5,13 +5,13 @@ import shlex
 import time
 from typing import Any, Dict, List
 
-from ..facts import ProcessFacts, owner_hints, pid_path
+from ..facts import Diagnosis, ProcessFacts, owner_hints, pid_path
 from ..owners import KINDS, Owner
 from . import ownership
-from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
+from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged, left_alone
 from .diagnose import gather_diagnosis
 from .owned import SECRET_ENV, backend_env, master_serves, reload_master, start_owned
-from .termination import plan_termination
+from .termination import judge_recorded, plan_termination
 from .verify import warm_up
 
 LOG_TAIL_LINES = 20
@@ -37,22 +37,23 @@ class Terminate(Step):
     name = "terminate"
 
     def gather(self, run: HostRun, args: Args) -> Any:
-        if _untouched_and_healthy(run):
+        if left_alone(run):
             return None  # nothing will be signalled: skip the second scan on the hot path
         d = run.diagnosis
         if d is None or time.monotonic() - run.diagnosed_at >= FRESH_FACTS_S:
             d = gather_diagnosis(run, probe=False)
         # Seconds-old facts are safe to act on: each signal is pinned to a process's start time,
-        # and success is judged by the port, so a newcomer is named, never missed. The backend an
-        # earlier run started (its pid file, read with the facts) may still be starting, not
-        # listening yet: it is ours to stop too, or the start step would run a second copy beside it.
-        return d, d.recorded_pid
+        # and success is judged by the port, so a newcomer is named, never missed.
+        return d
 
     def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         healthy = run.diagnosis is not None and run.diagnosis.healthy
         if facts is None:
-            return Unchanged("backend healthy and up to date: left running")
-        d, started = facts
+            if run.diagnosis is not None and run.diagnosis.slow:
+                return Unchanged("%s; nothing it runs changed: left running (restart_slow: true restarts a slow "
+                                 "backend)" % run.diagnosis.verdict())
+            return Unchanged("backend healthy and nothing it runs changed: left running")
+        d = facts
         orphans = [s for s in d.orphan_sockets if s.in_the_way]
         if orphans:
             raise StepFailed("port %d is held by a process this user cannot see (%s); run as its owner or root"
@@ -62,14 +63,21 @@ class Terminate(Step):
         if d.bystanders:
             others = " (left alone, on another address: %s)" % "; ".join(
                 "%s on %s" % (describe(h.process), ",".join(s.endpoint for s in h.sockets)) for h in d.bystanders)
-        termination = plan_termination(d, run.vars["process_match"], run.vars["force"], started)
+        # The backend an earlier run started (its pid file, read with the facts) may still be
+        # starting, not listening yet: it is ours to stop too, or the start step would run a second
+        # copy beside it; but only when its start record proves it is still that backend.
+        started, unproven = judge_recorded(d, run.vars["port"], run.vars["app_dir"])
+        if unproven:
+            others += "; left alone: %s" % unproven
+        termination = plan_termination(d, run.vars["process_match"], run.vars["force"], started,
+                                       backend_user(run.vars, d))
         if not termination.targets and not termination.refused:
             return Unchanged("port %d is free for %s%s" % (d.port, run.vars["bind_host"], others))
         if termination.refused:
             raise StepFailed("refusing to signal anything: port %d is also held by %s" % (d.port, "; ".join(
                 "%s, which %s" % (describe(r.holder.process), r.why) for r in termination.refused)))
         run.route = way = ownership.route(d, termination.targets, run.vars, healthy)
-        why = "files changed" if healthy else d.verdict()
+        why = "files changed: %s" % ", ".join(run.changed_files) if healthy else d.verdict()
         spared = "; left alone: %s" % "; ".join(describe(p) for p in termination.spared) if termination.spared else ""
         aside = spared + others + "".join("; " + note for note in way.notes)
         if way.action in (ownership.RELOAD, ownership.WORKERS):
@@ -89,7 +97,7 @@ class Terminate(Step):
         run.restarted = True
         # A healthy backend replaced for new files drains within ``grace``. One known hung gets
         # ``hung_grace``, and is killed at once if it still listens shortly after SIGTERM.
-        hung = not (run.diagnosis is not None and run.diagnosis.healthy)
+        hung = not (run.diagnosis is not None and (run.diagnosis.healthy or run.diagnosis.slow))
         listening = sorted({i for h in run.diagnosis.in_the_way for i in h.inodes}) if run.diagnosis else []
         grace, hung_after = (v["hung_grace"], HUNG_AFTER_S) if hung else (v["grace"], None)
         if way.action == ownership.RELOAD:
@@ -114,8 +122,11 @@ class Terminate(Step):
         return "%s%s; port %d free%s" % (asked, outcomes, v["port"], plan.payload)
 
 
-def _untouched_and_healthy(run: HostRun) -> bool:
-    return run.diagnosis is not None and run.diagnosis.healthy and not run.changed_files
+def backend_user(v: Dict[str, Any], d: Diagnosis) -> str:
+    """Whose processes may be the backend: ``backend_user``, else the user an earlier run started it
+    as (its start record), else the user this run acts as."""
+    record = d.recorded.record if d.recorded is not None else None
+    return str(v["backend_user"] or (record or {}).get("user") or d.run_user)
 
 
 def start_command(v: Dict[str, Any]) -> List[str]:
@@ -141,7 +152,7 @@ class Start(Step):
     def gather(self, run: HostRun, args: Args) -> Any:
         d = None  # after a planned restart the facts are about to change; in check mode they never will
         if not run.restart_planned:
-            if _untouched_and_healthy(run):
+            if left_alone(run):
                 return run.diagnosis, None  # nothing happened since diagnose: its facts still hold
             d = gather_diagnosis(run)
             if d.healthy or d.blocking_sockets:
@@ -157,9 +168,11 @@ class Start(Step):
         d, configured = facts
         v = run.vars
         if d is not None:
+            pids = ", ".join(str(h.pid) for h in d.holders)
             if d.healthy:
-                pids = ", ".join(str(h.pid) for h in d.holders)
                 return Unchanged("running and healthy (pid %s)" % pids)
+            if d.slow and not v["restart_slow"]:
+                return Unchanged("running (pid %s), %s" % (pids, d.verdict()))
             if d.blocking_sockets:
                 raise StepFailed("port %d is held and %s; run the terminate step first" % (d.port, d.verdict()))
         if configured is not None:
@@ -189,23 +202,26 @@ class Start(Step):
         run.restarted = True
         spawned = run.transport.spawn(argv=start_command(v), cwd=v["app_dir"], log=log_path(v),
                                       pidfile=pid_path(v), env=backend_env(v),
-                                      secret_env={SECRET_ENV: v["jwt_secret_file"]})
+                                      secret_env={SECRET_ENV: v["jwt_secret_file"]}, port=v["port"])
         pid = run.started_pid = spawned["pid"]
+        unrecorded = "; not recorded in %s" % spawned["unrecorded"] if spawned.get("unrecorded") else ""
         warm_up()  # verify's clients load while the backend boots
         ready = run.transport.agent("wait_healthy", pid=pid, bind_host=v["bind_host"], port=v["port"],
                                     path=v["health_path"], timeout=v["start_timeout"],
                                     probe_timeout=v["probe_timeout"])
         if not ready["ok"]:
-            why = ("exited during start-up" if ready["reason"] == "exited"
-                   else "not healthy within %.0fs" % v["start_timeout"])
-            raise StepFailed("backend pid %d %s; %s" % (pid, why, self._log_tail(run, offset)))
+            why = {"exited": "exited during start-up",
+                   "slow": "serves, but slower than probe_timeout %gs (slow, not hung: as slow as the one it "
+                           "replaced; not restarted again)" % v["probe_timeout"]}.get(
+                ready["reason"], "not healthy within %.0fs" % v["start_timeout"])
+            raise StepFailed("backend pid %d %s%s; %s" % (pid, why, unrecorded, self._log_tail(run, offset)))
         serving = gather_diagnosis(run, probe=False)
         ours = [h.pid for h in serving.holders if h.pid == pid or pid in serving.ancestors(h.pid)]
         if not ours:  # healthy, but not thanks to us: another process answers on the port
             others = "; ".join(describe(h.process) for h in serving.holders) or "a process this user cannot see"
             raise StepFailed("backend pid %d does not hold port %d, which is served by %s; %s"
                              % (pid, v["port"], others, self._log_tail(run, offset)))
-        return "started pid %d, healthy after %.2fs" % (pid, ready["elapsed_s"])
+        return "started pid %d, healthy after %.2fs%s" % (pid, ready["elapsed_s"], unrecorded)
 
     @staticmethod
     def _log_tail(run: HostRun, offset: int) -> str:
