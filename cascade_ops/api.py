@@ -32,7 +32,7 @@ from .transport import Transport
 
 if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
     from .facts import Diagnosis
-    from .inventory import Inventory
+    from .inventory import Endpoint, Inventory
     from .runner import RunResult, StepCallback
     from .steps.verify import Check
     from .watch import Tick
@@ -89,11 +89,13 @@ def read_inventory(inventory: str = DEFAULT_INVENTORY, vars: Iterable[str] = ())
 
 
 def command_line_host(inventory: str, vars: Iterable[str], name: str, user: Optional[str] = None,
-                      port: Optional[int] = None, key_file: Optional[str] = None) -> Host:
-    """The host ``fab -H [USER@]NAME[:PORT]`` (and ``-i KEY``) means; what the command line gives
-    wins over the inventory (see ``Inventory.command_line``)."""
-    return load_inventory(inventory, parse_cli_vars(vars)).command_line(name, user=user, ssh_port=port,
-                                                                       key_file=key_file)
+                      port: Optional[int] = None, key_file: Optional[str] = None, alias: Optional[str] = None,
+                      endpoint: "Optional[Endpoint]" = None) -> Host:
+    """The host ``fab -H [USER@]ALIAS[:PORT]`` (and ``-i KEY``) means, ``name`` being the address
+    ssh_config resolves ALIAS to; what the command line gives wins over the inventory (see
+    ``Inventory.command_line``)."""
+    return load_inventory(inventory, parse_cli_vars(vars)).command_line(
+        name, alias=alias, endpoint=endpoint, user=user, ssh_port=port, key_file=key_file)
 
 
 def controller() -> Host:

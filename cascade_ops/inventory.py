@@ -14,7 +14,7 @@ is touched.
 import fnmatch
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
 from .hostvars import SPECS, Host, Origin, RawVar, VarSpec, resolve
@@ -23,6 +23,13 @@ from .transport import transport_vars
 
 # Every variable an inventory may set: the backend's and scheduler's, and each transport's own.
 VARIABLES: Dict[str, VarSpec] = dict(SPECS, **transport_vars())
+# Where an SSH host's (address, port) is reached, once ssh_config applies (``fab -H`` gives one).
+Endpoint = Callable[[str, Optional[int]], Tuple[str, int]]
+
+
+def _literal(address: str, port: Optional[int]) -> Tuple[str, int]:
+    """An address and port as written (no ssh_config to apply)."""
+    return address, port or 22
 
 
 @dataclass
@@ -84,16 +91,19 @@ class Inventory:
         draw(group, 0)
         return "\n".join(lines)
 
-    def command_line(self, name: str, **given: Any) -> Host:
+    def command_line(self, name: str, alias: Optional[str] = None, endpoint: Optional[Endpoint] = None,
+                     **given: Any) -> Host:
         """The host ``fab -H [USER@]NAME[:PORT]`` means, with what the command line gives (user,
-        ssh_port, key_file) winning over the inventory: the inventory host of that name, else the one
-        reached at that address (and port), with its groups' variables; else a host described by
-        the ``all`` group's variables alone."""
+        ssh_port, key_file) winning over the inventory. ``name`` is the address ssh_config resolved
+        ``alias`` (what was typed) to; ``endpoint(address, port)`` resolves an inventory host's
+        address and port the same way. The inventory host named ``alias`` (or ``name``), else the
+        one host reached at that address and port, with its groups' variables. Several, or none
+        while hosts share that address on other ports: refused, naming them, never another host.
+        No inventory host at that address at all: a host described by the ``all`` group's variables."""
         overrides = {k: RawVar(v, Origin("fab -H", None, os.getcwd())) for k, v in given.items() if v is not None}
-        port = given.get("ssh_port")
-        match = name if name in self.hosts else next(
-            (h.name for h in self.hosts.values() if h.vars["connection"] == "ssh"
-             and (h.vars["address"] or h.name) == name and port in (None, h.vars["ssh_port"])), None)
+        match = next((n for n in (alias, name) if n in self.hosts), None)
+        if match is None:
+            match = self._by_address(name, alias, given.get("ssh_port"), endpoint or _literal)
         if match is not None:
             return Host(match, self.hosts[match].groups, resolve(dict(self.raw[match], **overrides), match, VARIABLES,
                                                                  self.path))
@@ -120,6 +130,26 @@ class Inventory:
                 raise ConfigError("matches no host or group in %s" % self.path, field="--limit %s" % pattern)
             chosen.extend(n for n in names if n not in chosen)
         return [self.hosts[n] for n in chosen]
+
+
+    def _by_address(self, address: str, alias: Optional[str], port: Optional[int], endpoint: Endpoint) -> Optional[str]:
+        """The one SSH host of the inventory reached at ``address`` (and ``port``, when given)."""
+        reached = {h.name: endpoint(h.vars["address"] or h.name, h.vars["ssh_port"])
+                   for h in self.hosts.values() if h.vars["connection"] == "ssh"}
+        there = {n: p for n, (a, p) in reached.items()
+                 if a == address or (alias is not None and (self.hosts[n].vars["address"] or n) == alias)}
+        found = [n for n, p in there.items() if port is None or p == port]
+        if len(found) == 1:
+            return found[0]
+        named = "; ".join("%s (%s:%d)" % (n, reached[n][0], p) for n, p in there.items())
+        typed = "%s%s" % (alias or address, ":%d" % port if port else "")
+        if found:
+            raise ConfigError("is reached at %s by %d inventory hosts: %s; name one (its inventory name, or "
+                              "host:port)" % (address, len(found), named), self.path, field="-H %s" % typed)
+        if there:
+            raise ConfigError("no inventory host is reached at %s:%d; at that address: %s"
+                              % (address, port or 22, named), self.path, field="-H %s" % typed)
+        return None
 
 
 # Ansible's connection variables and ours; other ``ansible_*`` variables are accepted and ignored.

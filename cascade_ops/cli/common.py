@@ -81,17 +81,26 @@ def _each_json(per_host, doc, failed=False):
 def _fab_hosts(c, inventory, var):
     """With ``fab -H [USER@]HOST[:PORT]`` (Fabric calls the task once per host, with its Connection):
     that host, with the user, port and ``-i`` key the command line gave, and those only (a value
-    equal to Fabric's default cannot be told apart from no value: the inventory's stands)."""
+    equal to Fabric's default cannot be told apart from no value: the inventory's stands).
+
+    HOST is matched as ssh would reach it: Fabric has applied ~/.ssh/config (an alias's HostName,
+    Port, User), and each inventory host's address and port are resolved the same way, so an alias
+    acts on exactly the host it names, or the run refuses (exit 4)."""
     from cascade_ops import api
     if not getattr(c, "host", None):
         return None
     # Fabric has already split USER@HOST:PORT and filled in its defaults: what differs from them was given.
     ssh_config = getattr(c, "ssh_config", None) or {}
     user = c.user if c.user != ssh_config.get("user", c.config.user) else None
-    port = c.port if c.port != int(ssh_config.get("port", c.config.port)) else None
+    port = c.port if c.port != c.config.port or "port" in ssh_config else None
     keys = (c.connect_kwargs or {}).get("key_filename")
     key_file = (keys[0] if isinstance(keys, list) else keys) if keys else None
-    return [_guard(lambda: api.command_line_host(inventory, var or (), c.host, user, port, key_file))]
+
+    def endpoint(address, port):
+        found = c.config.base_ssh_config.lookup(address)
+        return found.get("hostname", address), int(port or found.get("port", c.config.port))
+    return [_guard(lambda: api.command_line_host(inventory, var or (), c.host, user, port, key_file,
+                                                 alias=c.original_host, endpoint=endpoint))]
 
 def _cron_target(c, inventory, var):
     """Whose crontab: this machine's, or with ``fab -H`` that host's (over SSH)."""

@@ -49,6 +49,19 @@ def _budget(kwargs: Dict[str, Any]) -> float:
     return COMMAND_SLACK_S + sum(float(kwargs.get(k) or 0) for k in ("timeout", "grace", "probe_timeout"))
 
 
+def host_key_settings(ssh_config: Dict[str, Any], known_hosts: Optional[str],
+                      accept_new: bool) -> Tuple[str, bool]:
+    """Where host keys are checked and whether a new one is recorded: the inventory's
+    ``known_hosts`` (else ssh_config's UserKnownHostsFile, else ~/.ssh/known_hosts), and
+    --accept-new-host-keys or StrictHostKeyChecking accept-new. StrictHostKeyChecking no is not
+    honoured: keys are always verified (``hostkeys`` says so when one is unknown)."""
+    configured = ssh_config.get("userknownhostsfile")
+    if isinstance(configured, list):
+        configured = configured[0] if configured else None
+    path = known_hosts or os.path.expanduser(str(configured).split()[0] if configured else "~/.ssh/known_hosts")
+    return path, accept_new or ssh_config.get("stricthostkeychecking") == "accept-new"
+
+
 class SSHTransport(Transport):
     """A host reached over SSH (a Fabric ``Connection``, which is an Invoke ``Context``)."""
 
@@ -56,7 +69,7 @@ class SSHTransport(Transport):
     host_vars = (
         VarSpec("address", parse_str),  # default: the host's name
         VarSpec("user", parse_str),
-        VarSpec("ssh_port", parse_port, 22),
+        VarSpec("ssh_port", parse_port),  # default: the host's ssh_config Port, else 22
         VarSpec("key_file", parse_str, path="controller"),
         VarSpec("known_hosts", parse_str, path="controller"),  # default: ~/.ssh/known_hosts
         VarSpec("become", parse_bool, False),  # run the agent through sudo
@@ -89,10 +102,17 @@ class SSHTransport(Transport):
         connect_kwargs: Dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
         if v["key_file"]:
             connect_kwargs.update(key_filename=v["key_file"], look_for_keys=False, allow_agent=False)
+        # ~/.ssh/config applies as OpenSSH and Fabric apply it (HostName, Port, User, IdentityFile,
+        # ProxyJump, UserKnownHostsFile, StrictHostKeyChecking); what the inventory says wins.
         self.connection = Connection(v["address"] or v["host"], user=v["user"], port=v["ssh_port"],
                                      connect_timeout=max(1, round(timeout)), connect_kwargs=connect_kwargs)
-        policy = apply_policy(self.connection.client, v["known_hosts"] or os.path.expanduser("~/.ssh/known_hosts"),
-                              accept_new_host_keys)
+        known_hosts, accept_new = host_key_settings(self.connection.ssh_config, v["known_hosts"], accept_new_host_keys)
+        policy = apply_policy(self.connection.client, known_hosts, accept_new)
+        hop = self.connection.gateway
+        while hop is not None and not isinstance(hop, str):  # each ProxyJump hop's key is verified too
+            apply_policy(hop.client, *host_key_settings(hop.ssh_config, v["known_hosts"], accept_new_host_keys))
+            hop = hop.gateway
+        where = "%s:%d" % (self.connection.host, self.connection.port)
         try:
             self.connection.open()
         except paramiko.BadHostKeyException as exc:
@@ -101,17 +121,18 @@ class SSHTransport(Transport):
                                                          fingerprint(exc.expected_key))) from None
         except paramiko.ssh_exception.NoValidConnectionsError as exc:
             reasons = sorted({getattr(e, "strerror", None) or str(e) for e in exc.errors.values()})
-            raise HostUnreachable(self.host, "cannot connect to %s:%d (%s)" % (
-                v["address"] or v["host"], v["ssh_port"], "; ".join(reasons))) from None
+            raise HostUnreachable(self.host, "cannot connect to %s (%s)" % (where, "; ".join(reasons))) from None
         except paramiko.AuthenticationException as exc:
-            raise HostUnreachable(self.host, "authentication failed: %s" % exc) from None
+            keys = self.connection.connect_kwargs.get("key_filename") or "the SSH agent's and ~/.ssh's default keys"
+            raise HostUnreachable(self.host, "authentication failed for user %s at %s with key %s: %s" % (
+                self.connection.user, where, ", ".join(keys) if isinstance(keys, list) else keys, exc)) from None
         except (socket.timeout, TimeoutError):
             raise HostUnreachable(self.host, "no SSH connection within %.0fs" % timeout) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             text = str(exc) or type(exc).__name__
             if "banner" in text or text == "No existing session":  # paramiko's words for a silent peer
-                text = ("no SSH banner within connect_timeout %gs: %s:%d accepts TCP but does not speak SSH"
-                        % (timeout, v["address"] or v["host"], v["ssh_port"]))
+                text = ("no SSH banner within connect_timeout %gs: %s accepts TCP but does not speak SSH"
+                        % (timeout, where))
             raise HostUnreachable(self.host, text) from None
         self.notes.extend(getattr(policy, "recorded", ()))
         self._channel: Any = None  # the agent server's session
