@@ -24,7 +24,7 @@ from typing import (
 )
 
 from . import interrupts
-from .errors import CascadeError, ConfigError, worst_exit_code
+from .errors import CascadeError, ConfigError, HostCommandError, worst_exit_code
 from .hostvars import Host, parse_cli_vars
 from .inventory import load_inventory
 from .scheduler import DEFAULT_FORKS, FDS_PER_FORK, max_forks, run_each
@@ -64,9 +64,10 @@ class PerHost(Dict[str, T], Generic[T]):
 
 
 def on_hosts(hosts: List[Host], work: Callable[[Host, Transport], T], forks: int = DEFAULT_FORKS,
-             become_password: Optional[str] = None) -> PerHost[T]:
+             become_password: Optional[str] = None, accept_new_host_keys: bool = False) -> PerHost[T]:
     """``work(host, transport)`` on every host through the scheduler."""
-    outcomes = run_each(hosts, work, forks, {"become_password": become_password})
+    outcomes = run_each(hosts, work, forks, {"become_password": become_password,
+                                             "accept_new_host_keys": accept_new_host_keys})
     return PerHost([h.name for h in hosts],
                    {name: o.value for name, o in outcomes.items() if o.error is None},  # type: ignore[misc]
                    {name: o.error for name, o in outcomes.items() if o.error is not None})
@@ -136,12 +137,19 @@ def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, var
 
     ``options`` are RunOptions: forks, serial, max_fail_percentage, accept_new_host_keys.
     """
+    import time
+
+    from . import history
     from .playbook import load_playbook, run_playbook
-    from .runner import RunOptions
+    from .runner import RunOptions, new_run_id
     book = load_playbook(playbook or default_playbook(inventory, "recover"))
     hosts = hosts if hosts is not None else select_hosts(inventory, limit, vars)
-    run_options = RunOptions(check=check, diff=diff, **_run_options(options))
-    return run_playbook(hosts, book, run_options, on_step=on_step)
+    run_options = RunOptions(check=check, diff=diff, run_id=new_run_id(), **_run_options(options))
+    started_at = time.time()
+    result = run_playbook(hosts, book, run_options, on_step=on_step)
+    if not check:
+        history.record_unreached(inventory, result.hosts, run_options.run_id, book.name, started_at)
+    return result
 
 
 def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
@@ -174,19 +182,21 @@ def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-             hosts: Optional[List[Host]] = None, become_password: Optional[str] = None) -> "PerHost[Diagnosis]":
+             hosts: Optional[List[Host]] = None, become_password: Optional[str] = None,
+             accept_new_host_keys: bool = False) -> "PerHost[Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
     from .facts import read_diagnosis
     return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars),
-                    become_password=become_password)
+                    become_password=become_password, accept_new_host_keys=accept_new_host_keys)
 
 
 def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-           hosts: Optional[List[Host]] = None, become_password: Optional[str] = None) -> "PerHost[List[Check]]":
+           hosts: Optional[List[Host]] = None, become_password: Optional[str] = None,
+           accept_new_host_keys: bool = False) -> "PerHost[List[Check]]":
     """Run every verification check on each selected host. Changes nothing."""
     from .steps.verify import run_checks
     return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars),
-                    become_password=become_password)
+                    become_password=become_password, accept_new_host_keys=accept_new_host_keys)
 
 
 def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
@@ -273,14 +283,14 @@ def _in_parallel(names: List[str], work: Callable[[str], None]) -> None:
 
 
 def last_ticks(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-               vars: Iterable[str] = ()) -> PerHost[Optional[str]]:
+               vars: Iterable[str] = (), hosts: Optional[List[Host]] = None) -> PerHost[Optional[str]]:
     """The last line of each selected host's watch log (None before the first tick)."""
     from .watch import LOG_FILE
 
     def last(host: Host, transport: Transport) -> Optional[str]:
         lines = transport.agent("tail", path=os.path.join(host.vars["state_dir"], LOG_FILE), lines=1)
         return lines[-1] if lines else None
-    return on_hosts(select_hosts(inventory, limit, vars), last)
+    return on_hosts(_hosts(inventory, limit, vars, hosts), last)
 
 
 def incidents(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
@@ -291,12 +301,23 @@ def incidents(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
 
 
 def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-                  vars: Iterable[str] = ()) -> "PerHost[Optional[Tuple[str, Dict[str, Any], List[str]]]]":
+                  vars: Iterable[str] = (), name: Optional[str] = None,
+                  ) -> "PerHost[Optional[Tuple[str, Dict[str, Any], List[str]]]]":
     """Each host's newest readable incident report as (path, document, the newer files that did not
-    read as one), or None when it has none at all."""
+    read as one), or None when it has none at all. ``name``: that stored report instead (its path or
+    file name, as ``report --list`` shows them)."""
     from . import report
-    return on_hosts(select_hosts(inventory, limit, vars),
-                    lambda host, transport: report.newest(transport, report.stored(transport, host.vars)))
+
+    def find(host: Host, transport: Transport) -> Optional[Tuple[str, Dict[str, Any], List[str]]]:
+        paths = report.stored(transport, host.vars)
+        if name is None:
+            return report.newest(transport, paths)
+        chosen = [p for p in paths if name in (p, os.path.basename(p))]
+        if not chosen:
+            raise HostCommandError(host.name, "report", "no stored incident report %s (report --list shows them)"
+                                   % name)
+        return report.newest(transport, chosen)
+    return on_hosts(select_hosts(inventory, limit, vars), find)
 
 
 def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
@@ -305,8 +326,12 @@ def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[st
     to ``out``; each host's answer is how many runs it had. Changes nothing on the hosts."""
     from . import history, htmlreport
 
+    hosts = select_hosts(inventory, limit, vars)
+    unreached = history.read_controller(inventory, [h.name for h in hosts], last)
+
     def read(host: Host, transport: Transport) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-        runs = history.read(transport, host.vars, last)
+        runs = sorted(history.read(transport, host.vars, last) + unreached.get(host.name, []),
+                      key=lambda r: r.get("started_at", 0))[-last:]
         found = {}
         for path in {r["incident_report"] for r in runs if r.get("incident_report")}:
             text = transport.agent("read_text", path=path)
@@ -315,11 +340,13 @@ def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[st
             except ValueError:  # a torn or foreign file: the page links to nothing rather than fail
                 found[path] = None
         return runs, found
-    answers = on_hosts(select_hosts(inventory, limit, vars), read)
+    answers = on_hosts(hosts, read)
     incidents: Dict[str, Any] = {}
     for _, found in answers.values():
         incidents.update(found)
-    page = htmlreport.render({h: runs for h, (runs, _) in answers.items()}, incidents,
+    runs_of = {h: runs for h, (runs, _) in answers.items()}
+    runs_of.update({h: recs for h, recs in unreached.items() if h not in runs_of})  # unreachable now, too
+    page = htmlreport.render(runs_of, incidents,
                              {h: str(e) for h, e in answers.failures.items()}, "cascade-ops runs: %s" % inventory)
     with open(out, "w", encoding="utf-8") as f:
         f.write(page)

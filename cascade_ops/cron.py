@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, HostCommandError
 from .hostvars import SPECS, Host, parse_duration
 
 MARKER = "# cascade-ops watch id="
@@ -73,12 +73,14 @@ def watch_argv(runner: List[str], inventory: str, limit: Optional[str], vars: Li
     return argv
 
 
-def watch_command(runner: List[str], project_dir: str, inventory: str, limit: Optional[str], vars: List[str],
+def watch_command(runner: List[str], workdir: str, inventory: str, limit: Optional[str], vars: List[str],
                   log: str) -> str:
-    """The shell command cron runs; every value quoted, and ``%`` escaped (cron turns it into a newline)."""
+    """The shell command cron runs, from ``workdir`` (a checkout for its tasks, else the watched
+    inventory's directory: a path that exists on that host); every value quoted, and ``%`` escaped
+    (cron turns it into a newline)."""
     argv = watch_argv(runner, inventory, limit, vars)
     command = "mkdir -p %s && cd %s && %s >> %s 2>&1" % (
-        shlex.quote(os.path.dirname(log)), shlex.quote(project_dir), " ".join(map(shlex.quote, argv)), shlex.quote(log))
+        shlex.quote(os.path.dirname(log)), shlex.quote(workdir), " ".join(map(shlex.quote, argv)), shlex.quote(log))
     return command.replace("%", "\\%")
 
 
@@ -112,7 +114,9 @@ class WatchJob:
             transport.agent("write_file", path=self.local_inventory, content=host_local_inventory(host), mode=0o600)
 
     def runner(self, transport, here: bool, installed_here: Optional[str], project_dir: str) -> List[str]:
-        """The installed CLI there (beside ``python``) when cascade-ops is installed, else a checkout's."""
+        """The installed CLI there (beside ``python``, else where ``bootstrap`` installs it) when
+        cascade-ops is installed, else a checkout's: ``project``, or here this one. On another host
+        with neither, no entry: the controller's checkout is not there."""
         cli = None
         if self.project is None:
             if self.python is None and here:
@@ -121,7 +125,17 @@ class WatchJob:
                 prefix = os.path.dirname(os.path.dirname(self.python)) if self.python else None
                 there = transport.agent("installed_cli", prefix=prefix)
                 cli = there["cli"] if there["version"] else None
+                if cli is None and self.python is None and not here:
+                    venv = os.path.dirname(os.path.dirname(there["cli"]))
+                    raise HostCommandError(transport.host, "cron", "cascade-ops is not installed at %s on this host: "
+                                           "`fab -H HOST bootstrap` first, or give --python (the venv there) or "
+                                           "--project (a checkout there)" % venv)
         return runner(self.python or sys.executable, self.project or project_dir, cli)
+
+    def workdir(self, runner: List[str], project_dir: str) -> str:
+        """Where the tick runs: a checkout's tasks from the checkout; an installed CLI from the
+        watched inventory's directory, which is on that host."""
+        return os.path.dirname(self.watched) if len(runner) == 1 else (self.project or project_dir)
 
 
 def marker(inventory: str) -> str:

@@ -8,11 +8,13 @@ EXIT_UNREACHABLE = 3
 EXIT_INVALID = 4
 EXIT_LOCKED = 5
 EXIT_BUDGET = 6
+EXIT_UNHEALTHY = 7  # diagnose: a host answered, and it is not healthy
 
 EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM = 129, 130, 143  # interrupted: 128 + the signal
 
 # When hosts end differently the worst wins (README: exit codes); an interrupted run says so first.
-SEVERITY = (EXIT_OK, EXIT_LOCKED, EXIT_BUDGET, EXIT_UNREACHABLE, EXIT_FAILED, EXIT_SIGHUP, EXIT_SIGTERM, EXIT_SIGINT)
+SEVERITY = (EXIT_OK, EXIT_UNHEALTHY, EXIT_LOCKED, EXIT_BUDGET, EXIT_UNREACHABLE, EXIT_FAILED, EXIT_SIGHUP,
+            EXIT_SIGTERM, EXIT_SIGINT)
 
 
 def worst_exit_code(codes: Iterable[int]) -> int:

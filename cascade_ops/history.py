@@ -14,29 +14,74 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 FILE = "history.jsonl"
+MESSAGE_CHARS = 4000  # a failed step's cause (a log tail, a traceback) is kept whole, within reason
+# The controller's own record of the hosts a run could not reach or never started (unreachable,
+# cut off, a stopped rollout): their history cannot be on them. Beside the inventory.
+CONTROLLER_FILE = os.path.join(".cascade", FILE)
+CONTROLLER_MAX_BYTES, CONTROLLER_KEEP = 1 << 20, 3
 
 
 def path(v: Dict[str, Any]) -> str:
     return os.path.join(v["state_dir"], FILE)
 
 
-def record(transport: "Transport", v: Dict[str, Any], result: "HostResult", run_id: str, name: str,
-           started_at: float) -> None:
-    """Append this run's line; failing to is a warning on the result, never a failed run."""
+def controller_path(inventory: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(inventory)), CONTROLLER_FILE)
+
+
+def line_of(result: "HostResult", run_id: str, name: str, started_at: float) -> str:
     steps = []
     for step in result.steps:
         entry: Dict[str, Any] = {"name": step.name, "status": step.status, "duration_s": round(step.duration_s, 4)}
         if step.status == "failed":
-            entry["message"] = (step.message.splitlines() or [""])[0][:300]
+            entry["message"] = step.message[:MESSAGE_CHARS]
         steps.append(entry)
-    line = {"run_id": run_id, "playbook": name, "host": result.host, "started_at": round(started_at, 3),
-            "duration_s": round(result.duration_s, 4), "status": result.status, "exit_code": result.exit_code,
-            "steps": steps, "incident_report": result.incident_report, "recorded_at": round(time.time(), 3)}
+    return json.dumps({"run_id": run_id, "playbook": name, "host": result.host, "started_at": round(started_at, 3),
+                       "duration_s": round(result.duration_s, 4), "status": result.status,
+                       "exit_code": result.exit_code, "steps": steps, "incident_report": result.incident_report,
+                       "recorded_at": round(time.time(), 3)})
+
+
+def record(transport: "Transport", v: Dict[str, Any], result: "HostResult", run_id: str, name: str,
+           started_at: float) -> None:
+    """Append this run's line; failing to is a warning on the result, never a failed run."""
     try:
-        transport.agent("append_log", path=path(v), line=json.dumps(line), max_bytes=v["history_max_bytes"],
-                        keep=v["keep_history"])
+        transport.agent("append_log", path=path(v), line=line_of(result, run_id, name, started_at),
+                        max_bytes=v["history_max_bytes"], keep=v["keep_history"])
     except CascadeError as exc:
         result.warnings.append("run history not written: %s" % exc)
+
+
+def reached(result: "HostResult") -> bool:
+    """Whether the run worked on the host (and so wrote its history line there)."""
+    return bool(result.steps) and result.steps[0].name == "preflight" and result.steps[-1].name != "deadline"
+
+
+def record_unreached(inventory: str, results: Dict[str, "HostResult"], run_id: str, name: str,
+                     started_at: float) -> None:
+    """The hosts a run never worked on, in the controller's record: every host of a run is in the
+    run history, an unreachable one too. Never fails the run: a read-only checkout just has no page."""
+    from .agent.files import append_log
+    lines = [line_of(r, run_id, name, started_at) for r in results.values() if not reached(r)]
+    try:
+        for line in lines:
+            append_log(controller_path(inventory), line, CONTROLLER_MAX_BYTES, CONTROLLER_KEEP)
+    except OSError:
+        pass
+
+
+def read_controller(inventory: str, hosts: List[str], last: int) -> Dict[str, List[Dict[str, Any]]]:
+    """The controller's records of ``hosts``, the last ``last`` of each, oldest first."""
+    from .agent.files import tail
+    found: Dict[str, List[Dict[str, Any]]] = {}
+    for text in tail(controller_path(inventory), lines=last * max(1, len(hosts))):
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("host") in hosts:
+            found.setdefault(rec["host"], []).append(rec)
+    return {h: runs[-last:] for h, runs in found.items()}
 
 
 def read(transport: "Transport", v: Dict[str, Any], last: int) -> List[Dict[str, Any]]:

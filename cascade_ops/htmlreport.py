@@ -112,6 +112,7 @@ svg text.host { font: 12px sans-serif; fill: #222; }
 svg text.axis { font: 11px sans-serif; fill: #666; }
 svg a:hover rect { stroke: #000; stroke-width: 1; }
 .detail { margin: 12px 0 12px 16px; }
+.detail td:last-child { white-space: pre-wrap; font-family: monospace; font-size: 12px; }
 pre { background: #f6f6f6; padding: 8px; overflow: auto; max-height: 400px; }
 </style></head>
 <body>

@@ -13,6 +13,7 @@ is touched.
 
 import fnmatch
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -112,24 +113,52 @@ class Inventory:
         return Host(name, ("all",), resolve(merged, name, VARIABLES, self.path))
 
     def select(self, limit: Optional[str] = None) -> List[Host]:
-        """Hosts named by ``limit``: comma-separated host names, group names or globs."""
+        """Hosts named by ``limit``, as Ansible's ``--limit`` reads it: patterns (host names, group
+        names or globs) separated by ``,`` or ``:``; ``!PATTERN`` leaves its hosts out, ``&PATTERN``
+        keeps only hosts it also names, and ``@FILE`` reads patterns from a file (one per line, as
+        a retry file has them), in inventory order."""
         if limit is None:
             return list(self.hosts.values())
-        if not limit.replace(",", "").strip():
+        patterns = self._patterns(limit)
+        if not patterns:
             raise ConfigError("names no host or group", field="--limit %r" % limit)
-        chosen: List[str] = []
-        for pattern in (p.strip() for p in limit.split(",")):
-            if not pattern:
-                continue
-            names = (self.groups.get(pattern)
-                     or ([pattern] if pattern in self.hosts else None)
-                     or [n for n in self.hosts if fnmatch.fnmatchcase(n, pattern)]
-                     or [n for g, members in self.groups.items() if fnmatch.fnmatchcase(g, pattern)
-                         for n in members])
-            if not names:
-                raise ConfigError("matches no host or group in %s" % self.path, field="--limit %s" % pattern)
-            chosen.extend(n for n in names if n not in chosen)
-        return [self.hosts[n] for n in chosen]
+        wanted: List[str] = []
+        for pattern in (p for p in patterns if p[0] not in "!&"):
+            wanted.extend(n for n in self._named(pattern) if n not in wanted)
+        if not wanted:  # only exclusions and intersections: they apply to every host, as in Ansible
+            wanted = list(self.hosts)
+        for pattern in patterns:
+            if pattern[0] == "&":
+                kept = set(self._named(pattern[1:]))
+                wanted = [n for n in wanted if n in kept]
+            elif pattern[0] == "!":  # leaving out what is not there is no mistake (Ansible agrees)
+                dropped = set(self._named(pattern[1:], strict=False))
+                wanted = [n for n in wanted if n not in dropped]
+        if not wanted:
+            raise ConfigError("leaves no host to act on in %s" % self.path, field="--limit %s" % limit)
+        return [self.hosts[n] for n in self.hosts if n in wanted]
+
+    def _patterns(self, limit: str) -> List[str]:
+        patterns: List[str] = []
+        for part in (p.strip() for p in re.split(r"[,:]", limit)):
+            if part.startswith("@"):
+                from .yamlsrc import read_text
+                patterns.extend(line.strip() for line in read_text(part[1:], "a limit file").splitlines()
+                                if line.strip() and not line.strip().startswith("#"))
+            elif part:
+                patterns.append(part)
+        return patterns
+
+    def _named(self, pattern: str, strict: bool = True) -> List[str]:
+        if not pattern:
+            raise ConfigError("an empty pattern after ! or &", field="--limit")
+        names = (self.groups.get(pattern)
+                 or ([pattern] if pattern in self.hosts else None)
+                 or [n for n in self.hosts if fnmatch.fnmatchcase(n, pattern)]
+                 or [n for g, members in self.groups.items() if fnmatch.fnmatchcase(g, pattern) for n in members])
+        if not names and strict:
+            raise ConfigError("matches no host or group in %s" % self.path, field="--limit %s" % pattern)
+        return names or []
 
 
     def _by_address(self, address: str, alias: Optional[str], port: Optional[int], endpoint: Endpoint) -> Optional[str]:
@@ -158,6 +187,11 @@ ANSIBLE_VARS = {"ansible_host": "address", "ansible_ssh_host": "address", "ansib
                 "ansible_ssh_private_key_file": "key_file", "ansible_connection": "connection",
                 "ansible_become": "become", "ansible_python_interpreter": "agent_python"}
 _CONNECTIONS = {"ssh": "ssh", "paramiko": "ssh", "smart": "ssh", "local": "local"}
+_BECOME_INSTEAD = "use --ask-become-pass (-K), or become_password_file (a file of mode 0600)"
+_SSH_INSTEAD = "log in with a key (key_file, or IdentityFile in ~/.ssh/config)"
+PASSWORD_VARS = {"ansible_become_password": _BECOME_INSTEAD, "ansible_become_pass": _BECOME_INSTEAD,
+                 "ansible_sudo_pass": _BECOME_INSTEAD, "ansible_password": _SSH_INSTEAD,
+                 "ansible_ssh_pass": _SSH_INSTEAD, "ansible_ssh_password": _SSH_INSTEAD}
 
 
 def ours(layer: Dict[str, RawVar]) -> Dict[str, RawVar]:
@@ -167,6 +201,9 @@ def ours(layer: Dict[str, RawVar]) -> Dict[str, RawVar]:
         if not name.startswith("ansible_"):
             mapped.setdefault(name, var)
             continue
+        if name in PASSWORD_VARS:
+            raise ConfigError("a password is not read from an inventory (anyone who can read it has it): %s"
+                              % PASSWORD_VARS[name], var.origin.file, var.origin.line, name)
         target = ANSIBLE_VARS.get(name)
         if target is None:
             continue

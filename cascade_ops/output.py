@@ -50,10 +50,13 @@ def step_line(host: str, result: "StepResult", host_width: int = 12, colour: boo
 
 
 def recap(run: "RunResult", colour: bool = False) -> str:
+    """Ansible's PLAY RECAP: a line per host, and for more than one host a line of totals."""
     lines = ["RECAP"]
     width = max([12] + [len(name) for name in run.hosts])
+    totals: Dict[str, int] = {}
     for name, host in run.hosts.items():
         r = host.recap()
+        totals[r["status"]] = totals.get(r["status"], 0) + 1
         line = ("%-*s %s ok=%d changed=%d unreachable=%d failed=%d skipped=%d  (%.2fs)"
                 % (width, name, status_word(r["status"], STATUS_WIDTH, colour), r["ok"], r["changed"],
                    r["unreachable"], r["failed"], r["skipped"], r["duration_s"]))
@@ -64,6 +67,9 @@ def recap(run: "RunResult", colour: bool = False) -> str:
             lines.append("%-*s %s" % (width, "", host.steps[-1].message))
         lines += ["%-*s warning: %s" % (width, name, warning) for warning in host.warnings]
         lines += ["%-*s note: %s" % (width, name, note) for note in host.notes]
+    if len(run.hosts) > 1:
+        lines.append("%-*s %d hosts: %s" % (width, "TOTAL", len(run.hosts), ", ".join(
+            "%d %s" % (count, status) for status, count in sorted(totals.items()))))
     return "\n".join(lines)
 
 
@@ -141,6 +147,8 @@ def incident_text(path: str, doc: dict, unreadable: Sequence[str] = ()) -> str:
         lines.append("  diagnosis: " + d["verdict"])
     if doc.get("hang"):
         lines.append("  hang: %s" % doc["hang"]["summary"])
+    if doc.get("planned_restart"):
+        lines.append("  planned restart: %s" % doc["planned_restart"])
     if d:
         for h in d["holders"]:
             owner = h.get("owner", {})

@@ -98,8 +98,10 @@ class HostResult:
         return EXIT_LOCKED if self.locked else EXIT_OK
 
     def recap(self) -> Dict[str, Any]:
-        """Counts of steps by status; an unreachable host counts as unreachable, not failed (as Ansible's)."""
+        """Counts of steps by status, as Ansible's recap counts tasks: ``ok`` includes the changed ones;
+        an unreachable host counts as unreachable, not failed."""
         counts = {status: sum(1 for s in self.steps if s.status == status) for status in (OK, CHANGED, FAILED, SKIPPED)}
+        counts[OK] += counts[CHANGED]
         if self.unreachable:
             counts[FAILED] = 0
         return dict(counts, unreachable=int(self.unreachable), status=self.status, duration_s=round(self.duration_s, 3))
@@ -191,13 +193,15 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
         report(StepResult(phase, FAILED, "unexpected %s: %s" % (type(exc).__name__, exc)))
     result.duration_s = time.monotonic() - started
     result.notes.extend(n for n in transport.notes if n not in result.notes)  # learnt during the run
-    # A dry run leaves nothing on the host; an interrupted one is recorded too, unless its host was cut off.
-    if not options.check and not transport.cancelled:
-        history.record(transport, host.vars, result, options.run_id or _run_id(), options.name, started_at)
+    # A dry run leaves nothing on the host. An interrupted one is recorded too once a step ran (one
+    # stopped before its first step touches nothing), unless its host was cut off.
+    began = any(s.name not in ("preflight", "interrupted") for s in result.steps)
+    if not options.check and not transport.cancelled and (began or not result.interrupted):
+        history.record(transport, host.vars, result, options.run_id or new_run_id(), options.name, started_at)
     return result
 
 
-def _run_id() -> str:
+def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
@@ -339,7 +343,7 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
     exceeds ``max_fail_percentage`` (default 0) stops the rollout: later hosts are ``not_run``."""
     run_options = options or RunOptions()
     if not run_options.run_id:
-        run_options = replace(run_options, run_id=_run_id())
+        run_options = replace(run_options, run_id=new_run_id())
     size = batch_size(run_options.serial, len(hosts))
     batches = [hosts[i:i + size] for i in range(0, len(hosts), size)]
     lock = threading.Lock()

@@ -28,7 +28,8 @@ def cron_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: O
 
     def install(host: Host, transport: Transport) -> Tuple[bool, str]:
         runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
-        command = cron.watch_command(runner, job.project or PROJECT_DIR, job.watched, job.limit, job.vars, job.log)
+        command = cron.watch_command(runner, job.workdir(runner, PROJECT_DIR), job.watched, job.limit, job.vars,
+                                     job.log)
         job.prepare(host, transport)
         changed = cron.install(transport, job.watched, schedule, command, user)
         return changed, cron.find(transport, job.watched, user) or ""
@@ -46,17 +47,26 @@ def _installed_cli() -> Optional[str]:
     return script if os.access(script, os.X_OK) else None
 
 
-def cron_remove(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None,
-                target: Optional[Host] = None) -> PerHost[bool]:
+def _watched(inventory: str, target: Optional[Host], host_inventory: Optional[str]) -> str:
+    """The inventory a scheduled watch reads: this one here; on ``target``, its host-local one."""
+    from . import cron
+    return cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target).watched
+
+
+def cron_remove(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None, target: Optional[Host] = None,
+                host_inventory: Optional[str] = None) -> PerHost[bool]:
     """Remove this inventory's watch entry from the crontab of ``target`` (default: this machine)."""
     from . import cron
-    return on_hosts([target or controller()], lambda host, t: cron.remove(t, os.path.abspath(inventory), user))
+    watched = _watched(inventory, target, host_inventory)
+    return on_hosts([target or controller()], lambda host, t: cron.remove(t, watched, user))
 
 
-def cron_entry(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None) -> PerHost[Optional[str]]:
-    """This inventory's watch entry in this machine's crontab, or None."""
+def cron_entry(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None, target: Optional[Host] = None,
+               host_inventory: Optional[str] = None) -> PerHost[Optional[str]]:
+    """This inventory's watch entry in the crontab of ``target`` (default: this machine), or None."""
     from . import cron
-    return on_hosts([controller()], lambda host, t: cron.find(t, os.path.abspath(inventory), user))
+    watched = _watched(inventory, target, host_inventory)
+    return on_hosts([target or controller()], lambda host, t: cron.find(t, watched, user))
 
 
 def timer_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
@@ -73,9 +83,9 @@ def timer_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: 
     name = timers.unit_name(job.watched)
 
     def install(host: Host, transport: Transport) -> Tuple[bool, str]:
-        argv = cron.watch_argv(job.runner(transport, target is None, _installed_cli(), PROJECT_DIR), job.watched,
-                               job.limit, job.vars)
-        service, timer = timers.units(argv, every, job.log, job.project or PROJECT_DIR, job.watched)
+        runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
+        argv = cron.watch_argv(runner, job.watched, job.limit, job.vars)
+        service, timer = timers.units(argv, every, job.log, job.workdir(runner, PROJECT_DIR), job.watched)
         job.prepare(host, transport)
         done = transport.agent("timer_install", unit_dir=unit_dir or timers.UNIT_DIR, name=name, service=service,
                                timer=timer, log_dir=os.path.dirname(job.log))
@@ -86,16 +96,16 @@ def timer_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: 
 def timer_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] = None,
                  target: Optional[Host] = None, host_inventory: Optional[str] = None) -> PerHost[bool]:
     """Stop, disable and delete this inventory's watchdog timer (and its service)."""
-    from . import cron, timers
-    job = cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target)
+    from . import timers
+    name = timers.unit_name(_watched(inventory, target, host_inventory))
     return on_hosts([target or controller()], lambda host, t: t.agent(
-        "timer_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=timers.unit_name(job.watched))["changed"])
+        "timer_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=name)["changed"])
 
 
 def timer_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = None,
                  host_inventory: Optional[str] = None) -> PerHost[dict]:
     """What systemd says about this inventory's watchdog timer."""
-    from . import cron, timers
-    job = cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target)
-    return on_hosts([target or controller()], lambda host, t: dict(
-        t.agent("timer_status", name=timers.unit_name(job.watched)), Id=timers.unit_name(job.watched) + ".timer"))
+    from . import timers
+    name = timers.unit_name(_watched(inventory, target, host_inventory))
+    return on_hosts([target or controller()], lambda host, t: dict(t.agent("timer_status", name=name),
+                                                                   Id=name + ".timer"))

@@ -12,7 +12,7 @@ from cascade_ops import cron
 from cascade_ops.errors import ConfigError
 from cascade_ops.inventory import load_inventory
 from cascade_ops.transport import LocalTransport
-from support import REPO
+from support import REPO, Site, SSHServer, ssh_vars, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("crontab") is None or os.geteuid() != 0,
                                 reason="needs crontab (Debian's cron) and root to create a test user")
@@ -96,7 +96,7 @@ def test_an_installed_cli_runs_the_watch_by_its_absolute_path():
 def test_fab_cron_install_writes_the_remote_hosts_crontab(make_fleet, cron_user):
     fleet = make_fleet(1)
     argv = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web1", "cron-install",
-            "--inventory", str(fleet.inventory), "--user", cron_user, "--every", "15m"]
+            "--inventory", str(fleet.inventory), "--user", cron_user, "--every", "15m", "--project", str(REPO)]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("web1: installed")
@@ -117,3 +117,81 @@ def test_fab_cron_install_writes_the_remote_hosts_crontab(make_fleet, cron_user)
     assert done.returncode == 0, done.stderr
     assert json.loads((site.state_dir / "watch.log").read_text().splitlines()[-1])["outcome"] == "recovered"
     assert site.health()["ok"]
+
+
+def test_fab_cron_status_and_remove_act_on_the_hosts_entry_and_no_cli_there_is_refused(make_fleet, cron_user):
+    fleet = make_fleet(1)
+    fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web1"]
+    common = ["--inventory", str(fleet.inventory), "--user", cron_user]
+    refused = subprocess.run(fab + ["cron-install"] + common, cwd=REPO, capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, HOME="/nonexistent"))
+    assert refused.returncode == 2 and "cascade-ops is not installed at" in refused.stdout + refused.stderr
+    assert crontab_lines(cron_user) == []
+    assert subprocess.run(fab + ["cron-install", "--project", str(REPO)] + common, cwd=REPO,
+                          capture_output=True, timeout=120).returncode == 0
+    [line] = crontab_lines(cron_user)
+    status = subprocess.run(fab + ["cron-status"] + common, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "crontab: %s" % line in status.stdout, status.stdout + status.stderr
+    removed = subprocess.run(fab + ["cron-remove"] + common, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert removed.returncode == 0 and "removed the crontab entry" in removed.stdout
+    assert crontab_lines(cron_user) == []
+
+
+@pytest.fixture
+def host_account(tmp_path):
+    """A user with a home and a shell, who can reach nothing of the controller's (its checkout, its
+    venv, the test's files): a real host's account. Removed, crontab and home included, at teardown."""
+    name = "cascadeh%s" % os.urandom(3).hex()
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--password", "*", name], check=True)
+    try:
+        yield name, os.path.expanduser("~%s" % name)
+    finally:
+        subprocess.run(["crontab", "-u", name, "-r"], capture_output=True)
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        subprocess.run(["userdel", "--force", "--remove", name], capture_output=True)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="the host account's own python3")
+def test_a_hosts_cron_entry_runs_its_bootstrapped_cli_with_no_checkout_anywhere(host_account, reaper, ssh_keys,
+                                                                                  tmp_path):
+    from pathlib import Path
+    user, home = host_account
+
+    def as_cron(command):
+        """``command`` as cron runs it for that user (its environment, from /), on a machine where the
+        controller's checkout is not there: hidden under an empty tmpfs in a mount namespace of its own."""
+        hide = "mount -t tmpfs tmpfs %s && exec /usr/sbin/runuser -u %s -- /bin/sh -c \"$0\"" % (REPO, user)
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, command],
+                              cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": home, "SHELL": "/bin/sh"},
+                              capture_output=True, text=True, timeout=120)
+    assert as_cron("test -e %s" % (REPO / "tasks.py")).returncode == 1
+    ssh_dir = Path(home) / ".ssh"  # sshd reads it as that user: the test's key directory is root's alone
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "authorized_keys").write_text((ssh_keys / "client.pub").read_text())
+    subprocess.run(["chown", "-R", "%s:" % user, str(ssh_dir)], check=True)
+    server = SSHServer(ssh_keys, reaper)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(server.known_hosts_line() + "\n")
+    site_root = Path(home) / "site"
+    site_root.mkdir()
+    site = Site(site_root, reaper, **dict(ssh_vars(server, known_hosts), user=user, auth_module=None))
+    site.vars.pop("python")  # the backend's interpreter is root's here; the host's watch only probes it
+    site.inventory = tmp_path / "inventory.yaml"  # the controller's, where the host account cannot read it
+    site.write_inventory()
+    subprocess.run(["chown", "-R", "%s:" % user, str(site_root)], check=True)
+    site.start_backend_by_hand()
+    fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web"]
+    booted = subprocess.run(fab + ["bootstrap", "--inventory", str(site.inventory)], cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    done = subprocess.run(fab + ["cron-install", "--inventory", str(site.inventory)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = crontab_lines(user)
+    cli = os.path.join(home, ".local", "share", "cascade-ops", "bin", "cascade-ops")
+    assert " %s watch --inventory " % cli in line and str(REPO) not in line and "invoke" not in line
+    tick = as_cron(cron.command_of(line))
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    log = site.state_dir / "watch.log"
+    wait_for(log.exists, message="the tick's log")
+    assert json.loads(log.read_text().splitlines()[-1])["outcome"] == "healthy"

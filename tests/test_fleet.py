@@ -407,7 +407,8 @@ def test_the_agent_finds_its_own_python_apart_from_the_backends(make_fleet):
     fleet = make_fleet(1)
     # `python` is the backend's interpreter only: the agent discovers a Python 3 of its own.
     ok = fleet.cli("diagnose", "--var", "python=/nowhere/venv/bin/python")
-    assert ok.returncode == 0 and "web1 port" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 7 and "web1 port %d: unhealthy: nothing listens" % fleet.sites["web1"].port in ok.stdout, (
+        ok.stdout + ok.stderr)
     missing = fleet.cli("diagnose", "--var", "agent_python=/nowhere/python3")
     assert missing.returncode == 2
     assert "no Python 3 for the agent on this host (/nowhere/python3): set agent_python" in missing.stdout

@@ -10,10 +10,28 @@ from typing import List, Optional
 from .registry import command
 
 
+def _user() -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def _program_problem(program: str) -> Optional[str]:
     if "/" in program:
-        if not os.path.isfile(program) or not os.access(program, os.X_OK):
+        try:
+            os.stat(program)
+        except PermissionError:
+            return ("%s cannot be reached by user %s: permission denied (a directory on its path, a home of "
+                    "mode 700?): run as its owner, or use become" % (program, _user()))
+        except OSError:
             return "%s is not an executable file on this host" % program
+        if not os.path.isfile(program):
+            return "%s is not an executable file on this host" % program
+        if not os.access(program, os.X_OK):
+            return "%s may not be run by user %s: permission denied (run as its owner, or use become)" % (
+                program, _user())
         return None
     if shutil.which(program) is None:
         return "%s is not on this host's PATH" % program
@@ -50,6 +68,13 @@ def preflight(app_dir: str, seeded: bool, program: str, secret_file: str, state_
         problems.append("app_dir %s does not exist (nothing to start there)" % app_dir)
     if os.path.lexists(state_dir) and not os.path.isdir(state_dir):
         problems.append("state_dir %s is not a directory" % state_dir)
+    else:
+        existing = state_dir
+        while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)  # the run creates what is missing below this
+        if not os.access(existing, os.W_OK | os.X_OK):
+            problems.append("state_dir %s is not writable by user %s (the run's lock and records go there): run "
+                            "as its owner, or use become" % (state_dir, _user()))
     try:
         mode = os.stat(secret_file).st_mode
         if not stat.S_ISREG(mode):

@@ -11,6 +11,7 @@ import atexit
 import gc
 import os
 import sys
+from typing import Any
 
 from invoke import Collection
 
@@ -51,13 +52,31 @@ __all__ = [
 
 
 def main() -> None:
-    """The `cascade-ops` console script: Fabric's program (for -H) over this collection."""
+    """The `cascade-ops` console script: Fabric's program (for -H) over this collection. A usage
+    error (an unknown option, a missing value) exits 4 like any invalid input, not Invoke's 1."""
     from fabric import Config, Executor
     from fabric.main import Fab
+    from invoke import Exit, ParseError
 
+    from cascade_ops.errors import EXIT_INVALID
     from cascade_ops.resources import version
-    program = Fab(name="cascade-ops", binary="cascade-ops", binary_names=["cascade-ops"], version=version(),
-                  namespace=ns, executor_class=Executor, config_class=Config)
+
+    class Program(Fab):
+        def parse_core(self, argv: Any) -> None:
+            try:
+                super().parse_core(argv)
+            except ParseError as exc:
+                raise Exit("cascade-ops: usage: %s" % exc, code=EXIT_INVALID) from None
+
+        def parse_tasks(self) -> None:
+            try:
+                super().parse_tasks()
+            except ParseError as exc:
+                raise Exit("cascade-ops: usage: %s (cascade-ops --help TASK shows its options)" % exc,
+                           code=EXIT_INVALID) from None
+
+    program = Program(name="cascade-ops", binary="cascade-ops", binary_names=["cascade-ops"], version=version(),
+                      namespace=ns, executor_class=Executor, config_class=Config)
     try:
         program.run()
     except BrokenPipeError:  # `cascade-ops --list | head`: the reader left; say nothing more
@@ -74,13 +93,18 @@ cron_tasks.add_task(cron_remove, "remove")
 cron_tasks.add_task(cron_status, "status")
 ns = Collection(recover, deploy, diagnose, verify, watch, report, bootstrap, demo, cron_tasks)
 ns.add_task(show_inventory, "inventory")
-ns.add_task(cron_install, "cron-install")  # the name `fab -H host cron-install` asks for
+# The names `fab -H host cron-install` (and the others) ask for.
+ns.add_task(cron_install, "cron-install")
+ns.add_task(cron_status, "cron-status")
+ns.add_task(cron_remove, "cron-remove")
 timer_tasks = Collection("timer")
 timer_tasks.add_task(timer_install, "install")
 timer_tasks.add_task(timer_remove, "remove")
 timer_tasks.add_task(timer_status, "status")
 ns.add_collection(timer_tasks)
 ns.add_task(timer_install, "timer-install")
+ns.add_task(timer_status, "timer-status")
+ns.add_task(timer_remove, "timer-remove")
 auth_tasks = Collection("auth")
 auth_tasks.add_task(invite)
 ns.add_collection(auth_tasks)

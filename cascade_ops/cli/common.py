@@ -5,12 +5,35 @@ import functools
 import json
 import sys
 
+import invoke
 from invoke import Exit
+
+# Ansible's flags, and only those get a short form: a user of ansible-playbook types -i, -l, -e,
+# -C, -D, -f, -K and -v without thinking, and must never get another meaning for them. Every
+# other option is long only (Invoke would otherwise hand out first letters: -a, -k, -e...).
+FLAGS = {"inventory": ["i"], "limit": ["l"], "var": ["extra-vars", "e"], "check": ["C"], "diff": ["D"],
+         "forks": ["f"], "ask_become_pass": ["K"], "verbose": ["v"]}
+
+
+class AnsibleTask(invoke.Task):
+    """A task whose short flags are Ansible's (``FLAGS``): ``--var`` is also ``--extra-vars``/``-e``,
+    ``-v`` counts (``-vvv``), ``-K`` asks the become password."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        long = opts["names"][0]
+        opts["names"] = [long] + FLAGS.get(name, [])
+        return opts
+
+
+task = functools.partial(invoke.task, klass=AnsibleTask)
 
 HELP = {
     "inventory": "inventory file (default: $CASCADE_INVENTORY, else cascade.yaml's, else inventory.yaml)",
-    "limit": "hosts or groups to act on: names or globs, comma-separated",
-    "var": "KEY=VALUE overriding an inventory variable (repeatable)",
+    "limit": "hosts or groups to act on, as Ansible's --limit: names or globs, ',' or ':' between them, "
+             "!PATTERN leaves out, &PATTERN intersects, @FILE reads them from a file (a retry file)",
+    "var": "KEY=VALUE or @FILE overriding inventory variables (repeatable; also --extra-vars, -e)",
+    "verbose": "more detail: -v each step's full message, -vvv also the SSH library's log on stderr",
     "check": "report what would change and change nothing",
     "diff": "show file changes as unified diffs",
     "json": "print one JSON document and nothing else on stdout",
@@ -20,6 +43,10 @@ HELP = {
     "accept-new-host-keys": "record unknown SSH host keys instead of refusing them (a changed key is always refused)",
     "ask-become-pass": "ask once for the password sudo wants for become (read from the terminal, never echoed)",
     "color": "colour statuses at a terminal (default; NO_COLOR or --no-color: none; cascade.yaml color: always)",
+    "quiet": "for a large fleet: one line per host, and only failures in full",
+    "list-hosts": "list the hosts the run would act on, and do nothing",
+    "retry-file": "write the names of the hosts that failed or were unreachable to this file (rerun them "
+                  "with --limit @FILE)",
 }
 
 @functools.cache
@@ -42,6 +69,12 @@ def _guard(action):
         print("cascade-ops: %s" % exc, file=sys.stderr)
         raise Exit(code=exc.exit_code)
 
+def _verbosity(verbose):
+    """-vvv: the SSH library's own log on stderr, for a connection that will not come up."""
+    import os
+    if verbose >= 3 and not os.environ.get("CASCADE_DEBUG_LOG"):
+        os.environ["CASCADE_DEBUG_LOG"] = "/dev/stderr"
+
 def _become_password(ask):
     """With --ask-become-pass: the password, asked once for the whole run (hosts all get it)."""
     if not ask:
@@ -55,10 +88,10 @@ def _help(playbook, *names):
     return dict(chosen, playbook="playbook file (default: playbooks/%s.yaml beside the inventory, else the "
                 "built-in one)" % playbook)
 
-def _finish(per_host, failed=False):
-    """Exit with the worst code of the hosts that could not answer (and 2 when ``failed``)."""
+def _finish(per_host, failed=False, code=0):
+    """Exit with the worst code of the hosts that could not answer (and 2 when ``failed``, or ``code``)."""
     from cascade_ops.errors import EXIT_FAILED, worst_exit_code
-    code = worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else []))
+    code = worst_exit_code([per_host.exit_code, code] + ([EXIT_FAILED] if failed else []))
     if code:
         raise Exit(code=code)
 
@@ -72,11 +105,11 @@ def _envelope(hosts, exit_code):
     """The one JSON shape of every command: each host's document under "hosts", and the exit code."""
     return json.dumps({"hosts": hosts, "exit_code": exit_code}, indent=2)
 
-def _each_json(per_host, doc, failed=False):
+def _each_json(per_host, doc, failed=False, code=0):
     from cascade_ops.errors import EXIT_FAILED, worst_exit_code
     hosts = {host: doc(answer) if error is None else {"error": str(error), "exit_code": error.exit_code}
              for host, answer, error in per_host.each()}
-    return _envelope(hosts, worst_exit_code([per_host.exit_code] + ([EXIT_FAILED] if failed else [])))
+    return _envelope(hosts, worst_exit_code([per_host.exit_code, code] + ([EXIT_FAILED] if failed else [])))
 
 def _fab_hosts(c, inventory, var):
     """With ``fab -H [USER@]HOST[:PORT]`` (Fabric calls the task once per host, with its Connection):

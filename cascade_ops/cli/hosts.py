@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from invoke import Exit, task
+from invoke import Exit
 
 from .common import (
     HELP,
@@ -20,15 +20,22 @@ from .common import (
     _help,
     _inventory,
     _settings,
+    _verbosity,
+    task,
 )
 
 
 def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color=True, ask_become_pass=False):
+         accept_new_host_keys, color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False,
+         retry_file=None):
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api, output
 
     hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
+    if list_hosts:  # as ansible-playbook --list-hosts: what would be acted on, nothing more
+        print("  hosts (%d):\n%s" % (len(hosts), "\n".join("    %s" % h.name for h in hosts)))
+        return
+    _verbosity(verbose)
     password = _become_password(ask_become_pass)
     width = max([12] + [len(h.name) for h in hosts])
     waits = output.Waits(lambda line: print(line, flush=True), width)
@@ -38,7 +45,8 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
 
     def show(host, result):
         waits.end(host)
-        print(output.step_line(host, result, width, colour), flush=True)
+        if not quiet or result.status == "failed":
+            print(output.step_line(host, result, width, colour), flush=True)
 
     def go():
         return api.recover(inventory, limit, var or (), check=check, diff=diff,
@@ -52,49 +60,63 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     with api.interruptible(), waits if person else contextlib.nullcontext():
         run = _guard(go)
     print(_envelope(run.to_json()["hosts"], run.exit_code) if json_ else output.recap(run, colour))
+    if retry_file:
+        retry = [n for n, h in run.hosts.items() if h.status in ("failed", "unreachable", "rolled_back")]
+        with open(retry_file, "w", encoding="utf-8") as f:
+            f.write("".join(n + "\n" for n in retry))
     if run.exit_code:
         raise Exit(code=run.exit_code)
 
-@task(iterable=["var"], help=_help("recover"))
+@task(iterable=["var"], incrementable=["verbose"], help=_help("recover"))
 def recover(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
             playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
-            color=True, ask_become_pass=False):
+            color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False, retry_file=None):
     """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
 
     Finds who holds the port, stops only them, puts the auth module in place, starts the backend
     detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."""
     inventory = _inventory(inventory)
     _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color, ask_become_pass)
+         accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts, retry_file)
 
-@task(iterable=["var"], help=_help("deploy"))
+@task(iterable=["var"], incrementable=["verbose"], help=_help("deploy"))
 def deploy(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
-           color=True, ask_become_pass=False):
+           color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False, retry_file=None):
     """Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."""
     inventory = _inventory(inventory)
     _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color, ask_become_pass)
+         accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts, retry_file)
 
-@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json", "ask-become-pass")})
-def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False):
-    """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing."""
+READ_HELP = ("inventory", "limit", "var", "json", "ask-become-pass", "accept-new-host-keys")
+
+@task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
+def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False, accept_new_host_keys=False):
+    """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing.
+
+    Exit 0 when every host is healthy, 7 when one is not (slow, hung, or nothing listening), 3 when
+    one cannot be reached."""
     inventory = _inventory(inventory)
     from cascade_ops import api, output
+    from cascade_ops.errors import EXIT_UNHEALTHY
     hosts = _fab_hosts(c, inventory, var)
     password = _become_password(ask_become_pass)
-    found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, become_password=password))
-    print(_each_json(found, lambda d: d.to_json()) if json_ else _each_text(found, output.diagnosis_table))
-    _finish(found)
+    found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, become_password=password,
+                                        accept_new_host_keys=accept_new_host_keys))
+    unhealthy = EXIT_UNHEALTHY if any(not d.healthy for d in found.values()) else 0
+    print(_each_json(found, lambda d: d.to_json(), code=unhealthy) if json_ else
+          _each_text(found, output.diagnosis_table))
+    _finish(found, code=unhealthy)
 
-@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var", "json", "ask-become-pass")})
-def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False):
+@task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
+def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False, accept_new_host_keys=False):
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
     inventory = _inventory(inventory)
     from cascade_ops import api, output
     hosts = _fab_hosts(c, inventory, var)
     password = _become_password(ask_become_pass)
-    results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=hosts, become_password=password))
+    results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=hosts, become_password=password,
+                                        accept_new_host_keys=accept_new_host_keys))
     failed = not all(check.ok for checks in results.values() for check in checks)
     if json_:
         print(_each_json(results, lambda checks: [check.__dict__ for check in checks], failed))
@@ -159,8 +181,9 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                                    json="print the whole report document", list="list the stored reports",
                                    html="write the run history as one HTML page (with --out)",
-                                   out="where --html writes (default cascade-report.html)"))
-def report(c, inventory=None, limit=None, var=None, json_=False, list_=False, html=False, out=None):
+                                   out="where --html writes (default cascade-report.html)",
+                                   incident="show this stored report (its file name or path, from --list)"))
+def report(c, inventory=None, limit=None, var=None, json_=False, list_=False, html=False, out=None, incident=None):
     """Show each host's last recovery: diagnosis, evidence, actions, verification, rollback.
 
     With --html: one self-contained page of the last runs of every host, with a timeline per run."""
@@ -179,7 +202,7 @@ def report(c, inventory=None, limit=None, var=None, json_=False, list_=False, ht
                                                                 + ["  " + path for path in paths])))
         _finish(stored)
         return
-    found = _guard(lambda: api.last_incident(inventory, limit, var or ()))
+    found = _guard(lambda: api.last_incident(inventory, limit, var or (), name=incident))
     if json_:
         print(_each_json(found, lambda item: item[1] or None if item else None))
     else:

@@ -1,8 +1,7 @@
 """The scheduled watchdog's commands: a crontab entry or a systemd timer, here or on a host (fab -H)."""
 
-from invoke import task
 
-from .common import HELP, _cron_target, _each_text, _finish, _guard, _inventory
+from .common import HELP, _cron_target, _each_text, _finish, _guard, _inventory, task
 
 CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                  user="whose crontab (default: the current user's)",
@@ -28,27 +27,32 @@ def cron_install(c, every="5m", inventory=None, limit=None, var=None, user=None,
         host, "installed" if result[0] else "unchanged", result[1])))
     _finish(done)
 
-@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user")})
-def cron_remove(c, inventory=None, limit=None, var=None, user=None):
+@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user", "host_inventory")})
+def cron_remove(c, inventory=None, limit=None, var=None, user=None, host_inventory=None):
     """Remove this inventory's watch entry from the crontab; other entries stay untouched.
 
-    The inventory is checked (with --limit and --var) as cron.install checks it."""
+    The inventory is checked (with --limit and --var) as cron.install checks it. With
+    `fab -H host cron-remove`, the entry cron-install put in that host's crontab."""
     inventory = _inventory(inventory)
     from cascade_ops import api, scheduled
     _guard(lambda: api.select_hosts(inventory, limit, var or ()))
-    done = _guard(lambda: scheduled.cron_remove(inventory, user, target=_cron_target(c, inventory, var)))
+    done = _guard(lambda: scheduled.cron_remove(inventory, user, target=_cron_target(c, inventory, var),
+                                                host_inventory=host_inventory))
     print(_each_text(done, lambda host, removed: "removed the crontab entry" if removed
                      else "no crontab entry for %s" % inventory))
     _finish(done)
 
-@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user")})
-def cron_status(c, inventory=None, limit=None, var=None, user=None):
-    """Show this inventory's crontab entry and each host's last watchdog tick."""
+@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user", "host_inventory")})
+def cron_status(c, inventory=None, limit=None, var=None, user=None, host_inventory=None):
+    """Show this inventory's crontab entry and each host's last watchdog tick.
+
+    With `fab -H host cron-status`: the entry in that host's crontab, and its last tick."""
     inventory = _inventory(inventory)
     from cascade_ops import api, scheduled
-    entry = _guard(lambda: scheduled.cron_entry(inventory, user))
-    print(_each_text(entry, lambda host, line: "crontab: %s" % (line or "no entry (invoke cron.install)")))
-    ticks = _guard(lambda: api.last_ticks(inventory, limit, var or ()))
+    target = _cron_target(c, inventory, var)
+    entry = _guard(lambda: scheduled.cron_entry(inventory, user, target=target, host_inventory=host_inventory))
+    print(_each_text(entry, lambda host, line: "crontab: %s" % (line or "no entry (cron-install)")))
+    ticks = _guard(lambda: api.last_ticks(inventory, limit, var or (), hosts=[target] if target else None))
     print(_each_text(ticks, lambda host, line: "%-12s last tick: %s" % (host, line or "none yet")))
     _finish(ticks)
     _finish(entry)

@@ -55,5 +55,8 @@ def _carry(source: Any, sink: Any) -> None:
     except (OSError, EOFError, paramiko.SSHException):
         pass
     finally:
-        source.close()
-        sink.close()
+        for end in (source, sink):
+            try:  # closing a channel whose SSH session is already gone raises too: nothing is left to say
+                end.close()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
