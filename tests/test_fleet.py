@@ -273,6 +273,14 @@ def test_become_lets_an_unprivileged_ssh_user_recover_a_root_backend(make_fleet,
     blind = api.diagnose(str(fleet.inventory), vars=["python=/usr/bin/python3"])["web1"]
     assert blind.holders == () and blind.orphan_sockets and blind.unreadable_pids > 0
     assert "unhealthy" in blind.verdict()
+    # Without become, a recovery stops in preflight, naming each permission it lacks: nothing raw.
+    refused = fleet.cli("recover")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    for what in ("app_dir %s cannot be reached by user %s" % (site.app_dir, sudo_user),
+                 "%s cannot be reached by user %s" % (sys.executable, sudo_user), "not writable by user",
+                 "use become"):
+        assert what in refused.stdout, (what, refused.stdout)
+    assert "PermissionError" not in refused.stdout + refused.stderr
 
     result = fleet.cli("recover", "--var", "become=true", "--json")
     assert result.returncode == 0, result.stdout + result.stderr

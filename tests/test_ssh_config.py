@@ -122,3 +122,14 @@ def test_an_authentication_failure_names_the_user_and_the_key(make_fleet, tmp_pa
     text = done.stdout + done.stderr
     assert "authentication failed for user root at 127.0.0.1:%d with key %s" % (
         fleet.servers["web1"].port, ssh_keys / "stranger") in text
+
+
+def test_verify_of_a_hung_backend_over_ssh_prints_nothing_on_stderr(make_fleet):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    assert fleet.cli("recover").returncode == 0
+    os.kill(site.backend_pid(), signal.SIGSTOP)
+    for _ in range(3):  # the traceback came from the tunnel's closing, in 2 runs of 3
+        done = fleet.cli("verify", "--accept-new-host-keys")
+        assert done.returncode == 2 and "health FAILED" in done.stdout, done.stdout + done.stderr
+        assert done.stderr == "", done.stderr

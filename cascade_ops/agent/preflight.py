@@ -18,6 +18,17 @@ def _user() -> str:
         return str(os.geteuid())
 
 
+def _unreachable(path: str) -> bool:
+    """Whether ``path`` is hidden from this user by a permission (rather than missing)."""
+    try:
+        os.lstat(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _program_problem(program: str) -> Optional[str]:
     if "/" in program:
         try:
@@ -62,6 +73,9 @@ def preflight(app_dir: str, seeded: bool, program: str, secret_file: str, state_
     problems = []
     if os.path.isdir(app_dir):
         pass
+    elif _unreachable(app_dir):
+        problems.append("app_dir %s cannot be reached by user %s: permission denied (run as its owner, or use "
+                        "become)" % (app_dir, _user()))
     elif os.path.lexists(app_dir):
         problems.append("app_dir %s is not a directory" % app_dir)
     elif not seeded:
