@@ -133,11 +133,12 @@ class ProbeResult:
     status: Optional[int] = None
     detail: str = ""
     body: str = ""
+    accept_s: Optional[float] = None  # how long the server took to accept the probe, when it was watched
 
     @classmethod
     def from_agent(cls, raw: Dict[str, Any]) -> "ProbeResult":
         return cls(raw["url"], raw["ok"], raw["elapsed_s"], raw.get("error"), raw.get("status"),
-                   raw.get("detail", ""), raw.get("body", ""))
+                   raw.get("detail", ""), raw.get("body", ""), raw.get("accept_s"))
 
     def describe(self) -> str:
         if self.ok:
@@ -314,5 +315,5 @@ def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) 
     """A host's diagnosis in one agent call (one round trip when remote)."""
     raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
                           probe_timeout=v["probe_timeout"], probe=probe, owner_hints=owner_hints(v),
-                          pidfile=pid_path(v))
+                          pidfile=pid_path(v), accept_timeout=v["accept_timeout"])
     return Diagnosis.from_agent(raw, v["port"])

@@ -155,6 +155,9 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("supervisor_conf", parse_str, path="host"),  # when it cannot be read off supervisord's command line
     VarSpec("container", parse_str),  # the backend's docker container, by name or id
     VarSpec("force", parse_bool, False),
+    # Keep the listening socket across a restart (the replacement starts on a copy of it before the
+    # stale backend stops): no queued connection is reset, none refused. Off: stop, then start.
+    VarSpec("keep_socket", parse_bool, True),
     # Whose detached processes may be the backend (default: whom an earlier run started it as, else
     # the run's user); a holder run by anyone else is refused unless force.
     VarSpec("backend_user", parse_str),
@@ -164,6 +167,9 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("redis_url", parse_str),
     VarSpec("health_path", parse_http_path, "/health"),
     VarSpec("probe_timeout", parse_positive_float, 1.0),
+    # A server that has not accepted the probe's connection this long after it was made runs no event
+    # loop: hung, without waiting out probe_timeout (a running loop accepts within milliseconds).
+    VarSpec("accept_timeout", parse_duration, 0.2),
     # A backend that accepts connections but answers later than probe_timeout is slow, not hung:
     # reported and left running, unless this says to restart it.
     VarSpec("restart_slow", parse_bool, False),

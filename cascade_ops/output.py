@@ -149,6 +149,11 @@ def incident_text(path: str, doc: dict, unreadable: Sequence[str] = ()) -> str:
         lines.append("  hang: %s" % doc["hang"]["summary"])
     if doc.get("planned_restart"):
         lines.append("  planned restart: %s" % doc["planned_restart"])
+    kept = doc.get("socket")
+    if kept:
+        lines.append("  socket: %s" % ("kept across the restart (%d connections were waiting; nothing accepted for "
+                                       "%.2fs, none refused)" % (kept.get("waiting", 0), kept.get("unaccepted_s", 0))
+                                       if kept.get("kept") else "not kept: %s" % (kept.get("why") or "-")))
     if d:
         for h in d["holders"]:
             owner = h.get("owner", {})

@@ -34,6 +34,8 @@ def build(run: HostRun, steps: List[dict], outcome: str, started_at: float) -> D
            "hang": None if planned else classify(diagnosis, run.evidence, run.terminated),
            "evidence": run.evidence, "actions": steps,
            "verification": [c.__dict__ for c in run.checks], "rollback": run.rollback}
+    if run.socket is not None:  # what clients saw: the accept queue kept across the restart, or why not
+        doc["socket"] = run.socket
     if planned:
         doc["planned_restart"] = "files changed: %s" % ", ".join(run.changed_files)
     return doc

@@ -9,7 +9,21 @@ exact instruction, refusing when the host no longer looks like the facts the dec
 module per concern; each host-side operation is registered by ``@command`` (see ``registry``).
 """
 
-from . import crontab, evidence, files, hostfacts, install, launch, locks, owners, preflight, probe, procfs, signals  # noqa: F401
+from . import (  # noqa: F401
+    crontab,
+    evidence,
+    files,
+    hostfacts,
+    install,
+    launch,
+    locks,
+    owners,
+    preflight,
+    probe,
+    procfs,
+    signals,
+    takeover,
+)
 from .registry import COMMANDS, AgentError, call
 
 __all__ = ["COMMANDS", "AgentError", "call"]

@@ -69,7 +69,8 @@ def _recorded(pidfile: Optional[str]) -> Optional[Dict[str, Any]]:
 
 @command
 def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float, probe: bool = True,
-               owner_hints: Optional[Hints] = None, pidfile: Optional[str] = None) -> Dict[str, Any]:
+               owner_hints: Optional[Hints] = None, pidfile: Optional[str] = None,
+               accept_timeout: Optional[float] = None) -> Dict[str, Any]:
     """Sockets on the port, their holders and who owns each, the processes around them, and the
     health probe. ``pidfile``: the backend an earlier run started, reported too (it may be starting).
 
@@ -87,7 +88,7 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
                        and by_pid.get(pid, {}).get("state") in STOPPED_STATES + GONE_STATES]
     probe_result = None
     if probe and sockets and not hung:
-        probe_result = http_probe(probe_address(bind_host), port, health_path, probe_timeout)
+        probe_result = http_probe(probe_address(bind_host), port, health_path, probe_timeout, accept_timeout)
     owners = holder_owners(sorted(holders), by_pid, port, owner_hints or {})
     mains = [o["main_pid"] for o in owners.values() if o.get("main_pid")]
     recorded = _recorded(pidfile)

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 from .files import atomic_write, read_secret
 from .procfs import read_stat
 from .registry import command
+from .takeover import held, release
 
 
 def record_path(pidfile: str) -> str:
@@ -26,7 +27,8 @@ def _record(pid: int, argv: List[str], cwd: str, port: Optional[int]) -> Dict[st
 
 @command
 def spawn(argv: List[str], cwd: str, log: str, pidfile: str, env: Optional[Dict[str, str]] = None,
-          secret_env: Optional[Dict[str, str]] = None, port: Optional[int] = None) -> Dict[str, Any]:
+          secret_env: Optional[Dict[str, str]] = None, port: Optional[int] = None,
+          inherit: Optional[List[int]] = None) -> Dict[str, Any]:
     """Start ``argv`` in its own session, stdin /dev/null, output appended to ``log``.
 
     Its own session: a Ctrl-C or a hang-up to the runner's terminal never reaches it, and it
@@ -37,7 +39,11 @@ def spawn(argv: List[str], cwd: str, log: str, pidfile: str, env: Optional[Dict[
 
     Once the process runs, a failure to record it (ENOSPC, EROFS) does not hide it: the run is told
     what runs and why it is not recorded, and a pid file that would name an older process is removed.
+
+    ``inherit``: listening sockets taken over (``takeover``) that the child gets under the same
+    descriptor numbers; this agent's copies are closed once it has them.
     """
+    passed = held(inherit or [])
     child_env = dict(os.environ)
     child_env.update(env or {})
     for name, path in (secret_env or {}).items():
@@ -48,9 +54,10 @@ def spawn(argv: List[str], cwd: str, log: str, pidfile: str, env: Optional[Dict[
     try:
         with open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(argv, cwd=cwd, stdin=devnull, stdout=out, stderr=out,
-                                    env=child_env, start_new_session=True, close_fds=True)
+                                    env=child_env, start_new_session=True, close_fds=True, pass_fds=passed)
     finally:
         os.close(out)
+        release(inherit or [])
     threading.Thread(target=proc.wait, daemon=True, name="reap-%d" % proc.pid).start()
     record = json.dumps(_record(proc.pid, argv, cwd, port)).encode()
     try:

@@ -16,12 +16,16 @@ def probe_address(bind_host: str) -> str:
 
 
 @command
-def http_probe(host: str, port: int, path: str, timeout: float) -> Json:
+def http_probe(host: str, port: int, path: str, timeout: float, accept_timeout: Optional[float] = None) -> Json:
     """GET ``path`` with one deadline for connect, send and the whole response.
 
     A raw socket instead of http.client: it keeps the hot path free of imports, and a single
     deadline is exact (http.client's timeout is per operation, so a trickling server outlives it).
     A completed TCP handshake proves nothing: a hung server's kernel still accepts.
+
+    ``accept_timeout``: a server that has not accept()ed the connection that long after it was made
+    runs no event loop (blocked, spinning, stopped): "timeout" then, without waiting out ``timeout``.
+    A running loop accepts within milliseconds, however slow its handlers.
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -41,6 +45,8 @@ def http_probe(host: str, port: int, path: str, timeout: float) -> Json:
     except OSError as exc:
         return finish(ok=False, error="error", detail=str(exc))
     chunks = []
+    connected = time.monotonic()
+    watching = accept_timeout is not None  # until the server is seen to accept
     try:
         with sock:
             request = "GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n" % (path, host, port)
@@ -49,11 +55,23 @@ def http_probe(host: str, port: int, path: str, timeout: float) -> Json:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return _no_answer(sock, timeout, finish)
-                sock.settimeout(remaining)
+                sock.settimeout(min(remaining, ACCEPT_POLL_S) if watching else remaining)
                 try:
                     chunk = sock.recv(65536)
                 except socket.timeout:
-                    return _no_answer(sock, timeout, finish)
+                    waited = time.monotonic() - connected
+                    if not watching or waited < ACCEPT_FIRST_LOOK_S:
+                        continue  # a healthy server has answered by now: /proc is read only past this
+                    accepted = server_accepted(sock)
+                    if accepted is False and waited >= (accept_timeout or 0):
+                        return finish(ok=False, error="timeout", accepted=False, detail=(
+                            "not accepted within %.2fs: nothing takes connections (a blocked, spinning or "
+                            "stopped event loop)" % waited))
+                    if accepted is not False:
+                        watching = False
+                        if accepted:
+                            result["accept_s"] = round(waited, 3)
+                    continue
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -74,6 +92,8 @@ def http_probe(host: str, port: int, path: str, timeout: float) -> Json:
 
 
 ACCEPT_WINDOW_S = 0.2  # a running event loop accepts a new connection within milliseconds
+ACCEPT_POLL_S = 0.01  # how often, while no answer came, the probe looks whether it was accepted
+ACCEPT_FIRST_LOOK_S = 0.02  # before this, no look: a healthy answer is usually in by then
 
 
 def _no_answer(sock: socket.socket, timeout: float, finish: Callable[..., Json]) -> Json:

@@ -6,7 +6,7 @@ import signal
 import time
 from typing import Any, Dict, List, Optional
 
-from .procfs import CLK_TCK, GONE_STATES, cpu_ticks, read_stat, socket_inodes
+from .procfs import CLK_TCK, GONE_STATES, STOPPED_STATES, cpu_ticks, read_stat, socket_inodes
 from .registry import AgentError, command
 
 
@@ -72,7 +72,8 @@ def _still_listening(targets: List[Target], listening: List[int]) -> List[Target
 @command
 def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float = 5.0,
               poll_interval: float = 0.01, listening: Optional[List[int]] = None,
-              hung_after: Optional[float] = None, owner_signalled: bool = False) -> Dict[str, Any]:
+              hung_after: Optional[float] = None, owner_signalled: bool = False,
+              kill_stopped: bool = False) -> Dict[str, Any]:
     """SIGTERM (then SIGCONT), wait ``grace`` seconds, SIGKILL survivors; zombies count as gone.
 
     SIGCONT follows SIGTERM because a stopped process keeps SIGTERM pending until it is continued
@@ -87,8 +88,12 @@ def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float =
 
     ``owner_signalled``: the process's owner (systemd, supervisord) was asked to stop it and sends
     its own stop signal; only SIGCONT is added, so that a stopped process receives it.
+
+    ``kill_stopped``: a stopped target is killed as it is, never continued. Its listening socket
+    lives on in a replacement (``takeover``): continued, it would accept some of the queued
+    connections only to be killed with them.
     """
-    handles = []
+    handles: List[Target] = []
     outcomes: Dict[int, Dict[str, Any]] = {}
     for spec in targets:
         target = Target(spec["pid"], spec["start_ticks"])
@@ -99,7 +104,16 @@ def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float =
         handles.append(target)
     started = time.monotonic()
     cpu_before = {t.pid: cpu_ticks(t.pid) for t in handles}
+    opened = handles
     try:
+        frozen = [t for t in handles if kill_stopped and (read_stat(t.pid) or ("", ["?"]))[1][0] in STOPPED_STATES]
+        for target in frozen:
+            target.send(signal.SIGKILL)
+        for target in _wait_gone(frozen, time.monotonic() + kill_timeout, poll_interval):
+            outcomes[target.pid] = {"outcome": "still running after SIGKILL"}
+        for target in frozen:
+            outcomes.setdefault(target.pid, {"outcome": "killed (SIGKILL) while stopped"})
+        opened, handles = handles, [t for t in handles if t not in frozen]
         for target in handles:
             if not owner_signalled:
                 target.send(signal.SIGTERM)
@@ -128,7 +142,7 @@ def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float =
             outcomes[target.pid]["outcome"] = ("still running after SIGKILL" if target in stubborn
                                                else "killed (SIGKILL) %s" % reason)
     finally:
-        for target in handles:
+        for target in opened:
             target.close()
     return {"outcomes": [dict(o, pid=pid) for pid, o in sorted(outcomes.items())],
             "elapsed_s": round(time.monotonic() - started, 3) if handles else 0.0}

@@ -79,6 +79,9 @@ class HostRun:
     started_pid: Optional[int] = None  # the backend the start step launched
     checks: List[Any] = field(default_factory=list)  # the verify step's results
     rollback: Optional[Dict[str, Any]] = None
+    handover: Any = None  # takeover.Handover: the listening socket kept across this restart
+    handover_fd: Optional[int] = None  # the agent's copy of it, for the start step
+    socket: Optional[Dict[str, Any]] = None  # what clients saw: kept or why not, waiting, unaccepted_s
 
 
 def left_alone(run: HostRun) -> bool:

@@ -3,7 +3,7 @@
 import os
 import shlex
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..facts import Diagnosis, ProcessFacts, owner_hints, pid_path
 from ..owners import KINDS, Owner
@@ -11,6 +11,7 @@ from . import ownership
 from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged, left_alone
 from .diagnose import gather_diagnosis
 from .owned import SECRET_ENV, backend_env, master_serves, reload_master, start_owned
+from .takeover import FD_PLACEHOLDER, kept_socket, on_kept_socket, plan_handover
 from .termination import judge_recorded, plan_termination
 from .verify import warm_up
 
@@ -44,7 +45,17 @@ class Terminate(Step):
             d = gather_diagnosis(run, probe=False)
         # Seconds-old facts are safe to act on: each signal is pinned to a process's start time,
         # and success is judged by the port, so a newcomer is named, never missed.
-        return d
+        return d, self._can_keep_socket(run, d)
+
+    @staticmethod
+    def _can_keep_socket(run: HostRun, d: Diagnosis) -> Optional[Dict[str, Any]]:
+        """Whether the host lets this run copy the listening socket now (copied and closed at once)."""
+        found = kept_socket(d)
+        command = run.vars["start_command"]
+        if found is None or not run.vars["keep_socket"] or (command and FD_PLACEHOLDER not in command):
+            return None
+        inode, holder = found
+        return run.transport.agent("take_over_check", pid=holder.pid, start_ticks=holder.start_ticks, inode=inode)
 
     def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         healthy = run.diagnosis is not None and run.diagnosis.healthy
@@ -53,7 +64,7 @@ class Terminate(Step):
                 return Unchanged("%s; nothing it runs changed: left running (restart_slow: true restarts a slow "
                                  "backend)" % run.diagnosis.verdict())
             return Unchanged("backend healthy and nothing it runs changed: left running")
-        d = facts
+        d, socket_check = facts
         orphans = [s for s in d.orphan_sockets if s.in_the_way]
         if orphans:
             raise StepFailed("port %d is held by a process this user cannot see (%s); run as its owner or root"
@@ -80,10 +91,16 @@ class Terminate(Step):
         why = "files changed: %s" % ", ".join(run.changed_files) if healthy else d.verdict()
         spared = "; left alone: %s" % "; ".join(describe(p) for p in termination.spared) if termination.spared else ""
         aside = spared + others + "".join("; " + note for note in way.notes)
+        run.handover, not_kept = plan_handover(d, way, run.vars, socket_check)
+        run.socket = {"kept": run.handover is not None, "why": not_kept, "waiting": d.backlog}
         if way.action in (ownership.RELOAD, ownership.WORKERS):
             return Plan("%s [%s]%s" % (way.describe(), why, aside), payload=aside)
-        return Plan("%s %s [%s]%s" % (way.describe(), "; ".join(describe(p) for p in way.targets), why, aside),
-                    payload=aside)
+        stale = "; ".join(describe(p) for p in way.targets)
+        if run.handover is not None:
+            return Plan("keep port %d's listening socket (%d connections waiting), start the replacement on it, "
+                        "then stop %s [%s]%s" % (d.port, run.handover.waiting, stale, why, aside), payload=aside)
+        aside += "; socket not kept: %s" % not_kept if not_kept else ""
+        return Plan("%s %s [%s]%s" % (way.describe(), stale, why, aside), payload=aside)
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         v = run.vars
@@ -95,19 +112,22 @@ class Terminate(Step):
                                            redact=[v["jwt_secret_file"]])
         targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in way.targets]
         run.restarted = True
-        # A healthy backend replaced for new files drains within ``grace``. One known hung gets
-        # ``hung_grace``, and is killed at once if it still listens shortly after SIGTERM.
-        hung = not (run.diagnosis is not None and (run.diagnosis.healthy or run.diagnosis.slow))
-        listening = sorted({i for h in run.diagnosis.in_the_way for i in h.inodes}) if run.diagnosis else []
-        grace, hung_after = (v["hung_grace"], HUNG_AFTER_S) if hung else (v["grace"], None)
+        if run.handover is not None:  # nothing is signalled yet: the replacement starts on the kept socket first
+            kept = run.handover
+            run.handover_fd = run.transport.agent("take_over", pid=kept.holder.pid, start_ticks=kept.holder.start_ticks,
+                                                  inode=kept.inode)["fd"]
+            return ("kept port %d's listening socket (copied from pid %d; %d connections waiting); to stop once "
+                    "the replacement runs: %s%s" % (v["port"], kept.holder.pid, kept.waiting,
+                                                    ", ".join("pid %d" % p.pid for p in way.targets), plan.payload))
         if way.action == ownership.RELOAD:
             return reload_master(run, way, plan.payload)
+        listening = sorted({i for h in run.diagnosis.in_the_way for i in h.inodes}) if run.diagnosis else []
         if way.action == ownership.OWNER:
+            grace, hung_after = _graces(run)
             done = run.transport.agent("owner_stop", owner=way.owner.raw, targets=targets, listening=listening,
                                        grace=grace, hung_after=hung_after)
         else:
-            done = run.transport.agent("terminate", targets=targets, grace=grace, listening=listening,
-                                       hung_after=hung_after)
+            done = stop_stale(run, targets, listening, kept_socket=False)
         run.terminated = done["outcomes"]
         outcomes = ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"])
         if way.action == ownership.WORKERS:
@@ -122,6 +142,22 @@ class Terminate(Step):
         return "%s%s; port %d free%s" % (asked, outcomes, v["port"], plan.payload)
 
 
+def _graces(run: HostRun) -> Tuple[float, Optional[float]]:
+    """A healthy (or slow) backend replaced for new files drains within ``grace``. One known hung gets
+    ``hung_grace``, and is killed at once if it still listens shortly after SIGTERM."""
+    v = run.vars
+    hung = not (run.diagnosis is not None and (run.diagnosis.healthy or run.diagnosis.slow))
+    return (v["hung_grace"], HUNG_AFTER_S) if hung else (v["grace"], None)
+
+
+def stop_stale(run: HostRun, targets: List[Dict[str, int]], listening: List[int], kept_socket: bool) -> Any:
+    """Stop the stale backend's processes, pinned. With the socket kept by a replacement, a stopped
+    one is killed as it is (continued, it would take queued connections down with it)."""
+    grace, hung_after = _graces(run)
+    return run.transport.agent("terminate", targets=targets, grace=grace, listening=listening,
+                               hung_after=hung_after, kill_stopped=kept_socket and hung_after is not None)
+
+
 def backend_user(v: Dict[str, Any], d: Diagnosis) -> str:
     """Whose processes may be the backend: ``backend_user``, else the user an earlier run started it
     as (its start record), else the user this run acts as."""
@@ -129,13 +165,16 @@ def backend_user(v: Dict[str, Any], d: Diagnosis) -> str:
     return str(v["backend_user"] or (record or {}).get("user") or d.run_user)
 
 
-def start_command(v: Dict[str, Any]) -> List[str]:
+def start_command(v: Dict[str, Any], fd: Optional[int] = None) -> List[str]:
+    """The backend's command line; with ``fd``, the replacement started on a kept socket."""
     if v["start_command"]:
-        return shlex.split(v["start_command"])
+        argv = shlex.split(v["start_command"])
+        return on_kept_socket(argv, fd, default=False) if fd is not None else argv
     argv = [v["python"], "-m", "uvicorn", v["app"], "--app-dir", v["app_dir"],
             "--host", v["bind_host"], "--port", str(v["port"])]
     drain = int(v["grace"]) - 1  # open connections (a WebSocket) are closed before grace runs out
-    return argv + ["--timeout-graceful-shutdown", str(drain)] if drain >= 1 else argv
+    argv = argv + ["--timeout-graceful-shutdown", str(drain)] if drain >= 1 else argv
+    return on_kept_socket(argv, fd, default=True) if fd is not None else argv
 
 
 def log_path(v: Dict[str, Any]) -> str:
@@ -189,6 +228,8 @@ class Start(Step):
                 return Plan("create transient systemd unit %s running %s"
                             % (way.owner.name, shlex.join(start_command(v))))
             return Plan("ask %s to start it" % way.owner.describe())
+        if run.handover is not None:
+            return Plan("start %s on port %d's kept socket, then stop the stale backend" % (v["app"], v["port"]))
         return Plan("start %s on %s:%d" % (v["app"], v["bind_host"], v["port"]))
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
@@ -200,11 +241,20 @@ class Start(Step):
             return start_owned(run, way, start_command(v))
         offset = run.transport.agent("file_size", path=log_path(v))  # this start's lines begin here
         run.restarted = True
-        spawned = run.transport.spawn(argv=start_command(v), cwd=v["app_dir"], log=log_path(v),
+        kept = run.handover if run.handover_fd is not None else None
+        spawned = run.transport.spawn(argv=start_command(v, run.handover_fd), cwd=v["app_dir"], log=log_path(v),
                                       pidfile=pid_path(v), env=backend_env(v),
-                                      secret_env={SECRET_ENV: v["jwt_secret_file"]}, port=v["port"])
+                                      secret_env={SECRET_ENV: v["jwt_secret_file"]}, port=v["port"],
+                                      inherit=[kept.inode] if kept else None)
         pid = run.started_pid = spawned["pid"]
         unrecorded = "; not recorded in %s" % spawned["unrecorded"] if spawned.get("unrecorded") else ""
+        handed = ""
+        if kept is not None and run.route is not None:  # the replacement holds the queue: the stale one goes
+            done = stop_stale(run, [{"pid": p.pid, "start_ticks": p.start_ticks} for p in run.route.targets],
+                              [kept.inode], kept_socket=True)
+            run.terminated = done["outcomes"]
+            handed = "; on the kept socket (%d connections were waiting, none refused); %s" % (
+                kept.waiting, ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"]))
         warm_up()  # verify's clients load while the backend boots
         ready = run.transport.agent("wait_healthy", pid=pid, bind_host=v["bind_host"], port=v["port"],
                                     path=v["health_path"], timeout=v["start_timeout"],
@@ -221,7 +271,9 @@ class Start(Step):
             others = "; ".join(describe(h.process) for h in serving.holders) or "a process this user cannot see"
             raise StepFailed("backend pid %d does not hold port %d, which is served by %s; %s"
                              % (pid, v["port"], others, self._log_tail(run, offset)))
-        return "started pid %d, healthy after %.2fs%s" % (pid, ready["elapsed_s"], unrecorded)
+        if run.socket is not None and kept is not None:
+            run.socket.update(started_pid=pid, unaccepted_s=round(time.monotonic() - run.diagnosed_at, 3))
+        return "started pid %d, healthy after %.2fs%s%s" % (pid, ready["elapsed_s"], handed, unrecorded)
 
     @staticmethod
     def _log_tail(run: HostRun, offset: int) -> str:
