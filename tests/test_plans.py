@@ -23,6 +23,7 @@ UVICORN = "/venv/bin/python -m uvicorn main:app --port 8000"
 SPAWN = "/venv/bin/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)"
 # Commands a check-mode run may ask for: reads only.
 READ_ONLY = {"host_facts", "file_state", "read_text", "path_kind", "list_dir", "secret_state", "read_secret", "tail",
+             "take_over_check",
              "configured_owner", "owner_status", "owner_log"}
 
 
@@ -35,7 +36,8 @@ def host_vars(**extra):
 
 
 def run_on(d=None, check=False, answers=None, **extra):
-    transport = RecordingTransport(dict({"read_text": None}, **(answers or {})))
+    transport = RecordingTransport(dict({"read_text": None, "take_over_check": {"ok": False, "why": "not asked"}},
+                                        **(answers or {})))
     run = HostRun("unit", host_vars(**extra), transport, check=check)
     run.diagnosis, run.diagnosed_at = d, time.monotonic()
     return run, transport
@@ -215,14 +217,14 @@ def test_terminate_refuses_an_invisible_holder():
     d = diagnosis([process(1, 0, "/sbin/init")], {}, orphan_inodes=[9])
     run, _ = run_on(d)
     with pytest.raises(StepFailed, match="cannot see"):
-        Terminate().plan(run, {}, d)
+        Terminate().plan(run, {}, (d, None))
 
 
 def test_terminate_names_a_refused_holder():
     d = diagnosis([process(1, 0, "/sbin/init"), process(300, 1, "nginx: master", state="T")], {300: [8]})
     run, _ = run_on(d)
     with pytest.raises(StepFailed, match=r"refusing to signal anything.*pid 300"):
-        Terminate().plan(run, {}, d)
+        Terminate().plan(run, {}, (d, None))
 
 
 def test_start_plans_only_on_a_free_port_and_never_beside_a_holder():

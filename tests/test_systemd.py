@@ -151,8 +151,9 @@ def test_fab_timer_install_writes_the_timer_on_the_host_it_names(site, systemd, 
     fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web"]
     args = ["--inventory", str(site.inventory), "--unit-dir", str(units)]
     try:
-        done = subprocess.run(fab + ["timer-install", "--every", "10m"] + args, cwd=REPO, capture_output=True,
-                              text=True, timeout=120)
+        # --project: this "host" sees the checkout (a real one would run `bootstrap` first).
+        done = subprocess.run(fab + ["timer-install", "--every", "10m", "--project", str(REPO)] + args, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         name = done.stdout.split("installed systemd timer ")[1].split()[0]
         assert systemd.show(name, "ActiveState") == "active" and systemd.show(name, "RandomizedDelayUSec") == "1min"

@@ -52,7 +52,8 @@ class Terminate(Step):
         """Whether the host lets this run copy the listening socket now (copied and closed at once)."""
         found = kept_socket(d)
         command = run.vars["start_command"]
-        if found is None or not run.vars["keep_socket"] or (command and FD_PLACEHOLDER not in command):
+        if (found is None or not run.vars["keep_socket"] or (command and FD_PLACEHOLDER not in command)
+                or any(h.owner.managed for h in d.in_the_way)):  # an owner restarts it: not ours to keep
             return None
         inode, holder = found
         return run.transport.agent("take_over_check", pid=holder.pid, start_ticks=holder.start_ticks, inode=inode)
