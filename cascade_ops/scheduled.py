@@ -1,10 +1,11 @@
-"""The scheduled watchdog's commands: a crontab entry or a systemd timer per inventory, on this
+"""The watchdog's commands: a crontab entry or a systemd timer per inventory, on this
 machine or (``fab -H``) on a host, each running the installed CLI when there is one."""
 
+import functools
 import os
-from typing import Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple
 
-from .api import DEFAULT_INVENTORY, PROJECT_DIR, PerHost, controller, on_hosts, select_hosts
+from .api import DEFAULT_INVENTORY, PROJECT_DIR, PerHost, controller, default_playbook, on_hosts, select_hosts
 from .hostvars import Host
 from .transport import Transport
 
@@ -109,3 +110,29 @@ def timer_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = No
     name = timers.unit_name(_watched(inventory, target, host_inventory))
     return on_hosts([target or controller()], lambda host, t: dict(t.agent("timer_status", name=name),
                                                                    Id=name + ".timer"))
+
+
+def follow(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
+           every: Any = "0.5s", playbook: Optional[str] = None, report: Callable[[str], None] = print,
+           cycles: Optional[int] = None) -> int:
+    """The resident watchdog (see ``follow``): probe every ``every``, recover in this process; until
+    SIGTERM/SIGINT (the exit code is 128 + the signal), or ``cycles`` cycles. Validated first."""
+    from .errors import ConfigError
+    from .follow import Follower
+    from .hostvars import parse_duration
+    from .watch import tick_host
+    try:
+        seconds = parse_duration(every)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--every") from None
+    if not 0.01 <= seconds <= 3600:
+        raise ConfigError("expected 10ms to 1h, got %r" % (every,), field="--every")
+
+    @functools.cache
+    def load_playbook() -> Any:
+        from .playbook import load_playbook as load
+        return load(playbook or default_playbook(inventory, "recover"))
+    load_playbook()  # a broken playbook is refused now, not at the first hang
+    return Follower(lambda: select_hosts(inventory, limit, vars),
+                    lambda host, transport: tick_host(host, transport, load_playbook), seconds, report,
+                    cycles).run()

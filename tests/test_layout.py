@@ -20,7 +20,7 @@ LAYERS = [
     ("steps", {"steps"}),
     ("engine", {"scheduler", "runner", "report", "hangkind", "interrupts", "playbook", "inventory", "watch", "cron",
                 "alerts", "output", "wheels", "metrics", "timers",
-                "history", "htmlreport"}),
+                "history", "htmlreport", "follow"}),
     ("api", {"api", "__init__", "scheduled"}),
     ("face", {"cli", "__main__"}),
 ]

@@ -332,3 +332,52 @@ def test_forks_have_a_ceiling_from_the_descriptor_limit():
     assert 1 <= max_forks() <= FORKS_CEILING and _run_options({"forks": "7"})["forks"] == 7
     with pytest.raises(ConfigError, match=r"--forks 100000: at most \d+ here"):
         _run_options({"forks": 100000})
+
+
+# --------------------------------------------------------------------------- keeping the socket
+
+def _handover(d, **extra):
+    from cascade_ops.steps import ownership
+    from cascade_ops.steps.takeover import plan_handover
+    v = host_vars(**extra)
+    targets = tuple(h.process for h in d.in_the_way)
+    way = ownership.route(d, targets, v, healthy=False)
+    return plan_handover(d, way, v, {"ok": True})
+
+
+def test_the_socket_is_kept_for_a_detached_backend_and_why_not_is_said_otherwise():
+    from cascade_ops.steps.takeover import plan_handover
+    hung = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, state="T")], {100: [7]})
+    kept, why = _handover(hung)
+    assert kept is not None and kept.inode == 7 and kept.holder.pid == 100 and why == ""
+    assert _handover(hung, keep_socket=False) == (None, "keep_socket is off")
+    assert "has no $LISTEN_FD" in _handover(hung, start_command="/venv/bin/gunicorn -b 0.0.0.0:8000 main:app")[1]
+    assert _handover(hung, start_command="/venv/bin/gunicorn -b fd://$LISTEN_FD main:app")[0] is not None
+    from cascade_ops.steps import ownership
+    way = ownership.route(hung, (hung.processes[100],), host_vars(), healthy=False)
+    assert plan_handover(hung, way, host_vars(), {"ok": False, "why": "pidfd_getfd: no ptrace rights"}) == (
+        None, "pidfd_getfd: no ptrace rights")
+    unit = {"kind": "systemd", "unit": "web.service", "main_pid": 100}
+    owned = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, state="T")], {100: [7]},
+                      owners={100: unit})
+    kept, why = _handover(owned)
+    assert kept is None and "its accept queue is not kept" in why
+    two = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, state="T")], {100: [7, 8]})
+    assert _handover(two) == (None, "2 listening sockets in the way: a replacement takes one")
+
+
+def test_the_replacement_takes_the_kept_descriptor_in_place_of_its_own_bind():
+    from cascade_ops.steps.takeover import on_kept_socket
+    argv = ["/venv/bin/python", "-m", "uvicorn", "main:app", "--app-dir", "/srv/app", "--host", "127.0.0.1",
+            "--port", "8000", "--timeout-graceful-shutdown", "4"]
+    assert on_kept_socket(argv, 5, default=True) == ["/venv/bin/python", "-m", "uvicorn", "main:app", "--app-dir",
+                                                      "/srv/app", "--timeout-graceful-shutdown", "4", "--fd", "5"]
+    assert on_kept_socket(["gunicorn", "-b", "fd://$LISTEN_FD", "app"], 9, default=False) == [
+        "gunicorn", "-b", "fd://9", "app"]
+
+
+def test_terminate_plans_to_keep_the_socket_and_check_mode_copies_nothing():
+    run, transport = run_on(HUNG, check=True, answers={"take_over_check": {"ok": True}})
+    result = Terminate().execute(run, {})
+    assert result.status == "changed" and result.message.startswith("would keep port 8000's listening socket")
+    assert set(transport.commands()) <= READ_ONLY and "take_over" not in transport.commands()

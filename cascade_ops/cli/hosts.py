@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 
 from invoke import Exit
 
@@ -152,15 +153,27 @@ def hang(c, inventory=None, limit=None, var=None):
     _finish(done)
 
 @task(iterable=["var"], help=dict(_help("recover", "inventory", "limit", "var", "json"),
-                                   reset="forget the failure streak and the restart budget first"))
-def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, json_=False):
+                                   reset="forget the failure streak and the restart budget first",
+                                   follow="stay: probe every --every and recover at once, in this process",
+                                   every="with --follow: how often to probe (default 0.5s)"))
+def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, json_=False, follow=False,
+          every="0.5s"):
     """One watchdog tick (for cron): probe, and recover only when unhealthy.
 
     Recovers after fail_threshold unhealthy ticks in a row, within the restart budget
-    (max_restarts per window), under the host's lock; alerts alert_webhook."""
+    (max_restarts per window), under the host's lock; alerts alert_webhook. With --follow it stays
+    (the resident watchdog: SIGHUP reads the inventory again, SIGTERM stops it between two cycles)."""
     inventory = _inventory(inventory)
     from cascade_ops import api
     from cascade_ops.watch import exit_code
+    if follow:
+        def say(line):
+            print("%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line), flush=True)
+        from cascade_ops import scheduled
+        code = _guard(lambda: scheduled.follow(inventory, limit, var or (), every, playbook, say))
+        if code:
+            raise Exit(code=code)
+        return
     with api.interruptible():
         ticks = _guard(lambda: api.watch(inventory, limit, var or (), reset=reset, playbook=playbook))
     if json_:
