@@ -101,7 +101,15 @@ class Follower:
             quiet = probe["ok"] and not self.unhealthy.get(host.name)
             if quiet and now - self.last_heartbeat.get(host.name, 0.0) < HEARTBEAT_S:
                 continue
-            tick = self.tick(host, transport)  # the cron tick: streak, budget, lock, recovery, records
+            # A recovery may take up to host_timeout: systemd's watchdog waits that long for this one.
+            watchdog = os.environ.get("WATCHDOG_USEC")
+            if watchdog:
+                notify("WATCHDOG=1\nWATCHDOG_USEC=%d" % max(int(watchdog), int((v["host_timeout"] + 30) * 1e6)))
+            try:
+                tick = self.tick(host, transport)  # the cron tick: streak, budget, lock, recovery, records
+            finally:
+                if watchdog:
+                    notify("WATCHDOG=1\nWATCHDOG_USEC=%s" % watchdog)
             self.last_heartbeat[host.name] = now
             self.unhealthy[host.name] = tick.action != "none"
             if v["ping_url"]:  # the dead-man monitor hears from a follower at least every heartbeat

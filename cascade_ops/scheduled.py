@@ -88,8 +88,9 @@ def timer_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: 
         argv = cron.watch_argv(runner, job.watched, job.limit, job.vars)
         service, timer = timers.units(argv, every, job.log, job.workdir(runner, PROJECT_DIR), job.watched)
         job.prepare(host, transport)
-        done = transport.agent("timer_install", unit_dir=unit_dir or timers.UNIT_DIR, name=name, service=service,
-                               timer=timer, log_dir=os.path.dirname(job.log))
+        done = transport.agent("units_install", unit_dir=unit_dir or timers.UNIT_DIR, name=name,
+                               units={".service": service, ".timer": timer}, start=".timer",
+                               log_dir=os.path.dirname(job.log), instead="cron.install")
         return done["changed"], name + ".timer"
     return on_hosts([target or controller()], install)
 
@@ -100,7 +101,8 @@ def timer_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] = N
     from . import timers
     name = timers.unit_name(_watched(inventory, target, host_inventory))
     return on_hosts([target or controller()], lambda host, t: t.agent(
-        "timer_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=name)["changed"])
+        "units_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=name, suffixes=[".timer", ".service"],
+        start=".timer")["changed"])
 
 
 def timer_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = None,
@@ -108,8 +110,23 @@ def timer_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = No
     """What systemd says about this inventory's watchdog timer."""
     from . import timers
     name = timers.unit_name(_watched(inventory, target, host_inventory))
-    return on_hosts([target or controller()], lambda host, t: dict(t.agent("timer_status", name=name),
-                                                                   Id=name + ".timer"))
+    return on_hosts([target or controller()], lambda host, t: dict(t.agent(
+        "unit_status", unit=name + ".timer", properties=["LoadState", "ActiveState", "LastTriggerUSec",
+                                                         "NextElapseUSecRealtime"], instead="cron.status"),
+        Id=name + ".timer"))
+
+
+def _every(every: Any) -> float:
+    """The follower's period, checked: 10 ms to 1 h."""
+    from .errors import ConfigError
+    from .hostvars import parse_duration
+    try:
+        seconds = parse_duration(every)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="--every") from None
+    if not 0.01 <= seconds <= 3600:
+        raise ConfigError("expected 10ms to 1h, got %r" % (every,), field="--every")
+    return seconds
 
 
 def follow(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
@@ -117,16 +134,9 @@ def follow(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars
            cycles: Optional[int] = None) -> int:
     """The resident watchdog (see ``follow``): probe every ``every``, recover in this process; until
     SIGTERM/SIGINT (the exit code is 128 + the signal), or ``cycles`` cycles. Validated first."""
-    from .errors import ConfigError
     from .follow import Follower
-    from .hostvars import parse_duration
     from .watch import tick_host
-    try:
-        seconds = parse_duration(every)
-    except ValueError as exc:
-        raise ConfigError(str(exc), field="--every") from None
-    if not 0.01 <= seconds <= 3600:
-        raise ConfigError("expected 10ms to 1h, got %r" % (every,), field="--every")
+    seconds = _every(every)
 
     @functools.cache
     def load_playbook() -> Any:
@@ -136,3 +146,76 @@ def follow(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars
     return Follower(lambda: select_hosts(inventory, limit, vars),
                     lambda host, transport: tick_host(host, transport, load_playbook), seconds, report,
                     cycles).run()
+
+
+def _follower(inventory: str, target: Optional[Host], host_inventory: Optional[str]) -> Tuple[str, str, str]:
+    """The follower's unit name, and the pid file it has where systemd does not run."""
+    from . import cron, timers
+    job = cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target)
+    name = timers.follower_name(job.watched)
+    return job.watched, name, os.path.join(os.path.dirname(job.watched), ".cascade", name + ".pid")
+
+
+def service_install(every: str = "0.5s", inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
+                    vars: Iterable[str] = (), unit_dir: Optional[str] = None, log: Optional[str] = None,
+                    project: Optional[str] = None, python: Optional[str] = None,
+                    host_inventory: Optional[str] = None, target: Optional[Host] = None) -> PerHost[Tuple[bool, str]]:
+    """Install the resident watchdog (``watch --follow``) supervised by what the host runs: a systemd
+    service (``Restart=always``, ``Type=notify``, ``WatchdogSec=``), else a detached process with a
+    pid file (nothing restarts that one: said in the answer). Same inventory checks, same host-local
+    inventory on another host, as ``cron_install``. Idempotent."""
+    from . import cron, timers
+    select_hosts(inventory, limit, vars)
+    _every(every)
+    job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
+    _, name, pidfile = _follower(inventory, target, host_inventory)
+
+    def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+        runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
+        argv = cron.watch_argv(runner, job.watched, job.limit, job.vars) + ["--follow", "--every", every]
+        workdir = job.workdir(runner, PROJECT_DIR)
+        job.prepare(host, transport)
+        if transport.agent("systemd_runs"):
+            unit = timers.follower_unit(argv, job.log, workdir, job.watched)
+            done = transport.agent("units_install", unit_dir=unit_dir or timers.UNIT_DIR, name=name,
+                                   units={".service": unit}, start=".service", log_dir=os.path.dirname(job.log),
+                                   instead="a detached follower")
+            return done["changed"], "systemd service %s.service" % name
+        if transport.agent("detached_status", pidfile=pidfile)["running"]:
+            return False, "detached follower (pid file %s; not supervised: nothing restarts it)" % pidfile
+        spawned = transport.spawn(argv=argv, cwd=workdir, log=job.log, pidfile=pidfile)
+        return True, "detached follower pid %d (pid file %s; not supervised: nothing restarts it)" % (
+            spawned["pid"], pidfile)
+    return on_hosts([target or controller()], install)
+
+
+def service_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] = None,
+                   target: Optional[Host] = None, host_inventory: Optional[str] = None) -> PerHost[bool]:
+    """Stop and remove this inventory's follower, a systemd service or a detached process."""
+    from . import timers
+    _, name, pidfile = _follower(inventory, target, host_inventory)
+
+    def remove(host: Host, transport: Transport) -> bool:
+        removed = transport.agent("units_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=name,
+                                  suffixes=[".service"], start=".service")["changed"]
+        return bool(transport.agent("detached_stop", pidfile=pidfile, grace=10.0)["stopped"] or removed)
+    return on_hosts([target or controller()], remove)
+
+
+def service_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = None,
+                   host_inventory: Optional[str] = None) -> PerHost[str]:
+    """This inventory's follower, as what supervises it sees it, in words."""
+    _, name, pidfile = _follower(inventory, target, host_inventory)
+
+    def status(host: Host, transport: Transport) -> str:
+        detached = transport.agent("detached_status", pidfile=pidfile)
+        if detached["running"]:
+            return "detached follower pid %d (not supervised)" % detached["pid"]
+        if not transport.agent("systemd_runs"):
+            return "no follower (service.install)"
+        s = transport.agent("unit_status", unit=name + ".service", properties=[
+            "LoadState", "ActiveState", "SubState", "MainPID", "NRestarts", "WatchdogUSec"], instead="service.install")
+        return "%s.service %s/%s/%s, main pid %s, %s restarts, watchdog %s" % (
+            name, s.get("LoadState"), s.get("ActiveState"), s.get("SubState"), s.get("MainPID"), s.get("NRestarts"),
+            s.get("WatchdogUSec"))
+    return on_hosts([target or controller()], status)

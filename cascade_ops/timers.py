@@ -55,3 +55,25 @@ def units(argv: List[str], every: str, log: str, workdir: str, what: str) -> Tup
         "AccuracySec=1s",
         "[Install]", "WantedBy=timers.target", ""])
     return service, timer
+
+
+def follower_name(inventory: str) -> str:
+    return "cascade-ops-follow-%s" % entry_id(inventory)
+
+
+WATCHDOG_S = 10  # a follower whose loop has not said WATCHDOG=1 this long is restarted by systemd
+
+
+def follower_unit(argv: List[str], log: str, workdir: str, what: str) -> str:
+    """The resident watchdog as a service systemd supervises: restarted whenever it exits, and when
+    its own loop stops saying it is alive (``Type=notify``, ``WatchdogSec=``)."""
+    return "\n".join([
+        "# Written by cascade-ops service.install: the resident watchdog for %s" % what,
+        "[Unit]", "Description=cascade-ops follower (%s)" % what, "After=network.target",
+        # KillMode=process: a backend the follower starts detached outlives a restart of the follower.
+        # TimeoutAbortSec: a follower that stopped answering gets SIGABRT, then SIGKILL soon, not 90 s later.
+        "[Service]", "Type=notify", "NotifyAccess=main", "WatchdogSec=%d" % WATCHDOG_S, "TimeoutAbortSec=5",
+        "Restart=always", "RestartSec=1", "KillMode=process", "WorkingDirectory=%s" % workdir,
+        "ExecStart=%s" % " ".join(_exec_quote(a) for a in argv),
+        "StandardOutput=append:%s" % log, "StandardError=append:%s" % log,
+        "[Install]", "WantedBy=multi-user.target", ""])

@@ -161,3 +161,52 @@ def test_fab_timer_install_writes_the_timer_on_the_host_it_names(site, systemd, 
     finally:
         subprocess.run(fab + ["timer.remove"] + args, cwd=REPO, capture_output=True, timeout=120)
     assert not list(units.glob("cascade-ops-watch-*"))
+
+
+def test_the_follower_runs_as_a_service_and_systemd_restarts_it_when_it_hangs(site, systemd):
+    site.vars.update(auth_module=None)
+    site.write_inventory()
+    units = systemd.base / "units"
+    args = ["--inventory", str(site.inventory), "--unit-dir", str(units)]
+    try:
+        done = systemd.inside(*INVOKE, "service.install", "--every", "0.5s", *args, cwd=REPO)
+        assert done.returncode == 0, done.stdout + done.stderr
+        name = done.stdout.split("installed systemd service ")[1].split()[0]
+        assert systemd.show(name, "ActiveState") == "active" and systemd.show(name, "Type") == "notify"
+        assert systemd.show(name, "Restart") == "always"
+        wait_for(lambda: site.health()["ok"], timeout=60, message="the follower to start the backend")
+        # While it recovered, the follower asked for host_timeout's worth of watchdog; then 10 s again.
+        wait_for(lambda: systemd.show(name, "WatchdogUSec") == "10s", timeout=30, message="the watchdog back at 10s")
+        main = int(systemd.show(name, "MainPID"))
+        stop(systemd.host_pid(main))  # the follower itself hangs: its loop says nothing more
+        wait_for(lambda: systemd.show(name, "NRestarts") not in ("", "0") and int(systemd.show(name, "MainPID") or 0)
+                 not in (0, main), timeout=45, message="systemd's watchdog to restart the follower")
+        wait_for(lambda: systemd.show(name, "SubState") == "running", timeout=30, message="the new follower ready")
+        status = systemd.inside(*INVOKE, "service.status", "--inventory", str(site.inventory), cwd=REPO)
+        assert "loaded/active/running" in status.stdout and "restarts" in status.stdout, status.stdout
+        assert site.health()["ok"]  # the backend it started outlived its restart (KillMode=process)
+    finally:
+        removed = systemd.inside(*INVOKE, "service.remove", *args, cwd=REPO)
+    assert removed.returncode == 0 and "removed the follower" in removed.stdout, removed.stdout + removed.stderr
+    assert systemd.show(name, "LoadState") == "not-found"
+
+
+def test_where_systemd_does_not_run_the_follower_is_a_detached_process(hang_app_site, reaper):
+    site = hang_app_site
+    assert site.recover().exit_code == 0
+    done = site.cli("service.install", "--every", "0.3s")
+    assert done.returncode == 0 and "installed detached follower pid " in done.stdout, done.stdout + done.stderr
+    follower = int(done.stdout.split("detached follower pid ")[1].split()[0])
+    reaper.track(follower)
+    assert "not supervised" in done.stdout
+    again = site.cli("service.install", "--every", "0.3s")
+    assert "unchanged detached follower" in again.stdout, again.stdout
+    assert "detached follower pid %d" % follower in site.cli("service.status").stdout
+    old = site.backend_pid()
+    os.kill(old, 19)  # SIGSTOP: the follower heals it
+    wait_for(lambda: site.backend_pid() != old and site.health()["ok"], timeout=20, message="healed")
+    removed = site.cli("service.remove")
+    assert removed.returncode == 0 and "removed the follower" in removed.stdout, removed.stdout + removed.stderr
+    wait_for(lambda: not psutil.pid_exists(follower) or psutil.Process(follower).status() == psutil.STATUS_ZOMBIE,
+             message="the follower stopped")
+    assert "no follower" in site.cli("service.status").stdout

@@ -19,6 +19,38 @@ def record_path(pidfile: str) -> str:
     return os.path.splitext(pidfile)[0] + ".start.json"
 
 
+def _running(pidfile: str) -> Optional[Dict[str, Any]]:
+    """The start record of the process ``pidfile`` names, when that very process still runs."""
+    try:
+        with open(record_path(pidfile)) as f:
+            record = json.loads(f.read(1 << 16))
+        stat = read_stat(int(record["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if stat is not None and int(stat[1][19]) == record.get("start_ticks") else None
+
+
+@command
+def detached_status(pidfile: str) -> Dict[str, Any]:
+    """Whether the detached process an earlier ``spawn`` recorded in ``pidfile`` still runs."""
+    record = _running(pidfile)
+    return {"running": record is not None, "pid": record["pid"] if record else None}
+
+
+@command
+def detached_stop(pidfile: str, grace: float) -> Dict[str, Any]:
+    """Stop the detached process ``pidfile`` names (only that very process), and forget it."""
+    from .signals import terminate
+    record = _running(pidfile)
+    done = terminate([{"pid": record["pid"], "start_ticks": record["start_ticks"]}], grace) if record else None
+    for stale in (pidfile, record_path(pidfile)):
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+    return {"stopped": record is not None, "outcomes": done["outcomes"] if done else []}
+
+
 def _record(pid: int, argv: List[str], cwd: str, port: Optional[int]) -> Dict[str, Any]:
     stat = read_stat(pid)
     return {"pid": pid, "start_ticks": int(stat[1][19]) if stat else None, "argv": argv,

@@ -154,32 +154,42 @@ def _ok(*args: str) -> None:
 
 
 @command
-def timer_install(unit_dir: str, name: str, service: str, timer: str, log_dir: str) -> Dict[str, Any]:
-    """Write ``name``.service and ``name``.timer into ``unit_dir`` when they differ, and have the timer
-    enabled and running. Idempotent: unchanged units are neither reloaded nor restarted."""
+def systemd_runs() -> bool:
+    """Whether systemd runs this host (and so can supervise what is installed as a unit)."""
+    return booted()
+
+
+@command
+def units_install(unit_dir: str, name: str, units: Dict[str, str], start: str, log_dir: str,
+                  instead: str) -> Dict[str, Any]:
+    """Write ``name`` + each suffix of ``units`` (".service", ".timer") into ``unit_dir`` when it
+    differs, and have ``name`` + ``start`` enabled and running. Idempotent: unchanged units are
+    neither reloaded nor restarted. ``instead``: what to use where systemd does not run."""
     if not booted():
-        raise AgentError("systemd does not run this host (no /run/systemd/system): use cron.install instead")
+        raise AgentError("systemd does not run this host (no /run/systemd/system): use %s instead" % instead)
     os.makedirs(log_dir, mode=0o700, exist_ok=True)
-    changed = _changed_file(os.path.join(unit_dir, name + ".service"), service)
-    changed = _changed_file(os.path.join(unit_dir, name + ".timer"), timer) or changed
+    changed = False
+    for suffix, text in sorted(units.items()):
+        changed = _changed_file(os.path.join(unit_dir, name + suffix), text) or changed
     if changed:
         _ok("daemon-reload")
-    if changed or _systemctl("is-enabled", name + ".timer").stdout.strip() != "enabled":
-        _ok("enable", name + ".timer")  # idempotent; started at boot from now on
-    active = _systemctl("is-active", name + ".timer").stdout.strip() == "active"
+    unit = name + start
+    if changed or _systemctl("is-enabled", unit).stdout.strip() != "enabled":
+        _ok("enable", unit)  # idempotent; started at boot from now on
+    active = _systemctl("is-active", unit).stdout.strip() == "active"
     if changed or not active:
-        _ok("restart", name + ".timer")  # a new schedule takes effect now
+        _ok("restart", unit)  # a new schedule or command takes effect now
     return {"changed": changed or not active}
 
 
 @command
-def timer_remove(unit_dir: str, name: str) -> Dict[str, Any]:
-    """Stop and disable the timer and delete both units; False when there was nothing to remove."""
-    paths = [os.path.join(unit_dir, name + suffix) for suffix in (".timer", ".service")]
+def units_remove(unit_dir: str, name: str, suffixes: List[str], start: str) -> Dict[str, Any]:
+    """Stop and disable ``name`` + ``start`` and delete the units; False when there was nothing to remove."""
+    paths = [os.path.join(unit_dir, name + suffix) for suffix in suffixes]
     if not any(os.path.exists(p) for p in paths):
         return {"changed": False}
     if booted():
-        _systemctl("disable", "--now", name + ".timer")
+        _systemctl("disable", "--now", name + start)
     for path in paths:
         if os.path.exists(path):
             os.unlink(path)
@@ -189,10 +199,9 @@ def timer_remove(unit_dir: str, name: str) -> Dict[str, Any]:
 
 
 @command
-def timer_status(name: str) -> Dict[str, Any]:
-    """What systemd says about the timer: loaded?, active?, when it last ran and runs next."""
+def unit_status(unit: str, properties: List[str], instead: str) -> Dict[str, Any]:
+    """What systemd says of ``unit``: the ``properties`` asked for."""
     if not booted():
-        raise AgentError("systemd does not run this host (no /run/systemd/system): use cron.status instead")
-    done = _systemctl("show", "--no-pager", "--property=LoadState,ActiveState,LastTriggerUSec,NextElapseUSecRealtime",
-                      "--", name + ".timer")
+        raise AgentError("systemd does not run this host (no /run/systemd/system): use %s instead" % instead)
+    done = _systemctl("show", "--no-pager", "--property=" + ",".join(properties), "--", unit)
     return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)

@@ -28,7 +28,17 @@ from .hosts import (
     verify,
     watch,
 )
-from .schedule import cron_install, cron_remove, cron_status, timer_install, timer_remove, timer_status
+from .schedule import (
+    cron_install,
+    cron_remove,
+    cron_status,
+    service_install,
+    service_remove,
+    service_status,
+    timer_install,
+    timer_remove,
+    timer_status,
+)
 
 # A command's process ends right after its answer. The interpreter's last garbage collections over
 # the few hundred modules a run loads take 40 to 100 ms here and free nothing the kernel would not:
@@ -105,6 +115,14 @@ ns.add_collection(timer_tasks)
 ns.add_task(timer_install, "timer-install")
 ns.add_task(timer_status, "timer-status")
 ns.add_task(timer_remove, "timer-remove")
+service_tasks = Collection("service")
+service_tasks.add_task(service_install, "install")
+service_tasks.add_task(service_remove, "remove")
+service_tasks.add_task(service_status, "status")
+ns.add_collection(service_tasks)
+ns.add_task(service_install, "service-install")
+ns.add_task(service_status, "service-status")
+ns.add_task(service_remove, "service-remove")
 auth_tasks = Collection("auth")
 auth_tasks.add_task(invite)
 ns.add_collection(auth_tasks)

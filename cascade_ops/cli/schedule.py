@@ -96,3 +96,42 @@ def timer_status(c, inventory=None, host_inventory=None):
         host, s["Id"], s.get("LoadState"), s.get("ActiveState"), s.get("LastTriggerUSec") or "never",
         s.get("NextElapseUSecRealtime") or "-")))
     _finish(done)
+
+SERVICE_HELP = dict({k: TIMER_HELP[k] for k in ("inventory", "limit", "var", "log", "project", "python",
+                                               "host_inventory", "unit_dir")},
+                    every="how often the follower probes (default 0.5s)")
+
+@task(iterable=["var"], help=SERVICE_HELP)
+def service_install(c, every="0.5s", inventory=None, limit=None, var=None, unit_dir=None, log=None,
+                    project=None, python=None, host_inventory=None):
+    """Install the resident watchdog (`watch --follow`), supervised: a systemd service (Restart=always,
+    Type=notify, WatchdogSec=: a follower that hangs is restarted), else a detached process.
+
+    With `fab -H host service-install` on that host, watching a host-local inventory, as cron-install."""
+    inventory = _inventory(inventory)
+    from cascade_ops import scheduled
+    done = _guard(lambda: scheduled.service_install(every, inventory, limit, var or (), unit_dir, log, project,
+                                                    python, host_inventory, target=_cron_target(c, inventory, var)))
+    print(_each_text(done, lambda host, result: "%s: %s %s" % (
+        host, "installed" if result[0] else "unchanged", result[1])))
+    _finish(done)
+
+@task(help={k: SERVICE_HELP[k] for k in ("inventory", "unit_dir", "host_inventory")})
+def service_remove(c, inventory=None, unit_dir=None, host_inventory=None):
+    """Stop and remove this inventory's follower (its systemd service, or its detached process)."""
+    inventory = _inventory(inventory)
+    from cascade_ops import scheduled
+    done = _guard(lambda: scheduled.service_remove(inventory, unit_dir, _cron_target(c, inventory, ()),
+                                                   host_inventory))
+    print(_each_text(done, lambda host, removed: "%s: %s" % (host, "removed the follower" if removed
+                                                               else "no follower for %s" % inventory)))
+    _finish(done)
+
+@task(help={k: SERVICE_HELP[k] for k in ("inventory", "host_inventory")})
+def service_status(c, inventory=None, host_inventory=None):
+    """Show this inventory's follower as what supervises it sees it: state, main pid, restarts."""
+    inventory = _inventory(inventory)
+    from cascade_ops import scheduled
+    done = _guard(lambda: scheduled.service_status(inventory, _cron_target(c, inventory, ()), host_inventory))
+    print(_each_text(done, lambda host, said: "%s: %s" % (host, said)))
+    _finish(done)
