@@ -1,13 +1,17 @@
 """What clients see while a hung backend is recovered: cascade-ops, the bash runbook and monit, in
 the same run, for a stopped backend and a blocked event loop.
 
-    python bench/outage_bench.py [--rate 20] [--timeout 5] [--rounds 3] [--tools cascade-ops,bash,monit]
+    python bench/outage_bench.py [--rate 20] [--timeout 5] [--rounds 3]
+                                 [--tools cascade-ops,bash,monit,follower,tick-loop] [--idle 600]
 
 Clients send ``rate`` requests a second, each on a new connection with a ``timeout``, from before
 the hang until a while after service is back. The recoverer starts the moment the backend hangs
-(monit: its own 1 s cycle with an HTTP check and a 1 s timeout, Debian's ``monit``). Reported per
+(monit: its own 1 s cycle with an HTTP check and a 1 s timeout, Debian's ``monit``; follower:
+``watch --follow --every 0.5s`` already running; tick-loop: ``invoke watch`` every second from a
+shell loop, a stand-in for the finest timer a cron tick could have). Reported per
 tool and hang, median over rounds: failed requests by kind (reset, refused, timeout), the time from
 the hang to the first answer again, and the slowest answer. Not a timed test: a benchmark.
+``--idle SECONDS``: instead, the follower's CPU seconds and peak RSS over that long, healthy.
 """
 
 import argparse
@@ -149,12 +153,30 @@ def one_outage(tool, how, env, rate, timeout):
     return failed, back, slowest
 
 
+def idle(follow, seconds):
+    """The follower's cost while all is well: CPU seconds and peak RSS over ``seconds``."""
+    import psutil
+    proc = subprocess.Popen(follow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watched = psutil.Process(proc.pid)
+    time.sleep(3)  # started, imported, first tick done
+    cpu_before, peak, started = sum(watched.cpu_times()[:2]), 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        peak = max(peak, watched.memory_info().rss)
+        time.sleep(1)
+    cpu = sum(watched.cpu_times()[:2]) - cpu_before
+    proc.terminate()
+    proc.wait(30)
+    print("follower, healthy, probing every 0.5 s for %.0f s: %.2f CPU seconds (%.2f%% of one core), peak RSS %.1f MB"
+          % (seconds, cpu, 100 * cpu / seconds, peak / 1e6))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--tools", default="cascade-ops,bash,monit")
+    parser.add_argument("--tools", default="cascade-ops,bash,monit,follower,tick-loop")
+    parser.add_argument("--idle", type=float, default=0.0)
     args = parser.parse_args()
     tools = args.tools.split(",")
     if "monit" in tools and shutil.which("monit") is None:
@@ -183,23 +205,33 @@ def main():
     monitrc = root / "monitrc"
     monitrc.write_text(MONITRC % {"root": root, "port": port, "restart": restart})
     monitrc.chmod(0o600)
+    follow = [str(Path(sys.executable).with_name("invoke")), "-r", str(REPO), "watch", "--follow", "--every", "0.5s",
+              "--inventory", str(inventory)]
+    residents = {"monit": (["monit", "-I", "-c", str(monitrc)], 1.5),
+                 "follower": (follow, 1.5),
+                 "tick-loop": (["bash", "-c", "while true; do %s >/dev/null 2>&1; sleep 1; done" % " ".join(
+                     env["invoke"][:3] + ["watch", "--inventory", str(inventory)])], 1.0)}
     results = {}
-    monit = None
+    resident = None
     try:
+        if args.idle:
+            idle(follow, args.idle)
+            return
         for _ in range(args.rounds):
             for tool in tools:
                 for how in ("stopped", "blocked"):
-                    if tool == "monit":
-                        monit = subprocess.Popen(["monit", "-I", "-c", str(monitrc)], stdout=subprocess.DEVNULL,
-                                                 stderr=subprocess.DEVNULL)
-                        time.sleep(1.5)  # its first cycle has run: it watches a healthy backend
+                    if tool in residents:
+                        argv, settle = residents[tool]
+                        resident = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                    start_new_session=True)
+                        time.sleep(settle)  # its first cycle has run: it watches a healthy backend
                     try:
                         results.setdefault((tool, how), []).append(one_outage(tool, how, env, args.rate, args.timeout))
                     finally:
-                        if monit is not None:
-                            monit.terminate()
-                            monit.wait(10)
-                            monit = None
+                        if resident is not None:
+                            os.killpg(resident.pid, signal.SIGTERM)
+                            resident.wait(30)
+                            resident = None
                     wait(lambda: healthy(port), 60, "healthy between scenarios")
     finally:
         for pid in holders(port):

@@ -4,9 +4,9 @@ import os
 import select
 import signal
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
-from .procfs import CLK_TCK, GONE_STATES, STOPPED_STATES, cpu_ticks, read_stat, socket_inodes
+from .procfs import CLK_TCK, GONE_STATES, STOPPED_STATES, cpu_ticks, read_stat, socket_inodes, tcp_table
 from .registry import AgentError, command
 
 
@@ -180,3 +180,64 @@ def wait_gone(targets: List[Dict[str, int]], timeout: float, poll_interval: floa
     finally:
         for target in handles:
             target.close()
+
+
+def _served_connections(port: int) -> Set[int]:
+    """Inodes of the server side of the connections on ``port`` (established or closing)."""
+    inodes: Set[int] = set()
+    for _, fields in tcp_table():
+        if fields[3] != "0A" and fields[1].endswith(":%04X" % port) and fields[9] != "0":
+            inodes.add(int(fields[9]))
+    return inodes
+
+
+def _stopped(targets: List[Target], deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if all((read_stat(t.pid) or ("", ["T"]))[1][0] in STOPPED_STATES + GONE_STATES for t in targets):
+            return True
+        time.sleep(0.002)
+    return False
+
+
+RETIRE_TRY_S = 1.0  # how long a healthy backend is waited for to be idle before its own drain is used
+
+
+@command
+def retire(targets: List[Dict[str, int]], port: int, grace: float, listening: Optional[List[int]] = None,
+           poll_interval: float = 0.02) -> Dict[str, Any]:
+    """Retire a healthy backend whose replacement already serves its (kept) listening socket, losing
+    no connection. Its own graceful shutdown would close the connections it has just accepted and
+    not yet read (uvicorn does): instead it is paused, and killed while paused only when it holds
+    no connection at all; otherwise it is let run a moment to finish what it holds, and tried again.
+    A backend that stays busy that long (a slow request, a WebSocket) gets the ordinary ``terminate``:
+    SIGTERM, its own drain within ``grace``, then SIGKILL."""
+    handles = [Target(spec["pid"], spec["start_ticks"]) for spec in targets]
+    deadline = time.monotonic() + min(RETIRE_TRY_S, grace / 2)
+    tries = 0
+    try:
+        while time.monotonic() < deadline:
+            tries += 1
+            for target in handles:
+                target.send(signal.SIGSTOP)
+            if _stopped(handles, time.monotonic() + 0.2):
+                held: Set[int] = set()
+                for target in handles:
+                    try:
+                        held.update(socket_inodes(target.pid))
+                    except PermissionError:
+                        held.add(-1)  # cannot tell: not idle
+                if not held & _served_connections(port):
+                    for target in handles:
+                        target.send(signal.SIGKILL)
+                    gone = _wait_gone(handles, time.monotonic() + 5.0, poll_interval)
+                    return {"outcomes": [{"pid": t.pid, "outcome": "still running after SIGKILL" if t in gone else
+                                          "retired idle (paused, holding no connection; try %d)" % tries}
+                                         for t in handles]}
+            for target in handles:
+                target.send(signal.SIGCONT)
+            time.sleep(poll_interval)
+    finally:
+        for target in handles:
+            target.send(signal.SIGCONT)
+            target.close()
+    return terminate(targets, grace, listening=listening)

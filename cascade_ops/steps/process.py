@@ -153,8 +153,12 @@ def _graces(run: HostRun) -> Tuple[float, Optional[float]]:
 
 def stop_stale(run: HostRun, targets: List[Dict[str, int]], listening: List[int], kept_socket: bool) -> Any:
     """Stop the stale backend's processes, pinned. With the socket kept by a replacement, a stopped
-    one is killed as it is (continued, it would take queued connections down with it)."""
+    one is killed as it is (continued, it would take queued connections down with it), and a healthy
+    one is retired only while it holds no connection (its own shutdown would drop new ones)."""
     grace, hung_after = _graces(run)
+    if kept_socket and hung_after is None:
+        return run.transport.agent("retire", targets=targets, port=run.vars["port"], grace=grace,
+                                   listening=listening)
     return run.transport.agent("terminate", targets=targets, grace=grace, listening=listening,
                                hung_after=hung_after, kill_stopped=kept_socket and hung_after is not None)
 
