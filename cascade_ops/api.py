@@ -64,9 +64,10 @@ class PerHost(Dict[str, T], Generic[T]):
 
 
 def on_hosts(hosts: List[Host], work: Callable[[Host, Transport], T], forks: int = DEFAULT_FORKS,
-             become_password: Optional[str] = None, accept_new_host_keys: bool = False) -> PerHost[T]:
+             become_password: Optional[str] = None, accept_new_host_keys: bool = False,
+             ssh_password: Optional[str] = None) -> PerHost[T]:
     """``work(host, transport)`` on every host through the scheduler."""
-    outcomes = run_each(hosts, work, forks, {"become_password": become_password,
+    outcomes = run_each(hosts, work, forks, {"become_password": become_password, "ssh_password": ssh_password,
                                              "accept_new_host_keys": accept_new_host_keys})
     return PerHost([h.name for h in hosts],
                    {name: o.value for name, o in outcomes.items() if o.error is None},  # type: ignore[misc]
@@ -183,20 +184,22 @@ def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
 
 def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
              hosts: Optional[List[Host]] = None, become_password: Optional[str] = None,
-             accept_new_host_keys: bool = False) -> "PerHost[Diagnosis]":
+             accept_new_host_keys: bool = False, ssh_password: Optional[str] = None) -> "PerHost[Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
     from .facts import read_diagnosis
     return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars),
-                    become_password=become_password, accept_new_host_keys=accept_new_host_keys)
+                    become_password=become_password, accept_new_host_keys=accept_new_host_keys,
+                    ssh_password=ssh_password)
 
 
 def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
            hosts: Optional[List[Host]] = None, become_password: Optional[str] = None,
-           accept_new_host_keys: bool = False) -> "PerHost[List[Check]]":
+           accept_new_host_keys: bool = False, ssh_password: Optional[str] = None) -> "PerHost[List[Check]]":
     """Run every verification check on each selected host. Changes nothing."""
     from .steps.verify import run_checks
     return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars),
-                    become_password=become_password, accept_new_host_keys=accept_new_host_keys)
+                    become_password=become_password, accept_new_host_keys=accept_new_host_keys,
+                    ssh_password=ssh_password)
 
 
 def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,

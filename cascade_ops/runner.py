@@ -43,6 +43,7 @@ class RunOptions:
     rollback: bool = True
     accept_new_host_keys: bool = False
     become_password: Optional[str] = field(default=None, repr=False)  # for sudo's prompt; never printed
+    ssh_password: Optional[str] = field(default=None, repr=False)  # SSH's password login (-k); never printed
     forks: int = DEFAULT_FORKS
     serial: Union[int, str, None] = None  # hosts per batch: a count or "N%"; None: all at once
     max_fail_percentage: Optional[float] = None  # of a batch; more failures stop the rollout
@@ -368,7 +369,8 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
                 results[host.name] = outcome.value
 
         run_each(batch, work, run_options.forks, {"accept_new_host_keys": run_options.accept_new_host_keys,
-                                                   "become_password": run_options.become_password}, on_done=done,
+                                                   "become_password": run_options.become_password,
+                                                   "ssh_password": run_options.ssh_password}, on_done=done,
                  on_start=_connecting(run_options.on_begin))
         signum = interrupts.requested()
         if signum is not None and index + 1 < len(batches):

@@ -280,7 +280,8 @@ SSHD = "/usr/sbin/sshd"
 class SSHServer:
     """A real sshd on a free loopback port, started for one test and stopped by PID."""
 
-    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host", launch=None, sftp: bool = True):
+    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host", launch=None, sftp: bool = True,
+                 passwords: bool = False):
         """``launch(argv)`` starts sshd somewhere else (inside a namespace); default: here, tracked.
         ``sftp=False``: a host without an SFTP subsystem (minimal images, some appliances)."""
         self.port = free_port()
@@ -292,7 +293,7 @@ class SSHServer:
             HostKey %s
             PidFile none
             AuthorizedKeysFile %s .ssh/authorized_keys
-            PasswordAuthentication no
+            PasswordAuthentication %s
             KbdInteractiveAuthentication no
             PubkeyAuthentication yes
             PermitRootLogin prohibit-password
@@ -301,7 +302,7 @@ class SSHServer:
             MaxStartups 200
             MaxSessions 200
             LogLevel ERROR
-            """ % (self.port, keys / host_key, keys / "authorized_keys"))
+            """ % (self.port, keys / host_key, keys / "authorized_keys", "yes" if passwords else "no"))
             + ("Subsystem sftp internal-sftp\n" if sftp else ""))
         argv = [SSHD, "-D", "-e", "-f", str(config)]
         self.proc = launch(argv) if launch else reaper.popen(argv, stderr=subprocess.DEVNULL)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from support import INVOKE, REPO, free_port
 
 FAB = [os.path.join(os.path.dirname(sys.executable), "fab")]
@@ -134,3 +136,41 @@ def test_verify_of_a_hung_backend_over_ssh_prints_nothing_on_stderr(make_fleet):
         done = fleet.cli("verify", "--accept-new-host-keys")
         assert done.returncode == 2 and "health FAILED" in done.stdout, done.stdout + done.stderr
         assert done.stderr == "", done.stderr
+
+
+@pytest.fixture
+def password_user():
+    """A user who logs in with a password only (no key of ours is authorized for it)."""
+    name = "cascadepw%s" % os.urandom(3).hex()
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
+    password = "pw-" + os.urandom(6).hex()
+    subprocess.run(["chpasswd"], input="%s:%s\n" % (name, password), text=True, check=True)
+    try:
+        yield name, password
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        subprocess.run(["userdel", "--force", "--remove", name], capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a user")
+def test_ask_pass_is_ansibles_k_a_password_login(site, reaper, ssh_keys, password_user, tmp_path):
+    from support import SSHServer, ssh_vars
+    user, password = password_user
+    server = SSHServer(ssh_keys, reaper, passwords=True)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(server.known_hosts_line() + "\n")
+    site.vars.update(ssh_vars(server, known_hosts), user=user, key_file=None, python="/usr/bin/python3")
+    site.write_inventory()
+    home = _home(tmp_path, "")  # no keys of its own, no agent: the password is the only way in
+
+    def diagnose(*flags, typed=None):
+        return subprocess.run(INVOKE + ["diagnose", "--inventory", str(site.inventory), *flags], cwd=REPO,
+                              input=typed, capture_output=True, text=True, timeout=120, start_new_session=True,
+                              env=dict(os.environ, HOME=str(home), SSH_AUTH_SOCK=""))
+    refused = diagnose()
+    assert refused.returncode == 3 and "authentication failed for user %s" % user in refused.stdout
+    wrong = diagnose("-k", typed="not-it\n")
+    assert wrong.returncode == 3 and "authentication failed" in wrong.stdout
+    done = diagnose("-k", typed=password + "\n")
+    assert done.returncode in (0, 7) and "web port %d" % site.port in done.stdout, done.stdout + done.stderr
+    assert password not in done.stdout + done.stderr

@@ -12,7 +12,7 @@ from invoke import Exit
 # -C, -D, -f, -K and -v without thinking, and must never get another meaning for them. Every
 # other option is long only (Invoke would otherwise hand out first letters: -a, -k, -e...).
 FLAGS = {"inventory": ["i"], "limit": ["l"], "var": ["extra-vars", "e"], "check": ["C"], "diff": ["D"],
-         "forks": ["f"], "ask_become_pass": ["K"], "verbose": ["v"]}
+         "forks": ["f"], "ask_become_pass": ["K"], "ask_pass": ["k"], "verbose": ["v"]}
 
 
 class AnsibleTask(invoke.Task):
@@ -42,6 +42,7 @@ HELP = {
     "max-fail-percentage": "with serial: failed share of a batch that stops the rollout (default 0)",
     "accept-new-host-keys": "record unknown SSH host keys instead of refusing them (a changed key is always refused)",
     "ask-become-pass": "ask once for the password sudo wants for become (read from the terminal, never echoed)",
+    "ask-pass": "ask once for the SSH login password, tried after the keys (read from the terminal, never echoed)",
     "color": "colour statuses at a terminal (default; NO_COLOR or --no-color: none; cascade.yaml color: always)",
     "quiet": "for a large fleet: one line per host, and only failures in full",
     "list-hosts": "list the hosts the run would act on, and do nothing",
@@ -75,12 +76,15 @@ def _verbosity(verbose):
     if verbose >= 3 and not os.environ.get("CASCADE_DEBUG_LOG"):
         os.environ["CASCADE_DEBUG_LOG"] = "/dev/stderr"
 
-def _become_password(ask):
-    """With --ask-become-pass: the password, asked once for the whole run (hosts all get it)."""
+def _become_password(ask, prompt="BECOME password: "):
+    """With --ask-become-pass (or --ask-pass): the password, asked once for the whole run (hosts all get it)."""
     if not ask:
         return None
     import getpass
-    return getpass.getpass("BECOME password: ")
+    return getpass.getpass(prompt)
+
+def _ssh_password(ask):
+    return _become_password(ask, "SSH password: ")
 
 def _help(playbook, *names):
     """The option help of a task; ``names`` picks options of HELP (default: all of them)."""

@@ -21,6 +21,7 @@ from .common import (
     _help,
     _inventory,
     _settings,
+    _ssh_password,
     _verbosity,
     task,
 )
@@ -28,7 +29,7 @@ from .common import (
 
 def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
          accept_new_host_keys, color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False,
-         retry_file=None):
+         retry_file=None, ask_pass=False):
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api, output
 
@@ -37,6 +38,7 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
         print("  hosts (%d):\n%s" % (len(hosts), "\n".join("    %s" % h.name for h in hosts)))
         return
     _verbosity(verbose)
+    login = _ssh_password(ask_pass)
     password = _become_password(ask_become_pass)
     width = max([12] + [len(h.name) for h in hosts])
     waits = output.Waits(lambda line: print(line, flush=True), width)
@@ -55,7 +57,7 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
                            on_step=None if json_ else show, hosts=hosts, forks=forks or _settings().forks,
                            serial=serial, max_fail_percentage=max_fail_percentage,
                            accept_new_host_keys=accept_new_host_keys or _settings().accept_new_host_keys,
-                           become_password=password,
+                           become_password=password, ssh_password=login,
                            on_begin=waits.begin if person else None)
 
     with api.interruptible(), waits if person else contextlib.nullcontext():
@@ -71,28 +73,31 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
 @task(iterable=["var"], incrementable=["verbose"], help=_help("recover"))
 def recover(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
             playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
-            color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False, retry_file=None):
+            color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False, retry_file=None,
+            ask_pass=False):
     """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
 
     Finds who holds the port, stops only them, puts the auth module in place, starts the backend
     detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."""
     inventory = _inventory(inventory)
     _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts, retry_file)
+         accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts, retry_file, ask_pass)
 
 @task(iterable=["var"], incrementable=["verbose"], help=_help("deploy"))
 def deploy(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
-           color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False, retry_file=None):
+           color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False, retry_file=None,
+           ask_pass=False):
     """Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."""
     inventory = _inventory(inventory)
     _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts, retry_file)
+         accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts, retry_file, ask_pass)
 
-READ_HELP = ("inventory", "limit", "var", "json", "ask-become-pass", "accept-new-host-keys")
+READ_HELP = ("inventory", "limit", "var", "json", "ask-become-pass", "accept-new-host-keys", "ask-pass")
 
 @task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
-def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False, accept_new_host_keys=False):
+def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False, accept_new_host_keys=False,
+             ask_pass=False):
     """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing.
 
     Exit 0 when every host is healthy, 7 when one is not (slow, hung, or nothing listening), 3 when
@@ -102,22 +107,25 @@ def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pa
     from cascade_ops.errors import EXIT_UNHEALTHY
     hosts = _fab_hosts(c, inventory, var)
     password = _become_password(ask_become_pass)
+    login = _ssh_password(ask_pass)
     found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, become_password=password,
-                                        accept_new_host_keys=accept_new_host_keys))
+                                        accept_new_host_keys=accept_new_host_keys, ssh_password=login))
     unhealthy = EXIT_UNHEALTHY if any(not d.healthy for d in found.values()) else 0
     print(_each_json(found, lambda d: d.to_json(), code=unhealthy) if json_ else
           _each_text(found, output.diagnosis_table))
     _finish(found, code=unhealthy)
 
 @task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
-def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False, accept_new_host_keys=False):
+def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False, accept_new_host_keys=False,
+           ask_pass=False):
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
     inventory = _inventory(inventory)
     from cascade_ops import api, output
     hosts = _fab_hosts(c, inventory, var)
     password = _become_password(ask_become_pass)
+    login = _ssh_password(ask_pass)
     results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=hosts, become_password=password,
-                                        accept_new_host_keys=accept_new_host_keys))
+                                        accept_new_host_keys=accept_new_host_keys, ssh_password=login))
     failed = not all(check.ok for checks in results.values() for check in checks)
     if json_:
         print(_each_json(results, lambda checks: [check.__dict__ for check in checks], failed))

@@ -5,7 +5,7 @@ import base64
 import hashlib
 import os
 import threading
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import paramiko
 
@@ -66,3 +66,16 @@ def apply_policy(client: paramiko.SSHClient, known_hosts: str, accept_new: bool)
     policy = AcceptNewHostKey(known_hosts) if accept_new else RejectUnknownHostKey(known_hosts)
     client.set_missing_host_key_policy(policy)
     return policy
+
+
+def host_key_settings(ssh_config: Dict[str, Any], known_hosts: Optional[str],
+                      accept_new: bool) -> Tuple[str, bool]:
+    """Where host keys are checked and whether a new one is recorded: the inventory's
+    ``known_hosts`` (else ssh_config's UserKnownHostsFile, else ~/.ssh/known_hosts), and
+    --accept-new-host-keys or StrictHostKeyChecking accept-new. StrictHostKeyChecking no is not
+    honoured: keys are always verified (``hostkeys`` says so when one is unknown)."""
+    configured = ssh_config.get("userknownhostsfile")
+    if isinstance(configured, list):
+        configured = configured[0] if configured else None
+    path = known_hosts or os.path.expanduser(str(configured).split()[0] if configured else "~/.ssh/known_hosts")
+    return path, accept_new or ssh_config.get("stricthostkeychecking") == "accept-new"

@@ -49,19 +49,6 @@ def _budget(kwargs: Dict[str, Any]) -> float:
     return COMMAND_SLACK_S + sum(float(kwargs.get(k) or 0) for k in ("timeout", "grace", "probe_timeout"))
 
 
-def host_key_settings(ssh_config: Dict[str, Any], known_hosts: Optional[str],
-                      accept_new: bool) -> Tuple[str, bool]:
-    """Where host keys are checked and whether a new one is recorded: the inventory's
-    ``known_hosts`` (else ssh_config's UserKnownHostsFile, else ~/.ssh/known_hosts), and
-    --accept-new-host-keys or StrictHostKeyChecking accept-new. StrictHostKeyChecking no is not
-    honoured: keys are always verified (``hostkeys`` says so when one is unknown)."""
-    configured = ssh_config.get("userknownhostsfile")
-    if isinstance(configured, list):
-        configured = configured[0] if configured else None
-    path = known_hosts or os.path.expanduser(str(configured).split()[0] if configured else "~/.ssh/known_hosts")
-    return path, accept_new or ssh_config.get("stricthostkeychecking") == "accept-new"
-
-
 class SSHTransport(Transport):
     """A host reached over SSH (a Fabric ``Connection``, which is an Invoke ``Context``)."""
 
@@ -86,7 +73,7 @@ class SSHTransport(Transport):
         from . import hostkeys  # noqa: F401
 
     def __init__(self, host_vars: Dict[str, Any], accept_new_host_keys: bool = False,
-                 become_password: Optional[str] = None, **options: Any):
+                 become_password: Optional[str] = None, ssh_password: Optional[str] = None, **options: Any):
         super().__init__(host_vars)
         _quiet_library_logs()
         # sudo's password, if it wants one: it only ever travels on the agent session's stdin, as the
@@ -96,12 +83,14 @@ class SSHTransport(Transport):
         import paramiko
         from fabric import Connection
 
-        from .hostkeys import apply_policy, fingerprint
+        from .hostkeys import apply_policy, fingerprint, host_key_settings
         v = self.vars
         timeout = v["connect_timeout"]
         connect_kwargs: Dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
         if v["key_file"]:
             connect_kwargs.update(key_filename=v["key_file"], look_for_keys=False, allow_agent=False)
+        if ssh_password:  # -k: tried after the keys, as ssh does; it reaches paramiko only
+            connect_kwargs["password"] = ssh_password
         # ~/.ssh/config applies as OpenSSH and Fabric apply it (HostName, Port, User, IdentityFile,
         # ProxyJump, UserKnownHostsFile, StrictHostKeyChecking); what the inventory says wins.
         self.connection = Connection(v["address"] or v["host"], user=v["user"], port=v["ssh_port"],
@@ -123,13 +112,14 @@ class SSHTransport(Transport):
             reasons = sorted({getattr(e, "strerror", None) or str(e) for e in exc.errors.values()})
             raise HostUnreachable(self.host, "cannot connect to %s (%s)" % (where, "; ".join(reasons))) from None
         except paramiko.AuthenticationException as exc:
-            keys = self.connection.connect_kwargs.get("key_filename") or "the SSH agent's and ~/.ssh's default keys"
-            raise HostUnreachable(self.host, "authentication failed for user %s at %s with key %s: %s" % (
-                self.connection.user, where, ", ".join(keys) if isinstance(keys, list) else keys, exc)) from None
+            raise HostUnreachable(self.host, self._auth_failed(where, str(exc))) from None
         except (socket.timeout, TimeoutError):
             raise HostUnreachable(self.host, "no SSH connection within %.0fs" % timeout) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             text = str(exc) or type(exc).__name__
+            if text == "No authentication methods available":  # paramiko's words when there was nothing to try
+                raise HostUnreachable(self.host, self._auth_failed(where, "no key and no password to try (key_file, "
+                                                                   "IdentityFile, or -k)")) from None
             if "banner" in text or text == "No existing session":  # paramiko's words for a silent peer
                 text = ("no SSH banner within connect_timeout %gs: %s accepts TCP but does not speak SSH"
                         % (timeout, where))
@@ -139,6 +129,13 @@ class SSHTransport(Transport):
         self._no_sftp = False
         self._agent_pid: Optional[int] = None
         self._pending = b""
+
+    def _auth_failed(self, where: str, why: str) -> str:
+        """Who was refused, where, and with what: the user, the keys tried, a password or not."""
+        keys = self.connection.connect_kwargs.get("key_filename") or "the SSH agent's and ~/.ssh's default keys"
+        password = " and a password" if self.connection.connect_kwargs.get("password") else ""
+        return "authentication failed for user %s at %s with key %s%s: %s" % (
+            self.connection.user, where, ", ".join(keys) if isinstance(keys, list) else keys, password, why)
 
     def _password_from_file(self) -> Optional[str]:
         path = self.vars["become_password_file"]
