@@ -172,7 +172,8 @@ def service_install(every: str = "0.5s", inventory: str = DEFAULT_INVENTORY, lim
 
     def install(host: Host, transport: Transport) -> Tuple[bool, str]:
         runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
-        argv = cron.watch_argv(runner, job.watched, job.limit, job.vars) + ["--follow", "--every", every]
+        argv = cron.watch_argv(runner, job.watched, job.limit, job.vars) + ["--follow", "--every", every,
+                                                                             "--log", job.log]
         workdir = job.workdir(runner, PROJECT_DIR)
         job.prepare(host, transport)
         if transport.agent("systemd_runs"):

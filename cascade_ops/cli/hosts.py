@@ -163,9 +163,11 @@ def hang(c, inventory=None, limit=None, var=None):
 @task(iterable=["var"], help=dict(_help("recover", "inventory", "limit", "var", "json"),
                                    reset="forget the failure streak and the restart budget first",
                                    follow="stay: probe every --every and recover at once, in this process",
-                                   every="with --follow: how often to probe (default 0.5s)"))
+                                   every="with --follow: how often to probe (default 0.5s)",
+                                   log="with --follow: append its lines to this file, rotated like watch.log "
+                                       "(default: stdout)"))
 def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, json_=False, follow=False,
-          every="0.5s"):
+          every="0.5s", log=None):
     """One watchdog tick (for cron): probe, and recover only when unhealthy.
 
     Recovers after fail_threshold unhealthy ticks in a row, within the restart budget
@@ -176,7 +178,13 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
     from cascade_ops.watch import exit_code
     if follow:
         def say(line):
-            print("%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line), flush=True)
+            stamped = "%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line)
+            if log is None:
+                print(stamped, flush=True)
+                return
+            from cascade_ops.agent.files import append_log
+            from cascade_ops.hostvars import SPECS
+            append_log(log, stamped, SPECS["watch_log_max_bytes"].default, SPECS["watch_log_keep"].default)
         from cascade_ops import scheduled
         code = _guard(lambda: scheduled.follow(inventory, limit, var or (), every, playbook, say))
         if code:
