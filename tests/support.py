@@ -113,7 +113,14 @@ class Reaper:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(victims, timeout=5)
+        try:
+            psutil.wait_procs(victims, timeout=5)
+        except (OSError, psutil.Error):  # one vanished between two looks (a namespace's, torn down with it)
+            for proc in victims:
+                try:
+                    proc.wait(timeout=5)
+                except (OSError, psutil.Error):
+                    pass
 
     @staticmethod
     def _pid_from(path):
