@@ -147,7 +147,9 @@ def one_outage(tool, how, env, rate, timeout):
     for _, outcome, _ in after:
         if outcome != "ok":
             failed[outcome] = failed.get(outcome, 0) + 1
-    answers = [done for sent, outcome, done in after if outcome == "ok" and done >= hung_at]
+    # Service is back when a request sent after the hang is answered (one in flight before it may
+    # still have been answered by the stale process an instant after the hang).
+    answers = [done for sent, outcome, done in after if outcome == "ok" and sent >= hung_at]
     back = min(answers) - hung_at if answers else float("nan")
     slowest = max((done - sent for sent, outcome, done in clients.records if outcome == "ok"), default=0.0)
     return failed, back, slowest
@@ -189,8 +191,9 @@ def main():
     with open(app_dir / "main.py", "a") as main_py:
         main_py.write(BLOCKING_ROUTE)
     inventory = root / "inventory.yaml"
+    # max_restarts: the resident watchdogs' recoveries of every round would spend the default budget.
     inventory.write_text("all:\n  hosts:\n    bench:\n      port: %d\n      app_dir: '%s'\n      probe_timeout: 1\n"
-                         % (port, app_dir))
+                         "      max_restarts: 1000\n" % (port, app_dir))
     secret = app_dir / ".cascade-ops" / "jwt-secret"
     env = {"port": port,
            "invoke": [str(Path(sys.executable).with_name("invoke")), "-r", str(REPO), "recover", "--inventory",
