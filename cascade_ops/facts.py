@@ -201,6 +201,12 @@ class Diagnosis:
         return tuple(h for h in self.holders if h.in_the_way)
 
     @property
+    def socket_unit(self) -> Optional[PortHolder]:
+        """systemd itself (PID 1) holding the port's listener for a socket unit: it keeps the queue
+        while the service restarts. Never signalled, never a stranger."""
+        return next((h for h in self.in_the_way if h.pid == 1 and h.process.comm == "systemd"), None)
+
+    @property
     def bystanders(self) -> Tuple[PortHolder, ...]:
         """Holders of the port on another address: listed, never signalled."""
         return tuple(h for h in self.holders if not h.in_the_way)

@@ -158,6 +158,9 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     # Keep the listening socket across a restart (the replacement starts on a copy of it before the
     # stale backend stops): no queued connection is reset, none refused. Off: stop, then start.
     VarSpec("keep_socket", parse_bool, True),
+    # For a transient systemd unit cascade-ops creates: a socket unit too, so systemd holds the
+    # listener and its queue across every restart of the service (opt-in).
+    VarSpec("systemd_socket", parse_bool, False),
     # Whose detached processes may be the backend (default: whom an earlier run started it as, else
     # the run's user); a holder run by anyone else is refused unless force.
     VarSpec("backend_user", parse_str),

@@ -210,3 +210,32 @@ def test_where_systemd_does_not_run_the_follower_is_a_detached_process(hang_app_
     wait_for(lambda: not psutil.pid_exists(follower) or psutil.Process(follower).status() == psutil.STATUS_ZOMBIE,
              message="the follower stopped")
     assert "no follower" in site.cli("service.status").stdout
+
+
+def test_a_socket_unit_holds_the_queue_across_a_units_restart(site, systemd):
+    """systemd_socket: the transient unit comes with a socket unit; systemd (PID 1) holds the
+    listener, so the connections that queue during a hang are answered after the restart."""
+    from test_zero_loss import Clients
+    site.vars.update(unit="cascade-web", systemd_socket=True, auth_module=None)
+    site.write_inventory()
+    code, host = recover_inside(systemd, site)
+    assert code == 0, host
+    assert "with cascade-web.socket holding" in messages(host)["start"] or \
+        messages(host)["start"].startswith("created transient systemd unit cascade-web.service"), host
+    assert systemd.show("cascade-web.socket", "ActiveState") == "active"
+    main = int(systemd.show("cascade-web.service", "MainPID"))
+    stop(systemd.host_pid(main))
+    wait_for(lambda: site.health().get("error") == "timeout", message="the hang")
+    with Clients(site.port) as clients:
+        wait_for(lambda: len(clients.threads) >= 5, message="clients queued behind the hang")
+        code, host = recover_inside(systemd, site)
+        wait_for(lambda: site.health()["ok"], message="service back")
+        after = len(clients.threads)
+        wait_for(lambda: len(clients.outcomes) >= after, message="clients answered")
+    assert code == 0, host
+    said = messages(host)
+    assert "kept by systemd's socket unit" in said["terminate"], said
+    assert clients.failed() == [], clients.outcomes
+    assert int(systemd.show("cascade-web.service", "MainPID")) not in (0, main)
+    report = json.loads(Path(host["incident_report"]).read_text())
+    assert report["socket"]["kept"] and "socket unit" in report["socket"]["why"]

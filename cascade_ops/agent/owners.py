@@ -151,7 +151,7 @@ def owner_stop(owner: Json, targets: List[Dict[str, int]], listening: List[int],
 @command
 def owner_start(owner: Json, argv: Optional[List[str]] = None, cwd: str = "/", log: str = "",
                 env_file: str = "", env: Optional[Dict[str, str]] = None,
-                secret_env: Optional[Dict[str, str]] = None) -> Json:
+                secret_env: Optional[Dict[str, str]] = None, listen: Optional[str] = None) -> Json:
     """Ask ``owner`` to start the backend. A systemd unit that does not exist yet is created as a
     transient unit running ``argv`` (its environment, secrets included, in a 0600 ``env_file``)."""
     from . import docker, supervisor
@@ -162,7 +162,7 @@ def owner_start(owner: Json, argv: Optional[List[str]] = None, cwd: str = "/", l
         values = dict(env or {})
         values.update({name: read_secret(path) for name, path in (secret_env or {}).items() if os.path.exists(path)})
         atomic_write(env_file, "".join("%s=%s\n" % item for item in sorted(values.items())).encode(), 0o600)
-        systemd.run_transient(owner["unit"], argv, cwd, log, env_file)
+        systemd.run_transient(owner["unit"], argv, cwd, log, env_file, listen)
         return {"transient": True}
     if kind == "systemd":
         systemd.start(owner["unit"])

@@ -111,12 +111,17 @@ def start(unit: str) -> None:
         raise AgentError("systemctl start %s: %s" % (unit, done.stderr.strip()))
 
 
-def run_transient(unit: str, argv: List[str], cwd: str, log: str, env_file: str) -> None:
+def run_transient(unit: str, argv: List[str], cwd: str, log: str, env_file: str,
+                  listen: Optional[str] = None) -> None:
     """Start ``argv`` as a transient service: its own cgroup, whole-tree stops, systemd's bookkeeping.
-    Its environment (secrets included) comes from ``env_file`` (0600), never this command line."""
+    Its environment (secrets included) comes from ``env_file`` (0600), never this command line.
+    ``listen`` ("ADDRESS:PORT"): with a socket unit that holds that listener, handed to the service
+    as descriptor 3, so the queue outlives every restart of the service."""
     args = ["systemd-run", "--unit=" + unit, "--collect", "--property=WorkingDirectory=" + cwd,
             "--property=StandardOutput=append:" + log, "--property=StandardError=append:" + log,
             "--property=EnvironmentFile=" + env_file]
+    if listen:
+        args += ["--socket-property=ListenStream=" + listen, "--socket-property=ReusePort=no"]
     try:
         done = subprocess.run(args + ["--"] + argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S,
                               stdin=subprocess.DEVNULL)

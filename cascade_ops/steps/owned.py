@@ -3,7 +3,7 @@ container, reload a gunicorn master, wait for a master to respawn its workers. E
 outcome by the port: exactly the owner's processes serve it, healthy."""
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..facts import Diagnosis
 from ..owners import WHAT, Owner
@@ -40,14 +40,17 @@ def _pids(pids: List[int]) -> str:
     return ", ".join(str(p) for p in sorted(pids)) or "none"
 
 
-def start_owned(run: HostRun, way: Route, argv: List[str]) -> str:
-    """Ask the owner to start the backend (a missing systemd unit is created as a transient one)."""
+def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tuple[str, int]] = None) -> str:
+    """Ask the owner to start the backend (a missing systemd unit is created as a transient one;
+    with ``listen``, with a socket unit that holds that address and its queue across restarts)."""
     v = run.vars
     owner = way.owner
     started = run.transport.agent("owner_start", owner=owner.raw, argv=argv, cwd=v["app_dir"],
                                   log=os.path.join(v["state_dir"], "backend.log"),
                                   env_file=os.path.join(v["state_dir"], "backend.env"), env=backend_env(v),
-                                  secret_env={SECRET_ENV: v["jwt_secret_file"]})
+                                  secret_env={SECRET_ENV: v["jwt_secret_file"]},
+                                  listen="%s:%d" % ("[%s]" % listen[0] if ":" in listen[0] else listen[0], listen[1])
+                                  if listen else None)
     run.restarted = True
     ready = _wait_healthy(run)
     now = Owner.from_agent(dict(owner.raw, **run.transport.agent("owner_status", owner=owner.raw)))
@@ -57,7 +60,7 @@ def start_owned(run: HostRun, way: Route, argv: List[str]) -> str:
             owner.describe(), v["port"], v["start_timeout"], now.state or "nothing",
             "".join("\n  | " + line for line in journal)))
     serving = gather_diagnosis(run, probe=False)
-    strangers = [h for h in serving.in_the_way if not same_owner(h.owner, owner)]
+    strangers = [h for h in serving.in_the_way if not same_owner(h.owner, owner) and h is not serving.socket_unit]
     if strangers:
         raise StepFailed("asked %s to start the backend, but port %d is served by %s" % (
             owner.describe(), v["port"], "; ".join("pid %d (%s)" % (h.pid, h.owner.describe()) for h in strangers)))

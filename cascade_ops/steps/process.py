@@ -16,6 +16,7 @@ from .termination import judge_recorded, plan_termination
 from .verify import warm_up
 
 LOG_TAIL_LINES = 20
+SOCKET_FD = 3  # where systemd's socket activation hands a service its listener (SD_LISTEN_FDS_START)
 
 FRESH_FACTS_S = 2.0  # a diagnosis younger than this is reused by terminate instead of a second scan
 # A live uvicorn closes its listener within milliseconds of SIGTERM; one still listening this long
@@ -93,7 +94,8 @@ class Terminate(Step):
         spared = "; left alone: %s" % "; ".join(describe(p) for p in termination.spared) if termination.spared else ""
         aside = spared + others + "".join("; " + note for note in way.notes)
         run.handover, not_kept = plan_handover(d, way, run.vars, socket_check)
-        run.socket = {"kept": run.handover is not None, "why": not_kept, "waiting": d.backlog}
+        run.socket = {"kept": run.handover is not None or d.socket_unit is not None, "why": not_kept or (
+            "systemd's socket unit holds it" if d.socket_unit is not None else ""), "waiting": d.backlog}
         if way.action in (ownership.RELOAD, ownership.WORKERS):
             return Plan("%s [%s]%s" % (way.describe(), why, aside), payload=aside)
         stale = "; ".join(describe(p) for p in way.targets)
@@ -135,6 +137,9 @@ class Terminate(Step):
             assert way.master is not None
             return "%s; gunicorn master pid %d respawns them%s" % (outcomes, way.master.pid, plan.payload)
         asked = "asked %s to stop: " % way.owner.describe() if way.action == ownership.OWNER else ""
+        if run.diagnosis is not None and run.diagnosis.socket_unit is not None:  # the port is systemd's
+            return "%s%s; port %d kept by systemd's socket unit (its queue too)%s" % (
+                asked, outcomes, v["port"], plan.payload)
         if not run.transport.agent("wait_port_free", bind_host=v["bind_host"], port=v["port"],
                                    timeout=max(5.0, v["grace"])):
             left = gather_diagnosis(run, probe=False)
@@ -230,8 +235,11 @@ class Start(Step):
             return Plan("wait for gunicorn master pid %d's new workers to serve" % way.master.pid)
         if way.action == ownership.OWNER:
             if way.owner.raw.get("load_state") == "not-found":
-                return Plan("create transient systemd unit %s running %s"
-                            % (way.owner.name, shlex.join(start_command(v))))
+                socket = "" if not v["systemd_socket"] else (
+                    " with %s.socket holding %s:%d and its queue across restarts"
+                    % (way.owner.name.rsplit(".", 1)[0], v["bind_host"], v["port"]))
+                return Plan("create transient systemd unit %s%s running %s"
+                            % (way.owner.name, socket, shlex.join(start_command(v, SOCKET_FD if socket else None))))
             return Plan("ask %s to start it" % way.owner.describe())
         if run.handover is not None:
             return Plan("start %s on port %d's kept socket, then stop the stale backend" % (v["app"], v["port"]))
@@ -243,6 +251,8 @@ class Start(Step):
         if way.action in (ownership.RELOAD, ownership.WORKERS):
             return master_serves(run, way)
         if way.action == ownership.OWNER:
+            if v["systemd_socket"] and way.owner.raw.get("load_state") == "not-found":
+                return start_owned(run, way, start_command(v, SOCKET_FD), listen=(v["bind_host"], v["port"]))
             return start_owned(run, way, start_command(v))
         offset = run.transport.agent("file_size", path=log_path(v))  # this start's lines begin here
         run.restarted = True

@@ -44,6 +44,8 @@ def plan_handover(d: Diagnosis, way: Route, v: Dict[str, Any],
     host said when asked whether the copy can be made now (``take_over_check``)."""
     if not v["keep_socket"]:
         return None, "keep_socket is off"
+    if d.socket_unit is not None:
+        return None, ""  # systemd's socket unit keeps it: nothing to copy
     if way.action == OWNER:
         return None, ("%s restarts it: its accept queue is not kept (connections queued during the hang "
                       "are reset)" % way.owner.describe())

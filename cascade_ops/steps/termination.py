@@ -97,8 +97,9 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool, started: Opt
     judged = d.in_the_way  # a listener on another address cannot block the backend: never judged
     eligible = [h for h in judged if h.pid not in protected and pattern.search(_backend_command(d, h))
                 and not _other_user(h, backend_user)]
-    pending = [h for h in judged if h not in eligible]
     inodes: Set[int] = {i for h in eligible for i in h.inodes}
+    kept = d.socket_unit  # systemd's socket unit holds the listener the service's processes inherited
+    pending = [h for h in judged if h not in eligible and not (h is kept and h.inodes <= inodes)]
     grew = True
     while grew:  # an inherited socket: its other holders keep the port, so they are the backend too
         grew = False
