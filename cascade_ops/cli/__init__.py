@@ -97,32 +97,23 @@ def main() -> None:
 demo = Collection("demo")
 demo.add_task(demo_recover, "recover", default=True)
 demo.add_task(hang)
-cron_tasks = Collection("cron")
-cron_tasks.add_task(cron_install, "install")
-cron_tasks.add_task(cron_remove, "remove")
-cron_tasks.add_task(cron_status, "status")
-ns = Collection(recover, deploy, diagnose, verify, watch, report, bootstrap, demo, cron_tasks)
+ns = Collection(recover, deploy, diagnose, verify, watch, report, bootstrap, demo)
 ns.add_task(show_inventory, "inventory")
-# The names `fab -H host cron-install` (and the others) ask for.
-ns.add_task(cron_install, "cron-install")
-ns.add_task(cron_status, "cron-status")
-ns.add_task(cron_remove, "cron-remove")
-timer_tasks = Collection("timer")
-timer_tasks.add_task(timer_install, "install")
-timer_tasks.add_task(timer_remove, "remove")
-timer_tasks.add_task(timer_status, "status")
-ns.add_collection(timer_tasks)
-ns.add_task(timer_install, "timer-install")
-ns.add_task(timer_status, "timer-status")
-ns.add_task(timer_remove, "timer-remove")
-service_tasks = Collection("service")
-service_tasks.add_task(service_install, "install")
-service_tasks.add_task(service_remove, "remove")
-service_tasks.add_task(service_status, "status")
-ns.add_collection(service_tasks)
-ns.add_task(service_install, "service-install")
-ns.add_task(service_status, "service-status")
-ns.add_task(service_remove, "service-remove")
+
+
+def _schedule(kind: str, install: Any, status: Any, remove: Any) -> None:
+    """``kind.install`` / ``.status`` / ``.remove`` here, and the names ``fab -H host kind-install``
+    (``-status``, ``-remove``) asks for on a host."""
+    tasks = Collection(kind)
+    for name, body in (("install", install), ("status", status), ("remove", remove)):
+        tasks.add_task(body, name)
+        ns.add_task(body, "%s-%s" % (kind, name))
+    ns.add_collection(tasks)
+
+
+_schedule("cron", cron_install, cron_status, cron_remove)
+_schedule("timer", timer_install, timer_status, timer_remove)
+_schedule("service", service_install, service_status, service_remove)
 auth_tasks = Collection("auth")
 auth_tasks.add_task(invite)
 ns.add_collection(auth_tasks)
