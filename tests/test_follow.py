@@ -139,3 +139,34 @@ def test_memory_holds_over_a_thousand_probe_cycles(hang_app_site):
     grew = psutil.Process().memory_info().rss - before
     assert code == 0 and grew < 2 << 20, grew
     assert time.monotonic() - started < 90
+
+
+def test_fab_service_install_runs_a_follower_on_the_host_it_names(make_fleet):
+    """Over SSH, with the host-local inventory cron-install writes: a fleet that heals itself."""
+    import sys
+
+    from support import REPO
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    assert fleet.cli("recover").returncode == 0
+    fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web1"]
+    args = ["--inventory", str(fleet.inventory)]
+    done = subprocess.run(fab + ["service-install", "--every", "0.3s", "--project", str(REPO)] + args, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "web1: installed detached follower pid " in done.stdout, done.stdout + done.stderr
+    follower = int(done.stdout.split("detached follower pid ")[1].split()[0])
+    site.reaper.track(follower)
+    try:
+        assert "watch-inventory.yaml" in " ".join(psutil.Process(follower).cmdline())
+        status = subprocess.run(fab + ["service-status"] + args, cwd=REPO, capture_output=True, text=True,
+                                timeout=120)
+        assert "detached follower pid %d" % follower in status.stdout, status.stdout + status.stderr
+        old = site.backend_pid()
+        os.kill(old, signal.SIGSTOP)
+        wait_for(lambda: site.backend_pid() != old and site.health()["ok"], timeout=20, message="healed")
+    finally:
+        removed = subprocess.run(fab + ["service-remove"] + args, cwd=REPO, capture_output=True, text=True,
+                                 timeout=120)
+    assert removed.returncode == 0 and "removed the follower" in removed.stdout, removed.stdout + removed.stderr
+    wait_for(lambda: not psutil.pid_exists(follower) or psutil.Process(follower).status() == psutil.STATUS_ZOMBIE,
+             message="the follower stopped")
