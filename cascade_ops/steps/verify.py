@@ -3,6 +3,7 @@
 httpx and pyjwt are imported here only, lazily: a healthy no-op run never pays for them.
 """
 
+import atexit
 import base64
 import contextlib
 import functools
@@ -22,6 +23,7 @@ from ..transport import Transport
 from .base import Arg, Args, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged, left_alone
 
 TOKEN_LIFETIME_S = 60
+WARM_UP_JOIN_S = 5.0
 VERIFY_SUBJECT = "cascade-ops-verify"
 
 
@@ -178,7 +180,11 @@ def warm_up() -> None:
         httpx.Client(trust_env=False, verify=_tls_context()).close()
         key = secrets.token_hex(32)
         jwt.decode(jwt.encode({"sub": "warm-up"}, key, algorithm="HS256"), key, algorithms=["HS256"])
-    threading.Thread(target=load, daemon=True, name="verify-warm-up").start()
+    loader = threading.Thread(target=load, daemon=True, name="verify-warm-up")
+    loader.start()
+    # A run that ends before verify (a start that failed) must not exit while this thread is inside
+    # an extension module's import: interpreter finalization under it can crash the process.
+    atexit.register(loader.join, WARM_UP_JOIN_S)
 
 
 def run_checks(transport: Transport, v: Dict[str, Any]) -> List[Check]:
