@@ -101,8 +101,9 @@ class Follower:
             quiet = probe["ok"] and not self.unhealthy.get(host.name)
             if quiet and now - self.last_heartbeat.get(host.name, 0.0) < HEARTBEAT_S:
                 continue
-            # A recovery may take up to host_timeout: systemd's watchdog waits that long for this one.
-            watchdog = os.environ.get("WATCHDOG_USEC")
+            # A recovery may take up to host_timeout: systemd's watchdog waits that long for a tick that
+            # may recover (the probe failed); a heartbeat's tick is quick and keeps the short watchdog.
+            watchdog = os.environ.get("WATCHDOG_USEC") if not probe["ok"] else None
             if watchdog:
                 notify("WATCHDOG=1\nWATCHDOG_USEC=%d" % max(int(watchdog), int((v["host_timeout"] + 30) * 1e6)))
             try:
