@@ -30,10 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cascade_ops.agent import procfs  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from recover_bench import BLOCKING_ROUTE, free_port  # noqa: E402
+from recover_bench import BLOCKING_ROUTE, free_port, holders  # noqa: E402
 
 RESTART = """#!/bin/bash
 # monit's restart: the runbook without its own health check (monit has decided already).
@@ -87,10 +86,6 @@ class Clients:
         except OSError as exc:
             outcome = type(exc).__name__
         self.records.append((sent, outcome, time.monotonic()))
-
-
-def holders(port):
-    return sorted(procfs.socket_holders([s["inode"] for s in procfs.listen_sockets(port)])[0])
 
 
 def healthy(port):
