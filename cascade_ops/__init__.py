@@ -9,6 +9,6 @@ __all__ = ["diagnose", "recover", "verify"]
 
 def __getattr__(name):
     if name in __all__:
-        from . import api
+        from cascade_ops import api
         return getattr(api, name)
     raise AttributeError(name)

@@ -1,4 +1,4 @@
 """`python -m cascade_ops`: the `cascade-ops` command."""
-from .cli import main
+from cascade_ops.cli import main
 
 main()

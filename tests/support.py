@@ -391,7 +391,7 @@ def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), addre
               owners=None, recorded=None, run_user="app"):
     """A ``Diagnosis`` built from constructed facts: ``holders`` maps pid -> listening inodes, and
     ``owners`` pid -> what ``agent.owners`` reports about that holder's owner."""
-    from cascade_ops.facts import Diagnosis
+    from cascade_ops.model.facts import Diagnosis
     inodes = sorted({i for held in holders.values() for i in held} | set(orphan_inodes))
     sockets = [{"inode": i, "address": address, "port": port, "family": 4, "backlog": 0} for i in inodes]
     probe = {"url": "http://%s:%d/health" % (address, port), "ok": probe_ok, "elapsed_s": 0.001,

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
+from cascade_ops.config.inventory import load_inventory
 from cascade_ops.errors import ConfigError
-from cascade_ops.inventory import load_inventory
 from support import INVOKE, PLAYBOOK, REPO, free_port
 
 ANSIBLE_BIN = os.path.dirname(sys.executable)

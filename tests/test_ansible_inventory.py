@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cascade_ops.config.inventory import ANSIBLE_VARS, load_inventory
 from cascade_ops.errors import ConfigError
-from cascade_ops.inventory import ANSIBLE_VARS, load_inventory
 from support import INVOKE, REPO
 
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"

@@ -5,8 +5,8 @@ import textwrap
 import pytest
 
 from cascade_ops import api
+from cascade_ops.config.hostvars import parse_duration
 from cascade_ops.errors import ConfigError
-from cascade_ops.hostvars import parse_duration
 from support import PLAYBOOK
 
 

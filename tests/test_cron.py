@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from cascade_ops import cron
+from cascade_ops.config.inventory import load_inventory
 from cascade_ops.errors import ConfigError
-from cascade_ops.inventory import load_inventory
-from cascade_ops.transport import LocalTransport
+from cascade_ops.transport.local import LocalTransport
+from cascade_ops.watchdog import cron
 from support import REPO, Site, SSHServer, ssh_vars, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("crontab") is None or os.geteuid() != 0,

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from cascade_ops.agent import hostfacts, procfs, signals
-from cascade_ops.facts import Diagnosis
+from cascade_ops.model.facts import Diagnosis
 from support import free_port, python_script, wait_for
 
 LISTENER = python_script("""

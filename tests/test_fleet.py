@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from cascade_ops import api
-from cascade_ops.facts import Diagnosis
+from cascade_ops.model.facts import Diagnosis
 from cascade_ops.transport.bundle import agent_bundle
 from support import INVOKE, REPO, SSHServer, free_port, ssh_vars, wait_for
 

@@ -128,7 +128,7 @@ def test_sigterm_during_a_recovery_lets_it_finish_then_exits_143(hang_app_site, 
 
 
 def test_memory_holds_over_a_thousand_probe_cycles(hang_app_site):
-    from cascade_ops import scheduled
+    from cascade_ops.api import schedules as scheduled
     site = hang_app_site
     assert site.recover().exit_code == 0
     lines = []

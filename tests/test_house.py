@@ -14,8 +14,8 @@ import pytest
 
 from cascade_ops import agent
 from cascade_ops.errors import HostCommandError
-from cascade_ops.transport import LocalTransport
 from cascade_ops.transport.base import decode_reply
+from cascade_ops.transport.local import LocalTransport
 from support import free_port, wait_for
 
 

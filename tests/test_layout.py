@@ -14,14 +14,16 @@ from support import REPO
 PACKAGE = REPO / "cascade_ops"
 # Higher layers may import lower ones, never the reverse (README: how the code is laid out).
 LAYERS = [
-    ("plain", {"errors", "hostvars", "yamlsrc", "resources", "invsources", "settings", "activation"}),
+    ("base", {"errors", "resources", "activation"}),
     ("agent", {"agent"}),
-    ("facts/transport", {"facts", "owners", "transport"}),
+    ("config", {"config"}),
+    ("transport", {"transport"}),
+    ("model", {"model"}),
     ("steps", {"steps"}),
-    ("engine", {"scheduler", "runner", "report", "hangkind", "interrupts", "playbook", "inventory", "watch", "cron",
-                "alerts", "output", "wheels", "metrics", "timers",
-                "history", "htmlreport", "follow"}),
-    ("api", {"api", "__init__", "scheduled"}),
+    ("engine", {"engine"}),
+    ("reporting", {"reporting"}),
+    ("watchdog", {"watchdog"}),
+    ("api", {"api", "__init__"}),
     ("face", {"cli", "__main__"}),
 ]
 MAX_LINES = 400
@@ -39,10 +41,19 @@ def _rank(parts):
     return next(index for index, (_, members) in enumerate(LAYERS) if top in members)
 
 
+def _module_level(tree):
+    """A module's own statements, with those under ``if TYPE_CHECKING:``: a cycle that only the type
+    checker sees is a cycle in the design all the same."""
+    for node in tree.body:
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from node.body
+
+
 def _imports(name, path, top_level_only):
     """The cascade_ops modules a module imports (every import, or module-level ones only)."""
     tree = ast.parse(path.read_text())
-    nodes = tree.body if top_level_only else ast.walk(tree)
+    nodes = _module_level(tree) if top_level_only else ast.walk(tree)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in nodes:
@@ -94,8 +105,8 @@ def test_no_import_cycle():
             if cycle:
                 return cycle
         return None
-    for name in graph:
-        assert visit(name, []) is None
+    cycles = [cycle for cycle in (visit(name, []) for name in graph) if cycle]
+    assert cycles == []
 
 
 def test_no_module_over_400_lines():

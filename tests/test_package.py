@@ -10,8 +10,10 @@ import sys
 
 import pytest
 
-from cascade_ops import cron, resources, wheels
+from cascade_ops import resources
+from cascade_ops.api import wheels
 from cascade_ops.transport.local import LocalTransport
+from cascade_ops.watchdog import cron
 from support import REPO, free_port
 
 LOCAL = LocalTransport({"host": "localhost"})

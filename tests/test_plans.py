@@ -1,13 +1,16 @@
 """The safety core as pure functions of facts: which processes to signal, batch sizes, and each
 step's plan. Fast: constructed facts and a recording transport, no host."""
 
+import json
 import time
 
 import pytest
 
+from cascade_ops import api
+from cascade_ops.config.hostvars import SPECS, parse_serial
+from cascade_ops.engine.playbook import load_playbook
+from cascade_ops.engine.runner import batch_size
 from cascade_ops.errors import ConfigError
-from cascade_ops.hostvars import SPECS
-from cascade_ops.runner import batch_size
 from cascade_ops.steps import HostRun
 from cascade_ops.steps.base import Plan, Skipped, StepFailed, Unchanged
 from cascade_ops.steps.diagnose import Diagnose
@@ -168,13 +171,20 @@ def test_a_worker_is_never_found_by_a_matching_parent_that_does_not_hold_the_por
 @pytest.mark.parametrize("serial,total,size", [(None, 7, 7), (None, 0, 1), (1, 7, 1), ("3", 7, 3), ("10", 3, 10),
                                                ("50%", 7, 4), ("1%", 7, 1), ("100%", 7, 7), (" 2 ", 5, 2)])
 def test_batch_sizes(serial, total, size):
-    assert batch_size(serial, total) == size
+    assert batch_size(None if serial is None else parse_serial(serial), total) == size
 
 
-@pytest.mark.parametrize("serial", ["0", "-1", "0%", "101%", "x", "1.5", "%"])
-def test_bad_batch_sizes_are_config_errors(serial):
+@pytest.mark.parametrize("serial", ["0", "-1", "0%", "101%", "150%", "x", "1.5", "%", True, ""])
+def test_one_rule_for_serial_on_the_command_line_and_in_a_playbook(serial, tmp_path):
+    with pytest.raises(ValueError, match="count of hosts"):
+        parse_serial(serial)
     with pytest.raises(ConfigError, match="--serial"):
-        batch_size(serial, 5, field="--serial")
+        api._run_options({"serial": serial})
+    book = tmp_path / "book.yaml"
+    book.write_text("name: b\nserial: %s\nsteps: [diagnose]\n" % json.dumps(serial))
+    with pytest.raises(ConfigError, match="count of hosts") as caught:
+        load_playbook(str(book))
+    assert caught.value.line == 2 and caught.value.field == "serial"
 
 
 # --------------------------------------------------------------------------- step plans
@@ -316,19 +326,19 @@ def _raw_of(d):
 def test_an_interrupt_before_the_first_step_touches_nothing(monkeypatch):
     import signal
 
-    from cascade_ops import interrupts
-    from cascade_ops.hostvars import Host
-    from cascade_ops.runner import run_host
+    from cascade_ops.config.hostvars import Host
+    from cascade_ops.engine import interrupts
+    from cascade_ops.engine.runner import run_host
     monkeypatch.setattr(interrupts, "_requested", signal.SIGINT)
     transport = RecordingTransport({})
     result = run_host(Host("unit", (), host_vars()), transport, [])
-    assert result.interrupted == signal.SIGINT and result.exit_code == 130 and result.status == "interrupted"
+    assert result.signal == signal.SIGINT and result.exit_code == 130 and result.status == "interrupted"
     assert set(transport.commands()) <= READ_ONLY and "lock" not in transport.commands()  # no lock, no step
 
 
 def test_forks_have_a_ceiling_from_the_descriptor_limit():
     from cascade_ops.api import _run_options
-    from cascade_ops.scheduler import FORKS_CEILING, max_forks
+    from cascade_ops.engine.scheduler import FORKS_CEILING, max_forks
     assert 1 <= max_forks() <= FORKS_CEILING and _run_options({"forks": "7"})["forks"] == 7
     with pytest.raises(ConfigError, match=r"--forks 100000: at most \d+ here"):
         _run_options({"forks": 100000})

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from cascade_ops import settings
+from cascade_ops.config import settings
+from cascade_ops.config.hostvars import parse_cli_vars
 from cascade_ops.errors import ConfigError
-from cascade_ops.hostvars import parse_cli_vars
 from support import INVOKE, REPO
 
 INI = "[web]\nw1 connection=local port=%d app_dir=%s\n"

@@ -194,7 +194,7 @@ def test_pings_metrics_and_a_slack_alert_tell_the_outside(make_site, webhook, tm
 
 
 def test_a_failed_tick_pings_its_exit_code(webhook):
-    from cascade_ops.alerts import Pings
+    from cascade_ops.watchdog.alerts import Pings
     base = webhook.url.rsplit("/", 1)[0]
     assert Pings(base + "/ping/k").finish(6) is None
     assert sorted(webhook.pinged) == ["/ping/k/6", "/ping/k/start"]

@@ -99,16 +99,29 @@ def read_text(path: str) -> Optional[str]:
 REDACTED = "[REDACTED]"
 
 
+def redact(value: Any, secret: Optional[str]) -> Any:
+    """``value`` with ``secret`` replaced in every string it holds (the one place a secret is
+    scrubbed, here and on the controller). Done on values, before serialising: in JSON text a
+    secret holding a quote or a backslash no longer looks like itself."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, dict):
+        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, secret) for v in value]
+    return value
+
+
 def redact_secrets(text: str, secret_files: Optional[List[str]]) -> str:
     """``text`` with the content of each secret file replaced: a backend that logs its own secret
     must not have it printed, alerted or stored by us."""
     for path in secret_files or ():
         try:
-            secret = read_secret(path)
+            text = redact(text, read_secret(path))
         except OSError:
             continue
-        if secret:
-            text = text.replace(secret, REDACTED)
     return text
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from invoke import Collection
 
-from .hosts import (
+from cascade_ops.cli.hosts import (
     bootstrap,
     demo_recover,
     deploy,
@@ -28,7 +28,7 @@ from .hosts import (
     verify,
     watch,
 )
-from .schedule import (
+from cascade_ops.cli.schedule import (
     cron_install,
     cron_remove,
     cron_status,

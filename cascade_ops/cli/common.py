@@ -53,7 +53,7 @@ HELP = {
 @functools.cache
 def _settings():
     """cascade.yaml and CASCADE_* (see ``cascade_ops.settings``), read once per command."""
-    from cascade_ops import settings
+    from cascade_ops.config import settings
     return _guard(settings.load)
 
 def _inventory(given):
@@ -101,7 +101,7 @@ def _finish(per_host, failed=False, code=0):
 
 def _each_text(per_host, text):
     """Each host's answer as ``text(host, answer)``, or its error, in host order."""
-    from cascade_ops import output
+    from cascade_ops.reporting import text as output
     return "\n".join(text(host, answer) if error is None else output.host_error(host, error)
                      for host, answer, error in per_host.each())
 

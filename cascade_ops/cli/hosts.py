@@ -9,7 +9,7 @@ import time
 
 from invoke import Exit
 
-from .common import (
+from cascade_ops.cli.common import (
     HELP,
     _become_password,
     _each_json,
@@ -31,7 +31,8 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
          accept_new_host_keys, color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False,
          retry_file=None, ask_pass=False):
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
-    from cascade_ops import api, output
+    from cascade_ops import api
+    from cascade_ops.reporting import text as output
 
     hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
     if list_hosts:  # as ansible-playbook --list-hosts: what would be acted on, nothing more
@@ -103,8 +104,9 @@ def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pa
     Exit 0 when every host is healthy, 7 when one is not (slow, hung, or nothing listening), 3 when
     one cannot be reached."""
     inventory = _inventory(inventory)
-    from cascade_ops import api, output
+    from cascade_ops import api
     from cascade_ops.errors import EXIT_UNHEALTHY
+    from cascade_ops.reporting import text as output
     hosts = _fab_hosts(c, inventory, var)
     password = _become_password(ask_become_pass)
     login = _ssh_password(ask_pass)
@@ -120,7 +122,8 @@ def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass
            ask_pass=False):
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
     inventory = _inventory(inventory)
-    from cascade_ops import api, output
+    from cascade_ops import api
+    from cascade_ops.reporting import text as output
     hosts = _fab_hosts(c, inventory, var)
     password = _become_password(ask_become_pass)
     login = _ssh_password(ask_pass)
@@ -175,7 +178,7 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
     (the resident watchdog: SIGHUP reads the inventory again, SIGTERM stops it between two cycles)."""
     inventory = _inventory(inventory)
     from cascade_ops import api
-    from cascade_ops.watch import exit_code
+    from cascade_ops.watchdog.tick import exit_code
     if follow:
         def say(line):
             stamped = "%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line)
@@ -183,9 +186,9 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
                 print(stamped, flush=True)
                 return
             from cascade_ops.agent.files import append_log
-            from cascade_ops.hostvars import SPECS
+            from cascade_ops.config.hostvars import SPECS
             append_log(log, stamped, SPECS["watch_log_max_bytes"].default, SPECS["watch_log_keep"].default)
-        from cascade_ops import scheduled
+        from cascade_ops.api import schedules as scheduled
         code = _guard(lambda: scheduled.follow(inventory, limit, var or (), every, playbook, say))
         if code:
             raise Exit(code=code)
@@ -217,7 +220,8 @@ def report(c, inventory=None, limit=None, var=None, json_=False, list_=False, ht
 
     With --html: one self-contained page of the last runs of every host, with a timeline per run."""
     inventory = _inventory(inventory)
-    from cascade_ops import api, output
+    from cascade_ops import api
+    from cascade_ops.reporting import text as output
     if html:
         path = out or "cascade-report.html"
         written = _guard(lambda: api.html_report(path, inventory, limit, var or ()))

@@ -1,7 +1,7 @@
 """The scheduled watchdog's commands: a crontab entry or a systemd timer, here or on a host (fab -H)."""
 
 
-from .common import HELP, _cron_target, _each_text, _finish, _guard, _inventory, task
+from cascade_ops.cli.common import HELP, _cron_target, _each_text, _finish, _guard, _inventory, task
 
 CRON_HELP = dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                  user="whose crontab (default: the current user's)",
@@ -20,7 +20,7 @@ def cron_install(c, every="5m", inventory=None, limit=None, var=None, user=None,
     With `fab -H host cron-install` the entry goes into that host's crontab: a self-healing
     fleet with no central controller (cascade-ops must be installed there at --project)."""
     inventory = _inventory(inventory)
-    from cascade_ops import scheduled
+    from cascade_ops.api import schedules as scheduled
     done = _guard(lambda: scheduled.cron_install(every, inventory, limit, var or (), user, log, project, python,
                                                  host_inventory, target=_cron_target(c, inventory, var)))
     print(_each_text(done, lambda host, result: "%s: %s crontab entry: %s" % (
@@ -34,7 +34,8 @@ def cron_remove(c, inventory=None, limit=None, var=None, user=None, host_invento
     The inventory is checked (with --limit and --var) as cron.install checks it. With
     `fab -H host cron-remove`, the entry cron-install put in that host's crontab."""
     inventory = _inventory(inventory)
-    from cascade_ops import api, scheduled
+    from cascade_ops import api
+    from cascade_ops.api import schedules as scheduled
     _guard(lambda: api.select_hosts(inventory, limit, var or ()))
     done = _guard(lambda: scheduled.cron_remove(inventory, user, target=_cron_target(c, inventory, var),
                                                 host_inventory=host_inventory))
@@ -48,7 +49,8 @@ def cron_status(c, inventory=None, limit=None, var=None, user=None, host_invento
 
     With `fab -H host cron-status`: the entry in that host's crontab, and its last tick."""
     inventory = _inventory(inventory)
-    from cascade_ops import api, scheduled
+    from cascade_ops import api
+    from cascade_ops.api import schedules as scheduled
     target = _cron_target(c, inventory, var)
     entry = _guard(lambda: scheduled.cron_entry(inventory, user, target=target, host_inventory=host_inventory))
     print(_each_text(entry, lambda host, line: "crontab: %s" % (line or "no entry (cron-install)")))
@@ -69,7 +71,7 @@ def timer_install(c, every="5m", inventory=None, limit=None, var=None, unit_dir=
     Persistent= (a tick missed while down runs at boot) and RandomizedDelaySec= (a fleet's ticks spread
     out). With `fab -H host timer-install` on that host, watching a host-local inventory, as cron-install."""
     inventory = _inventory(inventory)
-    from cascade_ops import scheduled
+    from cascade_ops.api import schedules as scheduled
     done = _guard(lambda: scheduled.timer_install(every, inventory, limit, var or (), unit_dir, log, project, python,
                                                   host_inventory, target=_cron_target(c, inventory, var)))
     print(_each_text(done, lambda host, result: "%s: %s systemd timer %s" % (
@@ -80,7 +82,7 @@ def timer_install(c, every="5m", inventory=None, limit=None, var=None, unit_dir=
 def timer_remove(c, inventory=None, unit_dir=None, host_inventory=None):
     """Stop, disable and delete this inventory's watchdog timer and its service."""
     inventory = _inventory(inventory)
-    from cascade_ops import scheduled
+    from cascade_ops.api import schedules as scheduled
     done = _guard(lambda: scheduled.timer_remove(inventory, unit_dir, _cron_target(c, inventory, ()), host_inventory))
     print(_each_text(done, lambda host, removed: "%s: %s" % (host, "removed the systemd timer" if removed
                                                                else "no systemd timer for %s" % inventory)))
@@ -90,7 +92,7 @@ def timer_remove(c, inventory=None, unit_dir=None, host_inventory=None):
 def timer_status(c, inventory=None, host_inventory=None):
     """Show this inventory's watchdog timer as systemd sees it: loaded, active, last and next run."""
     inventory = _inventory(inventory)
-    from cascade_ops import scheduled
+    from cascade_ops.api import schedules as scheduled
     done = _guard(lambda: scheduled.timer_status(inventory, _cron_target(c, inventory, ()), host_inventory))
     print(_each_text(done, lambda host, s: "%s: %s %s/%s, last %s, next %s" % (
         host, s["Id"], s.get("LoadState"), s.get("ActiveState"), s.get("LastTriggerUSec") or "never",
@@ -109,7 +111,7 @@ def service_install(c, every="0.5s", inventory=None, limit=None, var=None, unit_
 
     With `fab -H host service-install` on that host, watching a host-local inventory, as cron-install."""
     inventory = _inventory(inventory)
-    from cascade_ops import scheduled
+    from cascade_ops.api import schedules as scheduled
     done = _guard(lambda: scheduled.service_install(every, inventory, limit, var or (), unit_dir, log, project,
                                                     python, host_inventory, target=_cron_target(c, inventory, var)))
     print(_each_text(done, lambda host, result: "%s: %s %s" % (
@@ -120,7 +122,7 @@ def service_install(c, every="0.5s", inventory=None, limit=None, var=None, unit_
 def service_remove(c, inventory=None, unit_dir=None, host_inventory=None):
     """Stop and remove this inventory's follower (its systemd service, or its detached process)."""
     inventory = _inventory(inventory)
-    from cascade_ops import scheduled
+    from cascade_ops.api import schedules as scheduled
     done = _guard(lambda: scheduled.service_remove(inventory, unit_dir, _cron_target(c, inventory, ()),
                                                    host_inventory))
     print(_each_text(done, lambda host, removed: "%s: %s" % (host, "removed the follower" if removed
@@ -131,7 +133,7 @@ def service_remove(c, inventory=None, unit_dir=None, host_inventory=None):
 def service_status(c, inventory=None, host_inventory=None):
     """Show this inventory's follower as what supervises it sees it: state, main pid, restarts."""
     inventory = _inventory(inventory)
-    from cascade_ops import scheduled
+    from cascade_ops.api import schedules as scheduled
     done = _guard(lambda: scheduled.service_status(inventory, _cron_target(c, inventory, ()), host_inventory))
     print(_each_text(done, lambda host, said: "%s: %s" % (host, said)))
     _finish(done)

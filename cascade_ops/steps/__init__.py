@@ -1,11 +1,11 @@
 """The steps a playbook can name, by name; ``Preflight`` runs first on every run, unnamed."""
 
-from .base import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, Step, StepResult
-from .diagnose import Diagnose
-from .files import DeployFile, JwtSecret, MountRouter, SeedApp
-from .preflight import Preflight
-from .process import Start, Terminate
-from .verify import Verify
+from cascade_ops.steps.base import CHANGED, FAILED, OK, SKIPPED, BoundStep, HostRun, Step, StepResult
+from cascade_ops.steps.diagnose import Diagnose
+from cascade_ops.steps.files import DeployFile, JwtSecret, MountRouter, SeedApp
+from cascade_ops.steps.preflight import Preflight
+from cascade_ops.steps.process import Start, Terminate
+from cascade_ops.steps.verify import Verify
 
 REGISTRY = {cls.name: cls for cls in (SeedApp, Diagnose, JwtSecret, DeployFile, MountRouter, Terminate, Start, Verify)}
 

@@ -8,35 +8,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
-from ..errors import CascadeError, HostCommandError
-from ..facts import Diagnosis
-from ..transport import Transport
+from cascade_ops.errors import CascadeError, HostCommandError
+from cascade_ops.model.facts import Diagnosis
+from cascade_ops.model.results import StepResult, StepStatus
+from cascade_ops.transport import Transport
 
-OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+OK, CHANGED, FAILED, SKIPPED = StepStatus.OK, StepStatus.CHANGED, StepStatus.FAILED, StepStatus.SKIPPED
 
 
 class StepFailed(CascadeError):
     """The step cannot do its job; the message tells the operator what to look at."""
-
-
-@dataclass
-class StepResult:
-    name: str
-    status: str
-    message: str
-    duration_s: float = 0.0
-    diff: str = ""
-
-    @property
-    def changed(self) -> bool:
-        return self.status == CHANGED
-
-    def to_json(self) -> Dict[str, Any]:
-        doc = {"name": self.name, "status": self.status, "changed": self.changed,
-               "message": self.message, "duration_s": round(self.duration_s, 4)}
-        if self.diff:
-            doc["diff"] = self.diff
-        return doc
 
 
 @dataclass
@@ -117,6 +98,11 @@ class Step:
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         """Make the change; return what was done, in words."""
         raise NotImplementedError
+
+    def rollback_args(self, args: Args) -> Optional[Args]:
+        """The arguments this step runs with when a failed release is rolled back, after its files are
+        put back; None (the default): it does not run then."""
+        return None
 
     def execute(self, run: HostRun, args: Args) -> StepResult:
         started = time.monotonic()

@@ -3,8 +3,8 @@
 import time
 from typing import Any
 
-from ..facts import Diagnosis, read_diagnosis
-from .base import Args, HostRun, Outcome, Step, Unchanged
+from cascade_ops.model.facts import Diagnosis, read_diagnosis
+from cascade_ops.steps.base import Args, HostRun, Outcome, Step, Unchanged
 
 
 def gather_diagnosis(run: HostRun, probe: bool = True) -> Diagnosis:

@@ -6,7 +6,7 @@ import hashlib
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from .base import Arg, Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
+from cascade_ops.steps.base import Arg, Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
 
 
 def _unified_diff(path: str, old: str, new: str) -> str:

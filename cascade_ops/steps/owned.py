@@ -5,11 +5,11 @@ outcome by the port: exactly the owner's processes serve it, healthy."""
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..facts import Diagnosis
-from ..owners import WHAT, Owner
-from .base import HostRun, StepFailed
-from .diagnose import gather_diagnosis
-from .ownership import Route
+from cascade_ops.model.facts import Diagnosis
+from cascade_ops.model.owners import WHAT, Owner
+from cascade_ops.steps.base import HostRun, StepFailed
+from cascade_ops.steps.diagnose import gather_diagnosis
+from cascade_ops.steps.ownership import Route
 
 LOG_TAIL_LINES = 20
 

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..facts import Diagnosis, ProcessFacts, gunicorn_master
-from ..owners import DETACHED, KINDS, Owner
-from .base import StepFailed
+from cascade_ops.model.facts import Diagnosis, ProcessFacts, gunicorn_master
+from cascade_ops.model.owners import DETACHED, KINDS, Owner
+from cascade_ops.steps.base import StepFailed
 
 OWNER, DETACH, RELOAD, WORKERS = "owner", "detached", "reload", "workers"
 

@@ -5,7 +5,7 @@ does not begin: no file is replaced and no process signalled on a host that fail
 import shlex
 from typing import Any, List
 
-from .base import Args, HostRun, Outcome, Step, StepFailed, Unchanged
+from cascade_ops.steps.base import Args, HostRun, Outcome, Step, StepFailed, Unchanged
 
 
 def start_program(v: Any) -> str:

@@ -5,15 +5,15 @@ import shlex
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..facts import Diagnosis, ProcessFacts, owner_hints, pid_path
-from ..owners import KINDS, Owner
-from . import ownership
-from .base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged, left_alone
-from .diagnose import gather_diagnosis
-from .owned import SECRET_ENV, backend_env, master_serves, reload_master, start_owned
-from .takeover import FD_PLACEHOLDER, kept_socket, on_kept_socket, plan_handover
-from .termination import judge_recorded, plan_termination
-from .verify import warm_up
+from cascade_ops.model.facts import Diagnosis, ProcessFacts, owner_hints, pid_path
+from cascade_ops.model.owners import KINDS, Owner
+from cascade_ops.steps import ownership
+from cascade_ops.steps.base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged, left_alone
+from cascade_ops.steps.diagnose import gather_diagnosis
+from cascade_ops.steps.owned import SECRET_ENV, backend_env, master_serves, reload_master, start_owned
+from cascade_ops.steps.takeover import FD_PLACEHOLDER, kept_socket, on_kept_socket, plan_handover
+from cascade_ops.steps.termination import judge_recorded, plan_termination
+from cascade_ops.steps.verify import warm_up
 
 LOG_TAIL_LINES = 20
 SOCKET_FD = 3  # where systemd's socket activation hands a service its listener (SD_LISTEN_FDS_START)
@@ -37,6 +37,9 @@ class Terminate(Step):
     """
 
     name = "terminate"
+
+    def rollback_args(self, args: Args) -> Optional[Args]:
+        return args  # the failed release's backend is stopped before the previous files start
 
     def gather(self, run: HostRun, args: Args) -> Any:
         if left_alone(run):
@@ -197,6 +200,9 @@ class Start(Step):
     and pid file in state_dir); then wait for its health path to answer 200 within ``start_timeout``."""
 
     name = "start"
+
+    def rollback_args(self, args: Args) -> Optional[Args]:
+        return args
 
     def gather(self, run: HostRun, args: Args) -> Any:
         d = None  # after a planned restart the facts are about to change; in check mode they never will

@@ -11,8 +11,8 @@ it cannot is said in the run and the incident report.
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..facts import Diagnosis, ProcessFacts
-from .ownership import DETACH, OWNER, Route
+from cascade_ops.model.facts import Diagnosis, ProcessFacts
+from cascade_ops.steps.ownership import DETACH, OWNER, Route
 
 # Where a start_command takes the kept socket's descriptor number (as uvicorn's --fd, gunicorn's
 # --bind fd://N): replaced in the command line, never passed through a shell.

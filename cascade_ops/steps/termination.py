@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
-from ..facts import Diagnosis, PortHolder, ProcessFacts
+from cascade_ops.model.facts import Diagnosis, PortHolder, ProcessFacts
 
 PROTECTED_WHY = "protected: it is this run's own process or one of its ancestors (or PID 1)"
 

@@ -14,13 +14,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from ..agent.probe import probe_address
-from ..hostvars import parse_bool
-from ..transport import Transport
-from .base import Arg, Args, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged, left_alone
+from cascade_ops.agent.probe import probe_address
+from cascade_ops.config.hostvars import parse_bool
+from cascade_ops.steps.base import Arg, Args, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged, left_alone
+from cascade_ops.transport import Transport
 
 TOKEN_LIFETIME_S = 60
 WARM_UP_JOIN_S = 5.0
@@ -221,6 +221,9 @@ class Verify(Step):
 
     name = "verify"
     args = {"always": Arg(default="false", parse=parse_bool)}
+
+    def rollback_args(self, args: Args) -> Optional[Args]:
+        return dict(args, always=True)  # the previous files are proven to serve, whatever the playbook says
 
     def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         pending = run.restart_planned or run.changed_files

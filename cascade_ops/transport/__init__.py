@@ -1,40 +1,36 @@
-"""How steps reach a host: one ``Transport`` subclass per kind of connection, registered by name.
+"""How steps reach a host: one ``Transport`` subclass per kind of connection.
 
-A third transport is one new module: subclass ``Transport``, declare the host variables it owns,
-and add it to ``TRANSPORTS``. The inventory's ``connection`` variable picks one.
+The kinds, their variables and where each class lives are in ``config.connections``; a class is
+imported the first time a host uses it. ``connect`` returns a connected transport.
 """
 
+import importlib
 from typing import Any, Dict, Iterable, Type
 
-from ..hostvars import VarSpec, parse_choice
-from .base import Transport
-from .local import LocalTransport
-from .ssh import SSHTransport
-
-TRANSPORTS: Dict[str, Type[Transport]] = {cls.name: cls for cls in (LocalTransport, SSHTransport)}
-
-CONNECTION = VarSpec("connection", parse_choice(tuple(TRANSPORTS)), "local")
+from cascade_ops.config.connections import CONNECTIONS
+from cascade_ops.transport.base import Transport
 
 
-def transport_vars() -> Dict[str, VarSpec]:
-    """The ``connection`` variable and every transport's own variables."""
-    specs = {CONNECTION.name: CONNECTION}
-    for cls in TRANSPORTS.values():
-        specs.update((spec.name, spec) for spec in cls.host_vars)
-    return specs
+def transport_class(kind: str) -> Type[Transport]:
+    """The Transport subclass of a connection kind, imported on first use."""
+    module, _, name = CONNECTIONS[kind].transport.partition(":")
+    cls: Type[Transport] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def connect(host_vars: Dict[str, Any], **options: Any) -> Transport:
     """Open the transport a host's ``connection`` variable names; ``options`` are the run's
-    (accept_new_host_keys, become_password), each transport taking what it knows."""
-    return TRANSPORTS[host_vars["connection"]](host_vars, **options)
+    (accept_new_host_keys, become_password, ssh_password), each transport taking what it knows."""
+    transport = transport_class(host_vars["connection"])(host_vars, **options)
+    transport.connect()
+    return transport
 
 
 def prepare(connections: Iterable[str]) -> None:
-    """Once per run, before the hosts are reached in parallel: each transport kind in use loads
-    what it needs."""
+    """Once per run, before the hosts are reached in parallel: each kind in use is imported here
+    (imports racing in many threads wait on each other's module locks)."""
     for kind in set(connections):
-        TRANSPORTS[kind].prepare()
+        transport_class(kind)
 
 
-__all__ = ["TRANSPORTS", "LocalTransport", "SSHTransport", "Transport", "connect", "prepare", "transport_vars"]
+__all__ = ["Transport", "connect", "prepare", "transport_class"]

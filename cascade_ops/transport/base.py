@@ -10,8 +10,7 @@ import contextlib
 import json
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 
-from ..errors import HostCommandError, LockHeld
-from ..hostvars import VarSpec
+from cascade_ops.errors import HostCommandError, LockHeld
 
 
 def decode_reply(host: str, command: str, reply: Any) -> Any:
@@ -29,24 +28,22 @@ def decode_reply(host: str, command: str, reply: Any) -> Any:
 
 
 class Transport(abc.ABC):
-    """One host, reached one way. Subclasses register under ``name`` and declare the host
-    variables they own in ``host_vars`` (checked with the inventory, like every variable)."""
+    """One host, reached one way, registered in ``config.connections`` under ``name``."""
 
     name: ClassVar[str]
-    host_vars: ClassVar[Tuple[VarSpec, ...]] = ()
+    # The host's files are the controller's: a path here is a path there (nothing to copy over).
+    shares_filesystem: ClassVar[bool] = False
 
     def __init__(self, host_vars: Dict[str, Any], **options: Any):
-        """Connect; ``options`` are the run's connection options (each transport takes what it knows)."""
+        """Take the host's variables; ``options`` are the run's connection options (each transport
+        takes what it knows). Nothing is reached before ``connect``."""
         self.vars = host_vars
         self.host: str = host_vars["host"]
         self.cancelled: Optional[str] = None
         self.notes: List[str] = []  # worth telling the person running this (a host key recorded)
 
-    @classmethod
-    def prepare(cls) -> None:
-        """Load what connecting needs, once per run, before hosts are connected in parallel (imports
-        racing in many threads wait on each other's module locks). A local host needs nothing."""
-        return None
+    def connect(self) -> None:  # noqa: B027  (a transport without a connection has nothing to open)
+        """Open the connection (HostUnreachable when it cannot be opened)."""
 
     def agent(self, command: str, **kwargs: Any) -> Any:
         """Run one agent command on the host and return its result; HostCommandError otherwise."""

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict
 
-from .. import agent
+from cascade_ops import agent
 
 REMOTE_DIR = ".cache/cascade-ops"  # relative: under the SSH user's home
 

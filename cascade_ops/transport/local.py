@@ -4,13 +4,14 @@ serialisation: the healthy path stays fast)."""
 import shutil
 from typing import Any, Dict
 
-from .. import agent
-from ..errors import HostCommandError
-from .base import Transport, decode_reply
+from cascade_ops import agent
+from cascade_ops.errors import HostCommandError
+from cascade_ops.transport.base import Transport, decode_reply
 
 
 class LocalTransport(Transport):
     name = "local"
+    shares_filesystem = True
 
     def _agent(self, command: str, kwargs: Dict[str, Any]) -> Any:
         # The same reply the agent server sends over SSH, so a failure means the same here and there.

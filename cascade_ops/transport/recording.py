@@ -5,8 +5,8 @@ of every command asked for (so a test can prove check mode changed nothing). Not
 import contextlib
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-from ..errors import HostCommandError
-from .base import Transport
+from cascade_ops.errors import HostCommandError
+from cascade_ops.transport.base import Transport
 
 Answer = Union[Any, Callable[..., Any]]
 

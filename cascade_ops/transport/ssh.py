@@ -3,8 +3,8 @@
 The host needs Python 3 and nothing else: the stdlib-only agent package is uploaded once (named by
 its hash) and started once per run as a small server on the open connection; each command is one
 JSON line to its stdin (never on a command line) and one JSON line back. One login, one interpreter
-start-up per host per run. Fabric and paramiko are imported only when a host is reached over SSH,
-so a local run never pays for them.
+start-up per host per run. This module, and with it Fabric and paramiko, is imported only when a
+host is reached over SSH (``config.connections``), so a local run never pays for them.
 """
 
 import contextlib
@@ -17,10 +17,13 @@ import stat
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from ..errors import HostCommandError, HostUnreachable
-from ..hostvars import VarSpec, parse_bool, parse_duration, parse_port, parse_str
-from .base import Transport, decode_reply
-from .bundle import agent_bundle
+import paramiko
+from fabric import Connection
+
+from cascade_ops.errors import HostCommandError, HostUnreachable
+from cascade_ops.transport.base import Transport, decode_reply
+from cascade_ops.transport.bundle import agent_bundle
+from cascade_ops.transport.hostkeys import apply_policy, fingerprint, host_key_settings
 
 # Headroom on top of the durations a command is asked to wait for itself.
 COMMAND_SLACK_S = 30.0
@@ -53,24 +56,6 @@ class SSHTransport(Transport):
     """A host reached over SSH (a Fabric ``Connection``, which is an Invoke ``Context``)."""
 
     name = "ssh"
-    host_vars = (
-        VarSpec("address", parse_str),  # default: the host's name
-        VarSpec("user", parse_str),
-        VarSpec("ssh_port", parse_port),  # default: the host's ssh_config Port, else 22
-        VarSpec("key_file", parse_str, path="controller"),
-        VarSpec("known_hosts", parse_str, path="controller"),  # default: ~/.ssh/known_hosts
-        VarSpec("become", parse_bool, False),  # run the agent through sudo
-        VarSpec("become_password_file", parse_str, path="controller"),  # a 0600 file: sudo's password
-        VarSpec("agent_python", parse_str, "auto"),  # the interpreter running the agent (any Python 3)
-        VarSpec("connect_timeout", parse_duration, 10.0),  # TCP connect, banner and authentication
-    )
-
-    @classmethod
-    def prepare(cls) -> None:
-        import fabric  # noqa: F401
-        import paramiko  # noqa: F401
-
-        from . import hostkeys  # noqa: F401
 
     def __init__(self, host_vars: Dict[str, Any], accept_new_host_keys: bool = False,
                  become_password: Optional[str] = None, ssh_password: Optional[str] = None, **options: Any):
@@ -80,10 +65,10 @@ class SSHTransport(Transport):
         # answer to sudo's own prompt (a marker of ours, so nothing else is ever answered with it).
         self._password = become_password or self._password_from_file()
         self._prompt = "[cascade-ops sudo %s]" % os.urandom(4).hex()
-        import paramiko
-        from fabric import Connection
-
-        from .hostkeys import apply_policy, fingerprint, host_key_settings
+        self._channel: Any = None  # the agent server's session
+        self._no_sftp = False
+        self._agent_pid: Optional[int] = None
+        self._pending = b""
         v = self.vars
         timeout = v["connect_timeout"]
         connect_kwargs: Dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
@@ -96,12 +81,15 @@ class SSHTransport(Transport):
         self.connection = Connection(v["address"] or v["host"], user=v["user"], port=v["ssh_port"],
                                      connect_timeout=max(1, round(timeout)), connect_kwargs=connect_kwargs)
         known_hosts, accept_new = host_key_settings(self.connection.ssh_config, v["known_hosts"], accept_new_host_keys)
-        policy = apply_policy(self.connection.client, known_hosts, accept_new)
+        self._policy = apply_policy(self.connection.client, known_hosts, accept_new)
         hop = self.connection.gateway
         while hop is not None and not isinstance(hop, str):  # each ProxyJump hop's key is verified too
             apply_policy(hop.client, *host_key_settings(hop.ssh_config, v["known_hosts"], accept_new_host_keys))
             hop = hop.gateway
-        where = "%s:%d" % (self.connection.host, self.connection.port)
+
+    def connect(self) -> None:
+        """Log in (nothing is sent before this), the host key verified by the policy set up above."""
+        where, timeout = "%s:%d" % (self.connection.host, self.connection.port), self.vars["connect_timeout"]
         try:
             self.connection.open()
         except paramiko.BadHostKeyException as exc:
@@ -124,11 +112,7 @@ class SSHTransport(Transport):
                 text = ("no SSH banner within connect_timeout %gs: %s accepts TCP but does not speak SSH"
                         % (timeout, where))
             raise HostUnreachable(self.host, text) from None
-        self.notes.extend(getattr(policy, "recorded", ()))
-        self._channel: Any = None  # the agent server's session
-        self._no_sftp = False
-        self._agent_pid: Optional[int] = None
-        self._pending = b""
+        self.notes.extend(getattr(self._policy, "recorded", ()))
 
     def _auth_failed(self, where: str, why: str) -> str:
         """Who was refused, where, and with what: the user, the keys tried, a password or not."""
@@ -163,7 +147,6 @@ class SSHTransport(Transport):
     def _sftp(self) -> Any:
         """The connection's SFTP client, or None when the host has no SFTP subsystem (then files go
         over the session itself: ``sessioncopy``)."""
-        import paramiko
         if self._no_sftp:
             return None
         try:
@@ -174,7 +157,7 @@ class SSHTransport(Transport):
             return None
 
     def _copy_over_session(self, files: Dict[str, bytes], dest: str, atomic: bool, what: str) -> None:
-        from .sessioncopy import copy_over_session
+        from cascade_ops.transport.sessioncopy import copy_over_session
         said = copy_over_session(self.connection.client, self._find_python(), files, dest, atomic, COMMAND_SLACK_S)
         if said:
             raise HostCommandError(self.host, what, "no SFTP on this host, and copying over the session failed: "
@@ -226,7 +209,6 @@ class SSHTransport(Transport):
         The agent is uploaded only when the host does not have this version yet (exit 127 from the
         shell test): a host seen before costs no SFTP round trip.
         """
-        import paramiko
         if self._channel is None or self._channel.closed:
             for attempt in range(2):
                 channel = self.connection.client.get_transport().open_session(timeout=COMMAND_SLACK_S)
@@ -250,7 +232,6 @@ class SSHTransport(Transport):
 
     def _await_ready(self, channel: Any) -> None:
         """Wait for the agent's ready line, answering sudo's prompt (ours, on stderr) once."""
-        import paramiko
         answered: List[bool] = []
 
         def answer(said: bytes) -> None:
@@ -267,7 +248,6 @@ class SSHTransport(Transport):
 
     def _read_line(self, channel: Any, deadline: float, on_stderr: Optional[Callable[[bytes], None]] = None) -> bytes:
         """The next line the agent prints; ``on_stderr`` sees all stderr so far as it arrives."""
-        import paramiko
         errors = []
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
@@ -292,7 +272,6 @@ class SSHTransport(Transport):
         return line
 
     def _agent(self, command: str, kwargs: Dict[str, Any]) -> Any:
-        import paramiko
         timeout = _budget(kwargs)
         try:
             channel = self._server()
@@ -326,7 +305,7 @@ class SSHTransport(Transport):
         Our own rather than Fabric's forward_local, which binds inside its thread: a client that
         connects at once can find nothing listening yet.
         """
-        from .tunnel import Tunnel
+        from cascade_ops.transport.tunnel import Tunnel
         with Tunnel(self.connection.client.get_transport(), host, port, COMMAND_SLACK_S, self.host) as address:
             yield address
 
@@ -335,7 +314,6 @@ class SSHTransport(Transport):
 
         With ``become`` the SSH user may not write there: the content then goes inline, to sudo.
         """
-        import paramiko
         sftp = None if self.vars["become"] else self._sftp()
         if sftp is None:  # inline, in the agent command itself
             return None
@@ -349,7 +327,6 @@ class SSHTransport(Transport):
         return path
 
     def put_tree(self, src: str, dest: str) -> None:
-        import paramiko
         sftp = self._sftp()
         if sftp is None:
             tree: Dict[str, bytes] = {}

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
-from . import interrupts
-from .errors import EXIT_OK, CascadeError, HostCommandError, HostCutOff, HostUnreachable
-from .hostvars import Host
-from .interrupts import Interrupted
-from .transport import Transport, connect, prepare
+from cascade_ops.config.hostvars import Host
+from cascade_ops.engine import interrupts
+from cascade_ops.engine.interrupts import Interrupted
+from cascade_ops.errors import EXIT_OK, CascadeError, HostCommandError, HostCutOff, HostUnreachable
+from cascade_ops.transport import Transport, connect, prepare
 
 T = TypeVar("T")
 Work = Callable[[Host, Transport], T]

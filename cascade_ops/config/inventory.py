@@ -17,13 +17,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .errors import ConfigError
-from .hostvars import SPECS, Host, Origin, RawVar, VarSpec, resolve
-from .invsources import read_source, vars_dir
-from .transport import transport_vars
+from cascade_ops.config.connections import connection_vars
+from cascade_ops.config.hostvars import SPECS, Host, Origin, RawVar, VarSpec, resolve
+from cascade_ops.config.sources import read_source, vars_dir
+from cascade_ops.errors import ConfigError
 
 # Every variable an inventory may set: the backend's and scheduler's, and each transport's own.
-VARIABLES: Dict[str, VarSpec] = dict(SPECS, **transport_vars())
+VARIABLES: Dict[str, VarSpec] = dict(SPECS, **connection_vars())
 # Where an SSH host's (address, port) is reached, once ssh_config applies (``fab -H`` gives one).
 Endpoint = Callable[[str, Optional[int]], Tuple[str, int]]
 
@@ -142,7 +142,7 @@ class Inventory:
         patterns: List[str] = []
         for part in (p.strip() for p in re.split(r"[,:]", limit)):
             if part.startswith("@"):
-                from .yamlsrc import read_text
+                from cascade_ops.config.yamlsrc import read_text
                 patterns.extend(line.strip() for line in read_text(part[1:], "a limit file").splitlines()
                                 if line.strip() and not line.strip().startswith("#"))
             elif part:

@@ -21,9 +21,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from .errors import CascadeError, ConfigError
-from .hostvars import Host
-from .transport import Transport, connect
+from cascade_ops.config.hostvars import Host
+from cascade_ops.errors import CascadeError, ConfigError
+from cascade_ops.transport import Transport, connect
 
 HEARTBEAT_S = 60.0  # a healthy follower runs the whole tick this often: a log line, metrics, a ping
 
@@ -91,7 +91,7 @@ class Follower:
 
     def cycle(self) -> None:
         """One look at every host: a probe when it was healthy; the whole tick otherwise."""
-        from .agent.probe import http_probe, probe_address
+        from cascade_ops.agent.probe import http_probe, probe_address
         now = time.monotonic()
         for host in self.hosts:
             v = host.vars
@@ -114,7 +114,7 @@ class Follower:
             self.last_heartbeat[host.name] = now
             self.unhealthy[host.name] = tick.action != "none"
             if v["ping_url"]:  # the dead-man monitor hears from a follower at least every heartbeat
-                from .alerts import ping
+                from cascade_ops.watchdog.alerts import ping
                 url = v["ping_url"].rstrip("/")
                 ping(url if tick.exit_code == 0 else "%s/%d" % (url, tick.exit_code))
             if not quiet:

@@ -10,10 +10,13 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
-from .agent.files import REDACTED
-from .errors import HostCommandError
-from .hangkind import classify
-from .steps import HostRun
+from cascade_ops.engine.events import RunListener
+from cascade_ops.errors import CascadeError
+from cascade_ops.model.results import HostResult
+from cascade_ops.reporting.hangkinds import classify
+from cascade_ops.reporting.redaction import SecretScrubber
+from cascade_ops.steps import HostRun
+from cascade_ops.transport import Transport
 
 INCIDENT_DIR = "incidents"
 PREFIX = "incident-"
@@ -41,29 +44,26 @@ def build(run: HostRun, steps: List[dict], outcome: str, started_at: float) -> D
     return doc
 
 
-def redact(value: Any, secret: str) -> Any:
-    """``value`` with ``secret`` replaced in every string it holds. Done on values, before
-    serialising: in JSON text a secret holding a quote or a backslash no longer looks like itself."""
-    if isinstance(value, str):
-        return value.replace(secret, REDACTED)
-    if isinstance(value, dict):
-        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v, secret) for v in value]
-    return value
+class IncidentWriter(RunListener):
+    """Stores the report of every real run that changed or failed something, while the host's lock
+    is still held; failing to is a warning on the result, never a failed recovery."""
 
+    def __init__(self, scrubber: SecretScrubber):
+        self.scrubber = scrubber
 
-def _secret(run: HostRun) -> Optional[str]:
-    try:
-        return run.transport.agent("read_secret", path=run.vars["jwt_secret_file"]) or None
-    except HostCommandError:
-        return None
+    def steps_done(self, run: HostRun, result: HostResult) -> None:
+        if run.check or not (result.failed or result.changed):
+            return
+        try:
+            document = build(run, [s.to_json() for s in result.steps], result.status.value, result.started_at)
+            result.incident_report = write(run, self.scrubber.scrub(run, document))
+        except CascadeError as exc:
+            result.warnings.append("incident report not written: %s" % exc)
 
 
 def write(run: HostRun, document: Dict[str, Any]) -> str:
-    """Store the report on the host; returns its path."""
-    secret = _secret(run)
-    text = json.dumps(redact(document, secret) if secret else document, indent=2, default=str)
+    """Store the report (already scrubbed) on the host; returns its path."""
+    text = json.dumps(document, indent=2, default=str)
     directory = os.path.join(run.vars["state_dir"], INCIDENT_DIR)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     path = os.path.join(directory, "%s%s.json" % (PREFIX, stamp))
@@ -72,13 +72,13 @@ def write(run: HostRun, document: Dict[str, Any]) -> str:
     return path
 
 
-def stored(transport, host_vars) -> List[str]:
+def stored(transport: Transport, host_vars: Dict[str, Any]) -> List[str]:
     directory = os.path.join(host_vars["state_dir"], INCIDENT_DIR)
     names = transport.agent("list_dir", path=directory) or []
     return [os.path.join(directory, n) for n in names if n.startswith(PREFIX) and n.endswith(".json")]
 
 
-def newest(transport, paths: List[str]) -> Optional[Tuple[str, Dict[str, Any], List[str]]]:
+def newest(transport: Transport, paths: List[str]) -> Optional[Tuple[str, Dict[str, Any], List[str]]]:
     """The newest of ``paths`` that holds a report, and the newer ones that do not ("PATH: why"): a
     torn or foreign file is named, and the report before it shown."""
     unreadable = []

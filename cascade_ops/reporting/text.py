@@ -4,14 +4,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Sequence, Tuple
 
-from .owners import WHAT
+from cascade_ops.model.owners import WHAT
+from cascade_ops.model.results import HostStatus, RunResult, StepResult
 
 if TYPE_CHECKING:  # types only: printing a step line must not load the verification's clients
-    from .errors import CascadeError
-    from .facts import Diagnosis, PortHolder
-    from .runner import RunResult
-    from .steps import StepResult
-    from .steps.verify import Check
+    from cascade_ops.errors import CascadeError
+    from cascade_ops.model.facts import Diagnosis, PortHolder
+    from cascade_ops.steps.verify import Check
 
 
 # Widest step name ("rollback:terminate") and status ("rolled_back", "unreachable", "interrupted").
@@ -63,7 +62,7 @@ def recap(run: "RunResult", colour: bool = False) -> str:
         if host.incident_report:
             line += "  report: %s" % host.incident_report
         lines.append(line)
-        if host.not_run and host.steps:  # why the rollout stopped before this host
+        if host.status is HostStatus.NOT_RUN and host.steps:  # why the rollout stopped before this host
             lines.append("%-*s %s" % (width, "", host.steps[-1].message))
         lines += ["%-*s warning: %s" % (width, name, warning) for warning in host.warnings]
         lines += ["%-*s note: %s" % (width, name, note) for note in host.notes]

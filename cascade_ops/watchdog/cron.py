@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .errors import ConfigError, HostCommandError
-from .hostvars import SPECS, Host, parse_duration
+from cascade_ops.config.hostvars import SPECS, Host, parse_duration
+from cascade_ops.errors import ConfigError, HostCommandError
 
 MARKER = "# cascade-ops watch id="
 HOST_INVENTORY = "watch-inventory.yaml"  # in the host's state_dir, written by cron-install over SSH

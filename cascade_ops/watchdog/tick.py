@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .errors import (
+from cascade_ops.config.hostvars import Host
+from cascade_ops.errors import (
     EXIT_BUDGET,
     EXIT_FAILED,
     EXIT_LOCKED,
@@ -22,9 +23,9 @@ from .errors import (
     LockHeld,
     worst_exit_code,
 )
-from .facts import Diagnosis, read_diagnosis
-from .hostvars import Host
-from .transport import Transport
+from cascade_ops.model.facts import Diagnosis, read_diagnosis
+from cascade_ops.model.results import HostStatus
+from cascade_ops.transport import Transport
 
 STATE_FILE = "watch-state.json"
 RECOVERY_PREFIX = "watch: "  # the run history's name for a watchdog's recovery
@@ -92,7 +93,7 @@ def _load_state(transport: Transport, path: str, v: Dict[str, Any], now: float) 
         return state, None
     except (ValueError, TypeError, AttributeError):
         pass
-    from . import history
+    from cascade_ops.reporting import history
     restarts = [float(r["started_at"]) for r in history.read(transport, v, HISTORY_LOOKBACK)
                 if str(r.get("playbook", "")).startswith(RECOVERY_PREFIX)
                 and isinstance(r.get("started_at"), (int, float)) and now - r["started_at"] < v["window"]]
@@ -141,8 +142,10 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
 
 def _recover(host: Host, transport: Transport, state: WatchState, state_path: str, diagnosis: Diagnosis,
              playbook_loader: PlaybookLoader, now: Callable[[], float]) -> Tick:
-    from .playbook import bind
-    from .runner import RunOptions, lock_path, run_host
+    from cascade_ops.engine.playbook import bind
+    from cascade_ops.engine.runner import RunOptions, lock_path, run_host
+    from cascade_ops.reporting.history import new_run_id
+    from cascade_ops.reporting.listeners import run_listeners
     v = host.vars
     playbook = playbook_loader()
     bound = [bind(call, v) for call in playbook.steps]  # validated before any change
@@ -156,8 +159,9 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
                 return _budget_exhausted(host, state, diagnosis, now)
             state.restarts.append(now())
             _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
-            result = run_host(host, transport, bound, RunOptions(rollback=playbook.rollback,
-                                                                 name=RECOVERY_PREFIX + playbook.name), lock=False)
+            listeners = run_listeners(new_run_id(), RECOVERY_PREFIX + playbook.name)
+            result = run_host(host, transport, bound, RunOptions(rollback=playbook.rollback, listeners=listeners),
+                              lock=False)
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
     state.recoveries_total += 1
@@ -170,9 +174,9 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
         outcome = "failed at %s: %s" % (first_failure.name, (first_failure.message.splitlines() or [""])[0])
     if not failed:
         state.fail_streak = 0
-    if result.rolled_back:
+    if result.status is HostStatus.ROLLED_BACK:
         outcome = "rolled back to the previous release after: " + outcome
-    code = result.exit_code if result.interrupted else EXIT_FAILED if failed else EXIT_OK
+    code = result.exit_code if result.status is HostStatus.INTERRUPTED else EXIT_FAILED if failed else EXIT_OK
     tick = Tick(host.name, False, diagnosis.verdict(), "recover", outcome, code,
                 recovery=result.to_json(), incident_report=result.incident_report)
     tick.alert_error = _alert(v, host.name, diagnosis, "recovery", outcome, now, result.incident_report)
@@ -193,14 +197,14 @@ def _budget_exhausted(host, state, diagnosis, now) -> Tick:
 def _alert(v, host_name, diagnosis, action, outcome, now, incident_report=None) -> Optional[str]:
     if not v["alert_webhook"]:
         return None
-    from .alerts import send_alert, slack_payload
+    from cascade_ops.watchdog.alerts import send_alert, slack_payload
     alert = {"host": host_name, "problem": diagnosis.verdict(), "action": action, "outcome": outcome,
              "port": v["port"], "time": now(), "incident_report": incident_report}
     return send_alert(v["alert_webhook"], slack_payload(alert) if v["alert_format"] == "slack" else alert)
 
 
 def _write_metrics(host: Host, transport: Transport, state: WatchState, tick: Tick, now: float) -> None:
-    from .metrics import exposition
+    from cascade_ops.watchdog.metrics import exposition
     v = host.vars
     text = exposition(host.name, {
         "cascade_backend_healthy": 1 if tick.healthy or tick.outcome == "recovered" else 0,

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .errors import ConfigError
+from cascade_ops.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -87,7 +87,7 @@ MAX_VALUE_CHARS = 4096  # a path, a command line, a regex or a URL: longer is a 
 
 def parse_str(value: Any) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        from .yamlsrc import kind_of
+        from cascade_ops.config.yamlsrc import kind_of
         raise ValueError("expected a string, got %s" % kind_of(value))
     text = str(value)
     if len(text) > MAX_VALUE_CHARS:
@@ -108,6 +108,21 @@ def parse_http_path(value: Any) -> str:
     text = parse_str(value)
     if not text.startswith("/") or any(c.isspace() for c in text):
         raise ValueError("expected an absolute URL path such as /health, got %r" % text)
+    return text
+
+
+def parse_serial(value: Any) -> str:
+    """Hosts per rolling batch (Ansible's ``serial``): a count of at least 1, or a percentage of the
+    hosts above 0 and at most 100 ("25%"); returned as its text."""
+    text = "" if isinstance(value, bool) else str(value).strip()
+    try:
+        if text.endswith("%"):
+            if not 0 < float(text[:-1]) <= 100:
+                raise ValueError
+        elif int(text) < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError("expected a count of hosts (1, 2, ...) or a percentage (25%%), got %r" % (value,)) from None
     return text
 
 
@@ -226,7 +241,7 @@ class RawVar:
 def parse_cli_vars(pairs):
     """``--var KEY=VALUE`` and ``--var @FILE.yml`` (a YAML mapping) into raw variables, later ones
     winning; each is checked like any other variable, and names its file and line when it fails."""
-    from .yamlsrc import expect_mapping, load_file
+    from cascade_ops.config.yamlsrc import expect_mapping, load_file
     origin = Origin("--var", None, os.getcwd())
     parsed = {}
     for pair in pairs or ():

@@ -15,15 +15,17 @@ bound to every selected host's variables before the first host is touched.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import ConfigError
-from .hostvars import Host, references, render
-from .inventory import VARIABLES
-from .runner import RunOptions, RunResult, StepCallback, run_hosts
-from .steps import REGISTRY, BoundStep
-from .yamlsrc import Located, expect_mapping, load_file
+from cascade_ops.config.hostvars import Host, parse_serial, references, render
+from cascade_ops.config.inventory import VARIABLES
+from cascade_ops.config.yamlsrc import Located, expect_mapping, load_file
+from cascade_ops.engine.events import StepCallback
+from cascade_ops.engine.runner import RunOptions, run_hosts
+from cascade_ops.errors import ConfigError
+from cascade_ops.model.results import RunResult
+from cascade_ops.steps import REGISTRY, BoundStep
 
 _PLAYBOOK_KEYS = ("name", "steps", "rollback", "serial", "max_fail_percentage")
 
@@ -108,16 +110,18 @@ def load_playbook(path) -> Playbook:
     if not isinstance(rollback, bool):
         raise ConfigError("expected true or false", path, data.lines["rollback"], "rollback")
     serial = data.get("serial")
-    if serial is not None and (isinstance(serial, bool) or not str(serial).rstrip("%").strip().isdigit()
-                               or str(serial).rstrip("%").strip() == "0"):
-        raise ConfigError("expected a count of hosts or a percentage such as 25%", path, data.lines["serial"], "serial")
+    if serial is not None:
+        try:
+            serial = parse_serial(serial)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path, data.lines["serial"], "serial") from None
     max_fail = data.get("max_fail_percentage")
     if max_fail is not None and (isinstance(max_fail, bool) or not isinstance(max_fail, (int, float))
                                  or not 0 <= max_fail <= 100):
         raise ConfigError("expected a number from 0 to 100", path, data.lines["max_fail_percentage"],
                           "max_fail_percentage")
     return Playbook(path, str(data.get("name") or os.path.basename(path)), calls, rollback,
-                    None if serial is None else str(serial), max_fail)
+                    serial, max_fail)
 
 
 def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:
@@ -148,9 +152,8 @@ def run_playbook(hosts: List[Host], playbook: Playbook, options: Optional[RunOpt
     run it with the playbook's rollout settings unless the options override them."""
     bound = {h.name: [bind(call, h.vars) for call in playbook.steps] for h in hosts}
     options = options or RunOptions()
-    merged = dict(options.__dict__, rollback=options.rollback and playbook.rollback, name=options.name or playbook.name)
-    if options.serial is None:
-        merged["serial"] = playbook.serial
-    if options.max_fail_percentage is None:
-        merged["max_fail_percentage"] = playbook.max_fail_percentage
-    return run_hosts(hosts, bound, RunOptions(**merged), on_step)
+    merged = replace(options, rollback=options.rollback and playbook.rollback,
+                     serial=playbook.serial if options.serial is None else options.serial,
+                     max_fail_percentage=(playbook.max_fail_percentage if options.max_fail_percentage is None
+                                          else options.max_fail_percentage))
+    return run_hosts(hosts, bound, merged, on_step)

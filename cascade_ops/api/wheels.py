@@ -16,8 +16,8 @@ import zipfile
 from importlib import metadata
 from typing import Dict, Iterator, List, Tuple
 
-from . import resources
-from .errors import CascadeError
+from cascade_ops import resources
+from cascade_ops.errors import CascadeError
 
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "cascade-ops")
 _SKIP = re.compile(r"(^|/)__pycache__/|\.pyc$")

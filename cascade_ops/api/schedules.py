@@ -5,9 +5,17 @@ import functools
 import os
 from typing import Any, Callable, Iterable, Optional, Tuple
 
-from .api import DEFAULT_INVENTORY, PROJECT_DIR, PerHost, controller, default_playbook, on_hosts, select_hosts
-from .hostvars import Host
-from .transport import Transport
+from cascade_ops.api import (
+    DEFAULT_INVENTORY,
+    PROJECT_DIR,
+    PerHost,
+    controller,
+    default_playbook,
+    on_hosts,
+    select_hosts,
+)
+from cascade_ops.config.hostvars import Host
+from cascade_ops.transport import Transport
 
 
 def cron_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
@@ -22,7 +30,7 @@ def cron_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: O
     local``, its resolved variables), so each host heals itself with no controller and no SSH
     between hosts; ``host_inventory`` names another one instead.
     """
-    from . import cron
+    from cascade_ops.watchdog import cron
     select_hosts(inventory, limit, vars)
     schedule = cron.schedule(every)
     job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
@@ -41,7 +49,7 @@ def _installed_cli() -> Optional[str]:
     """This cascade-ops's own console script, when it runs from an installed wheel (not a checkout)."""
     import sys
 
-    from . import resources
+    from cascade_ops import resources
     if resources.CHECKOUT:
         return None
     script = os.path.join(os.path.dirname(sys.executable), "cascade-ops")
@@ -50,14 +58,14 @@ def _installed_cli() -> Optional[str]:
 
 def _watched(inventory: str, target: Optional[Host], host_inventory: Optional[str]) -> str:
     """The inventory a scheduled watch reads: this one here; on ``target``, its host-local one."""
-    from . import cron
+    from cascade_ops.watchdog import cron
     return cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target).watched
 
 
 def cron_remove(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None, target: Optional[Host] = None,
                 host_inventory: Optional[str] = None) -> PerHost[bool]:
     """Remove this inventory's watch entry from the crontab of ``target`` (default: this machine)."""
-    from . import cron
+    from cascade_ops.watchdog import cron
     watched = _watched(inventory, target, host_inventory)
     return on_hosts([target or controller()], lambda host, t: cron.remove(t, watched, user))
 
@@ -65,7 +73,7 @@ def cron_remove(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None, 
 def cron_entry(inventory: str = DEFAULT_INVENTORY, user: Optional[str] = None, target: Optional[Host] = None,
                host_inventory: Optional[str] = None) -> PerHost[Optional[str]]:
     """This inventory's watch entry in the crontab of ``target`` (default: this machine), or None."""
-    from . import cron
+    from cascade_ops.watchdog import cron
     watched = _watched(inventory, target, host_inventory)
     return on_hosts([target or controller()], lambda host, t: cron.find(t, watched, user))
 
@@ -77,7 +85,7 @@ def timer_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: 
     """Install (or update) a systemd service + timer running ``watch``, like ``cron_install`` (same
     inventory checks, same host-local inventory on another host); where systemd does not run, an
     error that points to cron."""
-    from . import cron, timers
+    from cascade_ops.watchdog import cron, timers
     select_hosts(inventory, limit, vars)
     timers.on_calendar(every)  # a bad --every never reaches a host
     job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
@@ -98,7 +106,7 @@ def timer_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: 
 def timer_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] = None,
                  target: Optional[Host] = None, host_inventory: Optional[str] = None) -> PerHost[bool]:
     """Stop, disable and delete this inventory's watchdog timer (and its service)."""
-    from . import timers
+    from cascade_ops.watchdog import timers
     name = timers.unit_name(_watched(inventory, target, host_inventory))
     return on_hosts([target or controller()], lambda host, t: t.agent(
         "units_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=name, suffixes=[".timer", ".service"],
@@ -108,7 +116,7 @@ def timer_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] = N
 def timer_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = None,
                  host_inventory: Optional[str] = None) -> PerHost[dict]:
     """What systemd says about this inventory's watchdog timer."""
-    from . import timers
+    from cascade_ops.watchdog import timers
     name = timers.unit_name(_watched(inventory, target, host_inventory))
     return on_hosts([target or controller()], lambda host, t: dict(t.agent(
         "unit_status", unit=name + ".timer", properties=["LoadState", "ActiveState", "LastTriggerUSec",
@@ -118,8 +126,8 @@ def timer_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = No
 
 def _every(every: Any) -> float:
     """The follower's period, checked: 10 ms to 1 h."""
-    from .errors import ConfigError
-    from .hostvars import parse_duration
+    from cascade_ops.config.hostvars import parse_duration
+    from cascade_ops.errors import ConfigError
     try:
         seconds = parse_duration(every)
     except ValueError as exc:
@@ -134,13 +142,13 @@ def follow(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars
            cycles: Optional[int] = None) -> int:
     """The resident watchdog (see ``follow``): probe every ``every``, recover in this process; until
     SIGTERM/SIGINT (the exit code is 128 + the signal), or ``cycles`` cycles. Validated first."""
-    from .follow import Follower
-    from .watch import tick_host
+    from cascade_ops.watchdog.follow import Follower
+    from cascade_ops.watchdog.tick import tick_host
     seconds = _every(every)
 
     @functools.cache
     def load_playbook() -> Any:
-        from .playbook import load_playbook as load
+        from cascade_ops.engine.playbook import load_playbook as load
         return load(playbook or default_playbook(inventory, "recover"))
     load_playbook()  # a broken playbook is refused now, not at the first hang
     return Follower(lambda: select_hosts(inventory, limit, vars),
@@ -150,7 +158,7 @@ def follow(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars
 
 def _follower(inventory: str, target: Optional[Host], host_inventory: Optional[str]) -> Tuple[str, str, str]:
     """The follower's unit name, and the pid file it has where systemd does not run."""
-    from . import cron, timers
+    from cascade_ops.watchdog import cron, timers
     job = cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target)
     name = timers.follower_name(job.watched)
     return job.watched, name, os.path.join(os.path.dirname(job.watched), ".cascade", name + ".pid")
@@ -164,7 +172,7 @@ def service_install(every: str = "0.5s", inventory: str = DEFAULT_INVENTORY, lim
     service (``Restart=always``, ``Type=notify``, ``WatchdogSec=``), else a detached process with a
     pid file (nothing restarts that one: said in the answer). Same inventory checks, same host-local
     inventory on another host, as ``cron_install``. Idempotent."""
-    from . import cron, timers
+    from cascade_ops.watchdog import cron, timers
     select_hosts(inventory, limit, vars)
     _every(every)
     job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
@@ -193,7 +201,7 @@ def service_install(every: str = "0.5s", inventory: str = DEFAULT_INVENTORY, lim
 def service_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] = None,
                    target: Optional[Host] = None, host_inventory: Optional[str] = None) -> PerHost[bool]:
     """Stop and remove this inventory's follower, a systemd service or a detached process."""
-    from . import timers
+    from cascade_ops.watchdog import timers
     _, name, pidfile = _follower(inventory, target, host_inventory)
 
     def remove(host: Host, transport: Transport) -> bool:

@@ -9,9 +9,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from .agent.procfs import GONE_STATES, STOPPED_STATES
-from .owners import DETACHED, Owner
-from .transport import Transport
+from cascade_ops.agent.procfs import GONE_STATES, STOPPED_STATES
+from cascade_ops.model.owners import DETACHED, Owner
+from cascade_ops.transport import Transport
 
 _STATE_NAMES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "stopped (traced)",
                 "Z": "zombie", "X": "dead", "I": "idle"}

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from .errors import ConfigError
+from cascade_ops.errors import ConfigError
 
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

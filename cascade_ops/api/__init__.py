@@ -23,19 +23,20 @@ from typing import (
     TypeVar,
 )
 
-from . import interrupts
-from .errors import CascadeError, ConfigError, HostCommandError, worst_exit_code
-from .hostvars import Host, parse_cli_vars
-from .inventory import load_inventory
-from .scheduler import DEFAULT_FORKS, FDS_PER_FORK, max_forks, run_each
-from .transport import Transport
+from cascade_ops.config.hostvars import Host, parse_cli_vars, parse_serial
+from cascade_ops.config.inventory import load_inventory
+from cascade_ops.engine import interrupts
+from cascade_ops.engine.scheduler import DEFAULT_FORKS, FDS_PER_FORK, max_forks, run_each
+from cascade_ops.errors import CascadeError, ConfigError, HostCommandError, worst_exit_code
+from cascade_ops.transport import Transport
 
 if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
-    from .facts import Diagnosis
-    from .inventory import Endpoint, Inventory
-    from .runner import RunResult, StepCallback
-    from .steps.verify import Check
-    from .watch import Tick
+    from cascade_ops.config.inventory import Endpoint, Inventory
+    from cascade_ops.engine.events import StepCallback
+    from cascade_ops.model.facts import Diagnosis
+    from cascade_ops.model.results import RunResult
+    from cascade_ops.steps.verify import Check
+    from cascade_ops.watchdog.tick import Tick
 
 T = TypeVar("T")
 DEFAULT_INVENTORY = "inventory.yaml"
@@ -107,15 +108,15 @@ def controller() -> Host:
 
 def default_playbook(inventory: str, name: str) -> str:
     """``playbooks/NAME.yaml`` beside the inventory, else the built-in one."""
-    from . import resources
+    from cascade_ops import resources
     beside = os.path.join(os.path.dirname(os.path.abspath(inventory)), "playbooks", name + ".yaml")
     return beside if os.path.exists(beside) else resources.playbook(name)
 
 
 def demo_inventory(path: str, port: int) -> str:
     """Write (or refresh) the bundled demo's inventory at ``path``; its working copy goes beside it."""
-    from . import resources
-    from .hostvars import parse_port
+    from cascade_ops import resources
+    from cascade_ops.config.hostvars import parse_port
     try:
         port = parse_port(port)
     except ValueError as exc:
@@ -140,16 +141,19 @@ def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, var
     """
     import time
 
-    from . import history
-    from .playbook import load_playbook, run_playbook
-    from .runner import RunOptions, new_run_id
+    from cascade_ops.engine.playbook import load_playbook, run_playbook
+    from cascade_ops.engine.runner import RunOptions
+    from cascade_ops.reporting import history
+    from cascade_ops.reporting.listeners import run_listeners
     book = load_playbook(playbook or default_playbook(inventory, "recover"))
     hosts = hosts if hosts is not None else select_hosts(inventory, limit, vars)
-    run_options = RunOptions(check=check, diff=diff, run_id=new_run_id(), **_run_options(options))
+    run_id = history.new_run_id()
+    run_options = RunOptions(check=check, diff=diff, listeners=run_listeners(run_id, book.name),
+                             **_run_options(options))
     started_at = time.time()
     result = run_playbook(hosts, book, run_options, on_step=on_step)
     if not check:
-        history.record_unreached(inventory, result.hosts, run_options.run_id, book.name, started_at)
+        history.record_unreached(inventory, result.hosts, run_id, book.name, started_at)
     return result
 
 
@@ -176,9 +180,10 @@ def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
             raise ConfigError("expected a number from 0 to 100, got %r" % options["max_fail_percentage"],
                               field="--max-fail-percentage") from None
     if "serial" in checked:
-        from .runner import batch_size
-        batch_size(checked["serial"], 1, field="--serial")  # raises ConfigError when malformed
-        checked["serial"] = str(checked["serial"])
+        try:
+            checked["serial"] = parse_serial(checked["serial"])
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="--serial") from None
     return checked
 
 
@@ -186,7 +191,7 @@ def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, va
              hosts: Optional[List[Host]] = None, become_password: Optional[str] = None,
              accept_new_host_keys: bool = False, ssh_password: Optional[str] = None) -> "PerHost[Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
-    from .facts import read_diagnosis
+    from cascade_ops.model.facts import read_diagnosis
     return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars),
                     become_password=become_password, accept_new_host_keys=accept_new_host_keys,
                     ssh_password=ssh_password)
@@ -196,7 +201,7 @@ def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars
            hosts: Optional[List[Host]] = None, become_password: Optional[str] = None,
            accept_new_host_keys: bool = False, ssh_password: Optional[str] = None) -> "PerHost[List[Check]]":
     """Run every verification check on each selected host. Changes nothing."""
-    from .steps.verify import run_checks
+    from cascade_ops.steps.verify import run_checks
     return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars),
                     become_password=become_password, accept_new_host_keys=accept_new_host_keys,
                     ssh_password=ssh_password)
@@ -209,8 +214,8 @@ def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: O
     leaves this process."""
     import time
 
-    from .activation import activation_code
-    from .hostvars import parse_duration
+    from cascade_ops.activation import activation_code
+    from cascade_ops.config.hostvars import parse_duration
     if not username or len(username) > 256:
         raise ConfigError("expected a citizen's name of 1 to 256 characters", field="NAME")
     try:
@@ -234,7 +239,7 @@ def _hosts(inventory: str, limit: Optional[str], vars: Iterable[str], hosts: Opt
 def hang(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
          vars: Iterable[str] = ()) -> PerHost[List[str]]:
     """SIGSTOP every holder of each selected host's port (the demo's hang); what was stopped, in words."""
-    from .facts import read_diagnosis
+    from cascade_ops.model.facts import read_diagnosis
 
     def stop(host: Host, transport: Transport) -> List[str]:
         diagnosis = read_diagnosis(transport, host.vars, probe=False)
@@ -255,14 +260,14 @@ def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars:
     The playbook is loaded and checked only when a host needs recovering, before it is touched.
     A host that cannot be reached or read gets a tick that says so; the others still tick.
     """
-    from .watch import failed_tick, tick_host
+    from cascade_ops.watchdog.tick import failed_tick, tick_host
     hosts = select_hosts(inventory, limit, vars)
 
     @functools.cache
     def load() -> Any:
-        from .playbook import load_playbook
+        from cascade_ops.engine.playbook import load_playbook
         return load_playbook(playbook or default_playbook(inventory, "recover"))
-    from .alerts import Pings
+    from cascade_ops.watchdog.alerts import Pings
     pings = {host.name: Pings(host.vars["ping_url"]) for host in hosts}  # /start, before any host is reached
     ticks = on_hosts(hosts, lambda host, t: tick_host(host, t, load, reset))
     done: Dict[str, Tick] = {}
@@ -288,7 +293,7 @@ def _in_parallel(names: List[str], work: Callable[[str], None]) -> None:
 def last_ticks(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
                vars: Iterable[str] = (), hosts: Optional[List[Host]] = None) -> PerHost[Optional[str]]:
     """The last line of each selected host's watch log (None before the first tick)."""
-    from .watch import LOG_FILE
+    from cascade_ops.watchdog.tick import LOG_FILE
 
     def last(host: Host, transport: Transport) -> Optional[str]:
         lines = transport.agent("tail", path=os.path.join(host.vars["state_dir"], LOG_FILE), lines=1)
@@ -299,7 +304,7 @@ def last_ticks(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
 def incidents(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
               vars: Iterable[str] = ()) -> PerHost[List[str]]:
     """Paths of each host's stored incident reports, oldest first."""
-    from . import report
+    from cascade_ops.reporting import incident as report
     return on_hosts(select_hosts(inventory, limit, vars), lambda host, t: report.stored(t, host.vars))
 
 
@@ -309,7 +314,7 @@ def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = Non
     """Each host's newest readable incident report as (path, document, the newer files that did not
     read as one), or None when it has none at all. ``name``: that stored report instead (its path or
     file name, as ``report --list`` shows them)."""
-    from . import report
+    from cascade_ops.reporting import incident as report
 
     def find(host: Host, transport: Transport) -> Optional[Tuple[str, Dict[str, Any], List[str]]]:
         paths = report.stored(transport, host.vars)
@@ -327,7 +332,8 @@ def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[st
                 vars: Iterable[str] = (), last: int = 20) -> PerHost[int]:
     """Write one self-contained HTML page of each host's last ``last`` runs (see ``htmlreport``)
     to ``out``; each host's answer is how many runs it had. Changes nothing on the hosts."""
-    from . import history, htmlreport
+    from cascade_ops.reporting import history
+    from cascade_ops.reporting import html as htmlreport
 
     hosts = select_hosts(inventory, limit, vars)
     unreached = history.read_controller(inventory, [h.name for h in hosts], last)
@@ -360,9 +366,9 @@ def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[s
     """Install this version of cascade-ops into a venv on each host (``prefix``, default
     ``~/.local/share/cascade-ops``), from wheels built here and sent over (see ``wheels``). A host
     whose CLI there is this version already is left alone, and nothing is sent to it."""
-    from . import resources, wheels
-    from .transport.bundle import REMOTE_DIR
-    from .transport.local import LocalTransport
+    from cascade_ops import resources
+    from cascade_ops.api import wheels
+    from cascade_ops.transport.bundle import REMOTE_DIR
     version = resources.version()
     house = wheels.wheelhouse()  # before any host is touched: a dependency that cannot ship fails here
 
@@ -371,7 +377,7 @@ def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[s
         if found["version"] == version:
             return dict(found, changed=False)
         dest = house
-        if not isinstance(transport, LocalTransport):
+        if not transport.shares_filesystem:
             # under the SSH user's home, where the agent starts; never the controller's own copy
             dest = "%s/incoming-%s" % (REMOTE_DIR, os.path.basename(house))
             transport.put_tree(house, dest)

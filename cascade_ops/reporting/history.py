@@ -5,13 +5,14 @@ timings, and a failed step's first line (already scrubbed of the JWT secret): no
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import Any, Dict, List
 
-from .errors import CascadeError
-
-if TYPE_CHECKING:
-    from .runner import HostResult
-    from .transport import Transport
+from cascade_ops.agent.files import append_log, tail
+from cascade_ops.engine.events import RunListener
+from cascade_ops.errors import CascadeError
+from cascade_ops.model.results import HostResult, HostStatus, StepStatus
+from cascade_ops.steps import HostRun
+from cascade_ops.transport import Transport
 
 FILE = "history.jsonl"
 MESSAGE_CHARS = 4000  # a failed step's cause (a log tail, a traceback) is kept whole, within reason
@@ -29,11 +30,33 @@ def controller_path(inventory: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(inventory)), CONTROLLER_FILE)
 
 
-def line_of(result: "HostResult", run_id: str, name: str, started_at: float) -> str:
+def new_run_id() -> str:
+    """The id every host of one run shares in the history: when it began, and 6 random hex digits."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+
+
+class HistoryRecorder(RunListener):
+    """Appends each host's line when its run ends. A dry run leaves nothing on the host; nor does a
+    host cut off at its deadline, one interrupted before its first step (which touched nothing), or
+    one its preflight refused (the state_dir may be what it refused)."""
+
+    def __init__(self, run_id: str, playbook: str):
+        self.run_id, self.playbook = run_id, playbook
+
+    def host_done(self, run: HostRun, result: HostResult) -> None:
+        began = any(s.name not in ("preflight", "interrupted") for s in result.steps)
+        refused = result.steps[:1] and result.steps[0].name == "preflight" and result.failed and not began
+        if (run.check or run.transport.cancelled or refused
+                or (result.status is HostStatus.INTERRUPTED and not began)):
+            return
+        record(run.transport, run.vars, result, self.run_id, self.playbook)
+
+
+def line_of(result: HostResult, run_id: str, name: str, started_at: float) -> str:
     steps = []
     for step in result.steps:
         entry: Dict[str, Any] = {"name": step.name, "status": step.status, "duration_s": round(step.duration_s, 4)}
-        if step.status == "failed":
+        if step.status is StepStatus.FAILED:
             entry["message"] = step.message[:MESSAGE_CHARS]
         steps.append(entry)
     return json.dumps({"run_id": run_id, "playbook": name, "host": result.host, "started_at": round(started_at, 3),
@@ -42,27 +65,26 @@ def line_of(result: "HostResult", run_id: str, name: str, started_at: float) -> 
                        "recorded_at": round(time.time(), 3)})
 
 
-def record(transport: "Transport", v: Dict[str, Any], result: "HostResult", run_id: str, name: str,
-           started_at: float) -> None:
+def record(transport: Transport, v: Dict[str, Any], result: HostResult, run_id: str, name: str) -> None:
     """Append this run's line; failing to is a warning on the result, never a failed run."""
     try:
-        transport.agent("append_log", path=path(v), line=line_of(result, run_id, name, started_at),
+        transport.agent("append_log", path=path(v), line=line_of(result, run_id, name, result.started_at),
                         max_bytes=v["history_max_bytes"], keep=v["keep_history"])
     except CascadeError as exc:
         result.warnings.append("run history not written: %s" % exc)
 
 
-def reached(result: "HostResult") -> bool:
+def reached(result: HostResult) -> bool:
     """Whether the run worked on the host (and so wrote its history line there)."""
     return bool(result.steps) and result.steps[0].name == "preflight" and result.steps[-1].name != "deadline"
 
 
-def record_unreached(inventory: str, results: Dict[str, "HostResult"], run_id: str, name: str,
+def record_unreached(inventory: str, results: Dict[str, HostResult], run_id: str, name: str,
                      started_at: float) -> None:
     """The hosts a run never worked on, in the controller's record: every host of a run is in the
     run history, an unreachable one too. Never fails the run: a read-only checkout just has no page."""
-    from .agent.files import append_log
-    lines = [line_of(r, run_id, name, started_at) for r in results.values() if not reached(r)]
+    # a host the run never started on began, for its record, when the run did
+    lines = [line_of(r, run_id, name, r.started_at or started_at) for r in results.values() if not reached(r)]
     try:
         for line in lines:
             append_log(controller_path(inventory), line, CONTROLLER_MAX_BYTES, CONTROLLER_KEEP)
@@ -72,7 +94,6 @@ def record_unreached(inventory: str, results: Dict[str, "HostResult"], run_id: s
 
 def read_controller(inventory: str, hosts: List[str], last: int) -> Dict[str, List[Dict[str, Any]]]:
     """The controller's records of ``hosts``, the last ``last`` of each, oldest first."""
-    from .agent.files import tail
     found: Dict[str, List[Dict[str, Any]]] = {}
     for text in tail(controller_path(inventory), lines=last * max(1, len(hosts))):
         try:
@@ -84,7 +105,7 @@ def read_controller(inventory: str, hosts: List[str], last: int) -> Dict[str, Li
     return {h: runs[-last:] for h, runs in found.items()}
 
 
-def read(transport: "Transport", v: Dict[str, Any], last: int) -> List[Dict[str, Any]]:
+def read(transport: Transport, v: Dict[str, Any], last: int) -> List[Dict[str, Any]]:
     """The host's last ``last`` runs, oldest first (lines that do not parse are skipped)."""
     lines = transport.agent("tail", path=path(v), lines=last) or []
     runs = []

@@ -16,9 +16,9 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import ConfigError
-from .hostvars import Origin, RawVar
-from .yamlsrc import Located, check_file, expect_mapping, kind_of, load_file, read_text
+from cascade_ops.config.hostvars import Origin, RawVar
+from cascade_ops.config.yamlsrc import Located, check_file, expect_mapping, kind_of, load_file, read_text
+from cascade_ops.errors import ConfigError
 
 Vars = Dict[str, RawVar]
 SCRIPT_TIMEOUT_S = 60.0

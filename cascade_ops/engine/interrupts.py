@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Any, Iterator, Optional
 
-from .errors import CascadeError
+from cascade_ops.errors import CascadeError
 
 _requested: Optional[int] = None
 

@@ -4,9 +4,9 @@ timer that starts it (``Persistent=``: a tick missed while the host was down run
 
 from typing import List, Tuple
 
-from .cron import entry_id
-from .errors import ConfigError
-from .hostvars import parse_duration
+from cascade_ops.config.hostvars import parse_duration
+from cascade_ops.errors import ConfigError
+from cascade_ops.watchdog.cron import entry_id
 
 UNIT_DIR = "/etc/systemd/system"
 

@@ -1,0 +1,1 @@
+"""Typed facts about a host (the diagnosis, owners) and the results of a run."""
