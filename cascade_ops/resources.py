@@ -6,13 +6,13 @@ repository's own ``playbooks/`` and ``examples/`` (pyproject.toml maps one onto 
 
 import os
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_PACKAGED = os.path.join(_HERE, "_data")
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))  # cascade_ops/ itself
+_PACKAGED = os.path.join(PACKAGE_DIR, "_data")
 CHECKOUT = not os.path.isdir(_PACKAGED)  # running from a clone (an editable install), not a wheel
 
 
 def _path(packaged: str, checkout: str) -> str:
-    return os.path.join(os.path.dirname(_HERE), checkout) if CHECKOUT else os.path.join(_PACKAGED, packaged)
+    return os.path.join(os.path.dirname(PACKAGE_DIR), checkout) if CHECKOUT else os.path.join(_PACKAGED, packaged)
 
 
 def playbook(name: str) -> str:

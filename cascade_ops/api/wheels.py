@@ -67,7 +67,7 @@ def own_wheel() -> Tuple[str, bytes]:
     """(file name, bytes) of cascade-ops's wheel, from the code that runs here."""
     dist = metadata.distribution("cascade-ops")
     version = dist.version
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = resources.PACKAGE_DIR
     files = dict(_tree(package, "cascade_ops"))
     if resources.CHECKOUT:  # what pyproject.toml maps into the package when it builds a wheel
         files.update(_tree(os.path.dirname(resources.playbook("recover")), "cascade_ops/_data/playbooks"))
