@@ -1,14 +1,32 @@
 """cascade-ops: diagnose and recover a hung uvicorn backend, safely and idempotently.
 
-The public API is ``recover``, ``diagnose`` and ``verify`` (see ``cascade_ops.api``). They are
-imported on first use, so ``import cascade_ops`` stays cheap for the watchdog's hot path.
+The public API is below (``__all__``): one function per command (``cascade_ops.api`` and
+``cascade_ops.api.schedules``), the results they return and the errors they raise. Each is imported
+on first use, so ``import cascade_ops`` stays cheap for the watchdog's hot path.
 """
 
-__all__ = ["diagnose", "recover", "verify"]
+from typing import Any, Dict, List
+
+_FROM: Dict[str, str] = {
+    **dict.fromkeys(("recover", "diagnose", "verify", "watch", "hang", "invite", "incidents", "last_incident",
+                     "last_ticks", "html_report", "PerHost"), "cascade_ops.api"),
+    **dict.fromkeys(("cron_install", "cron_remove", "cron_entry", "timer_install", "timer_remove", "timer_status",
+                     "follow", "service_install", "service_remove", "service_status"), "cascade_ops.api.schedules"),
+    **dict.fromkeys(("RunResult", "HostResult", "StepResult", "HostStatus", "StepStatus"),
+                    "cascade_ops.model.results"),
+    "ConnectOptions": "cascade_ops.transport.base",
+    **dict.fromkeys(("CascadeError", "ConfigError", "HostCommandError", "HostUnreachable", "HostCutOff", "LockHeld"),
+                    "cascade_ops.errors"),
+}
+__all__ = sorted(_FROM)
 
 
-def __getattr__(name):
-    if name in __all__:
-        from cascade_ops import api
-        return getattr(api, name)
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    if name in _FROM:
+        import importlib
+        return getattr(importlib.import_module(_FROM[name]), name)
+    raise AttributeError("module 'cascade_ops' has no attribute %r" % name)
+
+
+def __dir__() -> List[str]:
+    return list(__all__)

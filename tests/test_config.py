@@ -25,6 +25,7 @@ all:
 """
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text, line, field", [
     ("all:\n  hosts:\n    web:\n      port: [1\n", 5, None),                                  # YAML syntax
     (GOOD_HOST + "      colour: blue\n", 6, "colour"),                                      # unknown var
@@ -48,6 +49,7 @@ def test_inventory_errors_name_file_line_and_field(tmp_path, text, line, field):
     assert err.value.exit_code == 4
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text, line, field", [
     ("steps:\n  - diagnose\n  - reboot\n", 3, "reboot"),
     ("steps:\n  - deploy_file:\n      src: a\n      dest: b\n      mode: 644\n", 5, "mode"),
@@ -64,6 +66,7 @@ def test_playbook_errors_name_file_line_and_field(tmp_path, text, line, field):
     assert (err.value.file, err.value.line, err.value.field) == (str(playbook), line, field)
 
 
+@pytest.mark.unit
 def test_cli_var_errors_and_limit(tmp_path):
     inventory = write(tmp_path, "inventory.yaml", GOOD_HOST)
     with pytest.raises(ConfigError, match="--var: colour: unknown variable"):
@@ -74,6 +77,7 @@ def test_cli_var_errors_and_limit(tmp_path):
         api.recover(str(inventory), limit="db*", playbook=str(PLAYBOOK))
 
 
+@pytest.mark.unit
 def test_groups_vars_and_limit_select_hosts(tmp_path):
     inventory = write(tmp_path, "inventory.yaml", """\
         all:
@@ -108,6 +112,7 @@ def test_cli_exit_code_4_touches_nothing(site):
     assert not site.state_dir.exists() and site.holders() == []
 
 
+@pytest.mark.unit
 def test_durations():
     assert parse_duration("15m") == 900 and parse_duration("1h") == 3600 and parse_duration(2.5) == 2.5
     with pytest.raises(ValueError):

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
+from cascade_ops.config.hostvars import parse_duration
 from cascade_ops.config.inventory import load_inventory
 from cascade_ops.errors import ConfigError
 from cascade_ops.transport.local import LocalTransport
-from cascade_ops.watchdog import cron
+from cascade_ops.watchdog import cron, timers
 from support import REPO, Site, SSHServer, ssh_vars, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("crontab") is None or os.geteuid() != 0,
@@ -67,18 +68,26 @@ def test_the_installed_command_performs_a_tick(site, cron_user):
     assert '"action": "recover"' in status.stdout
 
 
-@pytest.mark.parametrize("every, expected", [("1m", "* * * * *"), ("5m", "*/5 * * * *"), ("30m", "*/30 * * * *"),
-                                             ("1h", "0 * * * *"), ("6h", "0 */6 * * *"), ("24h", "0 0 * * *")])
-def test_schedules(every, expected):
-    assert cron.schedule(every) == expected
+@pytest.mark.unit
+@pytest.mark.parametrize("every, in_cron, on_calendar", [
+    ("1m", "* * * * *", "*:*"), ("5m", "*/5 * * * *", "*:0/5"), ("30m", "*/30 * * * *", "*:0/30"),
+    ("60m", "0 * * * *", "0/1:00"), ("1h", "0 * * * *", "0/1:00"), ("6h", "0 */6 * * *", "0/6:00"),
+    ("24h", "0 0 * * *", "daily")])
+def test_one_period_spelled_for_cron_and_for_a_timer(every, in_cron, on_calendar):
+    assert cron.schedule(every) == in_cron
+    assert timers.on_calendar(every) == (on_calendar, parse_duration(every))
 
 
-@pytest.mark.parametrize("every", ["7m", "90s", "5h", "soon"])
-def test_uneven_schedules_are_refused(every):
-    with pytest.raises(ConfigError):
-        cron.schedule(every)
+@pytest.mark.unit
+@pytest.mark.parametrize("every", ["7m", "90s", "5h", "48h", "soon", "0s"])
+def test_uneven_schedules_are_refused_by_cron_and_timers_alike(every):
+    for spell, who in ((cron.schedule, "cron"), (timers.on_calendar, "a timer")):
+        with pytest.raises(ConfigError, match="--every") as refused:
+            spell(every)
+        assert "soon" in every or str(refused.value).split(": ", 1)[-1].startswith(who)
 
 
+@pytest.mark.unit
 def test_values_are_quoted_and_percent_escaped():
     runner = cron.runner("/venv/bin/python", "/srv/my project", None)
     command = cron.watch_command(runner, "/srv/my project", "/etc/inv.yaml", "web*",

@@ -56,6 +56,7 @@ def test_ipv4_and_ipv6_holders_are_both_listed_with_backlog(tmp_path, reaper):
     assert "accept backlog 2" in d.verdict()
 
 
+@pytest.mark.unit
 def test_free_port_is_reported_without_probing(tmp_path):
     port = free_port()
     d = Diagnosis.from_agent(hostfacts.host_facts(port, "127.0.0.1", "/health", 1.0), port)

@@ -4,12 +4,17 @@ modules, and an agent that needs nothing but a bare Python 3 on the host."""
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support import REPO
+
+pytestmark = pytest.mark.unit  # a pure decision, parsing or layout: pytest -m unit
 
 PACKAGE = REPO / "cascade_ops"
 # Higher layers may import lower ones, never the reverse (README: how the code is laid out).
@@ -175,3 +180,35 @@ def test_diagnosing_a_detached_backend_loads_no_owner_client():
             "print(len(facts['holders']), sorted(m for m in ('http.client', 'xmlrpc.client') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
     assert done.stdout.strip() == "1 []", done.stdout + done.stderr
+
+
+def test_readme_lays_the_code_out_as_the_layers_are():
+    """README's "How the code is laid out" has one row per layer, top down, naming its folders."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("## How the code is laid out", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    named = [(layer.strip(), cell) for layer, cell in rows[1:]]  # the header row is not a layer
+    assert [layer for layer, _ in named] == [layer for layer, _ in reversed(LAYERS)]
+    for (layer, cell), (_, members) in zip(named, reversed(LAYERS)):
+        for member in members:
+            shown = "cascade_ops/%s/" % member if (PACKAGE / member).is_dir() else "%s" % member
+            assert "`%s" % shown in cell, "README's %s row does not name %s" % (layer, shown)
+
+
+def test_the_agent_is_called_through_its_functions_not_by_name():
+    """``transport.call(agent.files.tail, ...)``: mypy checks the arguments and the result; a name in
+    a string (``transport.agent("tail", ...)``) would fail only on a host."""
+    by_name = re.compile(r"""\.agent\(\s*["']""")
+    found = [str(path.relative_to(PACKAGE)) for _, path, parts in _modules()
+             if parts[0] not in ("agent", "transport") and by_name.search(path.read_text())]
+    assert found == []
+
+
+def test_an_agent_call_is_named_by_its_function_and_takes_keywords_only():
+    from cascade_ops import agent
+    from cascade_ops.transport.recording import RecordingTransport
+    transport = RecordingTransport({"tail": ["a line"]})
+    assert transport.call(agent.files.tail, path="/x", lines=1) == ["a line"]
+    assert transport.calls == [("tail", {"path": "/x", "lines": 1})]
+    with pytest.raises(TypeError, match="tail: an agent command takes keyword arguments only"):
+        transport.call(agent.files.tail, "/x", 1)  # type: ignore[call-arg]  # what mypy refuses, refused at run time

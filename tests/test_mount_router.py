@@ -5,6 +5,8 @@ import pytest
 from cascade_ops.steps.base import StepFailed
 from cascade_ops.steps.files import mount_router
 
+pytestmark = pytest.mark.unit  # a pure decision, parsing or layout: pytest -m unit
+
 ARGS = ("main.py", "api.auth", "router", "auth_router", "app")
 
 

@@ -10,6 +10,8 @@ from cascade_ops.steps.ownership import DETACH, OWNER, RELOAD, WORKERS, effectiv
 from cascade_ops.steps.process import Start, Terminate
 from support import diagnosis, process
 
+pytestmark = pytest.mark.unit  # a pure decision, parsing or layout: pytest -m unit
+
 UVICORN = "/venv/bin/python -m uvicorn main:app --port 8000"
 GUNICORN = "/venv/bin/python /venv/bin/gunicorn -k uvicorn.workers.UvicornWorker -w 2 main:app"
 UNIT = {"kind": "systemd", "unit": "web.service", "cgroup": "/system.slice/web.service", "reachable": True,

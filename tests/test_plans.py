@@ -22,6 +22,8 @@ from cascade_ops.steps.verify import Verify
 from cascade_ops.transport.recording import RecordingTransport
 from support import diagnosis, process
 
+pytestmark = pytest.mark.unit  # a pure decision, parsing or layout: pytest -m unit
+
 UVICORN = "/venv/bin/python -m uvicorn main:app --port 8000"
 SPAWN = "/venv/bin/python -c from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5)"
 # Commands a check-mode run may ask for: reads only.

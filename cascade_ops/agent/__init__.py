@@ -22,6 +22,7 @@ from . import (  # noqa: F401
     probe,
     procfs,
     signals,
+    systemd,
     takeover,
 )
 from .registry import COMMANDS, AgentError, call

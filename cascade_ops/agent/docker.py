@@ -5,10 +5,10 @@ import json
 import urllib.parse
 from typing import Any, Dict, List, Optional
 
-from .registry import AgentError
+from .owners import Hints, OwnerDriver, Seen
+from .registry import AgentError, Json
 from .unixhttp import UnixHTTPConnection
 
-Json = Dict[str, Any]
 DEFAULT_SOCKET = "/var/run/docker.sock"
 API_TIMEOUT_S = 10.0
 
@@ -80,3 +80,56 @@ def stop(sock: str, container: str, timeout: float) -> None:
 
 def start(sock: str, container: str) -> None:
     api(sock, "POST", "/containers/%s/start" % urllib.parse.quote(container, safe=""))
+
+
+def _arg(cmdline: List[str], flag: str) -> Optional[str]:
+    for index, arg in enumerate(cmdline[:-1]):
+        if arg in (flag, "-" + flag):
+            return cmdline[index + 1]
+    return None
+
+
+def _socket_of(by_pid: Dict[int, Json]) -> str:
+    """The API socket of the dockerd running here (its -H), else docker's default."""
+    for proc in by_pid.values():
+        if proc["comm"] == "dockerd":
+            return socket_from_cmdline(proc["cmdline"]) or DEFAULT_SOCKET
+    return DEFAULT_SOCKET
+
+
+class DockerDriver(OwnerDriver):
+    """A docker container: its containerd shim is an ancestor of the holder, or a docker-proxy holds
+    the port for it; asked over dockerd's API socket."""
+
+    def observe(self, chain: List[Json], index: int, seen: Seen) -> Optional[Json]:
+        proc = chain[index]
+        if index == 0 and proc["comm"] == "docker-proxy":  # forwards the port into a container's network
+            sock = _socket_of(seen.by_pid)
+            return dict(seen.once(("docker", sock, seen.port), observe, sock, seen.hints.get("container"), seen.port),
+                        via="docker-proxy pid %d" % seen.pid)
+        if not proc["comm"].startswith("containerd-shim"):
+            return None
+        ident, namespace = _arg(proc["cmdline"], "-id"), _arg(proc["cmdline"], "-namespace")
+        if namespace not in (None, "moby"):
+            return {"kind": "containerd", "container": ident, "reachable": False,
+                    "why": "containerd namespace %s is not docker's: cascade-ops cannot ask it" % namespace}
+        sock = _socket_of(seen.by_pid)
+        return seen.once(("docker", sock, ident), observe, sock, ident)
+
+    def configured(self, hints: Hints, by_pid: Dict[int, Json]) -> Json:
+        return observe(_socket_of(by_pid), hints.get("container") or "")
+
+    def stop(self, owner: Json, grace: float, hung: bool) -> Optional[Json]:
+        # dockerd kills the container itself after the timeout (0 for a hung one), and sees it go
+        stop(owner["socket"], owner["container"], 0 if hung else grace)
+        return {"outcomes": [{"pid": owner.get("main_pid", 0), "outcome": "container stopped by dockerd"}]}
+
+    def start(self, owner: Json, launch: Json) -> Json:
+        start(owner["socket"], owner["container"])
+        return {"transient": False}
+
+    def status(self, owner: Json) -> Json:
+        return observe(owner["socket"], owner["container"])
+
+
+DRIVER = DockerDriver()

@@ -7,11 +7,9 @@ import re
 import secrets
 import stat
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
-from .registry import AgentError, command
-
-Json = Dict[str, Any]
+from .registry import AgentError, Json, command
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:

@@ -2,12 +2,10 @@
 
 import socket
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from .procfs import GONE_STATES, read_stat
-from .registry import command
-
-Json = Dict[str, Any]
+from .registry import Json, command
 
 
 def probe_address(bind_host: str) -> str:

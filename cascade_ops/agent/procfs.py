@@ -5,9 +5,9 @@ import pwd
 import socket
 import struct
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
-from .registry import AgentError, command
+from .registry import AgentError, Json, command
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -15,7 +15,6 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 STOPPED_STATES = ("T", "t")
 GONE_STATES = ("Z", "X")
 
-Json = Dict[str, Any]
 
 
 def _decode_addr(hexaddr: str, family: int) -> str:
@@ -234,3 +233,20 @@ def ancestry(pid: int, by_pid: Dict[int, Json]) -> List[int]:
         chain.append(pid)
         pid = by_pid[pid]["ppid"]
     return chain
+
+
+def cgroup_path(pid: int) -> Optional[str]:
+    """The process's path in systemd's hierarchy (cgroup v1 ``name=systemd``, else the v2 one)."""
+    try:
+        with open("/proc/%d/cgroup" % pid) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    v2 = None
+    for line in lines:
+        ident, controllers, path = line.split(":", 2)
+        if controllers == "name=systemd":
+            return path
+        if ident == "0" and controllers == "":
+            v2 = path
+    return v2

@@ -7,6 +7,7 @@ host) and a JSON line over SSH (remote host).
 from typing import Any, Callable, Dict, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+Json = Dict[str, Any]  # a JSON object, as commands take and return them
 
 COMMANDS: Dict[str, Callable[..., Any]] = {}
 

@@ -7,10 +7,10 @@ import os
 import xmlrpc.client
 from typing import Any, Dict, List, Optional, Tuple
 
-from .registry import AgentError
+from .owners import Hints, OwnerDriver, Seen
+from .registry import AgentError, Json
 from .unixhttp import UnixHTTPConnection
 
-Json = Dict[str, Any]
 RPC_TIMEOUT_S = 10.0
 # Where supervisord looks for its configuration when not given -c (its own search order).
 DEFAULT_CONFS = ("../etc/supervisord.conf", "../supervisord.conf", "supervisord.conf", "etc/supervisord.conf",
@@ -118,3 +118,59 @@ def stop(conf: str, program: str) -> None:
 
 def start(conf: str, program: str) -> None:
     _change(conf, "startProcess", program, "ALREADY_STARTED")
+
+
+def _is_supervisord(proc: Json) -> bool:
+    return proc["comm"] == "supervisord" or any(os.path.basename(a) == "supervisord" for a in proc["cmdline"][:2])
+
+
+def _conf_of(proc: Json, hints: Hints) -> Optional[str]:
+    if hints.get("supervisor_conf"):
+        return hints["supervisor_conf"]
+    try:
+        cwd = os.readlink("/proc/%d/cwd" % proc["pid"])
+    except OSError:
+        cwd = "/"
+    return conf_from_cmdline(proc["cmdline"], cwd)
+
+
+class SupervisorDriver(OwnerDriver):
+    """A supervisord program: supervisord is an ancestor of the holder; asked over its control socket."""
+
+    def observe(self, chain: List[Json], index: int, seen: Seen) -> Optional[Json]:
+        proc = chain[index]
+        if not _is_supervisord(proc):
+            return None
+        conf = _conf_of(proc, seen.hints)
+        if conf is None:
+            return {"kind": "supervisor", "supervisord": proc["pid"], "reachable": False,
+                    "why": "cannot tell which configuration supervisord pid %d runs: set supervisor_conf" % proc["pid"]}
+        below = [p["pid"] for p in chain[:index]]
+        return dict(seen.once(("supervisor", conf, tuple(below)), observe, below, conf), supervisord=proc["pid"])
+
+    def configured(self, hints: Hints, by_pid: Dict[int, Json]) -> Json:
+        conf = hints.get("supervisor_conf")
+        if not conf:
+            daemons = [p for p in by_pid.values() if _is_supervisord(p)]
+            if len(daemons) != 1:
+                return {"kind": "supervisor", "program": hints.get("program"), "reachable": False,
+                        "why": "%d supervisord processes run here: set supervisor_conf" % len(daemons)}
+            conf = _conf_of(daemons[0], hints)
+        if conf is None:
+            return {"kind": "supervisor", "program": hints.get("program"), "reachable": False,
+                    "why": "cannot tell which configuration supervisord runs: set supervisor_conf"}
+        return observe([], conf, hints.get("program") or "")
+
+    def stop(self, owner: Json, grace: float, hung: bool) -> Optional[Json]:
+        stop(owner["conf"], owner["program"])
+        return None
+
+    def start(self, owner: Json, launch: Json) -> Json:
+        start(owner["conf"], owner["program"])
+        return {"transient": False}
+
+    def status(self, owner: Json) -> Json:
+        return observe([], owner["conf"], owner["program"])
+
+
+DRIVER = SupervisorDriver()

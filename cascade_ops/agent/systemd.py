@@ -9,31 +9,15 @@ import re
 import subprocess
 from typing import Any, Dict, List, Optional
 
-from .files import atomic_write
-from .registry import AgentError, command
+from .files import atomic_write, read_secret
+from .owners import Hints, OwnerDriver, Seen
+from .procfs import cgroup_path
+from .registry import AgentError, Json, command
 
-Json = Dict[str, Any]
 SYSTEMCTL_TIMEOUT_S = 15.0
 # A unit's cgroup ends in its name; a user manager's units sit below user@UID.service.
 _UNIT = re.compile(r"^[^/]+\.service$")
 _PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "ControlGroup", "NRestarts", "ExecStart")
-
-
-def cgroup_path(pid: int) -> Optional[str]:
-    """The process's path in systemd's hierarchy (cgroup v1 ``name=systemd``, else the v2 one)."""
-    try:
-        with open("/proc/%d/cgroup" % pid) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    v2 = None
-    for line in lines:
-        ident, controllers, path = line.split(":", 2)
-        if controllers == "name=systemd":
-            return path
-        if ident == "0" and controllers == "":
-            v2 = path
-    return v2
 
 
 def unit_of(cgroup: Optional[str]) -> Optional[str]:
@@ -210,3 +194,47 @@ def unit_status(unit: str, properties: List[str], instead: str) -> Dict[str, Any
         raise AgentError("systemd does not run this host (no /run/systemd/system): use %s instead" % instead)
     done = _systemctl("show", "--no-pager", "--property=" + ",".join(properties), "--", unit)
     return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+class SystemdDriver(OwnerDriver):
+    """A systemd unit: told by the holder's cgroup; a unit that does not exist yet is created as a
+    transient one running the backend's command (its environment, secrets included, in a 0600 file)."""
+
+    def observe_cgroup(self, seen: Seen) -> Optional[Json]:
+        cgroup = cgroup_path(seen.pid)
+        unit = unit_of(cgroup)
+        if not (unit and cgroup):
+            return None
+        return seen.once(("systemd", unit), observe, seen.pid, cgroup, unit)
+
+    def configured(self, hints: Hints, by_pid: Dict[int, Json]) -> Json:
+        unit = hints.get("unit") or ""
+        if not booted():
+            return {"kind": "systemd", "unit": unit, "reachable": False, "why": "systemd does not run this host"}
+        return self.status({"unit": unit})
+
+    def stop(self, owner: Json, grace: float, hung: bool) -> Optional[Json]:
+        stop(owner["unit"])
+        return None
+
+    def start(self, owner: Json, launch: Json) -> Json:
+        if owner.get("load_state") != "not-found":
+            start(owner["unit"])
+            return {"transient": False}
+        if not launch["argv"]:
+            raise AgentError("unit %s does not exist and no command was given to run in it" % owner["unit"])
+        values = dict(launch["env"] or {})
+        values.update({name: read_secret(path) for name, path in (launch["secret_env"] or {}).items()
+                       if os.path.exists(path)})
+        atomic_write(launch["env_file"], "".join("%s=%s\n" % item for item in sorted(values.items())).encode(), 0o600)
+        run_transient(owner["unit"], launch["argv"], launch["cwd"], launch["log"], launch["env_file"], launch["listen"])
+        return {"transient": True}
+
+    def status(self, owner: Json) -> Json:
+        return dict(show(owner["unit"]), kind="systemd", reachable=True)
+
+    def log(self, owner: Json, lines: int) -> List[str]:
+        return journal_tail(owner["unit"], lines)
+
+
+DRIVER = SystemdDriver()

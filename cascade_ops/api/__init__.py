@@ -1,4 +1,5 @@
-"""The library's entry points; ``tasks.py`` only parses options, calls these and prints.
+"""The library's entry points; the face (``cascade_ops.cli``: ``cascade-ops``, ``invoke``, ``fab``)
+only parses options, calls these and prints.
 
 Every function that reaches hosts goes through the one scheduler (``scheduler.run_each``):
 ``forks`` hosts at once, a deadline per host, and a host that cannot answer reported in
@@ -23,12 +24,14 @@ from typing import (
     TypeVar,
 )
 
+from cascade_ops import agent
 from cascade_ops.config.hostvars import Host, parse_cli_vars, parse_serial
 from cascade_ops.config.inventory import load_inventory
 from cascade_ops.engine import interrupts
 from cascade_ops.engine.scheduler import DEFAULT_FORKS, FDS_PER_FORK, max_forks, run_each
 from cascade_ops.errors import CascadeError, ConfigError, HostCommandError, worst_exit_code
-from cascade_ops.transport import Transport
+from cascade_ops.model.paths import StatePaths
+from cascade_ops.transport import ConnectOptions, Transport
 
 if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
     from cascade_ops.config.inventory import Endpoint, Inventory
@@ -65,11 +68,9 @@ class PerHost(Dict[str, T], Generic[T]):
 
 
 def on_hosts(hosts: List[Host], work: Callable[[Host, Transport], T], forks: int = DEFAULT_FORKS,
-             become_password: Optional[str] = None, accept_new_host_keys: bool = False,
-             ssh_password: Optional[str] = None) -> PerHost[T]:
+             connect: Optional[ConnectOptions] = None) -> PerHost[T]:
     """``work(host, transport)`` on every host through the scheduler."""
-    outcomes = run_each(hosts, work, forks, {"become_password": become_password, "ssh_password": ssh_password,
-                                             "accept_new_host_keys": accept_new_host_keys})
+    outcomes = run_each(hosts, work, forks, connect)
     return PerHost([h.name for h in hosts],
                    {name: o.value for name, o in outcomes.items() if o.error is None},  # type: ignore[misc]
                    {name: o.error for name, o in outcomes.items() if o.error is not None})
@@ -134,10 +135,11 @@ def demo_inventory(path: str, port: int) -> str:
 def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
             check: bool = False, diff: bool = False, playbook: Optional[str] = None,
             on_step: "Optional[StepCallback]" = None, hosts: "Optional[List[Host]]" = None,
-            **options: Any) -> "RunResult":
+            connect: Optional[ConnectOptions] = None, **options: Any) -> "RunResult":
     """Run a playbook (default: recover) on the selected hosts. Everything is validated first.
 
-    ``options`` are RunOptions: forks, serial, max_fail_percentage, accept_new_host_keys.
+    ``connect`` says how every host is reached; ``options`` are RunOptions: forks, serial,
+    max_fail_percentage, on_begin.
     """
     import time
 
@@ -149,7 +151,7 @@ def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, var
     hosts = hosts if hosts is not None else select_hosts(inventory, limit, vars)
     run_id = history.new_run_id()
     run_options = RunOptions(check=check, diff=diff, listeners=run_listeners(run_id, book.name),
-                             **_run_options(options))
+                             connect=connect or ConnectOptions(), **_run_options(options))
     started_at = time.time()
     result = run_playbook(hosts, book, run_options, on_step=on_step)
     if not check:
@@ -188,23 +190,18 @@ def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-             hosts: Optional[List[Host]] = None, become_password: Optional[str] = None,
-             accept_new_host_keys: bool = False, ssh_password: Optional[str] = None) -> "PerHost[Diagnosis]":
+             hosts: Optional[List[Host]] = None, connect: Optional[ConnectOptions] = None) -> "PerHost[Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
     from cascade_ops.model.facts import read_diagnosis
     return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars),
-                    become_password=become_password, accept_new_host_keys=accept_new_host_keys,
-                    ssh_password=ssh_password)
+                    connect=connect)
 
 
 def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-           hosts: Optional[List[Host]] = None, become_password: Optional[str] = None,
-           accept_new_host_keys: bool = False, ssh_password: Optional[str] = None) -> "PerHost[List[Check]]":
+           hosts: Optional[List[Host]] = None, connect: Optional[ConnectOptions] = None) -> "PerHost[List[Check]]":
     """Run every verification check on each selected host. Changes nothing."""
     from cascade_ops.steps.verify import run_checks
-    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars),
-                    become_password=become_password, accept_new_host_keys=accept_new_host_keys,
-                    ssh_password=ssh_password)
+    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars), connect=connect)
 
 
 def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
@@ -227,7 +224,7 @@ def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: O
     expiry = int(time.time() + seconds)
 
     def mint(host: Host, transport: Transport) -> str:
-        secret = transport.agent("read_secret", path=host.vars["jwt_secret_file"])
+        secret = transport.call(agent.files.read_secret, path=host.vars["jwt_secret_file"])
         return activation_code(secret, username, expiry)
     return on_hosts(_hosts(inventory, limit, vars, hosts), mint)
 
@@ -247,7 +244,7 @@ def hang(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
             return ["nothing holds port %d" % diagnosis.port]
         done = []
         for holder in diagnosis.holders:
-            transport.agent("suspend", pid=holder.pid, start_ticks=holder.process.start_ticks)
+            transport.call(agent.signals.suspend, pid=holder.pid, start_ticks=holder.process.start_ticks)
             done.append("stopped pid %d (%s)" % (holder.pid, holder.process.command))
         return done
     return on_hosts(select_hosts(inventory, limit, vars), stop)
@@ -293,10 +290,9 @@ def _in_parallel(names: List[str], work: Callable[[str], None]) -> None:
 def last_ticks(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
                vars: Iterable[str] = (), hosts: Optional[List[Host]] = None) -> PerHost[Optional[str]]:
     """The last line of each selected host's watch log (None before the first tick)."""
-    from cascade_ops.watchdog.tick import LOG_FILE
 
     def last(host: Host, transport: Transport) -> Optional[str]:
-        lines = transport.agent("tail", path=os.path.join(host.vars["state_dir"], LOG_FILE), lines=1)
+        lines = transport.call(agent.files.tail, path=StatePaths.of(host.vars).watch_log, lines=1)
         return lines[-1] if lines else None
     return on_hosts(_hosts(inventory, limit, vars, hosts), last)
 
@@ -330,7 +326,7 @@ def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = Non
 
 def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
                 vars: Iterable[str] = (), last: int = 20) -> PerHost[int]:
-    """Write one self-contained HTML page of each host's last ``last`` runs (see ``htmlreport``)
+    """Write one self-contained HTML page of each host's last ``last`` runs (see ``reporting.html``)
     to ``out``; each host's answer is how many runs it had. Changes nothing on the hosts."""
     from cascade_ops.reporting import history
     from cascade_ops.reporting import html as htmlreport
@@ -343,7 +339,7 @@ def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[st
                       key=lambda r: r.get("started_at", 0))[-last:]
         found = {}
         for path in {r["incident_report"] for r in runs if r.get("incident_report")}:
-            text = transport.agent("read_text", path=path)
+            text = transport.call(agent.files.read_text, path=path)
             try:
                 found[path] = json.loads(text) if text else None
             except ValueError:  # a torn or foreign file: the page links to nothing rather than fail
@@ -373,7 +369,7 @@ def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[s
     house = wheels.wheelhouse()  # before any host is touched: a dependency that cannot ship fails here
 
     def install(host: Host, transport: Transport) -> Dict[str, Any]:
-        found = transport.agent("installed_cli", prefix=prefix)
+        found = transport.call(agent.install.installed_cli, prefix=prefix)
         if found["version"] == version:
             return dict(found, changed=False)
         dest = house
@@ -381,6 +377,6 @@ def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[s
             # under the SSH user's home, where the agent starts; never the controller's own copy
             dest = "%s/incoming-%s" % (REMOTE_DIR, os.path.basename(house))
             transport.put_tree(house, dest)
-        answer: Dict[str, Any] = transport.agent("install_cli", wheels=dest, version=version, prefix=prefix)
+        answer: Dict[str, Any] = transport.call(agent.install.install_cli, wheels=dest, version=version, prefix=prefix)
         return answer
     return on_hosts(hosts, install)

@@ -5,6 +5,7 @@ import functools
 import os
 from typing import Any, Callable, Iterable, Optional, Tuple
 
+from cascade_ops import agent
 from cascade_ops.api import (
     DEFAULT_INVENTORY,
     PROJECT_DIR,
@@ -96,7 +97,7 @@ def timer_install(every: str = "5m", inventory: str = DEFAULT_INVENTORY, limit: 
         argv = cron.watch_argv(runner, job.watched, job.limit, job.vars)
         service, timer = timers.units(argv, every, job.log, job.workdir(runner, PROJECT_DIR), job.watched)
         job.prepare(host, transport)
-        done = transport.agent("units_install", unit_dir=unit_dir or timers.UNIT_DIR, name=name,
+        done = transport.call(agent.systemd.units_install, unit_dir=unit_dir or timers.UNIT_DIR, name=name,
                                units={".service": service, ".timer": timer}, start=".timer",
                                log_dir=os.path.dirname(job.log), instead="cron.install")
         return done["changed"], name + ".timer"
@@ -108,8 +109,8 @@ def timer_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] = N
     """Stop, disable and delete this inventory's watchdog timer (and its service)."""
     from cascade_ops.watchdog import timers
     name = timers.unit_name(_watched(inventory, target, host_inventory))
-    return on_hosts([target or controller()], lambda host, t: t.agent(
-        "units_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=name, suffixes=[".timer", ".service"],
+    return on_hosts([target or controller()], lambda host, t: t.call(
+        agent.systemd.units_remove, unit_dir=unit_dir or timers.UNIT_DIR, name=name, suffixes=[".timer", ".service"],
         start=".timer")["changed"])
 
 
@@ -118,8 +119,8 @@ def timer_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = No
     """What systemd says about this inventory's watchdog timer."""
     from cascade_ops.watchdog import timers
     name = timers.unit_name(_watched(inventory, target, host_inventory))
-    return on_hosts([target or controller()], lambda host, t: dict(t.agent(
-        "unit_status", unit=name + ".timer", properties=["LoadState", "ActiveState", "LastTriggerUSec",
+    return on_hosts([target or controller()], lambda host, t: dict(t.call(
+        agent.systemd.unit_status, unit=name + ".timer", properties=["LoadState", "ActiveState", "LastTriggerUSec",
                                                          "NextElapseUSecRealtime"], instead="cron.status"),
         Id=name + ".timer"))
 
@@ -184,15 +185,15 @@ def service_install(every: str = "0.5s", inventory: str = DEFAULT_INVENTORY, lim
                                                                              "--log", job.log]
         workdir = job.workdir(runner, PROJECT_DIR)
         job.prepare(host, transport)
-        if transport.agent("systemd_runs"):
+        if transport.call(agent.systemd.systemd_runs):
             unit = timers.follower_unit(argv, job.log, workdir, job.watched)
-            done = transport.agent("units_install", unit_dir=unit_dir or timers.UNIT_DIR, name=name,
+            done = transport.call(agent.systemd.units_install, unit_dir=unit_dir or timers.UNIT_DIR, name=name,
                                    units={".service": unit}, start=".service", log_dir=os.path.dirname(job.log),
                                    instead="a detached follower")
             return done["changed"], "systemd service %s.service" % name
-        if transport.agent("detached_status", pidfile=pidfile)["running"]:
+        if transport.call(agent.launch.detached_status, pidfile=pidfile)["running"]:
             return False, "detached follower (pid file %s; not supervised: nothing restarts it)" % pidfile
-        spawned = transport.spawn(argv=argv, cwd=workdir, log=job.log, pidfile=pidfile)
+        spawned = transport.call(agent.launch.spawn, argv=argv, cwd=workdir, log=job.log, pidfile=pidfile)
         return True, "detached follower pid %d (pid file %s; not supervised: nothing restarts it)" % (
             spawned["pid"], pidfile)
     return on_hosts([target or controller()], install)
@@ -205,9 +206,9 @@ def service_remove(inventory: str = DEFAULT_INVENTORY, unit_dir: Optional[str] =
     _, name, pidfile = _follower(inventory, target, host_inventory)
 
     def remove(host: Host, transport: Transport) -> bool:
-        removed = transport.agent("units_remove", unit_dir=unit_dir or timers.UNIT_DIR, name=name,
+        removed = transport.call(agent.systemd.units_remove, unit_dir=unit_dir or timers.UNIT_DIR, name=name,
                                   suffixes=[".service"], start=".service")["changed"]
-        return bool(transport.agent("detached_stop", pidfile=pidfile, grace=10.0)["stopped"] or removed)
+        return bool(transport.call(agent.launch.detached_stop, pidfile=pidfile, grace=10.0)["stopped"] or removed)
     return on_hosts([target or controller()], remove)
 
 
@@ -217,12 +218,12 @@ def service_status(inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = 
     _, name, pidfile = _follower(inventory, target, host_inventory)
 
     def status(host: Host, transport: Transport) -> str:
-        detached = transport.agent("detached_status", pidfile=pidfile)
+        detached = transport.call(agent.launch.detached_status, pidfile=pidfile)
         if detached["running"]:
             return "detached follower pid %d (not supervised)" % detached["pid"]
-        if not transport.agent("systemd_runs"):
+        if not transport.call(agent.systemd.systemd_runs):
             return "no follower (service.install)"
-        s = transport.agent("unit_status", unit=name + ".service", properties=[
+        s = transport.call(agent.systemd.unit_status, unit=name + ".service", properties=[
             "LoadState", "ActiveState", "SubState", "MainPID", "NRestarts", "WatchdogUSec"], instead="service.install")
         return "%s.service %s/%s/%s, main pid %s, %s restarts, watchdog %s" % (
             name, s.get("LoadState"), s.get("ActiveState"), s.get("SubState"), s.get("MainPID"), s.get("NRestarts"),

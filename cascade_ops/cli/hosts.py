@@ -6,12 +6,13 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, List, Optional
 
-from invoke import Exit
+from invoke import Context, Exit, Task
 
 from cascade_ops.cli.common import (
     HELP,
-    _become_password,
+    _connect_options,
     _each_json,
     _each_text,
     _envelope,
@@ -21,15 +22,19 @@ from cascade_ops.cli.common import (
     _help,
     _inventory,
     _settings,
-    _ssh_password,
     _verbosity,
     task,
 )
 
+if TYPE_CHECKING:
+    from cascade_ops.model.results import RunResult, StepResult
 
-def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False,
-         retry_file=None, ask_pass=False):
+
+def _run(c: Context, name: str, inventory: str, limit: Optional[str], var: Optional[List[str]], check: bool,
+         diff: bool, json_: bool, playbook: Optional[str], forks: Optional[str], serial: Optional[str],
+         max_fail_percentage: Optional[str], accept_new_host_keys: bool, color: bool = True,
+         ask_become_pass: bool = False, verbose: int = 0, quiet: bool = False, list_hosts: bool = False,
+         retry_file: Optional[str] = None, ask_pass: bool = False) -> None:
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api
     from cascade_ops.reporting import text as output
@@ -39,26 +44,24 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
         print("  hosts (%d):\n%s" % (len(hosts), "\n".join("    %s" % h.name for h in hosts)))
         return
     _verbosity(verbose)
-    login = _ssh_password(ask_pass)
-    password = _become_password(ask_become_pass)
+    connect = _connect_options(ask_become_pass, accept_new_host_keys, ask_pass)
     width = max([12] + [len(h.name) for h in hosts])
     waits = output.Waits(lambda line: print(line, flush=True), width)
     person = sys.stdout.isatty() and not json_  # someone watching a terminal: say who waits for what
 
     colour = not json_ and color and output.use_colour(_settings().color, sys.stdout.isatty(), dict(os.environ))
 
-    def show(host, result):
+    def show(host: str, result: "StepResult") -> None:
         waits.end(host)
         if not quiet or result.status == "failed":
             print(output.step_line(host, result, width, colour), flush=True)
 
-    def go():
+    def go() -> "RunResult":
         return api.recover(inventory, limit, var or (), check=check, diff=diff,
                            playbook=playbook or api.default_playbook(inventory, name),
                            on_step=None if json_ else show, hosts=hosts, forks=forks or _settings().forks,
                            serial=serial, max_fail_percentage=max_fail_percentage,
-                           accept_new_host_keys=accept_new_host_keys or _settings().accept_new_host_keys,
-                           become_password=password, ssh_password=login,
+                           connect=connect,
                            on_begin=waits.begin if person else None)
 
     with api.interruptible(), waits if person else contextlib.nullcontext():
@@ -71,34 +74,36 @@ def _run(c, name, inventory, limit, var, check, diff, json_, playbook, forks, se
     if run.exit_code:
         raise Exit(code=run.exit_code)
 
-@task(iterable=["var"], incrementable=["verbose"], help=_help("recover"))
-def recover(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
-            playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
-            color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False, retry_file=None,
-            ask_pass=False):
-    """Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.
+def _playbook_task(name: str, doc: str) -> Task:
+    """The task that runs the built-in playbook ``name``: recover and deploy differ in nothing else."""
+    def body(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None,
+             var: Optional[List[str]] = None, check: bool = False, diff: bool = False, json_: bool = False,
+             playbook: Optional[str] = None, forks: Optional[str] = None, serial: Optional[str] = None,
+             max_fail_percentage: Optional[str] = None, accept_new_host_keys: bool = False, color: bool = True,
+             ask_become_pass: bool = False, verbose: int = 0, quiet: bool = False, list_hosts: bool = False,
+             retry_file: Optional[str] = None, ask_pass: bool = False) -> None:
+        _run(c, name, _inventory(inventory), limit, var, check, diff, json_, playbook, forks, serial,
+             max_fail_percentage, accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts,
+             retry_file, ask_pass)
+    body.__name__ = body.__qualname__ = name
+    body.__doc__ = doc
+    made: Task = task(iterable=["var"], incrementable=["verbose"], help=_help(name))(body)
+    return made
 
-    Finds who holds the port, stops only them, puts the auth module in place, starts the backend
-    detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."""
-    inventory = _inventory(inventory)
-    _run(c, "recover", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts, retry_file, ask_pass)
 
-@task(iterable=["var"], incrementable=["verbose"], help=_help("deploy"))
-def deploy(c, inventory=None, limit=None, var=None, check=False, diff=False, json_=False,
-           playbook=None, forks=None, serial=None, max_fail_percentage=None, accept_new_host_keys=False,
-           color=True, ask_become_pass=False, verbose=0, quiet=False, list_hosts=False, retry_file=None,
-           ask_pass=False):
-    """Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."""
-    inventory = _inventory(inventory)
-    _run(c, "deploy", inventory, limit, var, check, diff, json_, playbook, forks, serial, max_fail_percentage,
-         accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts, retry_file, ask_pass)
+recover = _playbook_task("recover", "\n".join([
+    "Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.", "",
+    "Finds who holds the port, stops only them, puts the auth module in place, starts the backend",
+    "detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."]))
+deploy = _playbook_task(
+    "deploy", "Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`).")
 
 READ_HELP = ("inventory", "limit", "var", "json", "ask-become-pass", "accept-new-host-keys", "ask-pass")
 
 @task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
-def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False, accept_new_host_keys=False,
-             ask_pass=False):
+def diagnose(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
+             json_: bool = False, ask_become_pass: bool = False, accept_new_host_keys: bool = False,
+             ask_pass: bool = False) -> None:
     """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing.
 
     Exit 0 when every host is healthy, 7 when one is not (slow, hung, or nothing listening), 3 when
@@ -108,27 +113,24 @@ def diagnose(c, inventory=None, limit=None, var=None, json_=False, ask_become_pa
     from cascade_ops.errors import EXIT_UNHEALTHY
     from cascade_ops.reporting import text as output
     hosts = _fab_hosts(c, inventory, var)
-    password = _become_password(ask_become_pass)
-    login = _ssh_password(ask_pass)
-    found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, become_password=password,
-                                        accept_new_host_keys=accept_new_host_keys, ssh_password=login))
+    connect = _connect_options(ask_become_pass, accept_new_host_keys, ask_pass)
+    found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, connect=connect))
     unhealthy = EXIT_UNHEALTHY if any(not d.healthy for d in found.values()) else 0
     print(_each_json(found, lambda d: d.to_json(), code=unhealthy) if json_ else
           _each_text(found, output.diagnosis_table))
     _finish(found, code=unhealthy)
 
 @task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
-def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass=False, accept_new_host_keys=False,
-           ask_pass=False):
+def verify(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
+           json_: bool = False, ask_become_pass: bool = False, accept_new_host_keys: bool = False,
+           ask_pass: bool = False) -> None:
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
     inventory = _inventory(inventory)
     from cascade_ops import api
     from cascade_ops.reporting import text as output
     hosts = _fab_hosts(c, inventory, var)
-    password = _become_password(ask_become_pass)
-    login = _ssh_password(ask_pass)
-    results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=hosts, become_password=password,
-                                        accept_new_host_keys=accept_new_host_keys, ssh_password=login))
+    connect = _connect_options(ask_become_pass, accept_new_host_keys, ask_pass)
+    results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=hosts, connect=connect))
     failed = not all(check.ok for checks in results.values() for check in checks)
     if json_:
         print(_each_json(results, lambda checks: [check.__dict__ for check in checks], failed))
@@ -139,7 +141,8 @@ def verify(c, inventory=None, limit=None, var=None, json_=False, ask_become_pass
 @task(iterable=["var"], positional=["name"], help=dict(
     {k: HELP[k] for k in ("inventory", "limit", "var", "json")}, name="the citizen whose account the code activates",
     ttl="how long the code is valid (default 15m; at most 7d)"))
-def invite(c, name, ttl="15m", inventory=None, limit=None, var=None, json_=False):
+def invite(c: Context, name: str, ttl: str = "15m", inventory: Optional[str] = None, limit: Optional[str] = None,
+           var: Optional[List[str]] = None, json_: bool = False) -> None:
     """Print a one-time code that activates NAME's account in the auth module, per host.
 
     The citizen sends it with POST /auth/register {"username", "password", "code"}; without a valid
@@ -155,7 +158,8 @@ def invite(c, name, ttl="15m", inventory=None, limit=None, var=None, json_=False
     _finish(codes)
 
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
-def hang(c, inventory=None, limit=None, var=None):
+def hang(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None,
+         var: Optional[List[str]] = None) -> None:
     """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
     inventory = _inventory(inventory)
     from cascade_ops import api
@@ -169,8 +173,9 @@ def hang(c, inventory=None, limit=None, var=None):
                                    every="with --follow: how often to probe (default 0.5s)",
                                    log="with --follow: append its lines to this file, rotated like watch.log "
                                        "(default: stdout)"))
-def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, json_=False, follow=False,
-          every="0.5s", log=None):
+def watch(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
+          reset: bool = False, playbook: Optional[str] = None, json_: bool = False, follow: bool = False,
+          every: str = "0.5s", log: Optional[str] = None) -> None:
     """One watchdog tick (for cron): probe, and recover only when unhealthy.
 
     Recovers after fail_threshold unhealthy ticks in a row, within the restart budget
@@ -180,7 +185,7 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
     from cascade_ops import api
     from cascade_ops.watchdog.tick import exit_code
     if follow:
-        def say(line):
+        def say(line: str) -> None:
             stamped = "%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line)
             if log is None:
                 print(stamped, flush=True)
@@ -215,7 +220,9 @@ def watch(c, inventory=None, limit=None, var=None, reset=False, playbook=None, j
                                    html="write the run history as one HTML page (with --out)",
                                    out="where --html writes (default cascade-report.html)",
                                    incident="show this stored report (its file name or path, from --list)"))
-def report(c, inventory=None, limit=None, var=None, json_=False, list_=False, html=False, out=None, incident=None):
+def report(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
+           json_: bool = False, list_: bool = False, html: bool = False, out: Optional[str] = None,
+           incident: Optional[str] = None) -> None:
     """Show each host's last recovery: diagnosis, evidence, actions, verification, rollback.
 
     With --html: one self-contained page of the last runs of every host, with a timeline per run."""
@@ -248,7 +255,8 @@ def report(c, inventory=None, limit=None, var=None, json_=False, list_=False, ht
     "inventory": HELP["inventory"], "var": HELP["var"], "host": "one host's variables, as JSON",
     "list": "every group and each host's variables, as JSON (the default)",
     "graph": "the group tree (of GROUP, default all)"})
-def show_inventory(c, inventory=None, var=None, list_=False, graph=None, host=None):
+def show_inventory(c: Context, inventory: Optional[str] = None, var: Optional[List[str]] = None, list_: bool = False,
+                   graph: Optional[str] = None, host: Optional[str] = None) -> None:
     """Show the inventory as cascade-ops reads it, shaped like `ansible-inventory` (--list, --graph, --host).
 
     Reads YAML, INI, inventory scripts and their JSON, with group_vars/ and host_vars/ beside the file;
@@ -267,18 +275,19 @@ def show_inventory(c, inventory=None, var=None, list_=False, graph=None, host=No
         print(json.dumps(loaded.to_ansible_json(), indent=2))
 
 @task(help={"port": "port the demo backend listens on (default 8000)", "json": HELP["json"]})
-def demo_recover(c, port=8000, json_=False):
+def demo_recover(c: Context, port: int = 8000, json_: bool = False) -> None:
     """Recover the bundled demo backend on 127.0.0.1:PORT (`cascade-ops demo`); works from an installed wheel.
 
     Its inventory, a working copy of the demo and its state go to .cascade/ in the current directory;
     `cascade-ops demo.hang -i .cascade/demo-inventory.yaml` freezes it to watch a recovery."""
     from cascade_ops import api
     inventory = _guard(lambda: api.demo_inventory(os.path.join(".cascade", "demo-inventory.yaml"), port))
-    _run(c, "recover", inventory, None, (), False, False, json_, None, None, None, None, False)
+    _run(c, "recover", inventory, None, None, False, False, json_, None, None, None, None, False)
 
 @task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
                                    prefix="where the venv goes on the host (default: ~/.local/share/cascade-ops)"))
-def bootstrap(c, inventory=None, limit=None, var=None, prefix=None):
+def bootstrap(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
+              prefix: Optional[str] = None) -> None:
     """Install this very version of cascade-ops on the hosts (`cascade-ops -H host bootstrap`).
 
     Into a venv on the host, from wheels this controller builds of itself and its dependencies, sent

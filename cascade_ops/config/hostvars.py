@@ -10,8 +10,9 @@ import re
 import string
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
+from cascade_ops.agent.owners import KINDS as OWNER_KINDS
 from cascade_ops.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -135,6 +136,12 @@ def parse_choice(choices: Tuple[str, ...]) -> Callable[[Any], str]:
     return parse
 
 
+def parse_manager(value: Any) -> str:
+    """Who starts and stops the backend: ``auto``, ``detached``, or a kind of owner the agent has a
+    driver for (read from its table when parsed, so a registered kind is one at once)."""
+    return parse_choice(("auto", "detached", *OWNER_KINDS))(value)
+
+
 def parse_unit(value: Any) -> str:
     """A systemd service name; ``web`` means ``web.service``, as systemctl reads it."""
     text = parse_str(value)
@@ -164,7 +171,7 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
     VarSpec("app_seed", parse_str, path="controller"),  # copied to app_dir when it does not exist (demo)
     VarSpec("python", parse_str),  # default: cascade-ops's own locally, python3 over SSH
     VarSpec("process_match", parse_regex, "uvicorn"),
-    VarSpec("manager", parse_choice(("auto", "detached", "systemd", "supervisor", "docker")), "auto"),
+    VarSpec("manager", parse_manager, "auto"),
     VarSpec("unit", parse_unit),  # the backend's systemd service (created as a transient unit if missing)
     VarSpec("program", parse_str),  # the backend's supervisord program ("group:name" inside a group)
     VarSpec("supervisor_conf", parse_str, path="host"),  # when it cannot be read off supervisord's command line
@@ -216,6 +223,13 @@ SPECS: Dict[str, VarSpec] = {s.name: s for s in (
 )}
 
 
+def owner_vars() -> Dict[str, VarSpec]:
+    """The variables of each owner kind (its ``hint_vars`` in agent.owners.KINDS) that SPECS does not
+    type more closely: a kind registered there brings its variables with it."""
+    return {name: VarSpec(name, parse_str) for meta in OWNER_KINDS.values() for name in meta.hint_vars
+            if name not in SPECS}
+
+
 @dataclass(frozen=True)
 class Host:
     """A host with its resolved variables (``vars["host"]`` is its name)."""
@@ -238,12 +252,12 @@ class RawVar:
     origin: Origin
 
 
-def parse_cli_vars(pairs):
+def parse_cli_vars(pairs: Optional[Iterable[str]]) -> Dict[str, RawVar]:
     """``--var KEY=VALUE`` and ``--var @FILE.yml`` (a YAML mapping) into raw variables, later ones
     winning; each is checked like any other variable, and names its file and line when it fails."""
     from cascade_ops.config.yamlsrc import expect_mapping, load_file
     origin = Origin("--var", None, os.getcwd())
-    parsed = {}
+    parsed: Dict[str, RawVar] = {}
     for pair in pairs or ():
         if pair.startswith("@"):
             path = os.path.abspath(os.path.expanduser(pair[1:]))
@@ -260,17 +274,18 @@ def parse_cli_vars(pairs):
     return parsed
 
 
-class _Refs(dict):
-    def __missing__(self, key):
+class _Refs(Dict[str, Any]):
+    def __missing__(self, key: str) -> Any:
         raise KeyError(key)
 
 
-def references(text):
+def references(text: str) -> List[str]:
     """The variable names a template refers to (``{name}``)."""
     return [field for _, field, _, _ in string.Formatter().parse(text) if field]
 
 
-def render(text, values, file=None, line=None, field=None):
+def render(text: str, values: Dict[str, Any], file: Optional[str] = None, line: Optional[int] = None,
+           field: Optional[str] = None) -> str:
     """Substitute ``{name}`` references; an unknown name is a ConfigError at the given place."""
     try:
         return text.format_map(_Refs(values))
@@ -311,7 +326,7 @@ def resolve(raw: Dict[str, RawVar], host_name: str, specs: Dict[str, VarSpec],
     return values
 
 
-def _absolute(name, values, origins, specs):
+def _absolute(name: str, values: Dict[str, Any], origins: Dict[str, Origin], specs: Dict[str, VarSpec]) -> Any:
     spec, value = specs.get(name), values[name]
     if spec is None or not isinstance(value, str) or os.path.isabs(value):
         return value
@@ -321,11 +336,11 @@ def _absolute(name, values, origins, specs):
     return value
 
 
-def _expand(values, origins, specs):
+def _expand(values: Dict[str, Any], origins: Dict[str, Origin], specs: Dict[str, VarSpec]) -> None:
     """Expand ``{name}`` in string values, in dependency order; cycles are errors."""
-    done = set()
+    done: Set[str] = set()
 
-    def expand(name, stack):
+    def expand(name: str, stack: List[str]) -> None:
         if name in done:
             return
         if name in stack:

@@ -18,12 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cascade_ops.config.connections import connection_vars
-from cascade_ops.config.hostvars import SPECS, Host, Origin, RawVar, VarSpec, resolve
+from cascade_ops.config.hostvars import SPECS, Host, Origin, RawVar, VarSpec, owner_vars, resolve
 from cascade_ops.config.sources import read_source, vars_dir
 from cascade_ops.errors import ConfigError
 
-# Every variable an inventory may set: the backend's and scheduler's, and each transport's own.
-VARIABLES: Dict[str, VarSpec] = dict(SPECS, **connection_vars())
+
+def variables() -> Dict[str, VarSpec]:
+    """Every variable an inventory may set: the backend's and scheduler's, each owner kind's and
+    each transport's own."""
+    return dict(SPECS, **owner_vars(), **connection_vars())
+
+
 # Where an SSH host's (address, port) is reached, once ssh_config applies (``fab -H`` gives one).
 Endpoint = Callable[[str, Optional[int]], Tuple[str, int]]
 
@@ -106,11 +111,11 @@ class Inventory:
         if match is None:
             match = self._by_address(name, alias, given.get("ssh_port"), endpoint or _literal)
         if match is not None:
-            return Host(match, self.hosts[match].groups, resolve(dict(self.raw[match], **overrides), match, VARIABLES,
+            return Host(match, self.hosts[match].groups, resolve(dict(self.raw[match], **overrides), match, variables(),
                                                                  self.path))
         merged = dict(self.base_vars, connection=RawVar("ssh", Origin("fab -H", None, os.getcwd())),
                       address=RawVar(name, Origin("fab -H", None, os.getcwd())), **overrides)
-        return Host(name, ("all",), resolve(merged, name, VARIABLES, self.path))
+        return Host(name, ("all",), resolve(merged, name, variables(), self.path))
 
     def select(self, limit: Optional[str] = None) -> List[Host]:
         """Hosts named by ``limit``, as Ansible's ``--limit`` reads it: patterns (host names, group
@@ -220,8 +225,8 @@ def ours(layer: Dict[str, RawVar]) -> Dict[str, RawVar]:
     return mapped
 
 
-def load_inventory(path, cli_vars=None) -> Inventory:
-    """Load and fully validate an inventory (see ``invsources`` for the formats); ``cli_vars``
+def load_inventory(path: str, cli_vars: Optional[Dict[str, RawVar]] = None) -> Inventory:
+    """Load and fully validate an inventory (see ``config.sources`` for the formats); ``cli_vars``
     (from --var) override every host's. Variables of ``group_vars/`` and ``host_vars/`` beside it
     win over the file's own, as in Ansible."""
     path = os.path.abspath(path)
@@ -271,7 +276,7 @@ def load_inventory(path, cli_vars=None) -> Inventory:
         raw[host_name] = _merge(host_name, paths, host_own[host_name], dict(host_files[host_name], **(cli_vars or {})),
                                 path)
         hosts[host_name] = Host(host_name, tuple(host_groups[host_name]),
-                                resolve(raw[host_name], host_name, VARIABLES, path))
+                                resolve(raw[host_name], host_name, variables(), path))
     return Inventory(path, hosts, groups, base_vars, raw, {g: list(d.hosts) for g, d in tree.items()},
                      {g: list(d.children) for g, d in tree.items()})
 

@@ -7,7 +7,7 @@ builds Python objects, so mappings are built as ``Located`` dicts carrying each 
 import os
 import re
 import stat
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
@@ -22,36 +22,36 @@ _DECIMAL = re.compile(r"^[-+]?[0-9]+$")
 class Located(dict):
     """A dict from YAML with ``file``, ``line`` (of the mapping) and ``lines[key]``."""
 
-    file = None
-    line = None
+    file: Optional[str] = None
+    line: Optional[int] = None
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.lines = {}
+        self.lines: Dict[Any, int] = {}
 
-    def where(self, key=None):
+    def where(self, key: Any = None) -> Dict[str, Any]:
         return {"file": self.file, "line": self.lines.get(key, self.line)}
 
 
 class LocatedList(list):
     """A list from YAML with ``lines[i]``, the line of each item."""
 
-    def __init__(self, *args):
+    def __init__(self, *args: Iterable[Any]):
         super().__init__(*args)
-        self.lines = []
+        self.lines: List[int] = []
 
 
 class _Loader(_Base):
     pass
 
 
-def _construct_sequence(loader, node):
+def _construct_sequence(loader: Any, node: Any) -> LocatedList:
     items = LocatedList(loader.construct_object(child, deep=True) for child in node.value)
     items.lines = [child.start_mark.line + 1 for child in node.value]
     return items
 
 
-def _construct_mapping(loader, node):
+def _construct_mapping(loader: Any, node: Any) -> Located:
     loader.flatten_mapping(node)
     mapping = Located()
     mapping.file = loader.name
@@ -139,7 +139,7 @@ def _expanded_size(node: Any, memo: Dict[int, int]) -> int:
     return total
 
 
-def load_file(path):
+def load_file(path: str) -> Any:
     """Parse one YAML file safely; syntax errors become ConfigError with the line."""
     text = read_text(path)
     loader = _Loader(text)

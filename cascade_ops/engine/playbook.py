@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 from cascade_ops.config.hostvars import Host, parse_serial, references, render
-from cascade_ops.config.inventory import VARIABLES
+from cascade_ops.config.inventory import variables
 from cascade_ops.config.yamlsrc import Located, expect_mapping, load_file
 from cascade_ops.engine.events import StepCallback
 from cascade_ops.engine.runner import RunOptions, run_hosts
@@ -58,7 +58,7 @@ def _step_call(item: Any, path: str, line: int) -> StepCall:
         name = item
     elif isinstance(item, Located) and len([k for k in item if k != "when"]) == 1:
         when = item.get("when")
-        if "when" in item and when not in VARIABLES:
+        if "when" in item and when not in variables():
             raise ConfigError("when: names a variable; unknown variable %r" % when, path, item.lines["when"], "when")
         name, args = next((k, v) for k, v in item.items() if k != "when")
         line = item.lines.get(name, line)
@@ -84,7 +84,7 @@ def _step_call(item: Any, path: str, line: int) -> StepCall:
     merged.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in args.items()})
     for key, value in merged.items():
         try:
-            unknown = [r for r in references(value or "") if r not in VARIABLES]
+            unknown = [r for r in references(value or "") if r not in variables()]
         except ValueError as exc:
             raise ConfigError("bad template %r: %s" % (value, exc), path, arg_lines.get(key, line), key)
         if unknown:
@@ -92,7 +92,7 @@ def _step_call(item: Any, path: str, line: int) -> StepCall:
     return StepCall(name, merged, path, line, dict(arg_lines), when)
 
 
-def load_playbook(path) -> Playbook:
+def load_playbook(path: str) -> Playbook:
     path = os.path.abspath(path)
     data = load_file(path)
     if not isinstance(data, Located):

@@ -4,6 +4,7 @@ that declare a part in a rollback (``Step.rollback_args``) run again on them."""
 import time
 from typing import Callable, List, Optional
 
+from cascade_ops import agent
 from cascade_ops.engine import interrupts
 from cascade_ops.errors import CascadeError
 from cascade_ops.model.facts import read_diagnosis
@@ -40,10 +41,10 @@ def roll_back(run: HostRun, bound: List[BoundStep], report: Report) -> bool:
     try:
         for dest, backup in reversed(run.installed):
             if backup:
-                run.transport.agent("restore_file", backup=backup, dest=dest)
+                run.transport.call(agent.files.restore_file, backup=backup, dest=dest)
                 undone.append("restored %s from %s" % (dest, backup))
             else:
-                run.transport.agent("remove_file", path=dest)
+                run.transport.call(agent.files.remove_file, path=dest)
                 undone.append("removed %s (new in the failed release)" % dest)
     except CascadeError as exc:
         report(StepResult("rollback", FAILED, "; ".join(undone + [str(exc)]), time.monotonic() - started))

@@ -4,12 +4,11 @@ or failed something."""
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
 
 from cascade_ops.config.hostvars import Host
 from cascade_ops.engine import interrupts
@@ -18,9 +17,11 @@ from cascade_ops.engine.interrupts import Interrupted
 from cascade_ops.engine.rollback import roll_back, run_steps, state_now
 from cascade_ops.engine.scheduler import DEFAULT_FORKS, HostOutcome, run_each
 from cascade_ops.errors import CascadeError, HostCutOff, HostUnreachable, LockHeld
+from cascade_ops.model.paths import StatePaths
 from cascade_ops.model.results import HostResult, HostStatus, RunResult, StepResult
 from cascade_ops.steps import FAILED, SKIPPED, BoundStep, HostRun, Preflight
-from cascade_ops.transport import Transport
+from cascade_ops.transport import ConnectOptions, Transport
+from cascade_ops.transport.base import DEFAULT_CONNECT
 
 
 @dataclass
@@ -28,18 +29,12 @@ class RunOptions:
     check: bool = False
     diff: bool = False
     rollback: bool = True
-    accept_new_host_keys: bool = False
-    become_password: Optional[str] = field(default=None, repr=False)  # for sudo's prompt; never printed
-    ssh_password: Optional[str] = field(default=None, repr=False)  # SSH's password login (-k); never printed
+    connect: ConnectOptions = DEFAULT_CONNECT
     forks: int = DEFAULT_FORKS
     serial: Optional[str] = None  # hosts per batch: a count or "N%" (see parse_serial); None: all at once
     max_fail_percentage: Optional[float] = None  # of a batch; more failures stop the rollout
     on_begin: Optional[Callable[[str, str], None]] = None  # (host, what): a step or the connection starts
     listeners: Sequence[RunListener] = ()  # told of each step and host (reporting's, attached by the API)
-
-
-def lock_path(host_vars: Dict[str, Any]) -> str:
-    return os.path.join(host_vars["state_dir"], "run.lock")
 
 
 def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: Optional[RunOptions] = None,
@@ -77,7 +72,7 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
                 listener.host_done(run, result)
             return result
         phase = "lock"
-        with transport.lock(lock_path(host.vars)) if lock and not options.check else contextlib.nullcontext():
+        with transport.lock(StatePaths.of(host.vars).lock) if lock and not options.check else contextlib.nullcontext():
             phase = "steps"
             try:
                 run_steps(run, bound, report, begin=lambda name: options.on_begin(host.name, name)
@@ -168,9 +163,7 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
             elif outcome.value is not None:
                 results[host.name] = outcome.value
 
-        run_each(batch, work, run_options.forks, {"accept_new_host_keys": run_options.accept_new_host_keys,
-                                                   "become_password": run_options.become_password,
-                                                   "ssh_password": run_options.ssh_password}, on_done=done,
+        run_each(batch, work, run_options.forks, run_options.connect, on_done=done,
                  on_start=_connecting(run_options.on_begin))
         signum = interrupts.requested()
         if signum is not None and index + 1 < len(batches):

@@ -11,13 +11,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from cascade_ops.config.hostvars import Host
 from cascade_ops.engine import interrupts
 from cascade_ops.engine.interrupts import Interrupted
 from cascade_ops.errors import EXIT_OK, CascadeError, HostCommandError, HostCutOff, HostUnreachable
-from cascade_ops.transport import Transport, connect, prepare
+from cascade_ops.transport import ConnectOptions, Transport, connect, prepare
 
 T = TypeVar("T")
 Work = Callable[[Host, Transport], T]
@@ -84,13 +84,13 @@ class _Slot:
         return HostOutcome(name, error=HostCutOff(name, timeout), duration_s=timeout, connected=True)
 
 
-def _attempt(slot: _Slot, work: "Work[T]", connect_options: Dict[str, Any]) -> HostOutcome[T]:
+def _attempt(slot: _Slot, work: "Work[T]", connect_options: Optional[ConnectOptions]) -> HostOutcome[T]:
     started = time.monotonic()
     host = slot.host
     outcome: HostOutcome[T] = HostOutcome(host.name)
     transport = None
     try:
-        transport = connect(host.vars, **connect_options)
+        transport = connect(host.vars, connect_options)
         slot.connected(transport)
         outcome.connected = True
         outcome.value = work(host, transport)
@@ -106,7 +106,7 @@ def _attempt(slot: _Slot, work: "Work[T]", connect_options: Dict[str, Any]) -> H
 
 
 def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS,
-             connect_options: Optional[Dict[str, Any]] = None,
+             connect_options: Optional[ConnectOptions] = None,
              on_done: Optional[Callable[[Host, HostOutcome[T]], None]] = None,
              on_start: Optional[Callable[[Host], None]] = None) -> Dict[str, HostOutcome[T]]:
     """Run ``work(host, transport)`` on every host, ``forks`` at a time; outcomes in host order.
@@ -122,7 +122,7 @@ def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS,
     cut: List[_Slot] = []
 
     def thread(slot: _Slot) -> None:
-        finished.put((slot.host.name, _attempt(slot, work, connect_options or {})))
+        finished.put((slot.host.name, _attempt(slot, work, connect_options)))
 
     def record(host: Host, outcome: HostOutcome[T]) -> None:
         outcomes[host.name] = outcome

@@ -9,8 +9,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
+from cascade_ops import agent
 from cascade_ops.agent.procfs import GONE_STATES, STOPPED_STATES
-from cascade_ops.model.owners import DETACHED, Owner
+from cascade_ops.model.owners import DETACHED, Owner, hint_vars
+from cascade_ops.model.paths import StatePaths
 from cascade_ops.transport import Transport
 
 _STATE_NAMES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "stopped (traced)",
@@ -309,17 +311,13 @@ def _mark_in_the_way(sockets: Tuple[ListenSocket, ...], bind_address: str,
 
 def owner_hints(v: Dict[str, Any]) -> Dict[str, Any]:
     """The host's manager settings the agent needs to find and name an owner."""
-    return {key: v[key] for key in ("unit", "program", "supervisor_conf", "container")}
-
-
-def pid_path(v: Dict[str, Any]) -> str:
-    """Where the backend cascade-ops starts records its pid (read back with every diagnosis)."""
-    return os.path.join(v["state_dir"], "backend.pid")
+    return {key: v.get(key) for key in hint_vars()}
 
 
 def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) -> Diagnosis:
     """A host's diagnosis in one agent call (one round trip when remote)."""
-    raw = transport.agent("host_facts", port=v["port"], bind_host=v["bind_host"], health_path=v["health_path"],
-                          probe_timeout=v["probe_timeout"], probe=probe, owner_hints=owner_hints(v),
-                          pidfile=pid_path(v), accept_timeout=v["accept_timeout"])
+    raw = transport.call(agent.hostfacts.host_facts, port=v["port"], bind_host=v["bind_host"],
+                         health_path=v["health_path"], probe_timeout=v["probe_timeout"], probe=probe,
+                         owner_hints=owner_hints(v), pidfile=StatePaths.of(v).backend_pid,
+                         accept_timeout=v["accept_timeout"])
     return Diagnosis.from_agent(raw, v["port"])

@@ -1,16 +1,39 @@
-"""Typed facts about who owns a port holder, built from what ``agent.owners`` reports."""
+"""Typed facts about who owns a port holder, built from what ``agent.owners`` reports. The kinds of
+owner, and what each is called, come from the agent's one table (``agent.owners.KINDS``)."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
-KINDS = ("systemd", "supervisor", "docker")  # owners cascade-ops can ask; "none" is a detached process
-WHAT = {"systemd": "systemd unit", "supervisor": "supervisord program", "docker": "docker container",
-        "containerd": "containerd container"}
+from cascade_ops.agent.owners import KINDS as OWNER_KINDS
+
+# Read from the table at each call, not copied at import: a kind registered later is one at once.
+
+
+def kinds() -> Tuple[str, ...]:
+    """The owners cascade-ops can ask ("none", a detached process, is not one)."""
+    return tuple(OWNER_KINDS)
+
+
+def what(kind: str) -> str:
+    """What an owner of ``kind`` is called in sentences; containerd's are seen, never asked."""
+    meta = OWNER_KINDS.get(kind)
+    return meta.what if meta else "containerd container" if kind == "containerd" else kind
+
+
+def name_var(kind: str) -> Optional[str]:
+    """The host variable that names an owner of ``kind`` (``unit`` for systemd), if it is a kind."""
+    meta = OWNER_KINDS.get(kind)
+    return meta.hint_vars[0] if meta else None
+
+
+def hint_vars() -> Dict[str, None]:
+    """Every host variable the agent needs to find and name an owner, in table order."""
+    return {var: None for meta in OWNER_KINDS.values() for var in meta.hint_vars}
 
 
 @dataclass(frozen=True)
 class Owner:
-    kind: str  # one of KINDS, "containerd" (seen, cannot be asked), or "none"
+    kind: str  # one of kinds(), "containerd" (seen, cannot be asked), or "none"
     name: str = ""  # the unit, the program, the container's name
     reachable: bool = True  # whether it can be asked from here
     why: str = ""  # why it cannot
@@ -42,7 +65,7 @@ class Owner:
         if not self.managed:
             return "no owner (a detached process)"
         said = ", ".join(x for x in (self.state, "main pid %d" % self.main_pid if self.main_pid else "") if x)
-        return "%s %s%s" % (WHAT.get(self.kind, self.kind), self.name or "?", " (%s)" % said if said else "")
+        return "%s %s%s" % (what(self.kind), self.name or "?", " (%s)" % said if said else "")
 
     def to_json(self) -> Dict[str, Any]:
         doc = {"kind": self.kind, "name": self.name, "reachable": self.reachable}

@@ -34,6 +34,24 @@ class HostStatus(str, enum.Enum):
         return str(self.value)
 
 
+class Tone(str, enum.Enum):
+    """How a status reads at a glance; the terminal and the HTML page each give a tone its colour."""
+
+    GOOD = "good"
+    CHANGE = "change"
+    BAD = "bad"
+    ELSEWHERE = "elsewhere"  # the host could not be worked on (unreachable, locked)
+    QUIET = "quiet"  # nothing was done (skipped, not run)
+
+
+# Every step and host status, once (a word both kinds share has one tone).
+TONES: Dict[str, Tone] = {
+    "ok": Tone.GOOD, "changed": Tone.CHANGE, "failed": Tone.BAD, "rolled_back": Tone.BAD,
+    "interrupted": Tone.BAD, "unreachable": Tone.ELSEWHERE, "locked": Tone.ELSEWHERE, "skipped": Tone.QUIET,
+    "not_run": Tone.QUIET,
+}
+
+
 @dataclass
 class StepResult:
     name: str

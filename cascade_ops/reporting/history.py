@@ -7,23 +7,20 @@ import os
 import time
 from typing import Any, Dict, List
 
+from cascade_ops import agent
 from cascade_ops.agent.files import append_log, tail
 from cascade_ops.engine.events import RunListener
 from cascade_ops.errors import CascadeError
+from cascade_ops.model.paths import StatePaths
 from cascade_ops.model.results import HostResult, HostStatus, StepStatus
 from cascade_ops.steps import HostRun
 from cascade_ops.transport import Transport
 
-FILE = "history.jsonl"
 MESSAGE_CHARS = 4000  # a failed step's cause (a log tail, a traceback) is kept whole, within reason
 # The controller's own record of the hosts a run could not reach or never started (unreachable,
 # cut off, a stopped rollout): their history cannot be on them. Beside the inventory.
-CONTROLLER_FILE = os.path.join(".cascade", FILE)
+CONTROLLER_FILE = os.path.join(".cascade", "history.jsonl")
 CONTROLLER_MAX_BYTES, CONTROLLER_KEEP = 1 << 20, 3
-
-
-def path(v: Dict[str, Any]) -> str:
-    return os.path.join(v["state_dir"], FILE)
 
 
 def controller_path(inventory: str) -> str:
@@ -68,8 +65,9 @@ def line_of(result: HostResult, run_id: str, name: str, started_at: float) -> st
 def record(transport: Transport, v: Dict[str, Any], result: HostResult, run_id: str, name: str) -> None:
     """Append this run's line; failing to is a warning on the result, never a failed run."""
     try:
-        transport.agent("append_log", path=path(v), line=line_of(result, run_id, name, result.started_at),
-                        max_bytes=v["history_max_bytes"], keep=v["keep_history"])
+        transport.call(agent.files.append_log, path=StatePaths.of(v).history,
+                        line=line_of(result, run_id, name, result.started_at), max_bytes=v["history_max_bytes"],
+                        keep=v["keep_history"])
     except CascadeError as exc:
         result.warnings.append("run history not written: %s" % exc)
 
@@ -107,7 +105,7 @@ def read_controller(inventory: str, hosts: List[str], last: int) -> Dict[str, Li
 
 def read(transport: Transport, v: Dict[str, Any], last: int) -> List[Dict[str, Any]]:
     """The host's last ``last`` runs, oldest first (lines that do not parse are skipped)."""
-    lines = transport.agent("tail", path=path(v), lines=last) or []
+    lines = transport.call(agent.files.tail, path=StatePaths.of(v).history, lines=last) or []
     runs = []
     for text in lines:
         try:

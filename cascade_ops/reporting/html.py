@@ -8,9 +8,10 @@ import json
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-COLOURS = {"ok": "#2ca02c", "changed": "#e6a700", "failed": "#d62728", "rolled_back": "#d62728",
-           "interrupted": "#d62728", "unreachable": "#9c27b0", "locked": "#9c27b0", "skipped": "#9e9e9e",
-           "not_run": "#9e9e9e"}
+from cascade_ops.model.results import TONES, Tone
+
+HEX = {Tone.GOOD: "#2ca02c", Tone.CHANGE: "#e6a700", Tone.BAD: "#d62728", Tone.ELSEWHERE: "#9c27b0",
+       Tone.QUIET: "#9e9e9e"}
 LABEL_W, PLOT_W, ROW_H = 160, 760, 22
 RUNS_SHOWN = 5
 
@@ -19,8 +20,12 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
+def _colour(status: str) -> str:
+    return HEX[TONES[status]] if status in TONES else "#607d8b"
+
+
 def _badge(status: str) -> str:
-    return '<span class="badge" style="background:%s">%s</span>' % (COLOURS.get(status, "#607d8b"),
+    return '<span class="badge" style="background:%s">%s</span>' % (_colour(status),
                                                                     html.escape(status))
 
 
@@ -41,7 +46,7 @@ def _timeline(run_id: str, records: List[Dict[str, Any]]) -> str:
         for step in rec["steps"]:
             width = max(2.0, step["duration_s"] * scale)
             bars.append('<rect x="%.1f" y="%d" width="%.1f" height="16" fill="%s"><title>%s %s: %s, %.3fs'
-                        '</title></rect>' % (x, y, width, COLOURS.get(step["status"], "#607d8b"),
+                        '</title></rect>' % (x, y, width, _colour(step["status"]),
                                              html.escape(rec["host"]), html.escape(step["name"]),
                                              html.escape(step["status"]), step["duration_s"]))
             x += step["duration_s"] * scale

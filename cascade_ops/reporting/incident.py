@@ -10,15 +10,16 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
+from cascade_ops import agent
 from cascade_ops.engine.events import RunListener
 from cascade_ops.errors import CascadeError
+from cascade_ops.model.paths import StatePaths
 from cascade_ops.model.results import HostResult
 from cascade_ops.reporting.hangkinds import classify
 from cascade_ops.reporting.redaction import SecretScrubber
 from cascade_ops.steps import HostRun
 from cascade_ops.transport import Transport
 
-INCIDENT_DIR = "incidents"
 PREFIX = "incident-"
 
 
@@ -64,17 +65,17 @@ class IncidentWriter(RunListener):
 def write(run: HostRun, document: Dict[str, Any]) -> str:
     """Store the report (already scrubbed) on the host; returns its path."""
     text = json.dumps(document, indent=2, default=str)
-    directory = os.path.join(run.vars["state_dir"], INCIDENT_DIR)
+    directory = StatePaths.of(run.vars).incidents
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     path = os.path.join(directory, "%s%s.json" % (PREFIX, stamp))
-    run.transport.agent("write_file", path=path, content=text)
-    run.transport.agent("prune", directory=directory, prefix=PREFIX, keep=run.vars["keep_incidents"])
+    run.transport.call(agent.files.write_file, path=path, content=text)
+    run.transport.call(agent.files.prune, directory=directory, prefix=PREFIX, keep=run.vars["keep_incidents"])
     return path
 
 
 def stored(transport: Transport, host_vars: Dict[str, Any]) -> List[str]:
-    directory = os.path.join(host_vars["state_dir"], INCIDENT_DIR)
-    names = transport.agent("list_dir", path=directory) or []
+    directory = StatePaths.of(host_vars).incidents
+    names = transport.call(agent.files.list_dir, path=directory) or []
     return [os.path.join(directory, n) for n in names if n.startswith(PREFIX) and n.endswith(".json")]
 
 
@@ -83,7 +84,7 @@ def newest(transport: Transport, paths: List[str]) -> Optional[Tuple[str, Dict[s
     torn or foreign file is named, and the report before it shown."""
     unreadable = []
     for path in reversed(paths):
-        text = transport.agent("read_text", path=path)
+        text = transport.call(agent.files.read_text, path=path)
         try:
             doc = json.loads(text or "")
         except ValueError as exc:

@@ -5,6 +5,7 @@ log or answer) and the incident report are scrubbed of it. The replacing itself 
 import threading
 from typing import Any, Dict, Optional
 
+from cascade_ops import agent
 from cascade_ops.agent.files import redact
 from cascade_ops.engine.events import RunListener
 from cascade_ops.errors import CascadeError
@@ -25,7 +26,7 @@ class SecretScrubber(RunListener):
             if run.host in self._secrets:
                 return self._secrets[run.host]
         try:
-            found = run.transport.agent("read_secret", path=run.vars["jwt_secret_file"]) or None
+            found = run.transport.call(agent.files.read_secret, path=run.vars["jwt_secret_file"]) or None
         except CascadeError:
             found = None  # none yet, or unreadable: nothing of it can be in the text
         with self._lock:

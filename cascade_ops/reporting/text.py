@@ -2,10 +2,10 @@
 
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence, Tuple
 
-from cascade_ops.model.owners import WHAT
-from cascade_ops.model.results import HostStatus, RunResult, StepResult
+from cascade_ops.model import owners
+from cascade_ops.model.results import TONES, HostStatus, RunResult, StepResult, Tone
 
 if TYPE_CHECKING:  # types only: printing a step line must not load the verification's clients
     from cascade_ops.errors import CascadeError
@@ -18,8 +18,7 @@ STEP_WIDTH, STATUS_WIDTH = 18, 11
 
 
 # ANSI colours of a status, for people at a terminal (ok green, changed yellow, failed red, unreachable magenta).
-COLOURS = {"ok": "32", "changed": "33", "failed": "31", "rolled_back": "31", "interrupted": "31",
-           "unreachable": "35", "locked": "35", "skipped": "36", "not_run": "36"}
+ANSI = {Tone.GOOD: "32", Tone.CHANGE: "33", Tone.BAD: "31", Tone.ELSEWHERE: "35", Tone.QUIET: "36"}
 
 
 def use_colour(setting: str, stream_is_tty: bool, environ: Dict[str, str]) -> bool:
@@ -32,9 +31,9 @@ def use_colour(setting: str, stream_is_tty: bool, environ: Dict[str, str]) -> bo
 def status_word(status: str, width: int, colour: bool) -> str:
     """The status padded to ``width``; coloured, the padding stays outside the escape codes."""
     padded = "%-*s" % (width, status)
-    if not colour or status not in COLOURS:
+    if not colour or status not in TONES:
         return padded
-    return "\033[%sm%s\033[0m%s" % (COLOURS[status], status, padded[len(status):])
+    return "\033[%sm%s\033[0m%s" % (ANSI[TONES[status]], status, padded[len(status):])
 
 
 def step_line(host: str, result: "StepResult", host_width: int = 12, colour: bool = False) -> str:
@@ -110,7 +109,7 @@ def checks_text(host: str, checks: "List[Check]") -> str:
     return "\n".join("%-12s %s" % (host, c.describe()) for c in checks)
 
 
-def _evidence_lines(evidence) -> List[str]:
+def _evidence_lines(evidence: Dict[str, Any]) -> List[str]:
     lines = []
     for proc in evidence.get("processes", []):
         if proc.get("gone"):
@@ -156,7 +155,7 @@ def incident_text(path: str, doc: dict, unreadable: Sequence[str] = ()) -> str:
     if d:
         for h in d["holders"]:
             owner = h.get("owner", {})
-            run_by = "run by %s %s" % (WHAT.get(owner["kind"], owner["kind"]), owner["name"]) if owner.get(
+            run_by = "run by %s %s" % (owners.what(owner["kind"]), owner["name"]) if owner.get(
                 "kind", "none") != "none" else "detached"
             lines.append("    holder pid %d %s, %s, backlog %d, %s"
                          % (h["pid"], h["state"], run_by, h["backlog"], h["command"][:100]))

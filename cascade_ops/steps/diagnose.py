@@ -1,4 +1,4 @@
-"""Step 1: probe the backend and list who holds its port. Changes nothing."""
+"""The diagnose step: probe the backend and list who holds its port. Changes nothing."""
 
 import time
 from typing import Any

@@ -6,6 +6,8 @@ import hashlib
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from cascade_ops import agent
+from cascade_ops.model.paths import StatePaths
 from cascade_ops.steps.base import Arg, Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
 
 
@@ -19,8 +21,8 @@ def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> Dict
     v = run.vars
     staged = run.transport.stage(dest, data)
     content = None if staged else base64.b64encode(data).decode()
-    done = run.transport.agent("install_file", dest=dest, content_b64=content, staged=staged,
-                               backup_dir=os.path.join(v["state_dir"], "backups"),
+    done = run.transport.call(agent.files.install_file, dest=dest, content_b64=content, staged=staged,
+                               backup_dir=StatePaths.of(v).backups,
                                keep_backups=v["keep_backups"], validate_python=validate_python)
     if done["changed"]:
         run.installed.append((dest, done["backup"]))
@@ -39,7 +41,8 @@ class SeedApp(Step):
     args = {"src": Arg(default="{app_seed}"), "dest": Arg(default="{app_dir}")}
 
     def gather(self, run: HostRun, args: Args) -> Any:
-        return run.transport.agent("path_kind", path=args["dest"]), run.transport.agent("list_dir", path=args["dest"])
+        dest = args["dest"]
+        return run.transport.call(agent.files.path_kind, path=dest), run.transport.call(agent.files.list_dir, path=dest)
 
     def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         kind, entries = facts
@@ -71,7 +74,7 @@ class DeployFile(Step):
                 wanted = f.read()
         except OSError as exc:
             raise StepFailed("cannot read %s: %s" % (args["src"], exc.strerror))
-        return wanted, run.transport.agent("file_state", path=args["dest"])
+        return wanted, run.transport.call(agent.files.file_state, path=args["dest"])
 
     def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         wanted, current = facts
@@ -86,7 +89,7 @@ class DeployFile(Step):
                                  % (args["src"], exc.msg, exc.lineno, args["dest"]))
         diff = ""
         if run.diff:
-            old = run.transport.agent("read_text", path=args["dest"]) or ""
+            old = run.transport.call(agent.files.read_text, path=args["dest"]) or ""
             diff = _unified_diff(args["dest"], old, wanted.decode("utf-8", "replace"))
         run.changed_files.append(args["dest"])
         return Plan("replace %s (sha256 %s -> %s)" % (args["dest"], _short(current.get("sha256")), _short(sha)),
@@ -176,7 +179,7 @@ class MountRouter(Step):
             "router": Arg(default="router"), "alias": Arg(default="auth_router")}
 
     def gather(self, run: HostRun, args: Args) -> Any:
-        text = run.transport.agent("read_text", path=args["main"])
+        text = run.transport.call(agent.files.read_text, path=args["main"])
         if text is None:
             raise StepFailed("%s does not exist" % args["main"])
         return text
@@ -202,7 +205,7 @@ class JwtSecret(Step):
     args = {"path": Arg(default="{jwt_secret_file}")}
 
     def gather(self, run: HostRun, args: Args) -> Any:
-        return run.transport.agent("secret_state", path=args["path"])
+        return run.transport.call(agent.files.secret_state, path=args["path"])
 
     def plan(self, run: HostRun, args: Args, state: Any) -> Outcome:
         if state["exists"]:
@@ -217,6 +220,6 @@ class JwtSecret(Step):
                     "backend is not restarted for it)" % args["path"])
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
-        run.transport.agent("create_secret", path=args["path"])
+        run.transport.call(agent.files.create_secret, path=args["path"])
         return "created a random JWT secret in %s (mode 0600)" % args["path"]
 

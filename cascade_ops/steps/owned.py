@@ -2,11 +2,12 @@
 container, reload a gunicorn master, wait for a master to respawn its workers. Each confirms the
 outcome by the port: exactly the owner's processes serve it, healthy."""
 
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
+from cascade_ops import agent
 from cascade_ops.model.facts import Diagnosis
-from cascade_ops.model.owners import WHAT, Owner
+from cascade_ops.model.owners import Owner, what
+from cascade_ops.model.paths import StatePaths
 from cascade_ops.steps.base import HostRun, StepFailed
 from cascade_ops.steps.diagnose import gather_diagnosis
 from cascade_ops.steps.ownership import Route
@@ -26,13 +27,13 @@ SECRET_ENV = "CASCADE_JWT_SECRET"
 
 
 def same_owner(a: Owner, b: Owner) -> bool:
-    ident = ("unit", "conf", "program", "container")
+    ident = ("unit", "conf", "program", "container", "name")
     return a.kind == b.kind and all(a.raw.get(k) == b.raw.get(k) for k in ident if k in a.raw and k in b.raw)
 
 
 def _wait_healthy(run: HostRun) -> Dict[str, Any]:
     v = run.vars
-    return run.transport.agent("wait_healthy", pid=None, bind_host=v["bind_host"], port=v["port"],
+    return run.transport.call(agent.probe.wait_healthy, pid=None, bind_host=v["bind_host"], port=v["port"],
                                path=v["health_path"], timeout=v["start_timeout"], probe_timeout=v["probe_timeout"])
 
 
@@ -45,17 +46,17 @@ def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tupl
     with ``listen``, with a socket unit that holds that address and its queue across restarts)."""
     v = run.vars
     owner = way.owner
-    started = run.transport.agent("owner_start", owner=owner.raw, argv=argv, cwd=v["app_dir"],
-                                  log=os.path.join(v["state_dir"], "backend.log"),
-                                  env_file=os.path.join(v["state_dir"], "backend.env"), env=backend_env(v),
+    started = run.transport.call(agent.owners.owner_start, owner=owner.raw, argv=argv, cwd=v["app_dir"],
+                                  log=StatePaths.of(v).backend_log,
+                                  env_file=StatePaths.of(v).backend_env, env=backend_env(v),
                                   secret_env={SECRET_ENV: v["jwt_secret_file"]},
                                   listen="%s:%d" % ("[%s]" % listen[0] if ":" in listen[0] else listen[0], listen[1])
                                   if listen else None)
     run.restarted = True
     ready = _wait_healthy(run)
-    now = Owner.from_agent(dict(owner.raw, **run.transport.agent("owner_status", owner=owner.raw)))
+    now = Owner.from_agent(dict(owner.raw, **run.transport.call(agent.owners.owner_status, owner=owner.raw)))
     if not ready["ok"]:
-        journal = run.transport.agent("owner_log", owner=owner.raw, lines=LOG_TAIL_LINES)
+        journal = run.transport.call(agent.owners.owner_log, owner=owner.raw, lines=LOG_TAIL_LINES)
         raise StepFailed("asked %s to start the backend, but port %d is not healthy within %.0fs; it says %s%s" % (
             owner.describe(), v["port"], v["start_timeout"], now.state or "nothing",
             "".join("\n  | " + line for line in journal)))
@@ -66,7 +67,7 @@ def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tupl
             owner.describe(), v["port"], "; ".join("pid %d (%s)" % (h.pid, h.owner.describe()) for h in strangers)))
     run.started_pid = now.main_pid or None
     return "%s %s %s (main pid %d, %s, restarts %d), healthy after %.2fs" % (
-        "created transient" if started.get("transient") else "started", WHAT[owner.kind], owner.name,
+        "created transient" if started.get("transient") else "started", what(owner.kind), owner.name,
         now.main_pid, now.state, now.restarts, ready["elapsed_s"])
 
 
@@ -97,11 +98,11 @@ def reload_master(run: HostRun, way: Route, aside: str) -> str:
     assert way.master is not None and run.diagnosis is not None
     master = way.master
     old = [p for p in run.diagnosis.processes.values() if p.ppid == master.pid]
-    run.transport.agent("reload", pid=master.pid, start_ticks=master.start_ticks)
+    run.transport.call(agent.signals.reload, pid=master.pid, start_ticks=master.start_ticks)
     run.restarted = True
     timeout = run.vars["grace"] + run.vars["start_timeout"]
-    left = run.transport.agent("wait_gone", targets=[{"pid": p.pid, "start_ticks": p.start_ticks} for p in old],
-                               timeout=timeout)
+    left = run.transport.call(agent.signals.wait_gone,
+                              targets=[{"pid": p.pid, "start_ticks": p.start_ticks} for p in old], timeout=timeout)
     if left:
         raise StepFailed("sent SIGHUP to gunicorn master pid %d, but its old workers %s still run after %.0fs"
                          % (master.pid, _pids(left), timeout))

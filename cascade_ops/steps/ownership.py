@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from cascade_ops.model.facts import Diagnosis, ProcessFacts, gunicorn_master
-from cascade_ops.model.owners import DETACHED, KINDS, Owner
+from cascade_ops.model.owners import DETACHED, Owner, kinds, name_var
 from cascade_ops.steps.base import StepFailed
 
 OWNER, DETACH, RELOAD, WORKERS = "owner", "detached", "reload", "workers"
@@ -43,21 +43,18 @@ def effective_manager(v: Dict[str, Any]) -> str:
     """``manager``, or under ``auto`` the kind that ``unit``/``program``/``container`` name (else auto)."""
     if v["manager"] != "auto":
         return str(v["manager"])
-    for var, kind in (("unit", "systemd"), ("program", "supervisor"), ("container", "docker")):
-        if v[var]:
-            return kind
-    return "auto"
+    return next((kind for kind in kinds() if v.get(name_var(kind) or "")), "auto")
 
 
 def configured_name(kind: str, v: Dict[str, Any]) -> Optional[str]:
-    return {"systemd": v["unit"], "supervisor": v["program"], "docker": v["container"]}.get(kind)
+    var = name_var(kind)
+    return v.get(var) if var else None
 
 
 def _names(owner: Owner, name: str) -> bool:
     """Whether the configured ``name`` is this owner (a container also by a prefix of its id)."""
     container = str(owner.raw.get("container", ""))
-    return name in (owner.name, container) or (owner.kind == "docker" and len(name) >= 12
-                                               and container.startswith(name))
+    return name in (owner.name, container) or (len(name) >= 12 and bool(container) and container.startswith(name))
 
 
 def is_stray(owner: Owner, pid: int, d: Diagnosis, v: Dict[str, Any]) -> bool:
@@ -95,7 +92,7 @@ def route(d: Diagnosis, targets: Tuple[ProcessFacts, ...], v: Dict[str, Any], he
     if manager == "detached" and observed.managed:
         raise StepFailed("manager is detached, but pid %s is run by %s: set manager to %s (or auto)"
                          % (pids, observed.describe(), observed.kind))
-    if manager in KINDS and owners:
+    if manager in kinds() and owners:
         name = configured_name(manager, v)
         if observed.kind != manager or (name and not _names(observed, name)):
             raise StepFailed("manager is %s%s, but pid %s is run by %s%s: refusing to signal anything" % (

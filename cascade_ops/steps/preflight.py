@@ -5,6 +5,7 @@ does not begin: no file is replaced and no process signalled on a host that fail
 import shlex
 from typing import Any, List
 
+from cascade_ops import agent
 from cascade_ops.steps.base import Args, HostRun, Outcome, Step, StepFailed, Unchanged
 
 
@@ -21,8 +22,8 @@ class Preflight(Step):
 
     def gather(self, run: HostRun, args: Args) -> List[str]:
         v = run.vars
-        return list(run.transport.agent(
-            "preflight", app_dir=v["app_dir"], seeded=bool(v["app_seed"]), program=start_program(v),
+        return list(run.transport.call(
+            agent.preflight.preflight, app_dir=v["app_dir"], seeded=bool(v["app_seed"]), program=start_program(v),
             secret_file=v["jwt_secret_file"], state_dir=v["state_dir"], bind_host=v["bind_host"]))
 
     def plan(self, run: HostRun, args: Args, problems: Any) -> Outcome:

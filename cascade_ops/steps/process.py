@@ -1,12 +1,13 @@
 """Steps that act on processes: terminate the stale backend (only it), start a fresh one detached."""
 
-import os
 import shlex
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from cascade_ops.model.facts import Diagnosis, ProcessFacts, owner_hints, pid_path
-from cascade_ops.model.owners import KINDS, Owner
+from cascade_ops import agent
+from cascade_ops.model.facts import Diagnosis, ProcessFacts, owner_hints
+from cascade_ops.model.owners import Owner, kinds
+from cascade_ops.model.paths import StatePaths
 from cascade_ops.steps import ownership
 from cascade_ops.steps.base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged, left_alone
 from cascade_ops.steps.diagnose import gather_diagnosis
@@ -60,7 +61,8 @@ class Terminate(Step):
                 or any(h.owner.managed for h in d.in_the_way)):  # an owner restarts it: not ours to keep
             return None
         inode, holder = found
-        return run.transport.agent("take_over_check", pid=holder.pid, start_ticks=holder.start_ticks, inode=inode)
+        return run.transport.call(agent.takeover.take_over_check, pid=holder.pid, start_ticks=holder.start_ticks,
+                                  inode=inode)
 
     def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
         healthy = run.diagnosis is not None and run.diagnosis.healthy
@@ -113,15 +115,15 @@ class Terminate(Step):
         way: ownership.Route = run.route
         # Killing destroys the only evidence of why it hung: capture it first, within a deadline.
         evidence_pids = [p.pid for p in way.targets] + ([way.owner.main_pid] if way.owner.via else [])
-        run.evidence = run.transport.agent("evidence", pids=evidence_pids,
-                                           timeout=v["evidence_timeout"], log_path=log_path(v),
+        run.evidence = run.transport.call(agent.evidence.evidence, pids=evidence_pids,
+                                           timeout=v["evidence_timeout"], log_path=StatePaths.of(v).backend_log,
                                            redact=[v["jwt_secret_file"]])
         targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in way.targets]
         run.restarted = True
         if run.handover is not None:  # nothing is signalled yet: the replacement starts on the kept socket first
             kept = run.handover
-            run.handover_fd = run.transport.agent("take_over", pid=kept.holder.pid, start_ticks=kept.holder.start_ticks,
-                                                  inode=kept.inode)["fd"]
+            run.handover_fd = run.transport.call(agent.takeover.take_over, pid=kept.holder.pid,
+                                                 start_ticks=kept.holder.start_ticks, inode=kept.inode)["fd"]
             return ("kept port %d's listening socket (copied from pid %d; %d connections waiting); to stop once "
                     "the replacement runs: %s%s" % (v["port"], kept.holder.pid, kept.waiting,
                                                     ", ".join("pid %d" % p.pid for p in way.targets), plan.payload))
@@ -130,8 +132,8 @@ class Terminate(Step):
         listening = sorted({i for h in run.diagnosis.in_the_way for i in h.inodes}) if run.diagnosis else []
         if way.action == ownership.OWNER:
             grace, hung_after = _graces(run)
-            done = run.transport.agent("owner_stop", owner=way.owner.raw, targets=targets, listening=listening,
-                                       grace=grace, hung_after=hung_after)
+            done = run.transport.call(agent.owners.owner_stop, owner=way.owner.raw, targets=targets,
+                                      listening=listening, grace=grace, hung_after=hung_after)
         else:
             done = stop_stale(run, targets, listening, kept_socket=False)
         run.terminated = done["outcomes"]
@@ -143,7 +145,7 @@ class Terminate(Step):
         if run.diagnosis is not None and run.diagnosis.socket_unit is not None:  # the port is systemd's
             return "%s%s; port %d kept by systemd's socket unit (its queue too)%s" % (
                 asked, outcomes, v["port"], plan.payload)
-        if not run.transport.agent("wait_port_free", bind_host=v["bind_host"], port=v["port"],
+        if not run.transport.call(agent.probe.wait_port_free, bind_host=v["bind_host"], port=v["port"],
                                    timeout=max(5.0, v["grace"])):
             left = gather_diagnosis(run, probe=False)
             raise StepFailed("%s, but port %d is still held by %s" % (
@@ -165,9 +167,9 @@ def stop_stale(run: HostRun, targets: List[Dict[str, int]], listening: List[int]
     one is retired only while it holds no connection (its own shutdown would drop new ones)."""
     grace, hung_after = _graces(run)
     if kept_socket and hung_after is None:
-        return run.transport.agent("retire", targets=targets, port=run.vars["port"], grace=grace,
+        return run.transport.call(agent.signals.retire, targets=targets, port=run.vars["port"], grace=grace,
                                    listening=listening)
-    return run.transport.agent("terminate", targets=targets, grace=grace, listening=listening,
+    return run.transport.call(agent.signals.terminate, targets=targets, grace=grace, listening=listening,
                                hung_after=hung_after, kill_stopped=kept_socket and hung_after is not None)
 
 
@@ -190,10 +192,6 @@ def start_command(v: Dict[str, Any], fd: Optional[int] = None) -> List[str]:
     return on_kept_socket(argv, fd, default=True) if fd is not None else argv
 
 
-def log_path(v: Dict[str, Any]) -> str:
-    return os.path.join(v["state_dir"], "backend.log")
-
-
 class Start(Step):
     """Start the backend: through its owner (a systemd unit, a supervisord program, a docker
     container, a gunicorn master) when it has one, else detached (own session, stdin /dev/null, log
@@ -212,10 +210,10 @@ class Start(Step):
             d = gather_diagnosis(run)
             if d.healthy or d.blocking_sockets:
                 return d, None
-        if run.route is not None or ownership.effective_manager(run.vars) not in KINDS:
+        if run.route is not None or ownership.effective_manager(run.vars) not in kinds():
             return d, None
         # Nothing held the port, so no owner could be observed: ask the one the settings name.
-        raw = run.transport.agent("configured_owner", manager=ownership.effective_manager(run.vars),
+        raw = run.transport.call(agent.owners.configured_owner, manager=ownership.effective_manager(run.vars),
                                   hints=owner_hints(run.vars))
         return d, Owner.from_agent(raw)
 
@@ -260,13 +258,14 @@ class Start(Step):
             if v["systemd_socket"] and way.owner.raw.get("load_state") == "not-found":
                 return start_owned(run, way, start_command(v, SOCKET_FD), listen=(v["bind_host"], v["port"]))
             return start_owned(run, way, start_command(v))
-        offset = run.transport.agent("file_size", path=log_path(v))  # this start's lines begin here
+        paths = StatePaths.of(v)
+        offset = run.transport.call(agent.files.file_size, path=paths.backend_log)  # this start's lines begin here
         run.restarted = True
         kept = run.handover if run.handover_fd is not None else None
-        spawned = run.transport.spawn(argv=start_command(v, run.handover_fd), cwd=v["app_dir"], log=log_path(v),
-                                      pidfile=pid_path(v), env=backend_env(v),
-                                      secret_env={SECRET_ENV: v["jwt_secret_file"]}, port=v["port"],
-                                      inherit=[kept.inode] if kept else None)
+        spawned = run.transport.call(agent.launch.spawn, argv=start_command(v, run.handover_fd), cwd=v["app_dir"],
+                                     log=paths.backend_log, pidfile=paths.backend_pid, env=backend_env(v),
+                                     secret_env={SECRET_ENV: v["jwt_secret_file"]}, port=v["port"],
+                                     inherit=[kept.inode] if kept else None)
         pid = run.started_pid = spawned["pid"]
         unrecorded = "; not recorded in %s" % spawned["unrecorded"] if spawned.get("unrecorded") else ""
         handed = ""
@@ -277,7 +276,7 @@ class Start(Step):
             handed = "; on the kept socket (%d connections were waiting, none refused); %s" % (
                 kept.waiting, ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"]))
         warm_up()  # verify's clients load while the backend boots
-        ready = run.transport.agent("wait_healthy", pid=pid, bind_host=v["bind_host"], port=v["port"],
+        ready = run.transport.call(agent.probe.wait_healthy, pid=pid, bind_host=v["bind_host"], port=v["port"],
                                     path=v["health_path"], timeout=v["start_timeout"],
                                     probe_timeout=v["probe_timeout"])
         if not ready["ok"]:
@@ -299,8 +298,8 @@ class Start(Step):
     @staticmethod
     def _log_tail(run: HostRun, offset: int) -> str:
         v = run.vars
-        lines = run.transport.agent("tail", path=log_path(v), lines=LOG_TAIL_LINES, since=offset,
-                                    redact=[v["jwt_secret_file"]])
+        lines = run.transport.call(agent.files.tail, path=StatePaths.of(v).backend_log, lines=LOG_TAIL_LINES,
+                                   since=offset, redact=[v["jwt_secret_file"]])
         if not lines:
-            return "%s has no lines from this start" % log_path(v)
-        return "its lines in %s:\n%s" % (log_path(v), "\n".join("  | " + line for line in lines))
+            return "%s has no lines from this start" % StatePaths.of(v).backend_log
+        return "its lines in %s:\n%s" % (StatePaths.of(v).backend_log, "\n".join("  | " + line for line in lines))

@@ -1,4 +1,4 @@
-"""Step 6: prove the backend works: health, a JWT round trip through the auth router, Redis.
+"""The verify step: prove the backend works: health, a JWT round trip through the auth router, Redis.
 
 httpx and pyjwt are imported here only, lazily: a healthy no-op run never pays for them.
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from cascade_ops import agent
 from cascade_ops.agent.probe import probe_address
 from cascade_ops.config.hostvars import parse_bool
 from cascade_ops.steps.base import Arg, Args, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged, left_alone
@@ -202,7 +203,7 @@ def run_checks(transport: Transport, v: Dict[str, Any]) -> List[Check]:
         said: Dict[str, Any] = {}  # the health answer's body, for the checks of what it reports on
         checks.append(_timed("health", lambda: _check_health(client, v, said)))
         if v["auth_module"]:
-            secret = transport.agent("read_secret", path=v["jwt_secret_file"])
+            secret = transport.call(agent.files.read_secret, path=v["jwt_secret_file"])
             checks.append(_timed("jwt", lambda: _check_jwt(client, secret)))
         if v["ws_path"]:
             checks.append(_timed("websocket", lambda: websocket_handshake(host, port, v["ws_path"], timeout)))

@@ -5,10 +5,10 @@ imported the first time a host uses it. ``connect`` returns a connected transpor
 """
 
 import importlib
-from typing import Any, Dict, Iterable, Type
+from typing import Any, Dict, Iterable, Optional, Type
 
 from cascade_ops.config.connections import CONNECTIONS
-from cascade_ops.transport.base import Transport
+from cascade_ops.transport.base import ConnectOptions, Transport
 
 
 def transport_class(kind: str) -> Type[Transport]:
@@ -18,10 +18,9 @@ def transport_class(kind: str) -> Type[Transport]:
     return cls
 
 
-def connect(host_vars: Dict[str, Any], **options: Any) -> Transport:
-    """Open the transport a host's ``connection`` variable names; ``options`` are the run's
-    (accept_new_host_keys, become_password, ssh_password), each transport taking what it knows."""
-    transport = transport_class(host_vars["connection"])(host_vars, **options)
+def connect(host_vars: Dict[str, Any], options: Optional[ConnectOptions] = None) -> Transport:
+    """Open the transport a host's ``connection`` variable names, with the run's ``options``."""
+    transport = transport_class(host_vars["connection"])(host_vars, options or ConnectOptions())
     transport.connect()
     return transport
 
@@ -33,4 +32,4 @@ def prepare(connections: Iterable[str]) -> None:
         transport_class(kind)
 
 
-__all__ = ["Transport", "connect", "prepare", "transport_class"]
+__all__ = ["ConnectOptions", "Transport", "connect", "prepare", "transport_class"]

@@ -5,12 +5,22 @@ Steps talk to a ``Transport`` only, so the same step code serves every kind of h
 same for every transport (the lock, error mapping, cancellation) lives here once.
 """
 
+from __future__ import annotations  # ParamSpec is named in annotations only: the controller runs on 3.9 too
+
 import abc
 import contextlib
 import json
-from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, TypeVar
 
+from cascade_ops.agent import locks
 from cascade_ops.errors import HostCommandError, LockHeld
+
+if TYPE_CHECKING:
+    from typing import ParamSpec
+
+    P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def decode_reply(host: str, command: str, reply: Any) -> Any:
@@ -27,6 +37,19 @@ def decode_reply(host: str, command: str, reply: Any) -> Any:
     return reply["result"]
 
 
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How a run reaches every host, given on its command line (not per host); each transport takes
+    what it knows. The passwords are never printed."""
+
+    accept_new_host_keys: bool = False  # record an unknown host key instead of refusing it
+    become_password: Optional[str] = field(default=None, repr=False)  # the answer to sudo's prompt
+    ssh_password: Optional[str] = field(default=None, repr=False)  # SSH's password login (-k)
+
+
+DEFAULT_CONNECT = ConnectOptions()  # no password, unknown host keys refused
+
+
 class Transport(abc.ABC):
     """One host, reached one way, registered in ``config.connections`` under ``name``."""
 
@@ -34,9 +57,9 @@ class Transport(abc.ABC):
     # The host's files are the controller's: a path here is a path there (nothing to copy over).
     shares_filesystem: ClassVar[bool] = False
 
-    def __init__(self, host_vars: Dict[str, Any], **options: Any):
-        """Take the host's variables; ``options`` are the run's connection options (each transport
-        takes what it knows). Nothing is reached before ``connect``."""
+    def __init__(self, host_vars: Dict[str, Any], options: ConnectOptions = DEFAULT_CONNECT):
+        """Take the host's variables and the run's connection options. Nothing is reached before
+        ``connect``."""
         self.vars = host_vars
         self.host: str = host_vars["host"]
         self.cancelled: Optional[str] = None
@@ -45,8 +68,19 @@ class Transport(abc.ABC):
     def connect(self) -> None:  # noqa: B027  (a transport without a connection has nothing to open)
         """Open the connection (HostUnreachable when it cannot be opened)."""
 
+    def call(self, command: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the agent command ``command`` (a function of ``cascade_ops.agent`` marked ``@command``)
+        on the host and return its result; HostCommandError otherwise. The command is named by the
+        function itself, so mypy checks every argument and the result's type at the call site.
+        Arguments go by keyword: they travel as one JSON object."""
+        if args:
+            raise TypeError("%s: an agent command takes keyword arguments only" % command.__name__)
+        result: R = self.agent(command.__name__, **kwargs)
+        return result
+
     def agent(self, command: str, **kwargs: Any) -> Any:
-        """Run one agent command on the host and return its result; HostCommandError otherwise."""
+        """Run the agent command named ``command``: for what knows only the name (the agent server,
+        a test). Code that knows the function calls it through ``call``."""
         if self.cancelled:
             raise HostCommandError(self.host, command, "not run: %s" % self.cancelled)
         return self._agent(command, kwargs)
@@ -54,10 +88,6 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def _agent(self, command: str, kwargs: Dict[str, Any]) -> Any:
         """Carry out ``agent``: every failure becomes HostCommandError, whatever the cause."""
-
-    def spawn(self, **kwargs: Any) -> Dict[str, int]:
-        """Start a detached process on the host (see ``agent.launch``); returns {"pid": ...}."""
-        return self.agent("spawn", **kwargs)
 
     @abc.abstractmethod
     def put_tree(self, src: str, dest: str) -> None:
@@ -70,13 +100,13 @@ class Transport(abc.ABC):
     @contextlib.contextmanager
     def lock(self, path: str) -> Iterator[None]:
         """The host's run lock (the agent's flock) for the block; LockHeld at once when taken."""
-        if not self.agent("lock", path=path)["locked"]:
+        if not self.call(locks.lock, path=path)["locked"]:
             raise LockHeld(self.host, path)
         try:
             yield
         finally:
             if not self.cancelled:
-                self.agent("unlock", path=path)
+                self.call(locks.unlock, path=path)
 
     @contextlib.contextmanager
     def tunnel(self, host: str, port: int) -> Iterator[Tuple[str, int]]:

@@ -21,7 +21,7 @@ import paramiko
 from fabric import Connection
 
 from cascade_ops.errors import HostCommandError, HostUnreachable
-from cascade_ops.transport.base import Transport, decode_reply
+from cascade_ops.transport.base import DEFAULT_CONNECT, ConnectOptions, Transport, decode_reply
 from cascade_ops.transport.bundle import agent_bundle
 from cascade_ops.transport.hostkeys import apply_policy, fingerprint, host_key_settings
 
@@ -57,13 +57,12 @@ class SSHTransport(Transport):
 
     name = "ssh"
 
-    def __init__(self, host_vars: Dict[str, Any], accept_new_host_keys: bool = False,
-                 become_password: Optional[str] = None, ssh_password: Optional[str] = None, **options: Any):
-        super().__init__(host_vars)
+    def __init__(self, host_vars: Dict[str, Any], options: ConnectOptions = DEFAULT_CONNECT):
+        super().__init__(host_vars, options)
         _quiet_library_logs()
         # sudo's password, if it wants one: it only ever travels on the agent session's stdin, as the
         # answer to sudo's own prompt (a marker of ours, so nothing else is ever answered with it).
-        self._password = become_password or self._password_from_file()
+        self._password = options.become_password or self._password_from_file()
         self._prompt = "[cascade-ops sudo %s]" % os.urandom(4).hex()
         self._channel: Any = None  # the agent server's session
         self._no_sftp = False
@@ -74,12 +73,13 @@ class SSHTransport(Transport):
         connect_kwargs: Dict[str, Any] = {"banner_timeout": timeout, "auth_timeout": timeout}
         if v["key_file"]:
             connect_kwargs.update(key_filename=v["key_file"], look_for_keys=False, allow_agent=False)
-        if ssh_password:  # -k: tried after the keys, as ssh does; it reaches paramiko only
-            connect_kwargs["password"] = ssh_password
+        if options.ssh_password:  # -k: tried after the keys, as ssh does; it reaches paramiko only
+            connect_kwargs["password"] = options.ssh_password
         # ~/.ssh/config applies as OpenSSH and Fabric apply it (HostName, Port, User, IdentityFile,
         # ProxyJump, UserKnownHostsFile, StrictHostKeyChecking); what the inventory says wins.
         self.connection = Connection(v["address"] or v["host"], user=v["user"], port=v["ssh_port"],
                                      connect_timeout=max(1, round(timeout)), connect_kwargs=connect_kwargs)
+        accept_new_host_keys = options.accept_new_host_keys
         known_hosts, accept_new = host_key_settings(self.connection.ssh_config, v["known_hosts"], accept_new_host_keys)
         self._policy = apply_policy(self.connection.client, known_hosts, accept_new)
         hop = self.connection.gateway
@@ -263,7 +263,10 @@ class SSHTransport(Transport):
                 if not chunk:
                     break
                 self._pending += chunk
-            elif channel.exit_status_ready() and not channel.recv_stderr_ready():
+            elif channel.exit_status_ready() and not channel.recv_stderr_ready() and (
+                    channel.eof_received or channel.closed):
+                # Done only at the end of the stream: sshd may send the exit status before the last
+                # of stderr (sudo's "a password is required"), and no data comes after an EOF.
                 break
         line, _, self._pending = self._pending.partition(b"\n")
         if not line and errors:

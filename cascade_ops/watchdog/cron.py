@@ -12,11 +12,14 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
-from cascade_ops.config.hostvars import SPECS, Host, parse_duration
-from cascade_ops.errors import ConfigError, HostCommandError
+from cascade_ops import agent
+from cascade_ops.config.hostvars import SPECS, Host, owner_vars
+from cascade_ops.errors import HostCommandError
+from cascade_ops.model.paths import StatePaths
+from cascade_ops.transport import Transport
+from cascade_ops.watchdog.calendars import period
 
 MARKER = "# cascade-ops watch id="
-HOST_INVENTORY = "watch-inventory.yaml"  # in the host's state_dir, written by cron-install over SSH
 # Not carried to a host-local inventory: files on the controller (deploys are the controller's job).
 CONTROLLER_ONLY = ("auth_module", "app_seed")
 
@@ -26,7 +29,7 @@ def host_local_inventory(host: Host) -> str:
     backend's resolved variables (no SSH, no controller files), for a watchdog that needs no controller."""
     lines = ["# Written by cascade-ops cron-install for %s: the host's own watchdog reads it." % host.name,
              "all:", "  hosts:", "    %s:" % json.dumps(host.name), "      connection: local"]
-    for name in sorted(SPECS):
+    for name in sorted(dict(SPECS, **owner_vars())):
         value = host.vars.get(name)
         if value is not None and name not in CONTROLLER_ONLY:
             lines.append("      %s: %s" % (name, json.dumps(value)))
@@ -34,23 +37,8 @@ def host_local_inventory(host: Host) -> str:
 
 
 def schedule(every: str) -> str:
-    """A cron schedule from a duration: 5m -> */5 * * * *, 1h -> 0 * * * *, 2h -> 0 */2 * * *."""
-    try:
-        seconds = parse_duration(every)
-    except ValueError as exc:
-        raise ConfigError(str(exc), field="--every")
-    minutes = seconds / 60
-    if minutes == 1:
-        return "* * * * *"
-    if minutes == int(minutes) and 1 < minutes < 60 and 60 % minutes == 0:
-        return "*/%d * * * *" % minutes
-    hours = minutes / 60
-    if hours == 1:
-        return "0 * * * *"
-    if hours == int(hours) and 1 < hours <= 24 and 24 % hours == 0:
-        return "0 */%d * * *" % hours if hours < 24 else "0 0 * * *"
-    raise ConfigError("cron cannot run every %r evenly; use 1m-30m dividing an hour, or 1h-24h dividing a day"
-                      % every, field="--every")
+    """A cron schedule from a duration (see ``calendars``)."""
+    return period(every, "cron").cron
 
 
 def runner(python: str, project_dir: str, cli: Optional[str]) -> List[str]:
@@ -103,17 +91,18 @@ class WatchJob:
              target: Optional[Host]) -> "WatchJob":
         local = None
         if target is not None and host_inventory is None:
-            host_inventory = local = os.path.join(target.vars["state_dir"], HOST_INVENTORY)
+            host_inventory = local = StatePaths.of(target.vars).watch_inventory
         watched = host_inventory or os.path.abspath(inventory)
         log = log or os.path.join(os.path.dirname(watched), ".cascade", "cron.log")
         # the host-local inventory has --limit and --var resolved already
         return cls(watched, local, None if local else limit, [] if local else list(vars), log, python, project)
 
-    def prepare(self, host: Host, transport) -> None:
+    def prepare(self, host: Host, transport: Transport) -> None:
         if self.local_inventory:
-            transport.agent("write_file", path=self.local_inventory, content=host_local_inventory(host), mode=0o600)
+            transport.call(agent.files.write_file, path=self.local_inventory, content=host_local_inventory(host),
+                           mode=0o600)
 
-    def runner(self, transport, here: bool, installed_here: Optional[str], project_dir: str) -> List[str]:
+    def runner(self, transport: Transport, here: bool, installed_here: Optional[str], project_dir: str) -> List[str]:
         """The installed CLI there (beside ``python``, else where ``bootstrap`` installs it) when
         cascade-ops is installed, else a checkout's: ``project``, or here this one. On another host
         with neither, no entry: the controller's checkout is not there."""
@@ -123,7 +112,7 @@ class WatchJob:
                 cli = installed_here
             else:
                 prefix = os.path.dirname(os.path.dirname(self.python)) if self.python else None
-                there = transport.agent("installed_cli", prefix=prefix)
+                there = transport.call(agent.install.installed_cli, prefix=prefix)
                 cli = there["cli"] if there["version"] else None
                 if cli is None and self.python is None and not here:
                     venv = os.path.dirname(os.path.dirname(there["cli"]))
@@ -142,20 +131,21 @@ def marker(inventory: str) -> str:
     return MARKER + entry_id(inventory)
 
 
-def find(transport, inventory: str, user: Optional[str] = None) -> Optional[str]:
+def find(transport: Transport, inventory: str, user: Optional[str] = None) -> Optional[str]:
     """Our entry in the crontab of the transport's host, or None."""
     wanted = marker(inventory)
-    return next((line for line in transport.agent("crontab_lines", user=user) if line.endswith(wanted)), None)
+    lines = transport.call(agent.crontab.crontab_lines, user=user)
+    return next((line for line in lines if line.endswith(wanted)), None)
 
 
-def install(transport, inventory: str, schedule_text: str, command: str, user: Optional[str] = None) -> bool:
+def install(transport: Transport, inventory: str, schedule_text: str, command: str, user: Optional[str] = None) -> bool:
     """Add or replace our entry; other entries stay byte for byte. Returns True when it changed."""
     entry = "%s %s %s" % (schedule_text, command, marker(inventory))
-    return transport.agent("crontab_entry", marker=marker(inventory), entry=entry, user=user)["changed"]
+    return transport.call(agent.crontab.crontab_entry, marker=marker(inventory), entry=entry, user=user)["changed"]
 
 
-def remove(transport, inventory: str, user: Optional[str] = None) -> bool:
-    return transport.agent("crontab_entry", marker=marker(inventory), entry=None, user=user)["changed"]
+def remove(transport: Transport, inventory: str, user: Optional[str] = None) -> bool:
+    return transport.call(agent.crontab.crontab_entry, marker=marker(inventory), entry=None, user=user)["changed"]
 
 
 def command_of(entry: str) -> str:

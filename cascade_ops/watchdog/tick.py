@@ -7,11 +7,11 @@ playbook. Budget and streak live in ``state_dir/watch-state.json`` between ticks
 """
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from cascade_ops import agent
 from cascade_ops.config.hostvars import Host
 from cascade_ops.errors import (
     EXIT_BUDGET,
@@ -24,13 +24,12 @@ from cascade_ops.errors import (
     worst_exit_code,
 )
 from cascade_ops.model.facts import Diagnosis, read_diagnosis
+from cascade_ops.model.paths import StatePaths
 from cascade_ops.model.results import HostStatus
 from cascade_ops.transport import Transport
 
-STATE_FILE = "watch-state.json"
 RECOVERY_PREFIX = "watch: "  # the run history's name for a watchdog's recovery
 HISTORY_LOOKBACK = 500  # run history lines read to rebuild a corrupt state file
-LOG_FILE = "watch.log"
 PlaybookLoader = Callable[[], Any]
 
 
@@ -74,15 +73,11 @@ def failed_tick(host: str, error: CascadeError) -> Tick:
     return Tick(host, False, "not probed", action, str(error), error.exit_code)
 
 
-def _paths(v: Dict[str, Any]) -> Tuple[str, str]:
-    return os.path.join(v["state_dir"], STATE_FILE), os.path.join(v["state_dir"], LOG_FILE)
-
-
 def _load_state(transport: Transport, path: str, v: Dict[str, Any], now: float) -> Tuple[WatchState, Optional[str]]:
     """The state between ticks, and a note when the file was corrupt. A torn or foreign file must
     not stop the watchdog, nor silently give back a spent restart budget: the recoveries of the
     window are counted again from the run history."""
-    text = transport.agent("read_text", path=path)
+    text = transport.call(agent.files.read_text, path=path)
     if not text:
         return WatchState(), None
     try:
@@ -103,7 +98,7 @@ def _load_state(transport: Transport, path: str, v: Dict[str, Any], now: float) 
 
 
 def _save_state(transport: Transport, path: str, state: WatchState) -> None:
-    transport.agent("write_file", path=path, content=json.dumps(state.__dict__))
+    transport.call(agent.files.write_file, path=path, content=json.dumps(state.__dict__))
 
 
 def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader, reset: bool = False,
@@ -111,9 +106,10 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
     """One watchdog tick on one host."""
     started = time.monotonic()
     v = host.vars
-    state_path, log_path = _paths(v)
+    paths = StatePaths.of(v)
+    state_path, log_path = paths.watch_state, paths.watch_log
     if reset:
-        transport.agent("remove_file", path=state_path)
+        transport.call(agent.files.remove_file, path=state_path)
     state, note = _load_state(transport, state_path, v, now())
     diagnosis = read_diagnosis(transport, v)
     state.prune(now(), v["window"])
@@ -135,7 +131,7 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
         _write_metrics(host, transport, state, tick, now())
     record = dict(tick.to_json(), time=now(), probe=diagnosis.probe.__dict__ if diagnosis.probe else None)
     record.pop("recovery", None)
-    transport.agent("append_log", path=log_path, line=json.dumps(record),
+    transport.call(agent.files.append_log, path=log_path, line=json.dumps(record),
                     max_bytes=v["watch_log_max_bytes"], keep=v["watch_log_keep"])
     return tick
 
@@ -143,14 +139,14 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
 def _recover(host: Host, transport: Transport, state: WatchState, state_path: str, diagnosis: Diagnosis,
              playbook_loader: PlaybookLoader, now: Callable[[], float]) -> Tick:
     from cascade_ops.engine.playbook import bind
-    from cascade_ops.engine.runner import RunOptions, lock_path, run_host
+    from cascade_ops.engine.runner import RunOptions, run_host
     from cascade_ops.reporting.history import new_run_id
     from cascade_ops.reporting.listeners import run_listeners
     v = host.vars
     playbook = playbook_loader()
     bound = [bind(call, v) for call in playbook.steps]  # validated before any change
     try:
-        with transport.lock(lock_path(v)):
+        with transport.lock(StatePaths.of(v).lock):
             again = read_diagnosis(transport, v)
             if again.left_alone(v["restart_slow"]):
                 state.fail_streak = 0
@@ -183,7 +179,7 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
     return tick
 
 
-def _budget_exhausted(host, state, diagnosis, now) -> Tick:
+def _budget_exhausted(host: Host, state: WatchState, diagnosis: Diagnosis, now: Callable[[], float]) -> Tick:
     v = host.vars
     outcome = ("restart budget spent: %d recoveries within %.0fs; not restarting until the window passes "
                "or `invoke watch --reset`" % (len(state.restarts), v["window"]))
@@ -194,7 +190,8 @@ def _budget_exhausted(host, state, diagnosis, now) -> Tick:
     return tick
 
 
-def _alert(v, host_name, diagnosis, action, outcome, now, incident_report=None) -> Optional[str]:
+def _alert(v: Dict[str, Any], host_name: str, diagnosis: Diagnosis, action: str, outcome: str,
+           now: Callable[[], float], incident_report: Optional[str] = None) -> Optional[str]:
     if not v["alert_webhook"]:
         return None
     from cascade_ops.watchdog.alerts import send_alert, slack_payload
@@ -213,7 +210,7 @@ def _write_metrics(host: Host, transport: Transport, state: WatchState, tick: Ti
         "cascade_restart_budget_remaining": max(0, v["max_restarts"] - len(state.restarts)),
         "cascade_tick_duration_seconds": tick.duration_s,
         "cascade_last_tick_timestamp_seconds": now}, state.last_steps)
-    transport.agent("write_file", path=v["metrics_file"], content=text, mode=0o644)  # node_exporter reads it
+    transport.call(agent.files.write_file, path=v["metrics_file"], content=text, mode=0o644)  # node_exporter reads it
 
 
 def exit_code(ticks: Dict[str, Tick]) -> int:

@@ -4,8 +4,7 @@ timer that starts it (``Persistent=``: a tick missed while the host was down run
 
 from typing import List, Tuple
 
-from cascade_ops.config.hostvars import parse_duration
-from cascade_ops.errors import ConfigError
+from cascade_ops.watchdog.calendars import period
 from cascade_ops.watchdog.cron import entry_id
 
 UNIT_DIR = "/etc/systemd/system"
@@ -16,19 +15,9 @@ def unit_name(inventory: str) -> str:
 
 
 def on_calendar(every: str) -> Tuple[str, float]:
-    """An ``OnCalendar=`` spec and the period in seconds: 5m -> *:0/5, 2h -> 0/2:00, 24h -> daily."""
-    try:
-        seconds = parse_duration(every)
-    except ValueError as exc:
-        raise ConfigError(str(exc), field="--every") from None
-    minutes = seconds / 60
-    if minutes == int(minutes) and 1 <= minutes < 60 and 60 % minutes == 0:
-        return ("*:*" if minutes == 1 else "*:0/%d" % minutes), seconds
-    hours = minutes / 60
-    if hours == int(hours) and 1 <= hours <= 24 and 24 % hours == 0:
-        return ("daily" if hours == 24 else "0/%d:00" % hours), seconds
-    raise ConfigError("a timer cannot run every %r evenly; use 1m-30m dividing an hour, or 1h-24h dividing a day"
-                      % every, field="--every")
+    """An ``OnCalendar=`` spec and the period in seconds (see ``calendars``)."""
+    found = period(every, "a timer")
+    return found.on_calendar, found.seconds
 
 
 def _exec_quote(arg: str) -> str:
