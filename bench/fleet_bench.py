@@ -85,8 +85,10 @@ def _step_totals(size, doc):
     means = ", ".join("%s %.3f" % (k, v / len(doc["hosts"])) for k, v in totals.items())
     print("N=%d mean per host: %s" % (size, means))
     durations = sorted(h["recap"]["duration_s"] for h in doc["hosts"].values())
-    print("N=%d host run (connect included): min %.2f median %.2f max %.2f"
-          % (size, durations[0], durations[len(durations) // 2], durations[-1]))
+    print(
+        "N=%d host run (connect included): min %.2f median %.2f max %.2f"
+        % (size, durations[0], durations[len(durations) // 2], durations[-1])
+    )
 
 
 def measured(argv, cwd):
@@ -99,8 +101,14 @@ def measured(argv, cwd):
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return (wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, out.read().decode(),
-                err.read().decode(), proc.returncode)
+        return (
+            wall,
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_maxrss / 1024.0,
+            out.read().decode(),
+            err.read().decode(),
+            proc.returncode,
+        )
 
 
 def hang(ports, how, stuck):
@@ -124,11 +132,23 @@ def _stop_backends(ports):
 def _pyinfra(pyinfra, root, keys, sshds, ports, rounds, how):
     """The same recovery with pyinfra (bench/pyinfra_recover.py), same hosts, same hung backends."""
     inventory = root / ("pyinfra-%d.py" % len(ports))
-    hosts = [("h%d" % i, {"ssh_hostname": "127.0.0.1", "ssh_port": ssh_port, "ssh_user": "root",
-                          "ssh_key": str(keys / "client"), "ssh_known_hosts_file": str(root / "known_hosts"),
-                          "ssh_strict_host_key_checking": "yes", "port": port, "python": sys.executable,
-                          "backend": str(REPO / "bench" / "light_backend.py")})
-             for i, ((ssh_port, _), port) in enumerate(zip(sshds, ports))]
+    hosts = [
+        (
+            "h%d" % i,
+            {
+                "ssh_hostname": "127.0.0.1",
+                "ssh_port": ssh_port,
+                "ssh_user": "root",
+                "ssh_key": str(keys / "client"),
+                "ssh_known_hosts_file": str(root / "known_hosts"),
+                "ssh_strict_host_key_checking": "yes",
+                "port": port,
+                "python": sys.executable,
+                "backend": str(REPO / "bench" / "light_backend.py"),
+            },
+        )
+        for i, ((ssh_port, _), port) in enumerate(zip(sshds, ports))
+    ]
     inventory.write_text("hosts = %r\n" % hosts)
     argv = [pyinfra, "-y", "--parallel", str(len(ports)), str(inventory), str(REPO / "bench" / "pyinfra_recover.py")]
     runs = []
@@ -152,9 +172,26 @@ def _median(runs):
 def _bare_ssh(keys, known_hosts, ports):
     """The floor on this machine: N OpenSSH clients at once, each running `true` on its host."""
     started = time.perf_counter()
-    clients = [subprocess.Popen(["ssh", "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=%s" % known_hosts,
-                                 "-i", str(keys / "client"), "-p", str(port), "root@127.0.0.1", "true"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
+    clients = [
+        subprocess.Popen(
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "UserKnownHostsFile=%s" % known_hosts,
+                "-i",
+                str(keys / "client"),
+                "-p",
+                str(port),
+                "root@127.0.0.1",
+                "true",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
     for client in clients:
         client.wait()
     return time.perf_counter() - started
@@ -167,8 +204,11 @@ def main():
     parser.add_argument("--steps", action="store_true", help="also print the mean time of each step")
     parser.add_argument("--hang", choices=("stopped", "blocked"), default="stopped")
     parser.add_argument("--empty-rc", action="store_true", help="empty root's ~/.bashrc for the run (restored)")
-    parser.add_argument("--probe-timeout", default="1", help="seconds; a saturated machine (N=200 on 2 cores) "
-                        "needs more than 1 to answer the verification at all")
+    parser.add_argument(
+        "--probe-timeout",
+        default="1",
+        help="seconds; a saturated machine (N=200 on 2 cores) needs more than 1 to answer the verification at all",
+    )
     parser.add_argument("--profile", metavar="FILE", help="sample each cascade-ops run with py-spy into FILE")
     options = parser.parse_args()
     rc = Path(os.path.expanduser("~/.bashrc"))
@@ -202,18 +242,28 @@ def run(options):
             port = free_port()
             config = keys / ("sshd-%d.conf" % port)
             config.write_text(SSHD_CONFIG.format(port=port, keys=keys))
-            sshds.append((port, subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                                                 stderr=subprocess.DEVNULL)))
+            sshds.append(
+                (port, subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL))
+            )
         for port, _ in sshds:
             wait_banner(port)
         (root / "known_hosts").write_text("".join("[127.0.0.1]:%d %s %s\n" % (p, *host_key) for p, _ in sshds))
         for size in sizes:
             inventory = root / ("inventory-%d.yaml" % size)
-            lines = ["all:", "  vars:", "    connection: ssh", "    address: 127.0.0.1", "    user: root",
-                     "    key_file: '%s'" % (keys / "client"), "    known_hosts: '%s'" % (root / "known_hosts"),
-                     "    python: '%s'" % sys.executable, "    process_match: light_backend",
-                     "    start_command: '{python} %s {port}'" % (REPO / "bench" / "light_backend.py"),
-                     "    probe_timeout: %s" % options.probe_timeout, "  hosts:"]
+            lines = [
+                "all:",
+                "  vars:",
+                "    connection: ssh",
+                "    address: 127.0.0.1",
+                "    user: root",
+                "    key_file: '%s'" % (keys / "client"),
+                "    known_hosts: '%s'" % (root / "known_hosts"),
+                "    python: '%s'" % sys.executable,
+                "    process_match: light_backend",
+                "    start_command: '{python} %s {port}'" % (REPO / "bench" / "light_backend.py"),
+                "    probe_timeout: %s" % options.probe_timeout,
+                "  hosts:",
+            ]
             ports = []
             for index in range(size):
                 port = free_port()
@@ -221,8 +271,12 @@ def run(options):
                 all_ports.append(port)
                 app = root / ("n%d-host%d" % (size, index))
                 app.mkdir()
-                lines += ["    host%d:" % index, "      ssh_port: %d" % sshds[index][0], "      port: %d" % port,
-                          "      app_dir: '%s'" % app]
+                lines += [
+                    "    host%d:" % index,
+                    "      ssh_port: %d" % sshds[index][0],
+                    "      port: %d" % port,
+                    "      app_dir: '%s'" % app,
+                ]
             inventory.write_text("\n".join(lines) + "\n")
             argv = [invoke, "-r", str(REPO), "recover", "--inventory", str(inventory), "--forks", str(size)]
             first = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)  # first start
@@ -232,8 +286,23 @@ def run(options):
             for _ in range(options.rounds):
                 stuck = []
                 hang(ports, options.hang, stuck)
-                profiled = [str(Path(sys.executable).with_name("py-spy")), "record", "--threads", "-r", "200",
-                            "--format", "raw", "-o", options.profile, "--"] + argv if options.profile else argv
+                profiled = (
+                    [
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "record",
+                        "--threads",
+                        "-r",
+                        "200",
+                        "--format",
+                        "raw",
+                        "-o",
+                        options.profile,
+                        "--",
+                    ]
+                    + argv
+                    if options.profile
+                    else argv
+                )
                 wall, cpu, rss, out, err, code = measured(profiled + ["--json"], REPO)
                 for sock in stuck:
                     sock.close()
@@ -256,15 +325,25 @@ def run(options):
         print("(pyinfra is not installed here, nor named by $PYINFRA: not measured in this run)")
     if shutil.which("ansible-playbook") is None:
         print("(ansible-playbook is not installed here: not measured in this run)")
-    print("hang: %s; root's ~/.bashrc %s; median of %d rounds; --forks N"
-          % (options.hang, "emptied for the run" if options.empty_rc else "as it is (pyenv init: ~0.14 s a login)",
-             options.rounds))
-    print("%6s | %8s %12s %8s | %8s %12s %8s | %13s" % ("hosts", "wall s", "CPU ms/host", "RSS MB", "pyinfra",
-                                                       "CPU ms/host", "RSS MB", "bare ssh true"))
+    print(
+        "hang: %s; root's ~/.bashrc %s; median of %d rounds; --forks N"
+        % (
+            options.hang,
+            "emptied for the run" if options.empty_rc else "as it is (pyenv init: ~0.14 s a login)",
+            options.rounds,
+        )
+    )
+    print(
+        "%6s | %8s %12s %8s | %8s %12s %8s | %13s"
+        % ("hosts", "wall s", "CPU ms/host", "RSS MB", "pyinfra", "CPU ms/host", "RSS MB", "bare ssh true")
+    )
     for size in sizes:
         wall, cpu, rss = results[size]
-        peer = ("%8.3f %12.0f %8.0f" % (peers[size][0], peers[size][1] * 1000 / size, peers[size][2])
-                if size in peers else "%8s %12s %8s" % ("-", "-", "-"))
+        peer = (
+            "%8.3f %12.0f %8.0f" % (peers[size][0], peers[size][1] * 1000 / size, peers[size][2])
+            if size in peers
+            else "%8s %12s %8s" % ("-", "-", "-")
+        )
         print("%6d | %8.3f %12.0f %8.0f | %s | %13.3f" % (size, wall, cpu * 1000 / size, rss, peer, floors[size]))
 
 

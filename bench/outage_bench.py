@@ -153,6 +153,7 @@ def one_outage(tool, how, env, rate, timeout):
 def idle(follow, seconds):
     """The follower's cost while all is well: CPU seconds and peak RSS over ``seconds``."""
     import psutil
+
     proc = subprocess.Popen(follow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     watched = psutil.Process(proc.pid)
     time.sleep(3)  # started, imported, first tick done
@@ -163,8 +164,10 @@ def idle(follow, seconds):
     cpu = sum(watched.cpu_times()[:2]) - cpu_before
     proc.terminate()
     proc.wait(30)
-    print("follower, healthy, probing every 0.5 s for %.0f s: %.2f CPU seconds (%.2f%% of one core), peak RSS %.1f MB"
-          % (seconds, cpu, 100 * cpu / seconds, peak / 1e6))
+    print(
+        "follower, healthy, probing every 0.5 s for %.0f s: %.2f CPU seconds (%.2f%% of one core), peak RSS %.1f MB"
+        % (seconds, cpu, 100 * cpu / seconds, peak / 1e6)
+    )
 
 
 def main():
@@ -187,28 +190,72 @@ def main():
         main_py.write(BLOCKING_ROUTE)
     inventory = root / "inventory.yaml"
     # max_restarts: the resident watchdogs' recoveries of every round would spend the default budget.
-    inventory.write_text("all:\n  hosts:\n    bench:\n      port: %d\n      app_dir: '%s'\n      probe_timeout: 1\n"
-                         "      max_restarts: 1000\n" % (port, app_dir))
+    inventory.write_text(
+        "all:\n  hosts:\n    bench:\n      port: %d\n      app_dir: '%s'\n      probe_timeout: 1\n"
+        "      max_restarts: 1000\n" % (port, app_dir)
+    )
     secret = app_dir / ".cascade-ops" / "jwt-secret"
-    env = {"port": port,
-           "invoke": [str(Path(sys.executable).with_name("invoke")), "-r", str(REPO), "recover", "--inventory",
-                      str(inventory)],
-           "bash": ["bash", str(REPO / "bench" / "baseline.sh"), str(port), str(app_dir),
-                    str(REPO / "playbooks" / "files" / "auth.py"), sys.executable, str(secret), str(root / "bash.log")]}
+    env = {
+        "port": port,
+        "invoke": [
+            str(Path(sys.executable).with_name("invoke")),
+            "-r",
+            str(REPO),
+            "recover",
+            "--inventory",
+            str(inventory),
+        ],
+        "bash": [
+            "bash",
+            str(REPO / "bench" / "baseline.sh"),
+            str(port),
+            str(app_dir),
+            str(REPO / "playbooks" / "files" / "auth.py"),
+            sys.executable,
+            str(secret),
+            str(root / "bash.log"),
+        ],
+    }
     subprocess.run(env["invoke"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     restart = root / "restart.sh"
-    restart.write_text(RESTART % {"port": port, "app_dir": app_dir, "secret": secret, "python": sys.executable,
-                                  "log": root / "monit-backend.log"})
+    restart.write_text(
+        RESTART
+        % {
+            "port": port,
+            "app_dir": app_dir,
+            "secret": secret,
+            "python": sys.executable,
+            "log": root / "monit-backend.log",
+        }
+    )
     restart.chmod(0o755)
     monitrc = root / "monitrc"
     monitrc.write_text(MONITRC % {"root": root, "port": port, "restart": restart})
     monitrc.chmod(0o600)
-    follow = [str(Path(sys.executable).with_name("invoke")), "-r", str(REPO), "watch", "--follow", "--every", "0.5s",
-              "--inventory", str(inventory)]
-    residents = {"monit": (["monit", "-I", "-c", str(monitrc)], 1.5),
-                 "follower": (follow, 1.5),
-                 "tick-loop": (["bash", "-c", "while true; do %s >/dev/null 2>&1; sleep 1; done" % " ".join(
-                     env["invoke"][:3] + ["watch", "--inventory", str(inventory)])], 1.0)}
+    follow = [
+        str(Path(sys.executable).with_name("invoke")),
+        "-r",
+        str(REPO),
+        "watch",
+        "--follow",
+        "--every",
+        "0.5s",
+        "--inventory",
+        str(inventory),
+    ]
+    residents = {
+        "monit": (["monit", "-I", "-c", str(monitrc)], 1.5),
+        "follower": (follow, 1.5),
+        "tick-loop": (
+            [
+                "bash",
+                "-c",
+                "while true; do %s >/dev/null 2>&1; sleep 1; done"
+                % " ".join(env["invoke"][:3] + ["watch", "--inventory", str(inventory)]),
+            ],
+            1.0,
+        ),
+    }
     results = {}
     resident = None
     try:
@@ -220,8 +267,9 @@ def main():
                 for how in ("stopped", "blocked"):
                     if tool in residents:
                         argv, settle = residents[tool]
-                        resident = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                                    start_new_session=True)
+                        resident = subprocess.Popen(
+                            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+                        )
                         time.sleep(settle)  # its first cycle has run: it watches a healthy backend
                     try:
                         results.setdefault((tool, how), []).append(one_outage(tool, how, env, args.rate, args.timeout))
@@ -236,8 +284,10 @@ def main():
             os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
-    print("%d requests/s, a new connection each, %.0f s client timeout; median of %d rounds"
-          % (args.rate, args.timeout, args.rounds))
+    print(
+        "%d requests/s, a new connection each, %.0f s client timeout; median of %d rounds"
+        % (args.rate, args.timeout, args.rounds)
+    )
     print("%-12s %-8s %8s  %-32s %10s %9s" % ("tool", "hang", "failed", "by kind", "back after", "slowest"))
     for (tool, how), runs in results.items():
         totals = [sum(f.values()) for f, _, _ in runs]
@@ -246,9 +296,17 @@ def main():
             for kind, count in f.items():
                 kinds.setdefault(kind, []).append(count)
         by_kind = ", ".join("%s %g" % (k, statistics.median(v + [0] * (len(runs) - len(v)))) for k, v in kinds.items())
-        print("%-12s %-8s %8g  %-32s %9.2fs %8.2fs" % (
-            tool, how, statistics.median(totals), by_kind or "-", statistics.median(b for _, b, _ in runs),
-            statistics.median(s for _, _, s in runs)))
+        print(
+            "%-12s %-8s %8g  %-32s %9.2fs %8.2fs"
+            % (
+                tool,
+                how,
+                statistics.median(totals),
+                by_kind or "-",
+                statistics.median(b for _, b, _ in runs),
+                statistics.median(s for _, _, s in runs),
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from pyinfra.operations import server
 
 server.shell(
     name="recover the demo backend",
-    commands=[f"""
+    commands=[
+        f"""
 port={int(host.data.port)}
 app_dir='{host.data.app_dir}'
 curl -s -f -m 1 -o /dev/null "http://127.0.0.1:$port/health" && exit 0
@@ -23,5 +24,6 @@ cd "$app_dir"
 CASCADE_JWT_SECRET="$(cat '{host.data.secret_file}')" setsid '{host.data.python}' -m uvicorn main:app \\
   --host 127.0.0.1 --port $port </dev/null >>'{host.data.log}' 2>&1 &
 until curl -s -f -o /dev/null -m 1 "http://127.0.0.1:$port/health"; do sleep 0.02; done
-"""],
+"""
+    ],
 )

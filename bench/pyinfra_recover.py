@@ -10,7 +10,8 @@ from pyinfra.operations import server
 
 server.shell(
     name="recover the light backend",
-    commands=[f"""
+    commands=[
+        f"""
 port={int(host.data.port)}
 curl -s -f -m 1 -o /dev/null "http://127.0.0.1:$port/health" && exit 0
 pids=$(lsof -t -iTCP:$port -sTCP:LISTEN)
@@ -21,5 +22,6 @@ pids=$(lsof -t -iTCP:$port -sTCP:LISTEN)
 [ -n "$pids" ] && kill -KILL $pids
 setsid {host.data.python} {host.data.backend} $port </dev/null >/dev/null 2>&1 &
 until curl -s -f -o /dev/null -m 1 "http://127.0.0.1:$port/health"; do sleep 0.02; done
-"""],
+"""
+    ],
 )

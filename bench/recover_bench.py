@@ -94,23 +94,41 @@ def main():
     with open(app_dir / "main.py", "a") as main:
         main.write(BLOCKING_ROUTE)
     inventory = root / "inventory.yaml"
-    inventory.write_text("all:\n  hosts:\n    bench:\n      port: %d\n      app_dir: '%s'\n"
-                         "      auth_module: '%s'\n      probe_timeout: 1\n"
-                         % (port, app_dir, REPO / "playbooks" / "files" / "auth.py"))
+    inventory.write_text(
+        "all:\n  hosts:\n    bench:\n      port: %d\n      app_dir: '%s'\n"
+        "      auth_module: '%s'\n      probe_timeout: 1\n" % (port, app_dir, REPO / "playbooks" / "files" / "auth.py")
+    )
     program = [str(Path(sys.executable).with_name("invoke")), "-r", str(REPO)]
     invoke = program + ["recover", "--inventory", str(inventory)]
-    baseline = ["bash", str(REPO / "bench" / "baseline.sh"), str(port), str(app_dir),
-                str(REPO / "playbooks" / "files" / "auth.py"), sys.executable,
-                str(app_dir / ".cascade-ops" / "jwt-secret"), str(root / "baseline.log")]
+    baseline = [
+        "bash",
+        str(REPO / "bench" / "baseline.sh"),
+        str(port),
+        str(app_dir),
+        str(REPO / "playbooks" / "files" / "auth.py"),
+        sys.executable,
+        str(app_dir / ".cascade-ops" / "jwt-secret"),
+        str(root / "baseline.log"),
+    ]
     tools = [("cascade-ops", invoke), ("baseline", baseline)]
     pyinfra = os.environ.get("PYINFRA") or shutil.which("pyinfra")
     if pyinfra:
-        data = {"port": port, "app_dir": app_dir, "auth_src": REPO / "playbooks" / "files" / "auth.py",
-                "python": sys.executable, "secret_file": app_dir / ".cascade-ops" / "jwt-secret",
-                "log": root / "pyinfra.log"}
-        tools.append(("pyinfra", [pyinfra, "-y"] + [arg for key, value in data.items()
-                                                    for arg in ("--data", "%s=%s" % (key, value))]
-                      + ["@local", str(REPO / "bench" / "pyinfra_local_recover.py")]))
+        data = {
+            "port": port,
+            "app_dir": app_dir,
+            "auth_src": REPO / "playbooks" / "files" / "auth.py",
+            "python": sys.executable,
+            "secret_file": app_dir / ".cascade-ops" / "jwt-secret",
+            "log": root / "pyinfra.log",
+        }
+        tools.append(
+            (
+                "pyinfra",
+                [pyinfra, "-y"]
+                + [arg for key, value in data.items() for arg in ("--data", "%s=%s" % (key, value))]
+                + ["@local", str(REPO / "bench" / "pyinfra_local_recover.py")],
+            )
+        )
     scenarios = ("stopped", "blocked", "healthy")
     results = {(scenario, name): [] for scenario in scenarios for name, _ in tools}
     floor = []
@@ -133,14 +151,21 @@ def main():
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
     names = [name for name, _ in tools]
-    print("%-8s %s   (median of %d, wall seconds; ratios to the baseline)"
-          % ("scenario", " ".join("%12s" % n for n in names), rounds))
+    print(
+        "%-8s %s   (median of %d, wall seconds; ratios to the baseline)"
+        % ("scenario", " ".join("%12s" % n for n in names), rounds)
+    )
     for scenario in scenarios:
         medians = [statistics.median(results[(scenario, n)]) for n in names]
         base = medians[names.index("baseline")]
-        print("%-8s %s   %s" % (scenario, " ".join("%12.3f" % m for m in medians),
-                                 "  ".join("%s %.2fx" % (n, m / base) for n, m in zip(names, medians)
-                                           if n != "baseline")))
+        print(
+            "%-8s %s   %s"
+            % (
+                scenario,
+                " ".join("%12.3f" % m for m in medians),
+                "  ".join("%s %.2fx" % (n, m / base) for n, m in zip(names, medians) if n != "baseline"),
+            )
+        )
     print("floor: `invoke --list` %.3f s (median), under every cascade-ops figure above" % statistics.median(floor))
 
 

@@ -13,8 +13,17 @@ EXIT_UNHEALTHY = 7  # diagnose: a host answered, and it is not healthy
 EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM = 129, 130, 143  # interrupted: 128 + the signal
 
 # When hosts end differently the worst wins (README: exit codes); an interrupted run says so first.
-SEVERITY = (EXIT_OK, EXIT_UNHEALTHY, EXIT_LOCKED, EXIT_BUDGET, EXIT_UNREACHABLE, EXIT_FAILED, EXIT_SIGHUP,
-            EXIT_SIGTERM, EXIT_SIGINT)
+SEVERITY = (
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+    EXIT_LOCKED,
+    EXIT_BUDGET,
+    EXIT_UNREACHABLE,
+    EXIT_FAILED,
+    EXIT_SIGHUP,
+    EXIT_SIGTERM,
+    EXIT_SIGINT,
+)
 
 
 def worst_exit_code(codes: Iterable[int]) -> int:
@@ -32,8 +41,9 @@ class ConfigError(CascadeError):
 
     exit_code = EXIT_INVALID
 
-    def __init__(self, message: str, file: Optional[str] = None, line: Optional[int] = None,
-                 field: Optional[str] = None):
+    def __init__(
+        self, message: str, file: Optional[str] = None, line: Optional[int] = None, field: Optional[str] = None
+    ):
         self.file, self.line, self.field = file, line, field
         where = ":".join(str(p) for p in (file, line) if p is not None)
         prefix = "%s: " % where if where else ""

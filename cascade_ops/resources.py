@@ -30,6 +30,7 @@ def demo_backend() -> str:
 
 def version() -> str:
     from importlib import metadata
+
     try:
         return metadata.version("cascade-ops")
     except metadata.PackageNotFoundError:

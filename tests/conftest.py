@@ -34,6 +34,7 @@ def make_site(tmp_path, reaper):
         root = tmp_path / name
         root.mkdir()
         return Site(root, reaper, **extra)
+
     return make
 
 
@@ -44,8 +45,23 @@ def redis_url(reaper, tmp_path):
     if server is None:
         pytest.skip("redis-server is not installed (.ci/run installs it)")
     port = free_port()
-    proc = reaper.popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                         "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = reaper.popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = "redis://127.0.0.1:%d/0" % port
 
     from cascade_ops.steps.verify import redis_ping
@@ -55,6 +71,7 @@ def redis_url(reaper, tmp_path):
             return redis_ping(url, 0.5) == "+PONG"
         except OSError:
             return False
+
     wait_for(answers, message="redis-server on port %d" % port)
     yield url, proc
 
@@ -83,6 +100,7 @@ def ssh_keys(tmp_path_factory):
 def make_fleet(tmp_path, reaper, ssh_keys):
     def make(count=3, **extra):
         return Fleet(tmp_path, reaper, ssh_keys, count, **extra)
+
     return make
 
 

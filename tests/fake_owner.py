@@ -35,8 +35,12 @@ class FakeDriver(OwnerDriver):
     def configured(self, hints: Hints, by_pid: Dict[int, Json]) -> Json:
         named = [p for p in by_pid.values() if _is_manager(p) and p["cmdline"][3] == hints.get("fake_program")]
         if len(named) != 1:
-            return {"kind": "fake", "name": hints.get("fake_program"), "reachable": False,
-                    "why": "%d fake managers run program %r" % (len(named), hints.get("fake_program"))}
+            return {
+                "kind": "fake",
+                "name": hints.get("fake_program"),
+                "reachable": False,
+                "why": "%d fake managers run program %r" % (len(named), hints.get("fake_program")),
+            }
         return _owner(named[0])
 
     def _ask(self, owner: Json, how: int, wanted: bool) -> None:

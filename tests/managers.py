@@ -22,8 +22,18 @@ SCRIPTS = Path(__file__).resolve().parent / "supervisors"
 
 
 def uvicorn_argv(site):
-    return [sys.executable, "-m", "uvicorn", "main:app", "--app-dir", str(site.app_dir), "--host", "127.0.0.1",
-            "--port", str(site.port)]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "main:app",
+        "--app-dir",
+        str(site.app_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(site.port),
+    ]
 
 
 def secret_env(site):
@@ -43,18 +53,39 @@ class Supervisord:
         self.root = root
         self.conf = root / "supervisord.conf"
         environment = ",".join('%s="%s"' % item for item in sorted(env.items()))
-        self.conf.write_text("\n".join([
-            "[supervisord]", "logfile=%s/supervisord.log" % root, "pidfile=%s/supervisord.pid" % root,
-            "childlogdir=%s" % root,
-            "[unix_http_server]", "file=%s/supervisor.sock" % root,
-            "[supervisorctl]", "serverurl=unix://%s/supervisor.sock" % root,
-            "[rpcinterface:supervisor]",
-            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-            "[program:web]", "command=%s" % " ".join(argv), "environment=%s" % environment,
-            "autorestart=true", "startsecs=1", "stopasgroup=true", "killasgroup=true",
-            "stdout_logfile=%s/web.log" % root, "redirect_stderr=true", ""]))
-        self.proc = reaper.popen([str(BIN / "supervisord"), "-n", "-c", str(self.conf)], cwd=root,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "[supervisord]",
+                    "logfile=%s/supervisord.log" % root,
+                    "pidfile=%s/supervisord.pid" % root,
+                    "childlogdir=%s" % root,
+                    "[unix_http_server]",
+                    "file=%s/supervisor.sock" % root,
+                    "[supervisorctl]",
+                    "serverurl=unix://%s/supervisor.sock" % root,
+                    "[rpcinterface:supervisor]",
+                    "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+                    "[program:web]",
+                    "command=%s" % " ".join(argv),
+                    "environment=%s" % environment,
+                    "autorestart=true",
+                    "startsecs=1",
+                    "stopasgroup=true",
+                    "killasgroup=true",
+                    "stdout_logfile=%s/web.log" % root,
+                    "redirect_stderr=true",
+                    "",
+                ]
+            )
+        )
+        self.proc = reaper.popen(
+            [str(BIN / "supervisord"), "-n", "-c", str(self.conf)],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def info(self):
         return supervisor.rpc(str(self.conf)).supervisor.getProcessInfo("web")
@@ -76,12 +107,30 @@ class Gunicorn:
         env = dict(os.environ, HOME=str(home), **secret_env(site))
         self.log = site.root / "gunicorn.log"
         with open(self.log, "ab") as log:
-            self.proc = reaper.popen([str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker", "-w",
-                                      str(workers), "-b", "127.0.0.1:%d" % site.port, "--chdir", str(site.app_dir),
-                                      "main:app"], env=env, stdout=log, stderr=log, start_new_session=True)
+            self.proc = reaper.popen(
+                [
+                    str(BIN / "gunicorn"),
+                    "-k",
+                    "uvicorn.workers.UvicornWorker",
+                    "-w",
+                    str(workers),
+                    "-b",
+                    "127.0.0.1:%d" % site.port,
+                    "--chdir",
+                    str(site.app_dir),
+                    "main:app",
+                ],
+                env=env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         self.site = site
-        wait_for(lambda: len(self.workers()) == workers and site.health()["ok"], timeout=30,
-                 message="gunicorn and its workers")
+        wait_for(
+            lambda: len(self.workers()) == workers and site.health()["ok"],
+            timeout=30,
+            message="gunicorn and its workers",
+        )
 
     def workers(self):
         try:
@@ -110,11 +159,17 @@ class SystemdNamespace:
         self.saved = {name: Path("/proc/sys", name).read_text() for name in self.SYSCTLS}
         self._cleanup()  # a tree an interrupted run left behind
         self.log = open(base / "systemd.log", "wb")  # noqa: SIM115 (open while systemd runs; closed in close())
-        self.boot = reaper.popen([str(SCRIPTS / "systemd-ns.sh"), str(base)], stdout=self.log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+        self.boot = reaper.popen(
+            [str(SCRIPTS / "systemd-ns.sh"), str(base)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.pid1 = wait_for(self._pid1, message="systemd to boot in its namespace")
-        wait_for(lambda: self.inside("systemctl", "is-system-running").stdout.strip() in ("running", "degraded"),
-                 message="systemd to be running")
+        wait_for(
+            lambda: self.inside("systemctl", "is-system-running").stdout.strip() in ("running", "degraded"),
+            message="systemd to be running",
+        )
 
     def _pid1(self):
         try:
@@ -125,8 +180,14 @@ class SystemdNamespace:
             return None
 
     def inside(self, *argv, timeout=60, **kwargs):
-        return subprocess.run(["nsenter", "-t", str(self.pid1), "-a", *argv], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
+        return subprocess.run(
+            ["nsenter", "-t", str(self.pid1), "-a", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
+        )
 
     def add_unit(self, name, text):
         (self.base / "units" / name).write_text(text)
@@ -159,8 +220,9 @@ class SystemdNamespace:
         except (subprocess.TimeoutExpired, OSError):
             pass
         finally:
-            for proc in psutil.Process(self.boot.pid).children(recursive=True) if psutil.pid_exists(
-                    self.boot.pid) else []:
+            for proc in (
+                psutil.Process(self.boot.pid).children(recursive=True) if psutil.pid_exists(self.boot.pid) else []
+            ):
                 proc.kill()
             if self.boot.poll() is None:
                 self.boot.kill()
@@ -185,11 +247,28 @@ class Dockerd:
         self.short = Path(tempfile.mkdtemp(prefix="dk.", dir="/tmp"))
         self.sock = self.short / "docker.sock"
         self.log = open(base / "dockerd.log", "wb")  # noqa: SIM115 (open while dockerd runs; closed in close())
-        self.proc = reaper.popen(["dockerd", "--data-root", str(base / "root"), "--exec-root", str(self.short / "x"),
-                                  "--pidfile", str(self.short / "docker.pid"), "-H", "unix://%s" % self.sock,
-                                  "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
-                                  "--bridge=none", "--cgroup-parent=/" + self.CGROUP],
-                                 stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = reaper.popen(
+            [
+                "dockerd",
+                "--data-root",
+                str(base / "root"),
+                "--exec-root",
+                str(self.short / "x"),
+                "--pidfile",
+                str(self.short / "docker.pid"),
+                "-H",
+                "unix://%s" % self.sock,
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--bridge=none",
+                "--cgroup-parent=/" + self.CGROUP,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             wait_for(lambda: self.cli("version").returncode == 0, timeout=30, message="dockerd to answer")
             self._import_image()
@@ -211,15 +290,25 @@ class Dockerd:
 
     def cli(self, *args, **kwargs):
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.run([DOCKER, "-H", "unix://%s" % self.sock, *args], capture_output=True, text=True,
-                              timeout=60, **kwargs)
+        return subprocess.run(
+            [DOCKER, "-H", "unix://%s" % self.sock, *args], capture_output=True, text=True, timeout=60, **kwargs
+        )
 
     def run_backend(self, site, name, publish=False):
         """The site's backend in a container that docker restarts always; on the host's network, or
         behind docker-proxy with ``publish``."""
         mounts = {"/usr", str(Path(sys.executable).resolve().parents[1]), str(Path(__file__).resolve().parents[1])}
-        args = ["run", "-d", "--name", name, "--restart=always", "-w", str(site.app_dir), "-v",
-                "%s:%s" % (site.root, site.root)]
+        args = [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart=always",
+            "-w",
+            str(site.app_dir),
+            "-v",
+            "%s:%s" % (site.root, site.root),
+        ]
         for path in sorted(mounts):
             args += ["-v", "%s:%s:ro" % (path, path)]
         for key, value in secret_env(site).items():

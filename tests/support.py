@@ -142,9 +142,16 @@ class Site:
         shutil.copytree(DEMO, self.app_dir)
         shutil.copy(AUTH_MODULE, self.auth_module)
         self.inventory = root / "inventory.yaml"
-        self.vars = {"connection": "local", "port": self.port, "bind_host": "127.0.0.1",
-                     "app_dir": str(self.app_dir), "auth_module": str(self.auth_module),
-                     "probe_timeout": 1, "grace": "2s", "start_timeout": "30s"}
+        self.vars = {
+            "connection": "local",
+            "port": self.port,
+            "bind_host": "127.0.0.1",
+            "app_dir": str(self.app_dir),
+            "auth_module": str(self.auth_module),
+            "probe_timeout": 1,
+            "grace": "2s",
+            "start_timeout": "30s",
+        }
         self.vars.update(extra_vars)
         self.write_inventory()
         self.reaper = reaper
@@ -159,6 +166,7 @@ class Site:
     # -- running cascade-ops
     def recover(self, **kwargs):
         from cascade_ops import api
+
         kwargs.setdefault("playbook", str(PLAYBOOK))
         return api.recover(str(self.inventory), **kwargs)
 
@@ -166,11 +174,13 @@ class Site:
         return INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:])
 
     def cli(self, *args, timeout=90):
-        return subprocess.run(self.cli_argv(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            self.cli_argv(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
 
     def watch(self, **kwargs):
         from cascade_ops import api
+
         kwargs.setdefault("playbook", str(PLAYBOOK))
         return api.watch(str(self.inventory), **kwargs)["web"]
 
@@ -189,9 +199,14 @@ class Site:
         """A backend started the way an operator would (not by cascade-ops), tracked for cleanup."""
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         with open(self.root / "manual.log", "ab") as log:
-            proc = self.reaper.popen([sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1",
-                                      "--port", str(self.port), *extra], cwd=self.app_dir, env=full_env,
-                                     stdout=log, stderr=log, start_new_session=True)
+            proc = self.reaper.popen(
+                [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(self.port), *extra],
+                cwd=self.app_dir,
+                env=full_env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         wait_for(lambda: self.health()["ok"], message="manual backend on port %d" % self.port)
         return proc
 
@@ -236,8 +251,11 @@ class Bystander:
         return [line for line in self.log.read_text().splitlines() if line != "ready"]
 
     def untouched(self) -> bool:
-        return (self.proc.poll() is None and psutil.Process(self.proc.pid).status() != psutil.STATUS_STOPPED
-                and self.signals() == [])
+        return (
+            self.proc.poll() is None
+            and psutil.Process(self.proc.pid).status() != psutil.STATUS_STOPPED
+            and self.signals() == []
+        )
 
 
 class WebhookServer:
@@ -248,6 +266,7 @@ class WebhookServer:
         import http.server
         import json
         import threading
+
         received = self.received = []
         pinged = self.pinged = []
 
@@ -287,14 +306,23 @@ SSHD = "/usr/sbin/sshd"
 class SSHServer:
     """A real sshd on a free loopback port, started for one test and stopped by PID."""
 
-    def __init__(self, keys: Path, reaper: Reaper, host_key: str = "host", launch=None, sftp: bool = True,
-                 passwords: bool = False):
+    def __init__(
+        self,
+        keys: Path,
+        reaper: Reaper,
+        host_key: str = "host",
+        launch=None,
+        sftp: bool = True,
+        passwords: bool = False,
+    ):
         """``launch(argv)`` starts sshd somewhere else (inside a namespace); default: here, tracked.
         ``sftp=False``: a host without an SFTP subsystem (minimal images, some appliances)."""
         self.port = free_port()
         self.keys = keys
         config = keys / ("sshd-%d.conf" % self.port)
-        config.write_text(textwrap.dedent("""\
+        config.write_text(
+            textwrap.dedent(
+                """\
             Port %d
             ListenAddress 127.0.0.1
             HostKey %s
@@ -309,8 +337,11 @@ class SSHServer:
             MaxStartups 200
             MaxSessions 200
             LogLevel ERROR
-            """ % (self.port, keys / host_key, keys / "authorized_keys", "yes" if passwords else "no"))
-            + ("Subsystem sftp internal-sftp\n" if sftp else ""))
+            """
+                % (self.port, keys / host_key, keys / "authorized_keys", "yes" if passwords else "no")
+            )
+            + ("Subsystem sftp internal-sftp\n" if sftp else "")
+        )
         argv = [SSHD, "-D", "-e", "-f", str(config)]
         self.proc = launch(argv) if launch else reaper.popen(argv, stderr=subprocess.DEVNULL)
         wait_for(self._answers, message="sshd on port %d" % self.port)
@@ -328,9 +359,16 @@ class SSHServer:
 
 
 def ssh_vars(server: SSHServer, known_hosts: Path):
-    return {"connection": "ssh", "address": "127.0.0.1", "ssh_port": server.port, "user": "root",
-            "key_file": str(server.keys / "client"), "known_hosts": str(known_hosts), "python": sys.executable,
-            "connect_timeout": 3}
+    return {
+        "connection": "ssh",
+        "address": "127.0.0.1",
+        "ssh_port": server.port,
+        "user": "root",
+        "key_file": str(server.keys / "client"),
+        "known_hosts": str(known_hosts),
+        "python": sys.executable,
+        "connect_timeout": 3,
+    }
 
 
 class Fleet:
@@ -361,8 +399,14 @@ class Fleet:
         self.inventory.write_text("\n".join(lines) + "\n")
 
     def cli(self, *args, timeout=180):
-        return subprocess.run(INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:]),
-                              cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            INVOKE + list(args[:1]) + ["--inventory", str(self.inventory)] + list(args[1:]),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 # A hung server that ignores SIGTERM: it accepts at kernel level and never answers.
@@ -379,27 +423,65 @@ IGNORES_SIGTERM = python_script("""
 
 # --------------------------------------------------------------------------- constructed facts
 
+
 def process(pid, ppid, command, state="S", user="app", start_ticks=None, exe=None):
     """Raw agent facts of one process, as ``agent.procfs.process_info`` reports them."""
     argv = command.split() if isinstance(command, str) else list(command)
-    return {"pid": pid, "ppid": ppid, "pgid": pid, "sid": pid, "state": state, "comm": argv[0][-15:], "uid": 1000,
-            "user": user, "start_ticks": start_ticks or pid * 10, "age_s": 60.0, "cpu_s": 1.0, "threads": 2,
-            "rss": 1 << 20, "cmdline": argv, "exe": exe or argv[0]}
+    return {
+        "pid": pid,
+        "ppid": ppid,
+        "pgid": pid,
+        "sid": pid,
+        "state": state,
+        "comm": argv[0][-15:],
+        "uid": 1000,
+        "user": user,
+        "start_ticks": start_ticks or pid * 10,
+        "age_s": 60.0,
+        "cpu_s": 1.0,
+        "threads": 2,
+        "rss": 1 << 20,
+        "cmdline": argv,
+        "exe": exe or argv[0],
+    }
 
 
-def diagnosis(processes, holders, port=8000, probe_ok=False, protected=(), address="127.0.0.1", orphan_inodes=(),
-              owners=None, recorded=None, run_user="app"):
+def diagnosis(
+    processes,
+    holders,
+    port=8000,
+    probe_ok=False,
+    protected=(),
+    address="127.0.0.1",
+    orphan_inodes=(),
+    owners=None,
+    recorded=None,
+    run_user="app",
+):
     """A ``Diagnosis`` built from constructed facts: ``holders`` maps pid -> listening inodes, and
     ``owners`` pid -> what ``agent.owners`` reports about that holder's owner."""
     from cascade_ops.model.facts import Diagnosis
+
     inodes = sorted({i for held in holders.values() for i in held} | set(orphan_inodes))
     sockets = [{"inode": i, "address": address, "port": port, "family": 4, "backlog": 0} for i in inodes]
-    probe = {"url": "http://%s:%d/health" % (address, port), "ok": probe_ok, "elapsed_s": 0.001,
-             "status": 200 if probe_ok else None, "error": None if probe_ok else "timeout"}
-    raw = {"sockets": sockets, "holders": [{"pid": p, "inodes": sorted(i)} for p, i in sorted(holders.items())],
-           "unreadable_pids": 0, "processes": processes, "protected": list(protected),
-           "probe": probe if sockets else None, "owners": {str(p): o for p, o in (owners or {}).items()},
-           "recorded": recorded, "run_user": run_user}
+    probe = {
+        "url": "http://%s:%d/health" % (address, port),
+        "ok": probe_ok,
+        "elapsed_s": 0.001,
+        "status": 200 if probe_ok else None,
+        "error": None if probe_ok else "timeout",
+    }
+    raw = {
+        "sockets": sockets,
+        "holders": [{"pid": p, "inodes": sorted(i)} for p, i in sorted(holders.items())],
+        "unreadable_pids": 0,
+        "processes": processes,
+        "protected": list(protected),
+        "probe": probe if sockets else None,
+        "owners": {str(p): o for p, o in (owners or {}).items()},
+        "recorded": recorded,
+        "run_user": run_user,
+    }
     return Diagnosis.from_agent(raw, port)
 
 
@@ -437,6 +519,7 @@ HANG_APP = python_script("""
 
 def poke(port, path):
     """Send a request that never gets an answer, from a thread, and leave it hanging."""
+
     def request():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -444,13 +527,14 @@ def poke(port, path):
                 sock.recv(1)
         except OSError:
             pass
-    threading.Thread(target=request, daemon=True).start()
 
+    threading.Thread(target=request, daemon=True).start()
 
 
 def slow_start_app(seconds):
     """A backend whose import takes ``seconds``: a run stays inside its start step that long."""
-    return python_script("""
+    return python_script(
+        """
         import time
         from fastapi import FastAPI
         time.sleep(%s)
@@ -459,4 +543,6 @@ def slow_start_app(seconds):
         @app.get("/health")
         def health():
             return {"status": "ok"}
-    """ % seconds)
+    """
+        % seconds
+    )

@@ -38,36 +38,42 @@ ansible_connection=local
 def _help_flags(text):
     """short flag -> its long names, from a --help text."""
     found = {}
-    for short, longs in re.findall(r"^\s+-([A-Za-z])(?:\s+[A-Z_]+)?,\s+((?:--[\w-]+(?:[= ][A-Z_]+)?(?:,\s*)?)+)",
-                                   text, re.M):
+    for short, longs in re.findall(
+        r"^\s+-([A-Za-z])(?:\s+[A-Z_]+)?,\s+((?:--[\w-]+(?:[= ][A-Z_]+)?(?:,\s*)?)+)", text, re.M
+    ):
         found[short] = set(re.findall(r"--([\w-]+)", longs))
     return found
 
 
 @pytest.mark.skipif(not os.path.exists(ANSIBLE_PLAYBOOK), reason="ansible-core (in the test extra)")
 def test_every_short_flag_means_what_it_means_to_ansible_playbook():
-    ansible = _help_flags(subprocess.run([ANSIBLE_PLAYBOOK, "--help"], capture_output=True, text=True,
-                                         timeout=60).stdout)
+    ansible = _help_flags(
+        subprocess.run([ANSIBLE_PLAYBOOK, "--help"], capture_output=True, text=True, timeout=60).stdout
+    )
     for task in ("recover", "deploy", "diagnose", "verify", "watch"):
-        ours = _help_flags(subprocess.run(INVOKE + ["--help", task], cwd=REPO, capture_output=True, text=True,
-                                          timeout=60).stdout)
+        ours = _help_flags(
+            subprocess.run(INVOKE + ["--help", task], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
+        )
         assert ours, task
         for short, longs in ours.items():
             assert short in ansible, "%s: -%s is not an ansible-playbook flag" % (task, short)
             assert longs & ansible[short], "%s: -%s is %s here, %s to Ansible" % (task, short, longs, ansible[short])
-    recover = _help_flags(subprocess.run(INVOKE + ["--help", "recover"], cwd=REPO, capture_output=True,
-                                         text=True, timeout=60).stdout)
+    recover = _help_flags(
+        subprocess.run(INVOKE + ["--help", "recover"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
+    )
     assert {"e", "v", "K", "k", "C", "D", "i", "l", "f"} <= set(recover) and "a" not in recover
 
 
 def test_an_unknown_option_is_a_usage_error_exit_4():
-    done = subprocess.run(CASCADE_OPS + ["recover", "--no-such-option"], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        CASCADE_OPS + ["recover", "--no-such-option"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 4 and "usage: No idea what '--no-such-option' is" in done.stderr
 
 
-@pytest.mark.parametrize("pattern", ["web:!host2", "web,!host2", "web:&db", "all:!db", "host*:!host3", "web,db1",
-                                     "!host1"])
+@pytest.mark.parametrize(
+    "pattern", ["web:!host2", "web,!host2", "web:&db", "all:!db", "host*:!host3", "web,db1", "!host1"]
+)
 def test_limit_patterns_select_what_ansible_selects(tmp_path, pattern):
     inventory = tmp_path / "hosts"
     inventory.write_text(INI)
@@ -75,8 +81,13 @@ def test_limit_patterns_select_what_ansible_selects(tmp_path, pattern):
     ansible = os.path.join(ANSIBLE_BIN, "ansible")
     if not os.path.exists(ansible):
         pytest.skip("ansible-core (in the test extra)")
-    listed = subprocess.run([ansible, pattern, "-i", str(inventory), "--list-hosts"], capture_output=True, text=True,
-                            timeout=60, env=dict(os.environ, ANSIBLE_LOCALHOST_WARNING="false"))
+    listed = subprocess.run(
+        [ansible, pattern, "-i", str(inventory), "--list-hosts"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, ANSIBLE_LOCALHOST_WARNING="false"),
+    )
     theirs = [line.strip() for line in listed.stdout.splitlines()[1:] if line.strip()]
     assert sorted(ours) == sorted(theirs), (pattern, listed.stdout + listed.stderr)
 
@@ -94,8 +105,9 @@ def test_a_limit_file_and_a_pattern_that_leaves_nothing(tmp_path):
 
 def test_a_password_in_the_inventory_is_refused_by_name(tmp_path):
     inventory = tmp_path / "hosts"
-    inventory.write_text(INI.replace("ansible_connection=local", "ansible_connection=local\n"
-                                     "ansible_become_password=hunter2"))
+    inventory.write_text(
+        INI.replace("ansible_connection=local", "ansible_connection=local\nansible_become_password=hunter2")
+    )
     with pytest.raises(ConfigError) as refused:
         load_inventory(str(inventory))
     assert "ansible_become_password" in str(refused.value) and "--ask-become-pass" in str(refused.value)
@@ -107,15 +119,26 @@ def _two_local_and_one_down(make_site, tmp_path, stuck_first=False):
     good = make_site("good", auth_module=None)
     names = [("web1", good)]
     if stuck_first:
-        stuck = make_site("stuck", auth_module=None, start_timeout="2s",
-                          start_command="%s -c 'import time; time.sleep(60)'" % sys.executable)
+        stuck = make_site(
+            "stuck",
+            auth_module=None,
+            start_timeout="2s",
+            start_command="%s -c 'import time; time.sleep(60)'" % sys.executable,
+        )
         names.insert(0, ("web0", stuck))
     lines = ["all:", "  hosts:"]
     for name, site in names:
         lines.append("    %s:" % name)
         lines += ["      %s: %s" % (k, json.dumps(v)) for k, v in site.vars.items() if v is not None]
-    lines += ["    down:", "      connection: ssh", "      address: 127.0.0.1", "      ssh_port: %d" % free_port(),
-              "      port: 8000", "      app_dir: /srv/app", "      connect_timeout: 2"]
+    lines += [
+        "    down:",
+        "      connection: ssh",
+        "      address: 127.0.0.1",
+        "      ssh_port: %d" % free_port(),
+        "      port: 8000",
+        "      app_dir: /srv/app",
+        "      connect_timeout: 2",
+    ]
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text("\n".join(lines) + "\n")
     return inventory, good
@@ -123,13 +146,23 @@ def _two_local_and_one_down(make_site, tmp_path, stuck_first=False):
 
 def test_list_hosts_quiet_retry_file_and_a_recap_that_counts_like_ansible(make_site, tmp_path):
     inventory, good = _two_local_and_one_down(make_site, tmp_path)
-    listed = subprocess.run(INVOKE + ["recover", "-i", str(inventory), "--list-hosts", "-l", "all:!down"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        INVOKE + ["recover", "-i", str(inventory), "--list-hosts", "-l", "all:!down"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0 and listed.stdout.split() == ["hosts", "(1):", "web1"]
     assert not good.state_dir.exists()  # listing acts on nothing
     retry = tmp_path / "recover.retry"
-    done = subprocess.run(INVOKE + ["recover", "-i", str(inventory), "--quiet", "--retry-file", str(retry)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        INVOKE + ["recover", "-i", str(inventory), "--quiet", "--retry-file", str(retry)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 3, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert not [line for line in lines if line.startswith("web1 ") and " changed " in line and "ok=" not in line]
@@ -140,8 +173,13 @@ def test_list_hosts_quiet_retry_file_and_a_recap_that_counts_like_ansible(make_s
     assert "ok=%d " % ok_or_changed in web1  # Ansible's ok counts the changed tasks too
     assert lines[-1].split()[:3] == ["TOTAL", "2", "hosts:"] and "1 unreachable" in lines[-1]
     assert retry.read_text() == "down\n"
-    again = subprocess.run(INVOKE + ["recover", "-i", str(inventory), "--list-hosts", "-l", "@%s" % retry], cwd=REPO,
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        INVOKE + ["recover", "-i", str(inventory), "--list-hosts", "-l", "@%s" % retry],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.stdout.split() == ["hosts", "(1):", "down"]
 
 
@@ -160,35 +198,51 @@ def test_a_deploys_incident_report_says_planned_restart_not_hang_and_report_show
     assert site.recover().exit_code == 0
     newest = sorted((site.state_dir / "incidents").iterdir())[-1]
     doc = json.loads(newest.read_text())
-    assert doc["hang"] is None and doc["planned_restart"].startswith("files changed: ") and "auth.py" in \
-        doc["planned_restart"]
+    assert (
+        doc["hang"] is None
+        and doc["planned_restart"].startswith("files changed: ")
+        and "auth.py" in doc["planned_restart"]
+    )
     shown = site.cli("report")
     assert "planned restart: files changed" in shown.stdout and "hang:" not in shown.stdout
     given = site.cli("report", "--incident", first.name)
     assert given.returncode == 0 and str(first) in given.stdout and "planned restart" not in given.stdout
     missing = site.cli("report", "--incident", "incident-nope.json")
-    assert missing.returncode == 2 and "no stored incident report incident-nope.json" in missing.stdout + \
-        missing.stderr
+    assert missing.returncode == 2 and "no stored incident report incident-nope.json" in missing.stdout + missing.stderr
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium (.ci/run installs it)")
 @pytest.mark.parametrize("stopped_rollout", [False, True], ids=["unreachable", "stopped-rollout"])
 def test_the_html_report_shows_every_host_of_a_run(make_site, tmp_path, stopped_rollout):
     from cascade_ops import api
+
     inventory, _ = _two_local_and_one_down(make_site, tmp_path, stuck_first=stopped_rollout)
     extra = {"serial": 1} if stopped_rollout else {}
     run = api.recover(str(inventory), playbook=str(PLAYBOOK), **extra)
     assert run.exit_code in (2, 3)
-    expected = {"web1": "not_run", "down": "not_run", "web0": "failed"} if stopped_rollout else \
-        {"web1": "changed", "down": "unreachable"}
+    expected = (
+        {"web1": "not_run", "down": "not_run", "web0": "failed"}
+        if stopped_rollout
+        else {"web1": "changed", "down": "unreachable"}
+    )
     assert {n: h.status for n, h in run.hosts.items()} == expected
     page = tmp_path / "runs.html"
-    done = subprocess.run(INVOKE + ["report", "-i", str(inventory), "--html", "--out", str(page)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        INVOKE + ["report", "-i", str(inventory), "--html", "--out", str(page)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode in (0, 3), done.stdout + done.stderr
     browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=%s" % (tmp_path / "p")]
-    dom = subprocess.run(browser + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, HOME=str(tmp_path))).stdout
+    dom = subprocess.run(
+        browser + ["--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HOME=str(tmp_path)),
+    ).stdout
     heading = re.search(r"run [\w-]+: (\d+) hosts, (\d+) not ok", dom)
     assert heading and int(heading.group(1)) == len(expected), dom[:2000]
     assert int(heading.group(2)) == sum(1 for s in expected.values() if s not in ("ok", "changed"))

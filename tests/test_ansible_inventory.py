@@ -77,10 +77,20 @@ all:
 
 
 def ansible_list(path, tmp_path):
-    env = dict(os.environ, ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "at"),
-               ANSIBLE_INVENTORY_UNPARSED_FAILED="true")
-    done = subprocess.run([str(ANSIBLE_INVENTORY), "-i", str(path), "--list"], capture_output=True, text=True,
-                          env=env, timeout=120, cwd=tmp_path)
+    env = dict(
+        os.environ,
+        ANSIBLE_HOME=str(tmp_path / "ansible-home"),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "at"),
+        ANSIBLE_INVENTORY_UNPARSED_FAILED="true",
+    )
+    done = subprocess.run(
+        [str(ANSIBLE_INVENTORY), "-i", str(path), "--list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -127,7 +137,11 @@ def test_an_ini_inventory_reads_as_ansible_reads_it(tmp_path):
     mine = assert_same(path, tmp_path)
     canary = mine.hosts["web-canary.example.com"].vars
     assert (canary["address"], canary["ssh_port"], canary["become"], canary["connection"]) == (
-        "10.0.0.9", 2222, True, "ssh")  # Ansible's default connection, not cascade-ops's local
+        "10.0.0.9",
+        2222,
+        True,
+        "ssh",
+    )  # Ansible's default connection, not cascade-ops's local
     assert mine.hosts["db-a.example.com"].vars["connection"] == "local"
     assert mine.hosts["web02.example.com"].vars["key_file"] == os.path.expanduser("~/.ssh/prod")
 
@@ -148,7 +162,9 @@ def test_a_yaml_inventory_with_group_and_host_vars_directories(tmp_path):
 
 def test_a_script_inventory_and_its_json(tmp_path):
     script = tmp_path / "inventory.py"
-    script.write_text("#!%s\n" % sys.executable + textwrap.dedent("""\
+    script.write_text(
+        "#!%s\n" % sys.executable
+        + textwrap.dedent("""\
         import json, sys
         assert sys.argv[1:] == ["--list"]
         print(json.dumps({
@@ -157,20 +173,24 @@ def test_a_script_inventory_and_its_json(tmp_path):
             "_meta": {"hostvars": {"w1": {"ansible_host": "10.0.0.1"}, "w2": {"ansible_host": "10.0.0.2",
                                                                               "ansible_user": "ops"}}},
         }))
-        """))
+        """)
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     mine = assert_same(script, tmp_path)
     assert mine.hosts["w2"].vars["address"] == "10.0.0.2" and mine.groups["canary"] == ["w2"]
 
 
-@pytest.mark.parametrize("text,where", [
-    ("[web]\nweb1 port\n", r"hosts:2: web1: expected key=value"),
-    ("[web\nweb1\n", r"hosts:1: \[web: invalid section header"),
-    ("[web:children]\nmissing\n", r"hosts:2: missing: group 'missing' is used .* but never declared"),
-    ("[web]\nweb[1:]\n", r"hosts:2: hosts: a host range"),
-    ("[web:weird]\n", r"hosts:1: \[web:weird\]: section \[web:weird\] has unknown type"),
-    ("[web]\nw1 ansible_connection=winrm port=1 app_dir=/a\n", r"hosts:2: ansible_connection: .*winrm"),
-])
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ("[web]\nweb1 port\n", r"hosts:2: web1: expected key=value"),
+        ("[web\nweb1\n", r"hosts:1: \[web: invalid section header"),
+        ("[web:children]\nmissing\n", r"hosts:2: missing: group 'missing' is used .* but never declared"),
+        ("[web]\nweb[1:]\n", r"hosts:2: hosts: a host range"),
+        ("[web:weird]\n", r"hosts:1: \[web:weird\]: section \[web:weird\] has unknown type"),
+        ("[web]\nw1 ansible_connection=winrm port=1 app_dir=/a\n", r"hosts:2: ansible_connection: .*winrm"),
+    ],
+)
 def test_malformed_ini_names_the_file_and_line(tmp_path, text, where):
     path = tmp_path / "hosts"
     path.write_text(text)
@@ -178,33 +198,48 @@ def test_malformed_ini_names_the_file_and_line(tmp_path, text, where):
         load_inventory(str(path))
 
 
-@pytest.mark.parametrize("body,message", [
-    ("exit 3", "exited with 3"),
-    ("echo 'not json'", "printed no JSON"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("exit 3", "exited with 3"),
+        ("echo 'not json'", "printed no JSON"),
+    ],
+)
 def test_a_failing_or_junk_script_is_a_clear_error_exit_4(tmp_path, body, message):
     script = tmp_path / "inv.sh"
     script.write_text("#!/bin/sh\necho oops >&2\n%s\n" % body)
     script.chmod(0o755)
-    done = subprocess.run(INVOKE + ["diagnose", "--inventory", str(script)], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        INVOKE + ["diagnose", "--inventory", str(script)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 4 and message in done.stderr and str(script) in done.stderr, done.stderr
 
 
 def test_invoke_inventory_lists_graphs_and_shows_a_host_like_ansible_inventory(tmp_path):
     path = tmp_path / "hosts"
     path.write_text(INI)
-    listed = subprocess.run(INVOKE + ["inventory", "--inventory", str(path), "--list"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        INVOKE + ["inventory", "--inventory", str(path), "--list"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert listed.returncode == 0, listed.stderr
     doc = json.loads(listed.stdout)
     theirs = ansible_list(path, tmp_path)
     for group in ("all", "ungrouped", "web", "db", "prod"):
         assert members(doc, group) == members(theirs, group), group
     assert doc["_meta"]["hostvars"]["web01.example.com"]["user"] == "deploy"
-    graph = subprocess.run(INVOKE + ["inventory", "--inventory", str(path), "--graph"], cwd=REPO,
-                           capture_output=True, text=True, timeout=60).stdout
+    graph = subprocess.run(
+        INVOKE + ["inventory", "--inventory", str(path), "--graph"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert graph.startswith("@all:\n  |--@ungrouped:\n  |  |--bastion.example.com\n") and "  |  |--@web:" in graph
-    host = subprocess.run(INVOKE + ["inventory", "--inventory", str(path), "--host", "db-b.example.com"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    host = subprocess.run(
+        INVOKE + ["inventory", "--inventory", str(path), "--host", "db-b.example.com"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(host.stdout)["connection"] == "local"

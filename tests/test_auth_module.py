@@ -60,16 +60,20 @@ def test_a_code_works_once_and_expires(backend):
     late = client.post("/auth/register", json={"username": "marco", "password": PASSWORD, "code": expired})
     assert late.status_code == 403 and "expired" in late.text
     other_key = activation_code("x" * 48, "marco", int(time.time()) + 600)
-    assert client.post("/auth/register", json={"username": "marco", "password": PASSWORD,
-                                               "code": other_key}).status_code == 403
+    assert (
+        client.post("/auth/register", json={"username": "marco", "password": PASSWORD, "code": other_key}).status_code
+        == 403
+    )
 
 
 def test_the_sixth_bad_password_within_a_minute_gets_429_and_another_user_is_unaffected(backend):
     site, client = backend
     for name in ("italia", "marco"):
         code = _invite(site, name)
-        assert client.post("/auth/register", json={"username": name, "password": PASSWORD,
-                                                   "code": code}).status_code == 200
+        assert (
+            client.post("/auth/register", json={"username": name, "password": PASSWORD, "code": code}).status_code
+            == 200
+        )
     answers = [client.post("/auth/token", json={"username": "italia", "password": "wrong-%d" % i}) for i in range(6)]
     assert [a.status_code for a in answers] == [401] * 5 + [429]
     assert int(answers[-1].headers["Retry-After"]) >= 1
@@ -82,15 +86,21 @@ def test_parallel_wrong_guesses_do_not_slow_health(backend):
     site, client = backend
     for name in ("italia", "marco", "lucia"):
         code = _invite(site, name)
-        assert client.post("/auth/register", json={"username": name, "password": PASSWORD,
-                                                   "code": code}).status_code == 200
+        assert (
+            client.post("/auth/register", json={"username": name, "password": PASSWORD, "code": code}).status_code
+            == 200
+        )
     url = "http://127.0.0.1:%d" % site.port
     statuses = []
 
     def guess(i):
         with httpx.Client(base_url=url, timeout=20, trust_env=False) as own:
-            statuses.append(own.post("/auth/token", json={"username": ("italia", "marco", "lucia")[i % 3],
-                                                          "password": "guess-%d" % i}).status_code)
+            statuses.append(
+                own.post(
+                    "/auth/token", json={"username": ("italia", "marco", "lucia")[i % 3], "password": "guess-%d" % i}
+                ).status_code
+            )
+
     threads = [threading.Thread(target=guess, args=(i,)) for i in range(20)]
     latencies = []
     for thread in threads:
@@ -118,13 +128,16 @@ def test_token_errors_say_invalid_token_only_and_long_passwords_are_refused_befo
     assert refused.status_code == 422 and "longer than 1024 bytes" in refused.text
 
 
-@pytest.mark.parametrize("name,value", [("CASCADE_TOKEN_LIFETIME", "forever"), ("CASCADE_TOKEN_LIFETIME", "0"),
-                                        ("CASCADE_PBKDF2_ROUNDS", "10")])
+@pytest.mark.parametrize(
+    "name,value",
+    [("CASCADE_TOKEN_LIFETIME", "forever"), ("CASCADE_TOKEN_LIFETIME", "0"), ("CASCADE_PBKDF2_ROUNDS", "10")],
+)
 def test_settings_are_validated_at_start_up(backend, name, value):
     site, _ = backend
     env = dict(os.environ, CASCADE_JWT_SECRET=_secret(site), **{name: value})
-    done = subprocess.run([sys.executable, "-c", "import api.auth"], cwd=site.app_dir, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "import api.auth"], cwd=site.app_dir, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0 and "%s must be a whole number" % name in done.stderr
 
 

@@ -31,32 +31,49 @@ def _claim(site, pid, record=None):
 def _forged_record(site, pid):
     """A start record as spawn writes it, for ``pid``, but with another start time than the process's."""
     proc = psutil.Process(pid)
-    return {"pid": pid, "start_ticks": 1, "argv": proc.cmdline(), "cwd": str(site.app_dir),
-            "cwd_real": os.path.realpath(site.app_dir), "port": site.port, "user": proc.username()}
+    return {
+        "pid": pid,
+        "start_ticks": 1,
+        "argv": proc.cmdline(),
+        "cwd": str(site.app_dir),
+        "cwd_real": os.path.realpath(site.app_dir),
+        "port": site.port,
+        "user": proc.username(),
+    }
 
 
 def _other_app(reaper, tmp_path):
     """Another app's healthy uvicorn, on another port, whose command line matches process_match."""
     app = tmp_path / "other"
     app.mkdir()
-    (app / "main.py").write_text("async def app(scope, receive, send):\n"
-                                 "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
-                                 "    await send({'type': 'http.response.body', 'body': b'other'})\n")
+    (app / "main.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': b'other'})\n"
+    )
     port = free_port()
     reaper.ports.append(port)
-    proc = reaper.popen([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)], cwd=app,
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = reaper.popen(
+        [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)],
+        cwd=app,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     from cascade_ops.agent.probe import http_probe
+
     wait_for(lambda: http_probe("127.0.0.1", port, "/", 1.0)["ok"], message="the other app")
     return proc, port
 
 
 @pytest.mark.parametrize("hung", [False, True], ids=["healthy", "hung"])
-@pytest.mark.parametrize("victim,forged", [("bystander", False), ("bystander", True), ("other_app", False),
-                                           ("sleep", False)],
-                         ids=["uvicorn-argument", "forged-record", "other-app", "sleep-with-match-all"])
-def test_a_stale_pid_file_names_but_never_signals_what_it_cannot_prove(site, bystander, reaper, tmp_path, hung,
-                                                                      victim, forged):
+@pytest.mark.parametrize(
+    "victim,forged",
+    [("bystander", False), ("bystander", True), ("other_app", False), ("sleep", False)],
+    ids=["uvicorn-argument", "forged-record", "other-app", "sleep-with-match-all"],
+)
+def test_a_stale_pid_file_names_but_never_signals_what_it_cannot_prove(
+    site, bystander, reaper, tmp_path, hung, victim, forged
+):
     pid, _, _ = ready(site, hung)
     if not hung:  # a new release: the run replaces the backend, and so judges the pid file's claim
         site.auth_module.write_text(site.auth_module.read_text() + "\n# release 2\n")
@@ -79,6 +96,7 @@ def test_a_stale_pid_file_names_but_never_signals_what_it_cannot_prove(site, bys
     assert bystander.untouched(), bystander.signals()
     if victim == "other_app":
         from cascade_ops.agent.probe import http_probe
+
         assert http_probe("127.0.0.1", other_port, "/", 1.0)["ok"]
     assert site.health()["ok"] and site.backend_pid() not in (target.pid, pid) and "Traceback" not in done.stderr
 
@@ -93,31 +111,53 @@ def test_the_backend_an_earlier_run_left_starting_is_still_stopped(site, reaper)
     assert first.exit_code == 2
     stuck = site.backend_pid()
     assert psutil.Process(stuck).is_running()
-    (site.app_dir / "main.py").write_text("from fastapi import FastAPI\napp = FastAPI()\n\n"
-                                          "@app.get('/health')\ndef health():\n    return {'status': 'ok'}\n")
+    (site.app_dir / "main.py").write_text(
+        "from fastapi import FastAPI\napp = FastAPI()\n\n"
+        "@app.get('/health')\ndef health():\n    return {'status': 'ok'}\n"
+    )
     run = site.recover()
     assert run.exit_code == 0, run.to_json()
-    wait_for(lambda: not psutil.pid_exists(stuck) or psutil.Process(stuck).status() == psutil.STATUS_ZOMBIE,
-             message="the stuck start stopped")
+    wait_for(
+        lambda: not psutil.pid_exists(stuck) or psutil.Process(stuck).status() == psutil.STATUS_ZOMBIE,
+        message="the stuck start stopped",
+    )
     assert site.health()["ok"] and site.backend_pid() != stuck
 
 
 OTHER_USER = "nobody"
 # Another user's server whose command line matches process_match (the system Python: that user may
 # not reach this checkout's venv).
-OTHER_USERS_SERVER = ("import socket, sys, time\n"
-                      "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                      "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(16)\n"
-                      "time.sleep(600)\n")
+OTHER_USERS_SERVER = (
+    "import socket, sys, time\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(16)\n"
+    "time.sleep(600)\n"
+)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
-                    reason="starting a process as another user needs root (and the system python3)")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
+    reason="starting a process as another user needs root (and the system python3)",
+)
 def test_root_refuses_a_holder_run_by_another_user_and_names_both(site, bystander, reaper):
     site.vars.update(auth_module=None)
     site.write_inventory()
-    holder = reaper.popen(["runuser", "-u", OTHER_USER, "--", "/usr/bin/python3", "-c", OTHER_USERS_SERVER,
-                           str(site.port), "uvicorn", "main:app"], cwd="/", stdout=subprocess.DEVNULL)
+    holder = reaper.popen(
+        [
+            "runuser",
+            "-u",
+            OTHER_USER,
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            OTHER_USERS_SERVER,
+            str(site.port),
+            "uvicorn",
+            "main:app",
+        ],
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+    )
     wait_for(site.holders, message="the other user's server")
     server = site.holders()[0]
     assert psutil.Process(server).username() == OTHER_USER
@@ -183,6 +223,7 @@ def test_a_slow_backend_is_reported_slow_and_left_running_while_a_blocked_one_is
     import threading
 
     from cascade_ops.agent.probe import http_probe
+
     (site.app_dir / "slow").unlink()
     threading.Thread(target=http_probe, args=("127.0.0.1", site.port, "/block", 3.0), daemon=True).start()
     wait_for(lambda: site.health().get("error") == "timeout", message="the event loop blocked")
@@ -193,6 +234,7 @@ def test_a_slow_backend_is_reported_slow_and_left_running_while_a_blocked_one_is
 
 
 # --------------------------------------------------------------------------- files as they were
+
 
 def test_a_crlf_main_keeps_its_line_endings(site):
     main = site.app_dir / "main.py"
@@ -247,6 +289,7 @@ def test_degraded_is_healthy_to_every_command(site):
 
 # --------------------------------------------------------------------------- corrupt state
 
+
 def test_a_garbage_watch_state_is_named_and_the_budget_counted_from_the_history(hang_app_site):
     site = hang_app_site
     site.vars.update(max_restarts=1, window="1h")
@@ -286,14 +329,15 @@ def test_a_log_tail_of_nul_bytes_is_stored_and_printed_as_text(site):
 
 # --------------------------------------------------------------------------- hostile input
 
+
 def _bounded(argv):
     """Run a command with 1 GiB of address space and 30 s at most: a bomb must be refused within."""
     import resource
 
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, preexec_fn=limit,
-                          stdin=subprocess.DEVNULL)
+
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, preexec_fn=limit, stdin=subprocess.DEVNULL)
 
 
 def _bomb(levels=9):
@@ -307,6 +351,7 @@ def _bomb(levels=9):
 @pytest.mark.parametrize("hung", [False, True], ids=["healthy", "hung"])
 def test_hostile_yaml_is_refused_in_bounded_memory_and_time(site, bystander, tmp_path, hung):
     from support import INVOKE
+
     pid, created, files = ready(site, hung)
     base = site.inventory.read_text()
     bomb = tmp_path / "bomb.yaml"
@@ -321,19 +366,28 @@ def test_hostile_yaml_is_refused_in_bounded_memory_and_time(site, bystander, tmp
     list_var.write_text("process_match: [uvicorn, gunicorn]\n")
     long_match = tmp_path / "match.yml"
     long_match.write_text("process_match: '%s'\n" % ("u" * (1 << 20)))
-    cases = [(["recover", "--inventory", str(bomb)], "%s:1: more than 200000 YAML values" % bomb),
-             (["recover", "--inventory", str(huge)],
-              "%s: %d bytes: larger than the 2 MiB" % (huge, huge.stat().st_size)),
-             (["recover", "--inventory", str(site.inventory), "--var", "@%s" % vars_bomb],
-              "%s:1: more than 200000 YAML values" % vars_bomb),
-             (["recover", "--inventory", str(site.inventory), "--var", "@%s" % list_var],
-              "process_match: expected a string, got a list"),
-             (["recover", "--inventory", str(site.inventory), "--var", "@%s" % long_match],
-              "%s:1: process_match: 1048576 characters: longer than the 4096" % long_match),
-             (["recover", "--inventory", str(tmp_path)], "%s: is a directory, not an inventory file" % tmp_path),
-             (["recover", "--inventory", "/dev/null"], "/dev/null: is a device, a pipe or a socket"),
-             (["recover", "--inventory", str(site.inventory), "--var", "probe_timeout=nan"],
-              "probe_timeout: expected a finite number")]
+    cases = [
+        (["recover", "--inventory", str(bomb)], "%s:1: more than 200000 YAML values" % bomb),
+        (["recover", "--inventory", str(huge)], "%s: %d bytes: larger than the 2 MiB" % (huge, huge.stat().st_size)),
+        (
+            ["recover", "--inventory", str(site.inventory), "--var", "@%s" % vars_bomb],
+            "%s:1: more than 200000 YAML values" % vars_bomb,
+        ),
+        (
+            ["recover", "--inventory", str(site.inventory), "--var", "@%s" % list_var],
+            "process_match: expected a string, got a list",
+        ),
+        (
+            ["recover", "--inventory", str(site.inventory), "--var", "@%s" % long_match],
+            "%s:1: process_match: 1048576 characters: longer than the 4096" % long_match,
+        ),
+        (["recover", "--inventory", str(tmp_path)], "%s: is a directory, not an inventory file" % tmp_path),
+        (["recover", "--inventory", "/dev/null"], "/dev/null: is a device, a pipe or a socket"),
+        (
+            ["recover", "--inventory", str(site.inventory), "--var", "probe_timeout=nan"],
+            "probe_timeout: expected a finite number",
+        ),
+    ]
     for argv, message in cases:
         done = _bounded(INVOKE + argv)
         assert done.returncode == 4, (argv, done.stdout + done.stderr)
@@ -344,6 +398,7 @@ def test_hostile_yaml_is_refused_in_bounded_memory_and_time(site, bystander, tmp
 
 
 # --------------------------------------------------------------------------- a full disk
+
 
 @pytest.fixture
 def small_disk(tmp_path):
@@ -370,18 +425,29 @@ def _fill(disk):
 
 def test_failed_deploys_on_a_full_disk_keep_the_previous_release_backup(small_disk):
     from cascade_ops.agent.files import install_file
+
     dest, backups = small_disk / "auth.py", small_disk / "backups"
     releases = [b"# release %d\n" % n + b"x = 1\n" * 200 for n in range(1, 4)]
     dest.write_bytes(releases[0])
-    install_file(str(dest), str(backups), keep_backups=1, validate_python=True,
-                 content_b64=__import__("base64").b64encode(releases[1]).decode())
+    install_file(
+        str(dest),
+        str(backups),
+        keep_backups=1,
+        validate_python=True,
+        content_b64=__import__("base64").b64encode(releases[1]).decode(),
+    )
     kept = {p.name: p.read_bytes() for p in backups.iterdir()}
     assert list(kept.values()) == [releases[0]]
     _fill(small_disk)
     for _ in range(6):
         with pytest.raises(OSError) as failed:
-            install_file(str(dest), str(backups), keep_backups=1, validate_python=True,
-                         content_b64=__import__("base64").b64encode(releases[2]).decode())
+            install_file(
+                str(dest),
+                str(backups),
+                keep_backups=1,
+                validate_python=True,
+                content_b64=__import__("base64").b64encode(releases[2]).decode(),
+            )
         assert str(dest) in str(failed.value) or str(backups) in str(failed.value)
     assert dest.read_bytes() == releases[1]
     assert sorted(p.read_bytes() for p in backups.iterdir()) == [releases[0]]  # the previous release, once
@@ -391,6 +457,7 @@ def test_identical_backups_are_kept_once_and_the_last_other_version_survives_pru
     import base64
 
     from cascade_ops.agent.files import install_file
+
     dest, backups = tmp_path / "auth.py", tmp_path / "backups"
     a, b = b"a = 1\n", b"b = 2\n"
     dest.write_bytes(a)

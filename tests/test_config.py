@@ -26,19 +26,25 @@ all:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("text, line, field", [
-    ("all:\n  hosts:\n    web:\n      port: [1\n", 5, None),                                  # YAML syntax
-    (GOOD_HOST + "      colour: blue\n", 6, "colour"),                                      # unknown var
-    (GOOD_HOST.replace("18999", "eighty"), 4, "port"),                                       # wrong type
-    (GOOD_HOST.replace("18999", "70000"), 4, "port"),                                        # out of range
-    (GOOD_HOST + "      process_match: '(['\n", 6, "process_match"),                         # bad regex
-    (GOOD_HOST + "      state_dir: '{nope}/x'\n", 6, "state_dir"),                            # unknown reference
-    (GOOD_HOST + "      grace: soon\n", 6, "grace"),                                         # bad duration
-    ("all:\n  hosts:\n    web:\n      app_dir: /x\n", None, "port"),                         # missing var
-    ("all:\n  hosts:\n    web: {port: 1, app_dir: /x}\n    web2:\n  vars:\n    port: 2\n  vars:\n    port: 3\n",
-     7, "vars"),                                                                             # duplicate key
-    ("all:\n  hosts: {}\n  groups: {}\n", 3, "groups"),                                      # unknown key
-])
+@pytest.mark.parametrize(
+    "text, line, field",
+    [
+        ("all:\n  hosts:\n    web:\n      port: [1\n", 5, None),  # YAML syntax
+        (GOOD_HOST + "      colour: blue\n", 6, "colour"),  # unknown var
+        (GOOD_HOST.replace("18999", "eighty"), 4, "port"),  # wrong type
+        (GOOD_HOST.replace("18999", "70000"), 4, "port"),  # out of range
+        (GOOD_HOST + "      process_match: '(['\n", 6, "process_match"),  # bad regex
+        (GOOD_HOST + "      state_dir: '{nope}/x'\n", 6, "state_dir"),  # unknown reference
+        (GOOD_HOST + "      grace: soon\n", 6, "grace"),  # bad duration
+        ("all:\n  hosts:\n    web:\n      app_dir: /x\n", None, "port"),  # missing var
+        (
+            "all:\n  hosts:\n    web: {port: 1, app_dir: /x}\n    web2:\n  vars:\n    port: 2\n  vars:\n    port: 3\n",
+            7,
+            "vars",
+        ),  # duplicate key
+        ("all:\n  hosts: {}\n  groups: {}\n", 3, "groups"),  # unknown key
+    ],
+)
 def test_inventory_errors_name_file_line_and_field(tmp_path, text, line, field):
     inventory = write(tmp_path, "inventory.yaml", text)
     with pytest.raises(ConfigError) as err:
@@ -50,14 +56,17 @@ def test_inventory_errors_name_file_line_and_field(tmp_path, text, line, field):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("text, line, field", [
-    ("steps:\n  - diagnose\n  - reboot\n", 3, "reboot"),
-    ("steps:\n  - deploy_file:\n      src: a\n      dest: b\n      mode: 644\n", 5, "mode"),
-    ("steps:\n  - deploy_file:\n      src: '{auth_modul}'\n      dest: b\n", 3, "src"),
-    ("steps:\n  - deploy_file:\n      src: a\n", 2, "deploy_file"),
-    ("name: x\nsteps: []\n", 2, "steps"),
-    ("steps:\n  - diagnose\n  - terminate: [1\n", 4, None),
-])
+@pytest.mark.parametrize(
+    "text, line, field",
+    [
+        ("steps:\n  - diagnose\n  - reboot\n", 3, "reboot"),
+        ("steps:\n  - deploy_file:\n      src: a\n      dest: b\n      mode: 644\n", 5, "mode"),
+        ("steps:\n  - deploy_file:\n      src: '{auth_modul}'\n      dest: b\n", 3, "src"),
+        ("steps:\n  - deploy_file:\n      src: a\n", 2, "deploy_file"),
+        ("name: x\nsteps: []\n", 2, "steps"),
+        ("steps:\n  - diagnose\n  - terminate: [1\n", 4, None),
+    ],
+)
 def test_playbook_errors_name_file_line_and_field(tmp_path, text, line, field):
     inventory = write(tmp_path, "inventory.yaml", GOOD_HOST)
     playbook = write(tmp_path, "book.yaml", text)
@@ -79,7 +88,10 @@ def test_cli_var_errors_and_limit(tmp_path):
 
 @pytest.mark.unit
 def test_groups_vars_and_limit_select_hosts(tmp_path):
-    inventory = write(tmp_path, "inventory.yaml", """\
+    inventory = write(
+        tmp_path,
+        "inventory.yaml",
+        """\
         all:
           vars: {grace: 1m, app_dir: /srv/app}
           hosts:
@@ -90,7 +102,8 @@ def test_groups_vars_and_limit_select_hosts(tmp_path):
               hosts:
                 web1: {port: 9002}
                 web2: {port: 9003, grace: 10}
-    """)
+    """,
+    )
     hosts = {h.name: h for h in api.select_hosts(str(inventory), "cascade")}
     assert sorted(hosts) == ["web1", "web2"]
     assert hosts["web1"].vars["grace"] == 60 and hosts["web2"].vars["grace"] == 10
@@ -119,8 +132,10 @@ def test_durations():
         parse_duration("-1")
 
 
-@pytest.mark.parametrize("option, value", [("--forks", "0"), ("--forks", "many"), ("--serial", "0"),
-                                           ("--serial", "half"), ("--max-fail-percentage", "150")])
+@pytest.mark.parametrize(
+    "option, value",
+    [("--forks", "0"), ("--forks", "many"), ("--serial", "0"), ("--serial", "half"), ("--max-fail-percentage", "150")],
+)
 def test_bad_run_options_exit_4_and_touch_nothing(site, option, value):
     result = site.cli("recover", option, value)
     assert result.returncode == 4, result.stdout + result.stderr

@@ -15,8 +15,10 @@ from cascade_ops.transport.local import LocalTransport
 from cascade_ops.watchdog import cron, timers
 from support import REPO, Site, SSHServer, ssh_vars, wait_for
 
-pytestmark = pytest.mark.skipif(shutil.which("crontab") is None or os.geteuid() != 0,
-                                reason="needs crontab (Debian's cron) and root to create a test user")
+pytestmark = pytest.mark.skipif(
+    shutil.which("crontab") is None or os.geteuid() != 0,
+    reason="needs crontab (Debian's cron) and root to create a test user",
+)
 
 LOCAL = LocalTransport({"host": "localhost"})
 FOREIGN = "17 3 * * * /usr/bin/backup --nightly  # someone else's"
@@ -56,8 +58,9 @@ def test_the_installed_command_performs_a_tick(site, cron_user):
     command = cron.command_of(entry)
     assert str(REPO) in command and "watch" in command and " %s -m invoke " % sys.executable in command
     # cron runs the line with /bin/sh, a minimal environment and another working directory.
-    done = subprocess.run(["/bin/sh", "-c", command], cwd="/", env={"PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["/bin/sh", "-c", command], cwd="/", env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     record = json.loads((site.state_dir / "watch.log").read_text().splitlines()[-1])
     assert record["action"] == "recover" and record["outcome"] == "recovered"
@@ -69,10 +72,18 @@ def test_the_installed_command_performs_a_tick(site, cron_user):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("every, in_cron, on_calendar", [
-    ("1m", "* * * * *", "*:*"), ("5m", "*/5 * * * *", "*:0/5"), ("30m", "*/30 * * * *", "*:0/30"),
-    ("60m", "0 * * * *", "0/1:00"), ("1h", "0 * * * *", "0/1:00"), ("6h", "0 */6 * * *", "0/6:00"),
-    ("24h", "0 0 * * *", "daily")])
+@pytest.mark.parametrize(
+    "every, in_cron, on_calendar",
+    [
+        ("1m", "* * * * *", "*:*"),
+        ("5m", "*/5 * * * *", "*:0/5"),
+        ("30m", "*/30 * * * *", "*:0/30"),
+        ("60m", "0 * * * *", "0/1:00"),
+        ("1h", "0 * * * *", "0/1:00"),
+        ("6h", "0 */6 * * *", "0/6:00"),
+        ("24h", "0 0 * * *", "daily"),
+    ],
+)
 def test_one_period_spelled_for_cron_and_for_a_timer(every, in_cron, on_calendar):
     assert cron.schedule(every) == in_cron
     assert timers.on_calendar(every) == (on_calendar, parse_duration(every))
@@ -90,8 +101,9 @@ def test_uneven_schedules_are_refused_by_cron_and_timers_alike(every):
 @pytest.mark.unit
 def test_values_are_quoted_and_percent_escaped():
     runner = cron.runner("/venv/bin/python", "/srv/my project", None)
-    command = cron.watch_command(runner, "/srv/my project", "/etc/inv.yaml", "web*",
-                                 ["x=$(rm -rf /);`id`", "p=50%"], "/var/log/c.log")
+    command = cron.watch_command(
+        runner, "/srv/my project", "/etc/inv.yaml", "web*", ["x=$(rm -rf /);`id`", "p=50%"], "/var/log/c.log"
+    )
     assert "'x=$(rm -rf /);`id`'" in command and "p=50\\%" in command and "'/srv/my project'" in command
     assert "/venv/bin/python -m invoke -r '/srv/my project' watch --inventory /etc/inv.yaml" in command
 
@@ -104,8 +116,20 @@ def test_an_installed_cli_runs_the_watch_by_its_absolute_path():
 
 def test_fab_cron_install_writes_the_remote_hosts_crontab(make_fleet, cron_user):
     fleet = make_fleet(1)
-    argv = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web1", "cron-install",
-            "--inventory", str(fleet.inventory), "--user", cron_user, "--every", "15m", "--project", str(REPO)]
+    argv = [
+        os.path.join(os.path.dirname(sys.executable), "fab"),
+        "-H",
+        "web1",
+        "cron-install",
+        "--inventory",
+        str(fleet.inventory),
+        "--user",
+        cron_user,
+        "--every",
+        "15m",
+        "--project",
+        str(REPO),
+    ]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("web1: installed")
@@ -121,8 +145,14 @@ def test_fab_cron_install_writes_the_remote_hosts_crontab(make_fleet, cron_user)
     again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.stdout.startswith("web1: unchanged") and crontab_lines(cron_user) == lines
     # The entry heals the host by itself: cron's shell, no SSH, no controller.
-    done = subprocess.run(["/bin/sh", "-c", cron.command_of(lines[0])], cwd="/", env={"PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["/bin/sh", "-c", cron.command_of(lines[0])],
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((site.state_dir / "watch.log").read_text().splitlines()[-1])["outcome"] == "recovered"
     assert site.health()["ok"]
@@ -132,12 +162,22 @@ def test_fab_cron_status_and_remove_act_on_the_hosts_entry_and_no_cli_there_is_r
     fleet = make_fleet(1)
     fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web1"]
     common = ["--inventory", str(fleet.inventory), "--user", cron_user]
-    refused = subprocess.run(fab + ["cron-install"] + common, cwd=REPO, capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, HOME="/nonexistent"))
+    refused = subprocess.run(
+        fab + ["cron-install"] + common,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, HOME="/nonexistent"),
+    )
     assert refused.returncode == 2 and "cascade-ops is not installed at" in refused.stdout + refused.stderr
     assert crontab_lines(cron_user) == []
-    assert subprocess.run(fab + ["cron-install", "--project", str(REPO)] + common, cwd=REPO,
-                          capture_output=True, timeout=120).returncode == 0
+    assert (
+        subprocess.run(
+            fab + ["cron-install", "--project", str(REPO)] + common, cwd=REPO, capture_output=True, timeout=120
+        ).returncode
+        == 0
+    )
     [line] = crontab_lines(cron_user)
     status = subprocess.run(fab + ["cron-status"] + common, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "crontab: %s" % line in status.stdout, status.stdout + status.stderr
@@ -161,18 +201,26 @@ def host_account(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="the host account's own python3")
-def test_a_hosts_cron_entry_runs_its_bootstrapped_cli_with_no_checkout_anywhere(host_account, reaper, ssh_keys,
-                                                                                  tmp_path):
+def test_a_hosts_cron_entry_runs_its_bootstrapped_cli_with_no_checkout_anywhere(
+    host_account, reaper, ssh_keys, tmp_path
+):
     from pathlib import Path
+
     user, home = host_account
 
     def as_cron(command):
         """``command`` as cron runs it for that user (its environment, from /), on a machine where the
         controller's checkout is not there: hidden under an empty tmpfs in a mount namespace of its own."""
-        hide = "mount -t tmpfs tmpfs %s && exec /usr/sbin/runuser -u %s -- /bin/sh -c \"$0\"" % (REPO, user)
-        return subprocess.run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, command],
-                              cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": home, "SHELL": "/bin/sh"},
-                              capture_output=True, text=True, timeout=120)
+        hide = 'mount -t tmpfs tmpfs %s && exec /usr/sbin/runuser -u %s -- /bin/sh -c "$0"' % (REPO, user)
+        return subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, command],
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin", "HOME": home, "SHELL": "/bin/sh"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     assert as_cron("test -e %s" % (REPO / "tasks.py")).returncode == 1
     ssh_dir = Path(home) / ".ssh"  # sshd reads it as that user: the test's key directory is root's alone
     ssh_dir.mkdir(mode=0o700)
@@ -190,11 +238,17 @@ def test_a_hosts_cron_entry_runs_its_bootstrapped_cli_with_no_checkout_anywhere(
     subprocess.run(["chown", "-R", "%s:" % user, str(site_root)], check=True)
     site.start_backend_by_hand()
     fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web"]
-    booted = subprocess.run(fab + ["bootstrap", "--inventory", str(site.inventory)], cwd=REPO, capture_output=True,
-                            text=True, timeout=600)
+    booted = subprocess.run(
+        fab + ["bootstrap", "--inventory", str(site.inventory)], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert booted.returncode == 0, booted.stdout + booted.stderr
-    done = subprocess.run(fab + ["cron-install", "--inventory", str(site.inventory)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        fab + ["cron-install", "--inventory", str(site.inventory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     [line] = crontab_lines(user)
     cli = os.path.join(home, ".local", "share", "cascade-ops", "bin", "cascade-ops")

@@ -11,8 +11,10 @@ from managers import Dockerd, stop
 
 from support import poke, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("docker"),
-                                reason="needs root and Debian's docker.io (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("docker"),
+    reason="needs root and Debian's docker.io (.ci/run installs it)",
+)
 
 
 @pytest.fixture

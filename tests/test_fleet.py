@@ -27,8 +27,18 @@ def statuses(result_json):
 
 
 def holder_table(d: Diagnosis):
-    return [(h.pid, h.process.ppid, h.process.user, h.process.state, h.process.command,
-             tuple(s.endpoint for s in h.sockets), h.backlog) for h in d.holders]
+    return [
+        (
+            h.pid,
+            h.process.ppid,
+            h.process.user,
+            h.process.state,
+            h.process.command,
+            tuple(s.endpoint for s in h.sockets),
+            h.backlog,
+        )
+        for h in d.holders
+    ]
 
 
 def test_remote_facts_give_the_same_holder_table_as_local(make_fleet):
@@ -104,23 +114,25 @@ def test_unknown_host_key_is_refused_and_accept_new_records_it(make_fleet, reape
     refused = fleet.cli("recover", "--limit", "stranger", "--json")
     assert refused.returncode == 3
     message = json.loads(refused.stdout)["hosts"]["stranger"]["steps"][0]["message"]
-    fingerprint = subprocess.run(["ssh-keygen", "-lf", str(ssh_keys / "stranger.pub")], capture_output=True,
-                                 text=True).stdout.split()[1]
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-lf", str(ssh_keys / "stranger.pub")], capture_output=True, text=True
+    ).stdout.split()[1]
     assert "unknown host key" in message and fingerprint in message and str(stranger.port) in message
     assert not fleet.sites["web1"].state_dir.exists(), "nothing may run on a host that was refused"
 
     accepted = fleet.cli("recover", "--limit", "stranger", "--accept-new-host-keys")
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
-    assert "note: recorded a new host key ssh-ed25519 %s for [127.0.0.1]:%d" % (fingerprint, stranger.port) \
+    assert (
+        "note: recorded a new host key ssh-ed25519 %s for [127.0.0.1]:%d" % (fingerprint, stranger.port)
         in accepted.stdout
+    )
     assert stranger.known_hosts_line("stranger") in fleet.known_hosts.read_text()
 
 
 def test_changed_host_key_is_always_refused(make_fleet):
     fleet = make_fleet(1)
     server = fleet.servers["web1"]
-    forged = fleet.known_hosts.read_text().replace(server.known_hosts_line("host"),
-                                                   server.known_hosts_line("stranger"))
+    forged = fleet.known_hosts.read_text().replace(server.known_hosts_line("host"), server.known_hosts_line("stranger"))
     fleet.known_hosts.write_text(forged)
     result = fleet.cli("recover", "--accept-new-host-keys", "--json")
     assert result.returncode == 3
@@ -135,7 +147,8 @@ def test_serial_rollout_stops_at_the_host_that_cannot_start(make_fleet):
         os.kill(pid, signal.SIGSTOP)
     # web2's release crashes at start-up; the rollout must not reach web3.
     (fleet.sites["web2"].app_dir / "main.py").write_text(
-        (fleet.sites["web2"].app_dir / "main.py").read_text() + "\nraise SystemExit('broken release')\n")
+        (fleet.sites["web2"].app_dir / "main.py").read_text() + "\nraise SystemExit('broken release')\n"
+    )
 
     result = fleet.cli("recover", "--serial", "1", "--json")
 
@@ -189,15 +202,30 @@ def test_fab_deploy_to_a_host_named_on_the_command_line(make_fleet):
     server = fleet.servers["web1"]
     # Not an inventory host: the inventory's `all` variables describe the backend.
     shared = {k: v for k, v in site.vars.items() if k not in ("connection", "address", "ssh_port", "user")}
-    fleet.inventory.write_text("all:\n  vars:\n" + "".join(
-        "    %s: '%s'\n" % (k, str(v).replace("'", "''")) for k, v in shared.items()) + "  hosts: {}\n")
+    fleet.inventory.write_text(
+        "all:\n  vars:\n"
+        + "".join("    %s: '%s'\n" % (k, str(v).replace("'", "''")) for k, v in shared.items())
+        + "  hosts: {}\n"
+    )
     # The inventory needs at least one host to be valid: a local one that this deploy does not touch.
-    fleet.inventory.write_text(fleet.inventory.read_text().replace(
-        "  hosts: {}\n", "  hosts:\n    other: {connection: local}\n"))
+    fleet.inventory.write_text(
+        fleet.inventory.read_text().replace("  hosts: {}\n", "  hosts:\n    other: {connection: local}\n")
+    )
 
-    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fab"), "-H",
-                           "root@127.0.0.1:%d" % server.port, "deploy", "--inventory", str(fleet.inventory)],
-                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "fab"),
+            "-H",
+            "root@127.0.0.1:%d" % server.port,
+            "deploy",
+            "--inventory",
+            str(fleet.inventory),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "127.0.0.1" in done.stdout and "verify" in done.stdout
@@ -209,7 +237,8 @@ def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet, reaper):
     slow = fleet.sites["web2"]
     # web2's backend never finishes importing: its start step would wait start_timeout (60 s).
     (slow.app_dir / "main.py").write_text(
-        "import time\nfrom fastapi import FastAPI\napp = FastAPI()\ntime.sleep(600)\n")
+        "import time\nfrom fastapi import FastAPI\napp = FastAPI()\ntime.sleep(600)\n"
+    )
     slow.vars.update(start_timeout="60s", host_timeout="6s")
     fleet.write_inventory()
 
@@ -229,6 +258,7 @@ def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet, reaper):
 
     def agents():
         return [p for p in psutil.process_iter(["cmdline"]) if agent in " ".join(p.info["cmdline"] or ())]
+
     wait_for(lambda: not agents(), timeout=10, message="web2's agent to stop")
     reaper.track(slow.backend_pid())  # still importing: the next run's start replaces the pid file
     again = fleet.cli("recover", "--limit", "web2", "--var", "host_timeout=3s")
@@ -276,9 +306,12 @@ def test_become_lets_an_unprivileged_ssh_user_recover_a_root_backend(make_fleet,
     # Without become, a recovery stops in preflight, naming each permission it lacks: nothing raw.
     refused = fleet.cli("recover")
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    for what in ("app_dir %s cannot be reached by user %s" % (site.app_dir, sudo_user),
-                 "%s cannot be reached by user %s" % (sys.executable, sudo_user), "not writable by user",
-                 "use become"):
+    for what in (
+        "app_dir %s cannot be reached by user %s" % (site.app_dir, sudo_user),
+        "%s cannot be reached by user %s" % (sys.executable, sudo_user),
+        "not writable by user",
+        "use become",
+    ):
         assert what in refused.stdout, (what, refused.stdout)
     assert "PermissionError" not in refused.stdout + refused.stderr
 
@@ -311,9 +344,15 @@ def test_a_become_password_reaches_sudo_on_its_stdin_and_nowhere_else(make_fleet
 
     # --ask-become-pass asks once for the run (from stdin here: no terminal in this session)
     root_pid = site.backend_pid()
-    asked = subprocess.run(INVOKE + ["recover", "--inventory", str(fleet.inventory), "--ask-become-pass", "--json"],
-                           cwd=REPO, input=password + "\n", capture_output=True, text=True, timeout=180,
-                           start_new_session=True)
+    asked = subprocess.run(
+        INVOKE + ["recover", "--inventory", str(fleet.inventory), "--ask-become-pass", "--json"],
+        cwd=REPO,
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=180,
+        start_new_session=True,
+    )
     assert asked.returncode == 0, asked.stdout + asked.stderr
     assert site.health()["ok"] and site.backend_pid() != root_pid
     assert psutil.Process(site.backend_pid()).username() == "root"
@@ -344,8 +383,9 @@ def test_a_become_password_reaches_sudo_on_its_stdin_and_nowhere_else(make_fleet
     assert "not-the-password" not in wrong.stdout + wrong.stderr
 
 
-def test_a_host_without_sftp_gets_the_agent_and_the_release_over_the_session(make_site, ssh_keys, reaper,
-                                                                             sudo_user, tmp_path):
+def test_a_host_without_sftp_gets_the_agent_and_the_release_over_the_session(
+    make_site, ssh_keys, reaper, sudo_user, tmp_path
+):
     server = SSHServer(ssh_keys, reaper, sftp=False)
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(server.known_hosts_line() + "\n")
@@ -377,12 +417,22 @@ def test_fab_h_acts_on_the_named_hosts_only_once_each(make_fleet):
     fleet = make_fleet(3)
     assert fleet.cli("recover").returncode == 0
     fab = [os.path.join(os.path.dirname(sys.executable), "fab")]
-    verify = subprocess.run(fab + ["-H", "web2", "verify", "--inventory", str(fleet.inventory)], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    verify = subprocess.run(
+        fab + ["-H", "web2", "verify", "--inventory", str(fleet.inventory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert {line.split()[0] for line in verify.stdout.splitlines() if line.strip()} == {"web2"}
-    diagnose = subprocess.run(fab + ["-H", "web1,web2", "diagnose", "--inventory", str(fleet.inventory)], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+    diagnose = subprocess.run(
+        fab + ["-H", "web1,web2", "diagnose", "--inventory", str(fleet.inventory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert diagnose.returncode == 0, diagnose.stdout + diagnose.stderr
     tables = [line.split()[0] for line in diagnose.stdout.splitlines() if " port " in line]
     assert tables == ["web1", "web2"]
@@ -397,16 +447,25 @@ def test_fab_h_user_port_and_key_win_and_the_host_keeps_its_groups_variables(mak
     fleet.inventory.write_text(
         "all:\n  children:\n    cascade:\n      vars:\n%s      hosts:\n        web1:\n"
         "          address: 127.0.0.1\n          ssh_port: %d\n          user: root\n"
-        % ("".join("        %s: %s\n" % (k, json.dumps(v)) for k, v in group.items()), server.port))
+        % ("".join("        %s: %s\n" % (k, json.dumps(v)) for k, v in group.items()), server.port)
+    )
     fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-i", str(ssh_keys / "client")]
-    by_address = subprocess.run(fab + ["-H", "root@127.0.0.1:%d" % server.port, "diagnose",
-                                       "--inventory", str(fleet.inventory)], cwd=REPO, capture_output=True,
-                                text=True, timeout=120)
+    by_address = subprocess.run(
+        fab + ["-H", "root@127.0.0.1:%d" % server.port, "diagnose", "--inventory", str(fleet.inventory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert by_address.returncode == 0, by_address.stdout + by_address.stderr
     assert "web1 port %d: healthy" % site.port in by_address.stdout  # found by address, with its group's port
-    elsewhere = subprocess.run(fab + ["-H", "nobody@web1:%d" % free_port(), "recover", "--check",
-                                      "--inventory", str(fleet.inventory)], cwd=REPO, capture_output=True,
-                               text=True, timeout=120)
+    elsewhere = subprocess.run(
+        fab + ["-H", "nobody@web1:%d" % free_port(), "recover", "--check", "--inventory", str(fleet.inventory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert elsewhere.returncode == 3, elsewhere.stdout + elsewhere.stderr
     assert "cannot connect to 127.0.0.1:" in elsewhere.stdout and ":%d " % server.port not in elsewhere.stdout
 
@@ -416,7 +475,8 @@ def test_the_agent_finds_its_own_python_apart_from_the_backends(make_fleet):
     # `python` is the backend's interpreter only: the agent discovers a Python 3 of its own.
     ok = fleet.cli("diagnose", "--var", "python=/nowhere/venv/bin/python")
     assert ok.returncode == 7 and "web1 port %d: unhealthy: nothing listens" % fleet.sites["web1"].port in ok.stdout, (
-        ok.stdout + ok.stderr)
+        ok.stdout + ok.stderr
+    )
     missing = fleet.cli("diagnose", "--var", "agent_python=/nowhere/python3")
     assert missing.returncode == 2
     assert "no Python 3 for the agent on this host (/nowhere/python3): set agent_python" in missing.stdout
@@ -429,8 +489,13 @@ def test_every_command_prints_one_json_envelope(make_fleet):
         doc = json.loads(done.stdout)
         assert set(doc) == {"hosts", "exit_code"} and set(doc["hosts"]) == {"web1", "web2"}, (argv, doc)
         assert doc["exit_code"] == done.returncode == 0, (argv, done.stdout + done.stderr)
-    helped = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fab"), "--help", "deploy"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    helped = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "fab"), "--help", "deploy"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "playbooks/deploy.yaml" in " ".join(helped.stdout.split())
 
 
@@ -462,15 +527,19 @@ def test_what_a_person_reads_while_a_release_fails_on_a_fleet_host(make_fleet):
     fleet = make_fleet(1)
     site = fleet.sites["web1"]
     assert fleet.cli("recover").returncode == 0
-    site.auth_module.write_text(site.auth_module.read_text()
-                                + "\nimport time\ntime.sleep(5)\nraise RuntimeError('release 2 broke')\n")
+    site.auth_module.write_text(
+        site.auth_module.read_text() + "\nimport time\ntime.sleep(5)\nraise RuntimeError('release 2 broke')\n"
+    )
     code, shown = read_terminal(INVOKE + ["recover", "--inventory", str(fleet.inventory)], REPO)
     assert code == 2, shown
     steps, recap = shown.split("RECAP")
     waiting = [line for line in steps.splitlines() if " waiting " in line]
     assert waiting and waiting[0].split()[:2] == ["web1", "start"], shown
-    rows = [line for line in steps.splitlines() if line.startswith("web1 ") and " waiting " not in line
-            and re.search(r"\d\.\d{3}s  ", line)]
+    rows = [
+        line
+        for line in steps.splitlines()
+        if line.startswith("web1 ") and " waiting " not in line and re.search(r"\d\.\d{3}s  ", line)
+    ]
     assert any("rollback:start" in row for row in rows) and "rolled_back" in recap
     assert len({re.search(r"\d\.\d{3}s  ", row).start() for row in rows}) == 1, rows
     report = fleet.cli("report")

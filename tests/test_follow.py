@@ -23,8 +23,12 @@ class Following:
         self.site = site
         self.log = site.root / "follower.out"
         with open(self.log, "w") as out:  # the child keeps its own descriptor of it
-            self.proc = site.reaper.popen(site.cli_argv("watch", "--follow", "--every", "0.2s", *extra),
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = site.reaper.popen(
+                site.cli_argv("watch", "--follow", "--every", "0.2s", *extra),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def text(self):
         return self.log.read_text()
@@ -42,6 +46,7 @@ def following(hang_app_site):
     def make(*extra):
         made.append(Following(hang_app_site, *extra))
         return made[-1]
+
     yield make
     for follower in made:
         follower.close()
@@ -57,14 +62,21 @@ def test_the_follower_heals_a_hang_within_a_second_and_no_client_fails(hang_app_
     hung_at = time.monotonic()
     if how == "stopped":
         os.kill(old, signal.SIGSTOP)
-        wait_for(lambda: site.backend_pid() != old or psutil.Process(old).status() == psutil.STATUS_STOPPED,
-                 message="stopped")
+        wait_for(
+            lambda: site.backend_pid() != old or psutil.Process(old).status() == psutil.STATUS_STOPPED,
+            message="stopped",
+        )
     else:
         poke(site.port, "/block")
         # Blocked once a connection is no longer accepted (or already healed): clients come after, so
         # none is one the stale process took before it hung (that one is lost with it, by any tool).
-        wait_for(lambda: site.backend_pid() != old or http_probe("127.0.0.1", site.port, "/health", 0.15,
-                                                                 0.05)["error"] == "timeout", message="blocked")
+        wait_for(
+            lambda: (
+                site.backend_pid() != old
+                or http_probe("127.0.0.1", site.port, "/health", 0.15, 0.05)["error"] == "timeout"
+            ),
+            message="blocked",
+        )
     with Clients(site.port) as clients:
         wait_for(lambda: site.backend_pid() != old and site.health()["ok"], timeout=10, message="healed")
         healed = time.monotonic() - hung_at
@@ -129,6 +141,7 @@ def test_sigterm_during_a_recovery_lets_it_finish_then_exits_143(hang_app_site, 
 
 def test_memory_holds_over_a_thousand_probe_cycles(hang_app_site):
     from cascade_ops.api import schedules as scheduled
+
     site = hang_app_site
     assert site.recover().exit_code == 0
     lines = []
@@ -146,27 +159,33 @@ def test_fab_service_install_runs_a_follower_on_the_host_it_names(make_fleet):
     import sys
 
     from support import REPO
+
     fleet = make_fleet(1)
     site = fleet.sites["web1"]
     assert fleet.cli("recover").returncode == 0
     fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web1"]
     args = ["--inventory", str(fleet.inventory)]
-    done = subprocess.run(fab + ["service-install", "--every", "0.3s", "--project", str(REPO)] + args, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        fab + ["service-install", "--every", "0.3s", "--project", str(REPO)] + args,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "web1: installed detached follower pid " in done.stdout, done.stdout + done.stderr
     follower = int(done.stdout.split("detached follower pid ")[1].split()[0])
     site.reaper.track(follower)
     try:
         assert "watch-inventory.yaml" in " ".join(psutil.Process(follower).cmdline())
-        status = subprocess.run(fab + ["service-status"] + args, cwd=REPO, capture_output=True, text=True,
-                                timeout=120)
+        status = subprocess.run(fab + ["service-status"] + args, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert "detached follower pid %d" % follower in status.stdout, status.stdout + status.stderr
         old = site.backend_pid()
         os.kill(old, signal.SIGSTOP)
         wait_for(lambda: site.backend_pid() != old and site.health()["ok"], timeout=20, message="healed")
     finally:
-        removed = subprocess.run(fab + ["service-remove"] + args, cwd=REPO, capture_output=True, text=True,
-                                 timeout=120)
+        removed = subprocess.run(fab + ["service-remove"] + args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert removed.returncode == 0 and "removed the follower" in removed.stdout, removed.stdout + removed.stderr
-    wait_for(lambda: not psutil.pid_exists(follower) or psutil.Process(follower).status() == psutil.STATUS_ZOMBIE,
-             message="the follower stopped")
+    wait_for(
+        lambda: not psutil.pid_exists(follower) or psutil.Process(follower).status() == psutil.STATUS_ZOMBIE,
+        message="the follower stopped",
+    )

@@ -42,11 +42,14 @@ def _recover_and_report(site, max_seconds):
     return run, doc["hang"]
 
 
-@pytest.mark.parametrize("path,kind,words", [
-    ("/block", "blocked_loop", "blocking sleep"),
-    ("/spin", "spinning", "spins on the CPU"),
-    ("/deadlock", "lock", "waits on a lock"),
-])
+@pytest.mark.parametrize(
+    "path,kind,words",
+    [
+        ("/block", "blocked_loop", "blocking sleep"),
+        ("/spin", "spinning", "spins on the CPU"),
+        ("/deadlock", "lock", "waits on a lock"),
+    ],
+)
 def test_a_hung_handler_is_killed_without_waiting_out_grace(hang_site, path, kind, words):
     hang_site.start_backend_by_hand()
     _poke(hang_site, path)
@@ -89,8 +92,10 @@ def test_a_full_accept_backlog_is_reported(hang_site):
         sock.setblocking(False)
         sock.connect_ex(("127.0.0.1", hang_site.port))
         waiting.append(sock)
-    wait_for(lambda: any(s["backlog"] >= s["backlog_max"] for s in listen_sockets(hang_site.port)),
-             message="a full accept queue")
+    wait_for(
+        lambda: any(s["backlog"] >= s["backlog_max"] for s in listen_sockets(hang_site.port)),
+        message="a full accept queue",
+    )
     try:
         _run, hang = _recover_and_report(hang_site, max_seconds=6)
     finally:
@@ -103,8 +108,11 @@ def test_a_listener_on_another_address_is_left_alone(hang_site, reaper):
     """[::1]:PORT and 127.0.0.2:PORT cannot keep the backend from binding 127.0.0.1:PORT."""
     others = []
     for family, address in ((socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.2")):
-        code = ("import socket, time; s = socket.socket(%d); s.bind((%r, %d)); s.listen(); time.sleep(600)"
-                % (family, address, hang_site.port))
+        code = "import socket, time; s = socket.socket(%d); s.bind((%r, %d)); s.listen(); time.sleep(600)" % (
+            family,
+            address,
+            hang_site.port,
+        )
         others.append(reaper.popen([os.sys.executable, "-c", code, "uvicorn-lookalike"]))
     wait_for(lambda: len(hang_site.holders()) == 2, message="two listeners on other addresses")
     proc = hang_site.start_backend_by_hand()
@@ -127,8 +135,10 @@ def test_a_deploy_with_a_request_in_flight_drains_instead_of_being_killed(site):
     assert site.recover().exit_code == 0
     old = site.backend_pid()
     _poke(site, "/slow")
-    wait_for(lambda: any(c.status == "ESTABLISHED" for c in psutil.Process(old).net_connections()),
-             message="the request in flight")
+    wait_for(
+        lambda: any(c.status == "ESTABLISHED" for c in psutil.Process(old).net_connections()),
+        message="the request in flight",
+    )
     site.auth_module.write_text(site.auth_module.read_text() + "\n# release 2\n")
     run = site.recover()
     start = next(s for s in run.hosts["web"].steps if s.name == "start")  # the old one stops once the new runs

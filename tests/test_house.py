@@ -24,13 +24,23 @@ def test_diagnose_prints_every_reachable_host_and_exits_3_within_host_timeout(si
     silent = socket.socket()  # accepts TCP (the kernel does) but never says a word of SSH
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
-    ssh = {"connection": "ssh", "address": "127.0.0.1", "connect_timeout": "20s", "host_timeout": "3s",
-           "port": 8000, "app_dir": "/srv/app"}
+    ssh = {
+        "connection": "ssh",
+        "address": "127.0.0.1",
+        "connect_timeout": "20s",
+        "host_timeout": "3s",
+        "port": 8000,
+        "app_dir": "/srv/app",
+    }
     lines = ["    %s:" % name for name in ("down", "silent")]
-    site.inventory.write_text(site.inventory.read_text() + "".join(
-        "%s\n%s" % (line, "".join("      %s: %s\n" % (k, json.dumps(v)) for k, v in
-                                  dict(ssh, ssh_port=port).items()))
-        for line, port in zip(lines, (free_port(), silent.getsockname()[1]))))
+    site.inventory.write_text(
+        site.inventory.read_text()
+        + "".join(
+            "%s\n%s"
+            % (line, "".join("      %s: %s\n" % (k, json.dumps(v)) for k, v in dict(ssh, ssh_port=port).items()))
+            for line, port in zip(lines, (free_port(), silent.getsockname()[1]))
+        )
+    )
     try:
         started = time.monotonic()
         done = site.cli("diagnose")
@@ -56,9 +66,16 @@ def test_a_local_agent_failure_is_the_same_error_as_over_ssh(tmp_path):
     # The agent as the SSH transport runs it: its package imported by a bare interpreter.
     package = os.path.dirname(agent.__file__)
     boot = "import sys; sys.path.insert(0, %r); from %s.server import main; sys.exit(main(sys.argv))" % (
-        os.path.dirname(package), os.path.basename(package))
-    served = subprocess.run([sys.executable, "-I", "-c", boot, "install_file"], capture_output=True,
-                            text=True, input=json.dumps(kwargs) + "\n", timeout=30)
+        os.path.dirname(package),
+        os.path.basename(package),
+    )
+    served = subprocess.run(
+        [sys.executable, "-I", "-c", boot, "install_file"],
+        capture_output=True,
+        text=True,
+        input=json.dumps(kwargs) + "\n",
+        timeout=30,
+    )
     with pytest.raises(HostCommandError) as remote:
         decode_reply("h", "install_file", served.stdout)
     assert str(local.value) == str(remote.value) and "Error" in str(local.value)
@@ -82,7 +99,8 @@ def test_an_incident_report_that_cannot_be_written_is_a_warning_not_a_failure(si
 
 def test_a_local_host_cut_off_at_host_timeout_stops_acting(site):
     (site.app_dir / "main.py").write_text(  # imports forever: start waits start_timeout (12 s)
-        "import time\nfrom fastapi import FastAPI\napp = FastAPI()\ntime.sleep(600)\n")
+        "import time\nfrom fastapi import FastAPI\napp = FastAPI()\ntime.sleep(600)\n"
+    )
     site.vars.update(start_timeout="12s", host_timeout="4s")
     site.write_inventory()
     started = time.monotonic()
@@ -92,8 +110,11 @@ def test_a_local_host_cut_off_at_host_timeout_stops_acting(site):
     assert steps[-1].name == "deadline" and "cut off after host_timeout 4s" in steps[-1].message
     main_at_cut = (site.app_dir / "main.py").read_text()
     assert "include_router(auth_router)" in main_at_cut  # the run had changed it before the cut
-    wait_for(lambda: not any(t.name == "host-web" for t in threading.enumerate()), timeout=30,
-             message="the cut-off host's thread to end")
+    wait_for(
+        lambda: not any(t.name == "host-web" for t in threading.enumerate()),
+        timeout=30,
+        message="the cut-off host's thread to end",
+    )
     # Had it gone on acting, its start would have failed and its rollback restored main.py and
     # written an incident report.
     assert (site.app_dir / "main.py").read_text() == main_at_cut

@@ -74,8 +74,10 @@ BLOCKING_APP = python_script("""
 """)
 
 
-@pytest.mark.skipif(shutil.which("py-spy") is None and not os.path.exists(
-    os.path.join(os.path.dirname(sys.executable), "py-spy")), reason="py-spy (the evidence extra) not installed")
+@pytest.mark.skipif(
+    shutil.which("py-spy") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "py-spy")),
+    reason="py-spy (the evidence extra) not installed",
+)
 def test_python_stack_names_the_function_blocking_the_event_loop(make_site):
     site = make_site(auth_module=None, probe_timeout=0.5)
     (site.app_dir / "main.py").write_text(BLOCKING_APP)
@@ -138,11 +140,11 @@ def test_evidence_capture_is_bounded_by_evidence_timeout(reaper, tmp_path, monke
         assert sum("evidence_timeout (1.0s) spent" in note for note in result["notes"]) == 2
 
 
-BROKEN_VERIFY = '''
+BROKEN_VERIFY = """
 @router.post("/verify")
 def verify(authorization: str = Header(default="")):
     raise RuntimeError("release 2 broke verification")
-'''
+"""
 
 
 def _break_release(site):
@@ -216,8 +218,14 @@ def test_no_secret_in_any_report_log_or_output(make_site, redis_url):
     site = make_site(redis_url=redis_url[0])
     outputs = [site.cli("recover", "--json", "--diff")]
     os.kill(site.backend_pid(), signal.SIGSTOP)
-    outputs += [site.cli("recover", "--diff"), site.cli("report"), site.cli("report", "--json"), site.cli("verify"),
-                site.cli("diagnose"), site.cli("watch")]
+    outputs += [
+        site.cli("recover", "--diff"),
+        site.cli("report"),
+        site.cli("report", "--json"),
+        site.cli("verify"),
+        site.cli("diagnose"),
+        site.cli("watch"),
+    ]
     _break_release(site)
     outputs.append(site.cli("recover", "--diff"))
     secret = (site.state_dir / "jwt-secret").read_text().strip()
@@ -235,7 +243,8 @@ class CitizenDirectory:
 
     def __init__(self, reaper, root):
         script = root / "directory.py"
-        script.write_text(python_script("""
+        script.write_text(
+            python_script("""
             import json, sys
             from http.server import BaseHTTPRequestHandler, HTTPServer
             CITIZENS = {"doge": {"class_name": "Nobili"}}
@@ -252,7 +261,8 @@ class CitizenDirectory:
             server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
             open(sys.argv[2], "w").write("ready")
             server.serve_forever()
-        """))
+        """)
+        )
         self.port = free_port()
         ready = root / "directory-ready"
         self.proc = reaper.popen([sys.executable, str(script), str(self.port), str(ready)])
@@ -275,8 +285,12 @@ def test_auth_flow_with_remote_citizen_directory_and_its_outage(make_site, reape
         other = json.loads(site.cli("auth.invite", "doge", "--json").stdout)["hosts"]["web"]["code"]
         assert client.post(base + "/register", json=dict(creds, code=other)).status_code == 409
         unknown = json.loads(site.cli("auth.invite", "nobody", "--json").stdout)["hosts"]["web"]["code"]
-        assert client.post(base + "/register", json={"username": "nobody", "password": "x" * 10,
-                                                     "code": unknown}).status_code == 404
+        assert (
+            client.post(
+                base + "/register", json={"username": "nobody", "password": "x" * 10, "code": unknown}
+            ).status_code
+            == 404
+        )
         token = client.post(base + "/token", json=creds)
         assert token.status_code == 200 and token.json()["subscription_tier"] == "premium"
         bearer = {"Authorization": "Bearer " + token.json()["access_token"]}

@@ -19,8 +19,14 @@ def _launch(site):
     site.vars.update(auth_module=None)
     site.write_inventory()
     # Its own process group, signalled whole, as a terminal does with Ctrl-C.
-    return subprocess.Popen(site.cli_argv("recover"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        site.cli_argv("recover"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _wait_for_line(proc, needle, lines):
@@ -65,8 +71,10 @@ def test_a_second_ctrl_c_ends_the_run_at_once(site, reaper):
     wait_for((site.state_dir / "backend.pid").exists, message="the start step under way (5 s)")
     os.killpg(proc.pid, signal.SIGINT)
     acknowledged = []
-    wait_for(lambda: acknowledged.append(proc.stderr.readline()) or "next safe point" in acknowledged[-1],
-             message="the first Ctrl-C acknowledged")
+    wait_for(
+        lambda: acknowledged.append(proc.stderr.readline()) or "next safe point" in acknowledged[-1],
+        message="the first Ctrl-C acknowledged",
+    )
     assert proc.poll() is None, "the run ended before the second Ctrl-C: %s" % acknowledged
     os.killpg(proc.pid, signal.SIGINT)
     started = time.monotonic()

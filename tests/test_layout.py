@@ -65,13 +65,15 @@ def _imports(name, path, top_level_only):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
             # ``from X import y`` imports X.y when that is a module, else X (for its name y).
-            targets = ["%s.%s" % (module, alias.name) if _path_of("%s.%s" % (module, alias.name)) else module
-                       for alias in node.names]
+            targets = [
+                "%s.%s" % (module, alias.name) if _path_of("%s.%s" % (module, alias.name)) else module
+                for alias in node.names
+            ]
         elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -94,8 +96,9 @@ def test_every_layer_imports_only_downward():
         for target in _imports(name, path, top_level_only=False):
             target_parts = _path_of(target).relative_to(PACKAGE).with_suffix("").parts
             if _rank(target_parts) > _rank(parts):
-                wrong.append("%s (%s) imports %s (%s)" % (name, LAYERS[_rank(parts)][0], target,
-                                                          LAYERS[_rank(target_parts)][0]))
+                wrong.append(
+                    "%s (%s) imports %s (%s)" % (name, LAYERS[_rank(parts)][0], target, LAYERS[_rank(target_parts)][0])
+                )
     assert wrong == []
 
 
@@ -104,19 +107,23 @@ def test_no_import_cycle():
 
     def visit(node, stack):
         if node in stack:
-            return stack[stack.index(node):] + [node]
+            return stack[stack.index(node) :] + [node]
         for target in graph.get(node, ()):
             cycle = visit(target, stack + [node])
             if cycle:
                 return cycle
         return None
+
     cycles = [cycle for cycle in (visit(name, []) for name in graph) if cycle]
     assert cycles == []
 
 
 def test_no_module_over_400_lines():
-    long = {str(path.relative_to(REPO)): n for _, path, _ in _modules()
-            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(path.relative_to(REPO)): n
+        for _, path, _ in _modules()
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
     assert long == {}
 
 
@@ -147,12 +154,22 @@ def test_the_agent_runs_on_a_bare_interpreter(tmp_path):
     shipped = tmp_path / "agent_test"
     shutil.copytree(PACKAGE / "agent", shipped, ignore=shutil.ignore_patterns("__pycache__"))
     boot = "import sys; sys.path.insert(0, %r); from agent_test.server import main; sys.exit(main(['agent', 'serve']))"
-    requests = [{"command": "host_facts", "kwargs": {"port": 1, "bind_host": "127.0.0.1", "health_path": "/health",
-                                                      "probe_timeout": 0.2}},
-                {"command": "file_state", "kwargs": {"path": str(tmp_path / "nothing")}},
-                {"command": "no_such_command", "kwargs": {}}]
-    done = subprocess.run([_bare_python(), "-I", "-S", "-c", boot % str(tmp_path)], cwd=tmp_path, timeout=30,
-                          input="".join(json.dumps(r) + "\n" for r in requests), capture_output=True, text=True)
+    requests = [
+        {
+            "command": "host_facts",
+            "kwargs": {"port": 1, "bind_host": "127.0.0.1", "health_path": "/health", "probe_timeout": 0.2},
+        },
+        {"command": "file_state", "kwargs": {"path": str(tmp_path / "nothing")}},
+        {"command": "no_such_command", "kwargs": {}},
+    ]
+    done = subprocess.run(
+        [_bare_python(), "-I", "-S", "-c", boot % str(tmp_path)],
+        cwd=tmp_path,
+        timeout=30,
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     ready, facts, state, unknown = (json.loads(line) for line in done.stdout.splitlines())
     assert ready["ready"] > 0  # the server says it is up (after sudo, when sudo asked for a password)
@@ -164,8 +181,10 @@ def test_the_agent_runs_on_a_bare_interpreter(tmp_path):
 
 def test_importing_the_transports_does_not_load_fabric():
     """A local run, and the healthy watch tick, never pay for Fabric and paramiko."""
-    code = ("import sys; import cascade_ops.transport, cascade_ops.api; "
-            "print(sorted(m for m in ('fabric', 'paramiko', 'httpx', 'jwt') if m in sys.modules))")
+    code = (
+        "import sys; import cascade_ops.transport, cascade_ops.api; "
+        "print(sorted(m for m in ('fabric', 'paramiko', 'httpx', 'jwt') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
     assert done.stdout.strip() == "[]", done.stderr
 
@@ -173,11 +192,13 @@ def test_importing_the_transports_does_not_load_fabric():
 def test_diagnosing_a_detached_backend_loads_no_owner_client():
     """The docker and supervisord clients (http.client, xmlrpc.client) load only for a holder they
     own: the hot path, a detached backend's diagnosis, never pays for them."""
-    code = ("import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
-            "from cascade_ops.agent.hostfacts import host_facts; "
-            "facts = host_facts(port=s.getsockname()[1], bind_host='127.0.0.1', health_path='/health', "
-            "probe_timeout=0.2); "
-            "print(len(facts['holders']), sorted(m for m in ('http.client', 'xmlrpc.client') if m in sys.modules))")
+    code = (
+        "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+        "from cascade_ops.agent.hostfacts import host_facts; "
+        "facts = host_facts(port=s.getsockname()[1], bind_host='127.0.0.1', health_path='/health', "
+        "probe_timeout=0.2); "
+        "print(len(facts['holders']), sorted(m for m in ('http.client', 'xmlrpc.client') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
     assert done.stdout.strip() == "1 []", done.stdout + done.stderr
 
@@ -199,14 +220,18 @@ def test_the_agent_is_called_through_its_functions_not_by_name():
     """``transport.call(agent.files.tail, ...)``: mypy checks the arguments and the result; a name in
     a string (``transport.agent("tail", ...)``) would fail only on a host."""
     by_name = re.compile(r"""\.agent\(\s*["']""")
-    found = [str(path.relative_to(PACKAGE)) for _, path, parts in _modules()
-             if parts[0] not in ("agent", "transport") and by_name.search(path.read_text())]
+    found = [
+        str(path.relative_to(PACKAGE))
+        for _, path, parts in _modules()
+        if parts[0] not in ("agent", "transport") and by_name.search(path.read_text())
+    ]
     assert found == []
 
 
 def test_an_agent_call_is_named_by_its_function_and_takes_keywords_only():
     from cascade_ops import agent
     from cascade_ops.transport.recording import RecordingTransport
+
     transport = RecordingTransport({"tail": ["a line"]})
     assert transport.call(agent.files.tail, path="/x", lines=1) == ["a line"]
     assert transport.calls == [("tail", {"path": "/x", "lines": 1})]

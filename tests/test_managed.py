@@ -92,6 +92,7 @@ def test_a_program_configured_as_detached_is_refused_before_any_signal(site, sup
 
 def test_a_stopped_program_is_started_by_supervisord_when_settings_name_it(site, supervised):
     from cascade_ops.agent import supervisor
+
     supervisor.rpc(str(supervised.conf)).supervisor.stopProcess("web", True)
     site.vars.update(program="web", supervisor_conf=str(supervised.conf))
     site.write_inventory()
@@ -101,6 +102,7 @@ def test_a_stopped_program_is_started_by_supervisord_when_settings_name_it(site,
 
 
 # --------------------------------------------------------------------------- gunicorn
+
 
 @pytest.mark.parametrize("how,count", [("stopped", 2), ("blocked", 1)])
 def test_a_hung_gunicorn_worker_is_replaced_by_its_master(hang_app_site, reaper, how, count):
@@ -127,8 +129,18 @@ def test_a_hung_gunicorn_worker_is_replaced_by_its_master(hang_app_site, reaper,
 def test_a_hung_gunicorn_master_goes_with_its_workers_through_supervisord(hang_app_site, reaper):
     site = hang_app_site
     (site.root / "home").mkdir()
-    argv = [str(BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker", "-w", "2", "-b",
-            "127.0.0.1:%d" % site.port, "--chdir", str(site.app_dir), "main:app"]
+    argv = [
+        str(BIN / "gunicorn"),
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        "-w",
+        "2",
+        "-b",
+        "127.0.0.1:%d" % site.port,
+        "--chdir",
+        str(site.app_dir),
+        "main:app",
+    ]
     sv = Supervisord(site.root, reaper, argv, dict(secret_env(site), HOME=str(site.root / "home")))
     master = wait_for(lambda: sv.running_pid() if site.health()["ok"] else None, timeout=30, message="gunicorn")
     stop(master)

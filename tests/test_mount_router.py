@@ -11,8 +11,10 @@ ARGS = ("main.py", "api.auth", "router", "auth_router", "app")
 
 
 def test_inserts_import_and_include_once():
-    source = ("import os\nfrom fastapi import FastAPI\n\napp = FastAPI(\n    title='x',\n)\n\n"
-              "@app.get('/')\ndef root():\n    return {}\n")
+    source = (
+        "import os\nfrom fastapi import FastAPI\n\napp = FastAPI(\n    title='x',\n)\n\n"
+        "@app.get('/')\ndef root():\n    return {}\n"
+    )
     once = mount_router(source, *ARGS)
     assert once.count("from api.auth import router as auth_router") == 1
     assert once.count("app.include_router(auth_router)") == 1
@@ -24,8 +26,10 @@ def test_inserts_import_and_include_once():
 
 
 def test_existing_mount_in_another_layout_is_recognised():
-    source = ("from fastapi import FastAPI\nfrom api.auth import (router as auth_router)\n"
-              "app = FastAPI()\napp.include_router( auth_router , prefix='')\n")
+    source = (
+        "from fastapi import FastAPI\nfrom api.auth import (router as auth_router)\n"
+        "app = FastAPI()\napp.include_router( auth_router , prefix='')\n"
+    )
     assert mount_router(source, *ARGS) == source
 
 
@@ -35,10 +39,13 @@ def test_only_missing_half_is_added():
     assert result.count("from api.auth") == 1 and result.endswith("app.include_router(auth_router)\n")
 
 
-@pytest.mark.parametrize("source, message", [
-    ("import fastapi\nserver = fastapi.FastAPI()\n", "no top-level 'app = FastAPI"),
-    ("def broken(:\n", "does not parse"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("import fastapi\nserver = fastapi.FastAPI()\n", "no top-level 'app = FastAPI"),
+        ("def broken(:\n", "does not parse"),
+    ],
+)
 def test_failures_are_clear(source, message):
     with pytest.raises(StepFailed, match=message):
         mount_router(source, *ARGS)

@@ -26,9 +26,11 @@ RECORDS = ("incidents", "backend.log", "history.jsonl")  # what a run writes abo
 def files_of(site, skip=RECORDS):
     """Every file of the app and its state that a run could change, with its content's hash."""
     skip = set(skip)
-    return {str(p.relative_to(site.app_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(site.app_dir.rglob("*")) if p.is_file() and not skip & set(p.parts)
-            and "__pycache__" not in p.parts and p.suffix != ".lock"}
+    return {
+        str(p.relative_to(site.app_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(site.app_dir.rglob("*"))
+        if p.is_file() and not skip & set(p.parts) and "__pycache__" not in p.parts and p.suffix != ".lock"
+    }
 
 
 def ready(site, hung):
@@ -84,8 +86,12 @@ def test_a_rollback_undoes_only_what_the_run_did(site, bystander):
     # Someone edited main.py by hand: the router is no longer mounted, and there is no
     # "app = FastAPI(...)" anchor to mount it after. The running backend still runs the old code.
     lines = [line for line in main.read_text().splitlines() if "auth_router" not in line]
-    main.write_text("\n".join(lines).replace("from fastapi import FastAPI", "from fastapi import FastAPI as Api")
-                    .replace("FastAPI(", "Api(") + "\n")
+    main.write_text(
+        "\n".join(lines)
+        .replace("from fastapi import FastAPI", "from fastapi import FastAPI as Api")
+        .replace("FastAPI(", "Api(")
+        + "\n"
+    )
     site.auth_module.write_text(site.auth_module.read_text() + "\n# release 2\n")
     kept = (*RECORDS, "backups")  # the release's backup is kept, as after any deploy
     files = files_of(site, kept)
@@ -102,11 +108,14 @@ def test_malformed_inventories_and_options_exit_4_naming_file_and_line(site, bys
     pid, created, files = ready(site, hung)
     text = site.inventory.read_text()
     cases = []
-    for line_text, message in [("      port: \"%d \"" % site.port, "port: expected a whole number"),
-                               ("      port: 0x4650", "port: expected a whole number")]:
+    for line_text, message in [
+        ('      port: "%d "' % site.port, "port: expected a whole number"),
+        ("      port: 0x4650", "port: expected a whole number"),
+    ]:
         inv = tmp_path / ("inv%d.yaml" % len(cases))
-        inv.write_text("\n".join(line_text if line.strip().startswith("port:") else line
-                                 for line in text.splitlines()) + "\n")
+        inv.write_text(
+            "\n".join(line_text if line.strip().startswith("port:") else line for line in text.splitlines()) + "\n"
+        )
         cases.append((["recover", "--inventory", str(inv)], "%s:%d: %s" % (inv, _line_of(inv, "port:"), message)))
     latin = tmp_path / "latin1.yaml"
     latin.write_bytes(text.encode() + "# caf\xe9\n".encode("latin-1"))
@@ -116,13 +125,19 @@ def test_malformed_inventories_and_options_exit_4_naming_file_and_line(site, bys
     cases.append((["recover", "--inventory", str(empty_all)], "defines no hosts"))
     conflict = tmp_path / "groups.yaml"
     host_vars = "".join("          %s: %s\n" % (k, json.dumps(v)) for k, v in site.vars.items() if k != "grace")
-    conflict.write_text("all:\n  children:\n    a:\n      vars: {grace: 1}\n      hosts:\n        web:\n%s"
-                        "    b:\n      vars: {grace: 2}\n      hosts:\n        web: {}\n" % host_vars)
+    conflict.write_text(
+        "all:\n  children:\n    a:\n      vars: {grace: 1}\n      hosts:\n        web:\n%s"
+        "    b:\n      vars: {grace: 2}\n      hosts:\n        web: {}\n" % host_vars
+    )
     cases.append((["recover", "--inventory", str(conflict)], "grace: host 'web' is in groups that give it different"))
     maybe = tmp_path / "maybe.yaml"
     maybe.write_text(PLAYBOOK.read_text().replace("  - verify\n", "  - verify:\n      always: maybe\n"))
-    cases.append((["recover", "--inventory", str(site.inventory), "--playbook", str(maybe)],
-                  "%s:%d: verify.always: expected true or false" % (maybe, _line_of(maybe, "always:"))))
+    cases.append(
+        (
+            ["recover", "--inventory", str(site.inventory), "--playbook", str(maybe)],
+            "%s:%d: verify.always: expected true or false" % (maybe, _line_of(maybe, "always:")),
+        )
+    )
     cases.append((["recover", "--inventory", str(site.inventory), "--limit", ","], "--limit ',': names no host"))
     for argv, message in cases:
         done = subprocess.run(INVOKE + argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
@@ -220,13 +235,22 @@ def test_no_output_carries_the_secret(site, webhook):
     site.vars.update(jwt_secret_file=str(secret_file), alert_webhook=webhook.url, auth_module=None)
     site.write_inventory()
     (site.app_dir / "main.py").write_text(LEAKY_APP)
-    outputs = [site.cli("recover"), site.cli("recover", "--json"), site.cli("watch"), site.cli("watch", "--json"),
-               site.cli("report"), site.cli("report", "--json")]
+    outputs = [
+        site.cli("recover"),
+        site.cli("recover", "--json"),
+        site.cli("watch"),
+        site.cli("watch", "--json"),
+        site.cli("report"),
+        site.cli("report", "--json"),
+    ]
     assert outputs[0].returncode == 2 and "refusing to start" in outputs[0].stdout  # the log tail is shown...
     assert "[REDACTED]" in outputs[0].stdout  # ...scrubbed
     texts = [o.stdout + o.stderr for o in outputs] + [json.dumps(body) for body in webhook.received]
-    texts += [p.read_text() for p in site.state_dir.rglob("*") if p.is_file() and p.name != "backend.log"
-              and p.name != secret_file.name]
+    texts += [
+        p.read_text()
+        for p in site.state_dir.rglob("*")
+        if p.is_file() and p.name != "backend.log" and p.name != secret_file.name
+    ]
     assert webhook.received and all(SECRET not in text and json.dumps(SECRET)[1:-1] not in text for text in texts)
 
 

@@ -28,9 +28,14 @@ def fake_kind(monkeypatch):
 class FakeManager:
     def __init__(self, site, reaper):
         self.state = site.root / "fake-manager.json"
-        self.proc = reaper.popen([sys.executable, str(SCRIPTS / "fake_manager.py"), str(self.state), "web", "--",
-                                  *uvicorn_argv(site)], cwd=site.root, env=dict(os.environ, **secret_env(site)),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = reaper.popen(
+            [sys.executable, str(SCRIPTS / "fake_manager.py"), str(self.state), "web", "--", *uvicorn_argv(site)],
+            cwd=site.root,
+            env=dict(os.environ, **secret_env(site)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def said(self):
         return json.loads(self.state.read_text()) if self.state.exists() else {}
@@ -68,8 +73,11 @@ def test_a_hung_backend_of_a_registered_kind_is_recovered_through_its_manager(fa
     site.vars.update(manager="fake", fake_program="web")
     site.write_inventory()
     manager = FakeManager(site, reaper)
-    before = wait_for(lambda: manager.running_pid() if site.health()["ok"] else None, timeout=30,
-                      message="the fake manager's program to serve")
+    before = wait_for(
+        lambda: manager.running_pid() if site.health()["ok"] else None,
+        timeout=30,
+        message="the fake manager's program to serve",
+    )
     stop(before)
 
     checked = site.recover(check=True)

@@ -22,8 +22,15 @@ VERSION = resources.version()
 
 
 def run(argv, cwd, timeout=300, **kwargs):
-    return subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, **kwargs)
+    return subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +38,36 @@ def installed(tmp_path_factory):
     """A fresh venv holding the wheel setuptools builds of this checkout, with the demo extra."""
     root = tmp_path_factory.mktemp("installed")
     source = root / "source"  # building in a copy keeps build/ out of the checkout
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", ".cascade", "__pycache__", "build",
-                                                                "*.egg-info", ".mypy_cache", ".ruff_cache"))
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", ".cascade", "__pycache__", "build", "*.egg-info", ".mypy_cache", ".ruff_cache"
+        ),
+    )
     links = root / "links"
-    built = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", links,
-                 source], cwd=root)
+    built = run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", links, source], cwd=root
+    )
     assert built.returncode == 0, built.stderr
     for dist in wheels.requirements("cascade-ops", ("demo",)):
         name, data = wheels.repacked(dist)
         (links / name).write_bytes(data)
     venv = root / "venv"
     assert run([sys.executable, "-m", "venv", venv], cwd=root).returncode == 0
-    done = run([venv / "bin" / "pip", "install", "-q", "--no-index", "--disable-pip-version-check", "--find-links",
-                links, "cascade-ops[demo]==%s" % VERSION], cwd=root)
+    done = run(
+        [
+            venv / "bin" / "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--find-links",
+            links,
+            "cascade-ops[demo]==%s" % VERSION,
+        ],
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr
     return venv
 
@@ -86,8 +110,13 @@ def test_bootstrap_installs_this_version_on_an_ssh_host_once(make_fleet, tmp_pat
     fleet = make_fleet(1)
     prefix = tmp_path / "host-venv"
     cli = [os.path.join(os.path.dirname(sys.executable), "cascade-ops"), "-H", "web1"]  # the checkout's script
-    first = subprocess.run(cli + ["bootstrap", "-i", str(fleet.inventory), "--prefix", str(prefix)], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600)
+    first = subprocess.run(
+        cli + ["bootstrap", "-i", str(fleet.inventory), "--prefix", str(prefix)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     assert "web1: installed %s" % (prefix / "bin" / "cascade-ops") in first.stdout
     there = run([prefix / "bin" / "cascade-ops", "--version"], cwd=tmp_path)
@@ -97,14 +126,33 @@ def test_bootstrap_installs_this_version_on_an_ssh_host_once(make_fleet, tmp_pat
 
     # The host's watchdog then runs that CLI, by its absolute path, from the host's own crontab.
     fab = [os.path.join(os.path.dirname(sys.executable), "fab"), "-H", "web1"]
-    entry = subprocess.run(fab + ["cron-install", "--inventory", str(fleet.inventory), "--user", cron_user,
-                                  "--python", str(prefix / "bin" / "python")],
-                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    entry = subprocess.run(
+        fab
+        + [
+            "cron-install",
+            "--inventory",
+            str(fleet.inventory),
+            "--user",
+            cron_user,
+            "--python",
+            str(prefix / "bin" / "python"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert entry.returncode == 0, entry.stdout + entry.stderr
     [line] = LOCAL.agent("crontab_lines", user=cron_user)
     assert " %s watch --inventory " % (prefix / "bin" / "cascade-ops") in line and "invoke" not in line
-    done = subprocess.run(["/bin/sh", "-c", cron.command_of(line)], cwd="/", env={"PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["/bin/sh", "-c", cron.command_of(line)],
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     site = fleet.sites["web1"]
     assert json.loads((site.state_dir / "watch.log").read_text().splitlines()[-1])["outcome"] == "recovered"

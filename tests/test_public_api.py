@@ -12,13 +12,43 @@ import cascade_ops
 
 pytestmark = pytest.mark.unit  # a pure decision, parsing or layout: pytest -m unit
 
-API = sorted([
-    "recover", "diagnose", "verify", "watch", "hang", "invite", "incidents", "last_incident", "last_ticks",
-    "html_report", "cron_install", "cron_remove", "cron_entry", "timer_install", "timer_remove", "timer_status",
-    "follow", "service_install", "service_remove", "service_status",
-    "PerHost", "ConnectOptions", "RunResult", "HostResult", "StepResult", "HostStatus", "StepStatus",
-    "CascadeError", "ConfigError", "HostCommandError", "HostUnreachable", "HostCutOff", "LockHeld",
-])
+API = sorted(
+    [
+        "recover",
+        "diagnose",
+        "verify",
+        "watch",
+        "hang",
+        "invite",
+        "incidents",
+        "last_incident",
+        "last_ticks",
+        "html_report",
+        "cron_install",
+        "cron_remove",
+        "cron_entry",
+        "timer_install",
+        "timer_remove",
+        "timer_status",
+        "follow",
+        "service_install",
+        "service_remove",
+        "service_status",
+        "PerHost",
+        "ConnectOptions",
+        "RunResult",
+        "HostResult",
+        "StepResult",
+        "HostStatus",
+        "StepStatus",
+        "CascadeError",
+        "ConfigError",
+        "HostCommandError",
+        "HostUnreachable",
+        "HostCutOff",
+        "LockHeld",
+    ]
+)
 
 
 def test_exported_members():
@@ -38,7 +68,8 @@ def test_what_the_readme_calls_is_exported():
 
 def test_importing_the_package_loads_no_engine():
     """``import cascade_ops`` is what the watchdog's hot path pays: no engine, no SSH client."""
-    probe = ("import cascade_ops, sys; "
-             "print(sorted(m for m in sys.modules if m.startswith(('cascade_ops.', 'paramiko'))))")
+    probe = (
+        "import cascade_ops, sys; print(sorted(m for m in sys.modules if m.startswith(('cascade_ops.', 'paramiko'))))"
+    )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert loaded.stdout.strip() == "[]"

@@ -85,8 +85,13 @@ LAUNCH_WITH_INHERITING_CHILD = python_script("""
 def test_child_that_inherited_the_socket_goes_too(site, reaper):
     script = site.root / "launch.py"
     script.write_text(LAUNCH_WITH_INHERITING_CHILD)
-    backend = reaper.popen([sys.executable, str(script), str(site.port)], cwd=site.app_dir,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    backend = reaper.popen(
+        [sys.executable, str(script), str(site.port)],
+        cwd=site.app_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_for(lambda: site.health()["ok"], message="launched backend")
     holders = wait_for(lambda: len(site.holders()) == 2 and site.holders(), message="two holders")
     assert backend.pid in holders
@@ -107,11 +112,19 @@ def test_incident_pair_python_and_foreign_holder_on_one_socket(site, reaper):
     sock.bind(("127.0.0.1", site.port))
     sock.listen(128)
     fd = sock.fileno()
-    uvicorn = reaper.popen([sys.executable, "-m", "uvicorn", "main:app", "--fd", str(fd)], cwd=site.app_dir,
-                           pass_fds=[fd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
-    node = reaper.popen([sys.executable, "-c", "import time; time.sleep(600)", "node", "server.js"],
-                        pass_fds=[fd], start_new_session=True)
+    uvicorn = reaper.popen(
+        [sys.executable, "-m", "uvicorn", "main:app", "--fd", str(fd)],
+        cwd=site.app_dir,
+        pass_fds=[fd],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    node = reaper.popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "node", "server.js"],
+        pass_fds=[fd],
+        start_new_session=True,
+    )
     sock.close()
     wait_for(lambda: site.health()["ok"], message="uvicorn on the shared socket")
     assert sorted([uvicorn.pid, node.pid]) == site.holders()
@@ -182,8 +195,9 @@ def test_changed_auth_module_check_mode_then_exactly_one_restart(site):
     check = site.cli("recover", "--check", "--diff")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "would replace" in check.stdout and "+# release 2" in check.stdout
-    assert "would keep port %d's listening socket" % site.port in check.stdout and "then stop pid %d" % pid in \
-        check.stdout
+    assert (
+        "would keep port %d's listening socket" % site.port in check.stdout and "then stop pid %d" % pid in check.stdout
+    )
     assert sha(deployed) == before and site.backend_pid() == pid and site.holders() == [pid]
 
     run = site.recover()
@@ -216,9 +230,12 @@ def test_auth_module_with_syntax_error_is_refused(site):
 def test_detached_backend_survives_sighup_to_the_runner_group(site):
     # The runner and this shell share a process group; `kill -HUP 0` hits all of it.
     command = "%s recover --inventory %s; kill -HUP 0; sleep 5" % (
-        " ".join(map(str, [sys.executable, "-m", "invoke", "-r", REPO])), site.inventory)
-    shell = subprocess.Popen(["bash", "-c", command], cwd=REPO, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        " ".join(map(str, [sys.executable, "-m", "invoke", "-r", REPO])),
+        site.inventory,
+    )
+    shell = subprocess.Popen(
+        ["bash", "-c", command], cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         assert shell.wait(timeout=90) == -signal.SIGHUP
     finally:
@@ -235,8 +252,17 @@ def test_json_output_is_one_document_matching_the_recap(site):
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     host = doc["hosts"]["web"]
-    assert [s["name"] for s in host["steps"]] == ["preflight", "seed_app", "diagnose", "jwt_secret", "deploy_file",
-                                                  "mount_router", "terminate", "start", "verify"]
+    assert [s["name"] for s in host["steps"]] == [
+        "preflight",
+        "seed_app",
+        "diagnose",
+        "jwt_secret",
+        "deploy_file",
+        "mount_router",
+        "terminate",
+        "start",
+        "verify",
+    ]
     for status in ("changed", "failed", "skipped"):
         assert host["recap"][status] == sum(1 for s in host["steps"] if s["status"] == status)
     # As Ansible's recap: ok counts the changed steps too.
@@ -253,7 +279,8 @@ def test_backend_that_cannot_start_fails_with_its_log(site):
     assert statuses(run)["mount_router"] == FAILED
     assert "FastAPI" in next(s.message for s in run.hosts["web"].steps if s.name == "mount_router")
     (site.app_dir / "main.py").write_text(
-        "from fastapi import FastAPI\napp = FastAPI()\nraise RuntimeError('boom at import')\n")
+        "from fastapi import FastAPI\napp = FastAPI()\nraise RuntimeError('boom at import')\n"
+    )
     run = site.recover()
     start = next(s for s in run.hosts["web"].steps if s.name == "start")
     assert start.status == FAILED
@@ -277,6 +304,9 @@ def test_a_backend_still_starting_from_an_earlier_run_is_not_doubled(site):
     terminate = next(s for s in second.hosts["web"].steps if s.name == "terminate")
     assert "pid %d" % stuck in terminate.message and terminate.status == "changed", terminate.message
     assert gone(stuck)
-    copies = [p.pid for p in psutil.process_iter(["cmdline"])
-              if str(site.app_dir) in " ".join(p.info["cmdline"] or ()) and p.status() != psutil.STATUS_ZOMBIE]
+    copies = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if str(site.app_dir) in " ".join(p.info["cmdline"] or ()) and p.status() != psutil.STATUS_ZOMBIE
+    ]
     assert copies == [site.backend_pid()]

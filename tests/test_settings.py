@@ -18,8 +18,15 @@ INI = "[web]\nw1 connection=local port=%d app_dir=%s\n"
 
 
 def cli(*args, cwd, env=None):
-    return subprocess.run(INVOKE[:1] + ["-m", "invoke", "-r", str(REPO)] + list(args), cwd=cwd, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL, env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        INVOKE[:1] + ["-m", "invoke", "-r", str(REPO)] + list(args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 def test_precedence_is_command_line_then_environment_then_config_file_then_default(tmp_path, monkeypatch):
@@ -51,10 +58,10 @@ def test_the_commands_follow_the_same_precedence(tmp_path):
         done = cli("inventory", "--host", "w1", *args, cwd=tmp_path, env=dict(env, **extra))
         assert done.returncode == 0, done.stderr
         return int(done.stdout.split('"port": ')[1].split(",")[0])
+
     assert port() == 1001
     assert port(CASCADE_INVENTORY=str(tmp_path / "from-env.ini")) == 1002
-    assert port("--inventory", str(tmp_path / "from-cli.ini"), CASCADE_INVENTORY=str(tmp_path / "from-env.ini")) \
-        == 1003
+    assert port("--inventory", str(tmp_path / "from-cli.ini"), CASCADE_INVENTORY=str(tmp_path / "from-env.ini")) == 1003
 
 
 def test_var_files_mix_with_key_value_pairs_later_ones_winning(tmp_path):
@@ -74,8 +81,9 @@ def test_var_files_mix_with_key_value_pairs_later_ones_winning(tmp_path):
 def test_cron_remove_and_status_take_the_same_options_as_install(tmp_path):
     (tmp_path / "inv.ini").write_text(INI % (1, tmp_path))
     for task in ("cron.remove", "cron.status"):
-        done = cli(task, "--inventory", "inv.ini", "--limit", "web", "--var", "grace=2s", "--user", "nobody",
-                   cwd=tmp_path)
+        done = cli(
+            task, "--inventory", "inv.ini", "--limit", "web", "--var", "grace=2s", "--user", "nobody", cwd=tmp_path
+        )
         assert done.returncode == 0, (task, done.stderr)
         bad = cli(task, "--inventory", "inv.ini", "--var", "grace=soon", "--user", "nobody", cwd=tmp_path)
         assert bad.returncode == 4 and "grace" in bad.stderr, (task, bad.stderr)
@@ -84,8 +92,7 @@ def test_cron_remove_and_status_take_the_same_options_as_install(tmp_path):
 def _at_a_terminal(argv, cwd, env):
     """Run ``argv`` with a pseudo-terminal as stdout; everything it printed."""
     parent, child = pty.openpty()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=child, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            env=env)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=child, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
     os.close(child)
     chunks = []
     deadline = time.monotonic() + 60

@@ -24,13 +24,26 @@ def _home(tmp_path, config):
 
 
 def _run(argv, home, timeout=120):
-    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                          env=dict(os.environ, HOME=str(home)))
+    return subprocess.run(
+        argv,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=dict(os.environ, HOME=str(home)),
+    )
 
 
 def _alias(name, server, key, known_hosts, **extra):
-    lines = ["Host %s" % name, "  HostName 127.0.0.1", "  Port %d" % server.port, "  User root",
-             "  IdentityFile %s" % key, "  UserKnownHostsFile %s" % known_hosts]
+    lines = [
+        "Host %s" % name,
+        "  HostName 127.0.0.1",
+        "  Port %d" % server.port,
+        "  User root",
+        "  IdentityFile %s" % key,
+        "  UserKnownHostsFile %s" % known_hosts,
+    ]
     lines += ["  %s %s" % (k, v) for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 
@@ -70,8 +83,10 @@ def test_an_inventory_of_aliases_uses_their_port_user_key_and_known_hosts(make_f
     fleet = make_fleet(2)
     names = {"fleet1": fleet.sites["web1"], "fleet2": fleet.sites["web2"]}
     inventory = _alias_inventory(fleet, tmp_path, names)
-    home = _home(tmp_path, "".join(_alias(a, fleet.servers["web%s" % a[-1]], ssh_keys / "client", fleet.known_hosts)
-                                   for a in names))
+    home = _home(
+        tmp_path,
+        "".join(_alias(a, fleet.servers["web%s" % a[-1]], ssh_keys / "client", fleet.known_hosts) for a in names),
+    )
     done = _run(INVOKE + ["recover", "--inventory", str(inventory)], home)
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(site.health()["ok"] for site in names.values())
@@ -87,13 +102,16 @@ def test_strict_host_key_checking_accept_new_records_the_key_and_yes_refuses_it(
     site = fleet.sites["web1"]
     fresh = tmp_path / "fresh_known_hosts"
     inventory = _alias_inventory(fleet, tmp_path, {"fleet1": site})
-    strict = _home(tmp_path, _alias("fleet1", fleet.servers["web1"], ssh_keys / "client", fresh,
-                                    StrictHostKeyChecking="yes"))
+    strict = _home(
+        tmp_path, _alias("fleet1", fleet.servers["web1"], ssh_keys / "client", fresh, StrictHostKeyChecking="yes")
+    )
     refused = _run(INVOKE + ["diagnose", "--inventory", str(inventory)], strict)
     assert refused.returncode == 3 and "unknown host key" in refused.stdout + refused.stderr
     assert not fresh.exists() or fresh.read_text() == ""
-    accepting = _home(tmp_path, _alias("fleet1", fleet.servers["web1"], ssh_keys / "client", fresh,
-                                       StrictHostKeyChecking="accept-new"))
+    accepting = _home(
+        tmp_path,
+        _alias("fleet1", fleet.servers["web1"], ssh_keys / "client", fresh, StrictHostKeyChecking="accept-new"),
+    )
     done = _run(INVOKE + ["diagnose", "--inventory", str(inventory)], accepting)
     assert done.returncode == 7 and "nothing listens" in done.stdout, done.stdout + done.stderr  # reached
     assert "[127.0.0.1]:%d" % fleet.servers["web1"].port in fresh.read_text()
@@ -123,8 +141,11 @@ def test_an_authentication_failure_names_the_user_and_the_key(make_fleet, tmp_pa
     done = _run(INVOKE + ["diagnose", "--inventory", str(inventory)], home)
     assert done.returncode == 3, done.stdout + done.stderr
     text = done.stdout + done.stderr
-    assert "authentication failed for user root at 127.0.0.1:%d with key %s" % (
-        fleet.servers["web1"].port, ssh_keys / "stranger") in text
+    assert (
+        "authentication failed for user root at 127.0.0.1:%d with key %s"
+        % (fleet.servers["web1"].port, ssh_keys / "stranger")
+        in text
+    )
 
 
 def test_verify_of_a_hung_backend_over_ssh_prints_nothing_on_stderr(make_fleet):
@@ -155,6 +176,7 @@ def password_user():
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a user")
 def test_ask_pass_is_ansibles_k_a_password_login(site, reaper, ssh_keys, password_user, tmp_path):
     from support import SSHServer, ssh_vars
+
     user, password = password_user
     server = SSHServer(ssh_keys, reaper, passwords=True)
     known_hosts = tmp_path / "known_hosts"
@@ -164,9 +186,17 @@ def test_ask_pass_is_ansibles_k_a_password_login(site, reaper, ssh_keys, passwor
     home = _home(tmp_path, "")  # no keys of its own, no agent: the password is the only way in
 
     def diagnose(*flags, typed=None):
-        return subprocess.run(INVOKE + ["diagnose", "--inventory", str(site.inventory), *flags], cwd=REPO,
-                              input=typed, capture_output=True, text=True, timeout=120, start_new_session=True,
-                              env=dict(os.environ, HOME=str(home), SSH_AUTH_SOCK=""))
+        return subprocess.run(
+            INVOKE + ["diagnose", "--inventory", str(site.inventory), *flags],
+            cwd=REPO,
+            input=typed,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            start_new_session=True,
+            env=dict(os.environ, HOME=str(home), SSH_AUTH_SOCK=""),
+        )
+
     refused = diagnose()
     assert refused.returncode == 3 and "authentication failed for user %s" % user in refused.stdout
     wrong = diagnose("-k", typed="not-it\n")

@@ -16,8 +16,10 @@ from managers import SystemdNamespace, secret_env, stop, uvicorn_argv
 
 from support import INVOKE, REPO, SSHServer, poke, ssh_vars, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nsenter") or not os.path.exists(
-    "/lib/systemd/systemd"), reason="needs root, nsenter and Debian's systemd")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("nsenter") or not os.path.exists("/lib/systemd/systemd"),
+    reason="needs root, nsenter and Debian's systemd",
+)
 
 
 @pytest.fixture
@@ -34,17 +36,36 @@ def unit_site(hang_app_site, systemd):
     site = hang_app_site
     env_file = site.root / "web.env"
     env_file.write_text("".join("%s=%s\n" % item for item in secret_env(site).items()))
-    systemd.add_unit("web.service", "\n".join([
-        "[Service]", "ExecStart=%s" % " ".join(uvicorn_argv(site)), "EnvironmentFile=%s" % env_file,
-        "Restart=always", "RestartSec=100ms", ""]))
+    systemd.add_unit(
+        "web.service",
+        "\n".join(
+            [
+                "[Service]",
+                "ExecStart=%s" % " ".join(uvicorn_argv(site)),
+                "EnvironmentFile=%s" % env_file,
+                "Restart=always",
+                "RestartSec=100ms",
+                "",
+            ]
+        ),
+    )
     assert systemd.inside("systemctl", "start", "web.service").returncode == 0
     wait_for(lambda: site.health()["ok"], timeout=30, message="web.service to serve")
     return site
 
 
 def recover_inside(systemd, site, *args):
-    done = systemd.inside(*INVOKE, "recover", "--inventory", str(site.inventory), "--json", *args,
-                          "--playbook", str(REPO / "playbooks" / "recover.yaml"), cwd=REPO)
+    done = systemd.inside(
+        *INVOKE,
+        "recover",
+        "--inventory",
+        str(site.inventory),
+        "--json",
+        *args,
+        "--playbook",
+        str(REPO / "playbooks" / "recover.yaml"),
+        cwd=REPO,
+    )
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)["hosts"]["web"]
 
@@ -138,10 +159,12 @@ def test_where_systemd_does_not_run_timer_install_points_to_cron(site, tmp_path)
 
 def test_fab_timer_install_writes_the_timer_on_the_host_it_names(site, systemd, ssh_keys, tmp_path):
     """An SSH host that systemd runs: sshd started as a unit inside the namespace."""
+
     def launch(argv):
         systemd.inside("mkdir", "-p", "/run/sshd")  # its privilege-separation directory: /run is the namespace's
         done = systemd.inside("systemd-run", "--unit=cascade-test-sshd", *argv)
         assert done.returncode == 0, done.stderr
+
     server = SSHServer(ssh_keys, None, launch=launch)
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(server.known_hosts_line() + "\n")
@@ -152,8 +175,13 @@ def test_fab_timer_install_writes_the_timer_on_the_host_it_names(site, systemd, 
     args = ["--inventory", str(site.inventory), "--unit-dir", str(units)]
     try:
         # --project: this "host" sees the checkout (a real one would run `bootstrap` first).
-        done = subprocess.run(fab + ["timer-install", "--every", "10m", "--project", str(REPO)] + args, cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            fab + ["timer-install", "--every", "10m", "--project", str(REPO)] + args,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         name = done.stdout.split("installed systemd timer ")[1].split()[0]
         assert systemd.show(name, "ActiveState") == "active" and systemd.show(name, "RandomizedDelayUSec") == "1min"
@@ -179,8 +207,14 @@ def test_the_follower_runs_as_a_service_and_systemd_restarts_it_when_it_hangs(si
         wait_for(lambda: systemd.show(name, "WatchdogUSec") == "10s", timeout=30, message="the watchdog back at 10s")
         main = int(systemd.show(name, "MainPID"))
         stop(systemd.host_pid(main))  # the follower itself hangs: its loop says nothing more
-        wait_for(lambda: systemd.show(name, "NRestarts") not in ("", "0") and int(systemd.show(name, "MainPID") or 0)
-                 not in (0, main), timeout=45, message="systemd's watchdog to restart the follower")
+        wait_for(
+            lambda: (
+                systemd.show(name, "NRestarts") not in ("", "0")
+                and int(systemd.show(name, "MainPID") or 0) not in (0, main)
+            ),
+            timeout=45,
+            message="systemd's watchdog to restart the follower",
+        )
         wait_for(lambda: systemd.show(name, "SubState") == "running", timeout=30, message="the new follower ready")
         status = systemd.inside(*INVOKE, "service.status", "--inventory", str(site.inventory), cwd=REPO)
         assert "loaded/active/running" in status.stdout and "restarts" in status.stdout, status.stdout
@@ -207,8 +241,10 @@ def test_where_systemd_does_not_run_the_follower_is_a_detached_process(hang_app_
     wait_for(lambda: site.backend_pid() != old and site.health()["ok"], timeout=20, message="healed")
     removed = site.cli("service.remove")
     assert removed.returncode == 0 and "removed the follower" in removed.stdout, removed.stdout + removed.stderr
-    wait_for(lambda: not psutil.pid_exists(follower) or psutil.Process(follower).status() == psutil.STATUS_ZOMBIE,
-             message="the follower stopped")
+    wait_for(
+        lambda: not psutil.pid_exists(follower) or psutil.Process(follower).status() == psutil.STATUS_ZOMBIE,
+        message="the follower stopped",
+    )
     assert "no follower" in site.cli("service.status").stdout
 
 
@@ -216,12 +252,14 @@ def test_a_socket_unit_holds_the_queue_across_a_units_restart(site, systemd):
     """systemd_socket: the transient unit comes with a socket unit; systemd (PID 1) holds the
     listener, so the connections that queue during a hang are answered after the restart."""
     from test_zero_loss import Clients
+
     site.vars.update(unit="cascade-web", systemd_socket=True, auth_module=None)
     site.write_inventory()
     code, host = recover_inside(systemd, site)
     assert code == 0, host
-    assert "with cascade-web.socket holding" in messages(host)["start"] or \
-        messages(host)["start"].startswith("created transient systemd unit cascade-web.service"), host
+    assert "with cascade-web.socket holding" in messages(host)["start"] or messages(host)["start"].startswith(
+        "created transient systemd unit cascade-web.service"
+    ), host
     assert systemd.show("cascade-web.socket", "ActiveState") == "active"
     main = int(systemd.show("cascade-web.service", "MainPID"))
     stop(systemd.host_pid(main))

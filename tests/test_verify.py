@@ -34,6 +34,7 @@ def test_secret_never_appears_in_output_or_command_lines(site):
     secret = (site.state_dir / "jwt-secret").read_text().strip()
     assert len(secret) >= 32 and oct((site.state_dir / "jwt-secret").stat().st_mode & 0o777) == "0o600"
     import psutil
+
     backend = psutil.Process(site.backend_pid())
     assert secret not in " ".join(backend.cmdline())
     assert secret not in result.stdout + result.stderr

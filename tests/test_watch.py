@@ -59,8 +59,12 @@ def test_two_ticks_at_the_same_moment_exactly_one_acts(site, reaper):
     wait_for(ready.exists, message="stub listening")
     # Both probe (1 s) at once; whichever locks first holds the lock through the start of a new
     # backend (about a second), so the other finds it taken.
-    ticks = [subprocess.Popen(site.cli_argv("watch", "--json"), cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    ticks = [
+        subprocess.Popen(
+            site.cli_argv("watch", "--json"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     for t in ticks:
         reaper.track(t.pid)
     outputs = [t.communicate(timeout=90) for t in ticks]
@@ -131,6 +135,7 @@ def test_reset_forgets_the_budget(make_site):
 
 def test_dead_webhook_never_slows_or_fails_recovery(make_site):
     from support import free_port
+
     site = make_site(alert_webhook="http://127.0.0.1:%d/hook" % free_port())
     tick = site.watch()
     assert (tick.action, tick.outcome, tick.exit_code) == ("recover", "recovered", 0)
@@ -156,15 +161,25 @@ def test_pings_metrics_and_a_slack_alert_tell_the_outside(make_site, webhook, tm
 
     base = webhook.url.rsplit("/", 1)[0]
     metrics = tmp_path / "textfile" / "cascade.prom"
-    site = make_site(auth_module=None, alert_webhook=webhook.url, alert_format="slack", max_restarts=3,
-                     ping_url=base + "/ping/abc-123", metrics_file=str(metrics))
+    site = make_site(
+        auth_module=None,
+        alert_webhook=webhook.url,
+        alert_format="slack",
+        max_restarts=3,
+        ping_url=base + "/ping/abc-123",
+        metrics_file=str(metrics),
+    )
 
     def families():
         return {f.name: f for f in text_string_to_metric_families(metrics.read_text())}
 
     def value(name, **labels):
-        return next(s.value for f in families().values() for s in f.samples
-                    if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+        return next(
+            s.value
+            for f in families().values()
+            for s in f.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
     tick = site.watch()  # nothing runs yet: it recovers
     assert (tick.action, tick.outcome, tick.ping_error) == ("recover", "recovered", None)
@@ -195,6 +210,7 @@ def test_pings_metrics_and_a_slack_alert_tell_the_outside(make_site, webhook, tm
 
 def test_a_failed_tick_pings_its_exit_code(webhook):
     from cascade_ops.watchdog.alerts import Pings
+
     base = webhook.url.rsplit("/", 1)[0]
     assert Pings(base + "/ping/k").finish(6) is None
     assert sorted(webhook.pinged) == ["/ping/k/6", "/ping/k/start"]

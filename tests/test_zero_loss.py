@@ -48,6 +48,7 @@ class Clients:
 
     def _one(self):
         import socket
+
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as sock:
                 sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -155,13 +156,16 @@ def test_a_start_command_without_the_placeholder_takes_the_old_path_and_says_why
     assert kept.returncode == 0 and "on the kept socket" in kept.stdout, kept.stdout + kept.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
-                    reason="needs root to run the agent as another user (and the system python3)")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
+    reason="needs root to run the agent as another user (and the system python3)",
+)
 def test_another_user_cannot_copy_roots_socket_and_is_told_why(hang_app_site):
     site = hang_app_site
     assert site.recover().exit_code == 0
     holder = psutil.Process(site.backend_pid())
     from cascade_ops.agent.procfs import listen_sockets, read_stat
+
     inode = listen_sockets(site.port)[0]["inode"]
     ticks = int(read_stat(holder.pid)[1][19])
     # The agent as a host ships it: a stdlib-only package, here run by another user (from a directory
@@ -170,11 +174,20 @@ def test_another_user_cannot_copy_roots_socket_and_is_told_why(hang_app_site):
         shutil.copytree(Path(__file__).resolve().parent.parent / "cascade_ops" / "agent", Path(shipped) / "agent")
         subprocess.run(["chmod", "-R", "a+rX", shipped], check=True)
         code = "from agent.takeover import take_over_check; print(take_over_check(%d, %d, %d))" % (
-            holder.pid, ticks, inode)
-        done = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code], cwd=shipped,
-                              capture_output=True, text=True, timeout=60)
-    assert "'ok': False" in done.stdout and ("no ptrace rights" in done.stdout or "cannot be read" in done.stdout), \
+            holder.pid,
+            ticks,
+            inode,
+        )
+        done = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code],
+            cwd=shipped,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert "'ok': False" in done.stdout and ("no ptrace rights" in done.stdout or "cannot be read" in done.stdout), (
         done.stdout + done.stderr
+    )
     assert site.health()["ok"]
 
 
@@ -182,6 +195,7 @@ def test_another_user_cannot_copy_roots_socket_and_is_told_why(hang_app_site):
 def test_a_gunicorn_masters_hung_worker_is_replaced_and_no_client_fails(hang_app_site, reaper, count):
     """The master holds the socket through its workers' restart: the queue is never dropped."""
     from managers import Gunicorn, have, stop
+
     if not have("gunicorn"):
         pytest.skip("pip install gunicorn (in the test extra)")
     site = hang_app_site

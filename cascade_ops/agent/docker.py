@@ -22,7 +22,7 @@ def socket_from_cmdline(cmdline: List[str]) -> Optional[str]:
         elif arg.startswith("--host=") or (arg.startswith("-H") and len(arg) > 2):
             value = arg.split("=", 1)[1] if "=" in arg else arg[2:]
         if value and value.startswith("unix://"):
-            return value[len("unix://"):]
+            return value[len("unix://") :]
     return None
 
 
@@ -67,15 +67,25 @@ def observe(sock: str, container: Optional[str] = None, port: Optional[int] = No
         found["why"] = str(exc)
         return found
     state = info.get("State", {})
-    found.update(container=info["Id"], name=info.get("Name", "").lstrip("/"), main_pid=state.get("Pid", 0),
-                 state=state.get("Status", ""), restarts=info.get("RestartCount", 0), reachable=True)
+    found.update(
+        container=info["Id"],
+        name=info.get("Name", "").lstrip("/"),
+        main_pid=state.get("Pid", 0),
+        state=state.get("Status", ""),
+        restarts=info.get("RestartCount", 0),
+        reachable=True,
+    )
     return found
 
 
 def stop(sock: str, container: str, timeout: float) -> None:
     """Stop the container (SIGTERM, SIGKILL after ``timeout``): dockerd then does not restart it."""
-    api(sock, "POST", "/containers/%s/stop?t=%d" % (urllib.parse.quote(container, safe=""), int(timeout)),
-        timeout=timeout + API_TIMEOUT_S)
+    api(
+        sock,
+        "POST",
+        "/containers/%s/stop?t=%d" % (urllib.parse.quote(container, safe=""), int(timeout)),
+        timeout=timeout + API_TIMEOUT_S,
+    )
 
 
 def start(sock: str, container: str) -> None:
@@ -105,14 +115,20 @@ class DockerDriver(OwnerDriver):
         proc = chain[index]
         if index == 0 and proc["comm"] == "docker-proxy":  # forwards the port into a container's network
             sock = _socket_of(seen.by_pid)
-            return dict(seen.once(("docker", sock, seen.port), observe, sock, seen.hints.get("container"), seen.port),
-                        via="docker-proxy pid %d" % seen.pid)
+            return dict(
+                seen.once(("docker", sock, seen.port), observe, sock, seen.hints.get("container"), seen.port),
+                via="docker-proxy pid %d" % seen.pid,
+            )
         if not proc["comm"].startswith("containerd-shim"):
             return None
         ident, namespace = _arg(proc["cmdline"], "-id"), _arg(proc["cmdline"], "-namespace")
         if namespace not in (None, "moby"):
-            return {"kind": "containerd", "container": ident, "reachable": False,
-                    "why": "containerd namespace %s is not docker's: cascade-ops cannot ask it" % namespace}
+            return {
+                "kind": "containerd",
+                "container": ident,
+                "reachable": False,
+                "why": "containerd namespace %s is not docker's: cascade-ops cannot ask it" % namespace,
+            }
         sock = _socket_of(seen.by_pid)
         return seen.once(("docker", sock, ident), observe, sock, ident)
 

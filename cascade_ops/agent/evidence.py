@@ -37,8 +37,7 @@ def _kernel_view(pid: int) -> Dict[str, str]:
         with open("/proc/%d/wchan" % pid) as f:
             view["wchan"] = f.read().strip() or "0"
         with open("/proc/%d/status" % pid) as f:
-            view["status_state"] = next((line.split(":", 1)[1].strip() for line in f
-                                         if line.startswith("State:")), "")
+            view["status_state"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("State:")), "")
     except OSError:
         pass
     return view
@@ -52,8 +51,13 @@ def find_py_spy() -> Optional[str]:
 def _py_spy_dump(py_spy: str, pid: int, timeout: float) -> Tuple[Optional[str], Optional[str]]:
     # --nonblocking reads memory without pausing the process: a stopped process stays stopped.
     try:
-        done = subprocess.run([py_spy, "dump", "--nonblocking", "--pid", str(pid)], capture_output=True,
-                              text=True, timeout=timeout, start_new_session=True)
+        done = subprocess.run(
+            [py_spy, "dump", "--nonblocking", "--pid", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
     except subprocess.TimeoutExpired:
         return None, "py-spy dump of pid %d did not finish within %.1fs" % (pid, timeout)
     if done.returncode != 0:
@@ -62,8 +66,14 @@ def _py_spy_dump(py_spy: str, pid: int, timeout: float) -> Tuple[Optional[str], 
 
 
 @command
-def evidence(pids: List[int], timeout: float, log_path: Optional[str] = None, log_lines: int = 50,
-             py_spy: Optional[str] = "auto", redact: Optional[List[str]] = None) -> Dict[str, Any]:
+def evidence(
+    pids: List[int],
+    timeout: float,
+    log_path: Optional[str] = None,
+    log_lines: int = 50,
+    py_spy: Optional[str] = "auto",
+    redact: Optional[List[str]] = None,
+) -> Dict[str, Any]:
     """Bounded by ``timeout`` overall: whatever would exceed it is skipped with a note, so capturing
     can never hold up the recovery. A process that exits meanwhile is recorded as gone.
     ``py_spy``: its path, "auto" to look for it, or None for no stacks."""
@@ -95,5 +105,9 @@ def evidence(pids: List[int], timeout: float, log_path: Optional[str] = None, lo
         info["python_stacks"], note = _py_spy_dump(py_spy, info["pid"], remaining)
         if note:
             notes.append(note)
-    return {"processes": processes, "log_tail": tail(log_path, log_lines, redact=redact) if log_path else [],
-            "notes": notes, "elapsed_s": round(time.monotonic() - started, 3)}
+    return {
+        "processes": processes,
+        "log_tail": tail(log_path, log_lines, redact=redact) if log_path else [],
+        "notes": notes,
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }

@@ -26,8 +26,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
 
 def _atomic_write(path: str, data: bytes, mode: int) -> None:
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, ".%s.cascade-tmp.%d.%s" % (os.path.basename(path), os.getpid(),
-                                                             secrets.token_hex(3)))
+    tmp = os.path.join(directory, ".%s.cascade-tmp.%d.%s" % (os.path.basename(path), os.getpid(), secrets.token_hex(3)))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -67,7 +66,7 @@ def file_state(path: str) -> Json:
 
 @command
 def path_kind(path: str) -> Optional[str]:
-    """"dir", "file", "other" or None when nothing is there."""
+    """ "dir", "file", "other" or None when nothing is there."""
     if os.path.isdir(path):
         return "dir"
     if os.path.isfile(path):
@@ -201,9 +200,15 @@ def _newest_other_version(backup_dir: str, base: str, digest: str) -> Optional[s
 
 
 @command
-def install_file(dest: str, backup_dir: str, keep_backups: int = 5, validate_python: bool = False,
-                 mode: Optional[int] = None, content_b64: Optional[str] = None,
-                 staged: Optional[str] = None) -> Json:
+def install_file(
+    dest: str,
+    backup_dir: str,
+    keep_backups: int = 5,
+    validate_python: bool = False,
+    mode: Optional[int] = None,
+    content_b64: Optional[str] = None,
+    staged: Optional[str] = None,
+) -> Json:
     """Atomically replace ``dest`` with new content, keeping a timestamped backup of the old one.
 
     The content comes inline (``content_b64``) or already uploaded to ``staged``, a temporary file

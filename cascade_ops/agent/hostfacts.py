@@ -68,9 +68,16 @@ def _recorded(pidfile: Optional[str]) -> Optional[Dict[str, Any]]:
 
 
 @command
-def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float, probe: bool = True,
-               owner_hints: Optional[Hints] = None, pidfile: Optional[str] = None,
-               accept_timeout: Optional[float] = None) -> Dict[str, Any]:
+def host_facts(
+    port: int,
+    bind_host: str,
+    health_path: str,
+    probe_timeout: float,
+    probe: bool = True,
+    owner_hints: Optional[Hints] = None,
+    pidfile: Optional[str] = None,
+    accept_timeout: Optional[float] = None,
+) -> Dict[str, Any]:
     """Sockets on the port, their holders and who owns each, the processes around them, and the
     health probe. ``pidfile``: the backend an earlier run started, reported too (it may be starting).
 
@@ -84,8 +91,11 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
     by_pid = {p["pid"]: p for p in procs}
     bind_address = resolve_address(bind_host)
     blocking = {s["inode"] for s in sockets if _blocks(s, bind_address)}
-    hung: List[int] = [pid for pid, inodes in holders.items() if blocking.intersection(inodes)
-                       and by_pid.get(pid, {}).get("state") in STOPPED_STATES + GONE_STATES]
+    hung: List[int] = [
+        pid
+        for pid, inodes in holders.items()
+        if blocking.intersection(inodes) and by_pid.get(pid, {}).get("state") in STOPPED_STATES + GONE_STATES
+    ]
     probe_result = None
     if probe and sockets and not hung:
         probe_result = http_probe(probe_address(bind_host), port, health_path, probe_timeout, accept_timeout)
@@ -105,6 +115,7 @@ def host_facts(port: int, bind_host: str, health_path: str, probe_timeout: float
         "bind_address": bind_address,
         # Only [::] on either side leaves "in the way?" open (IPV6_V6ONLY): a test bind settles it
         # then, and the usual healthy path skips it.
-        "bindable": (port_free(bind_host, port) if bind_address == "::" or any(s["address"] == "::" for s in sockets)
-                     else True),
+        "bindable": (
+            port_free(bind_host, port) if bind_address == "::" or any(s["address"] == "::" for s in sockets) else True
+        ),
     }

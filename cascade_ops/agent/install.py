@@ -23,8 +23,9 @@ def installed_cli(prefix: Optional[str] = None) -> Dict[str, Any]:
     version = None
     if os.access(cli, os.X_OK):
         try:
-            done = subprocess.run([cli, "--version"], capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                [cli, "--version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+            )
             first = done.stdout.splitlines()[0].split() if done.returncode == 0 and done.stdout else []
             version = first[1] if len(first) == 2 and first[0] == "cascade-ops" else None
         except (OSError, subprocess.TimeoutExpired):
@@ -40,13 +41,23 @@ def install_cli(wheels: str, version: str, prefix: Optional[str] = None) -> Dict
     steps = []
     if not os.path.exists(os.path.join(root, "bin", "python")):
         steps.append([sys.executable, "-m", "venv", root])
-    steps.append([os.path.join(root, "bin", "python"), "-m", "pip", "install", "--quiet", "--no-index",
-                  "--disable-pip-version-check", "--find-links", os.path.abspath(wheels),
-                  "cascade-ops==%s" % version])
+    steps.append(
+        [
+            os.path.join(root, "bin", "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--find-links",
+            os.path.abspath(wheels),
+            "cascade-ops==%s" % version,
+        ]
+    )
     for argv in steps:
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise AgentError("%s: %s" % (" ".join(argv[:4]), exc)) from None
         if done.returncode != 0:

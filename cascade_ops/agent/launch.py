@@ -41,6 +41,7 @@ def detached_status(pidfile: str) -> Dict[str, Any]:
 def detached_stop(pidfile: str, grace: float) -> Dict[str, Any]:
     """Stop the detached process ``pidfile`` names (only that very process), and forget it."""
     from .signals import terminate
+
     record = _running(pidfile)
     done = terminate([{"pid": record["pid"], "start_ticks": record["start_ticks"]}], grace) if record else None
     for stale in (pidfile, record_path(pidfile)):
@@ -53,14 +54,28 @@ def detached_stop(pidfile: str, grace: float) -> Dict[str, Any]:
 
 def _record(pid: int, argv: List[str], cwd: str, port: Optional[int]) -> Dict[str, Any]:
     stat = read_stat(pid)
-    return {"pid": pid, "start_ticks": int(stat[1][19]) if stat else None, "argv": argv,
-            "cwd": cwd, "cwd_real": os.path.realpath(cwd), "port": port, "user": pwd.getpwuid(os.geteuid()).pw_name}
+    return {
+        "pid": pid,
+        "start_ticks": int(stat[1][19]) if stat else None,
+        "argv": argv,
+        "cwd": cwd,
+        "cwd_real": os.path.realpath(cwd),
+        "port": port,
+        "user": pwd.getpwuid(os.geteuid()).pw_name,
+    }
 
 
 @command
-def spawn(argv: List[str], cwd: str, log: str, pidfile: str, env: Optional[Dict[str, str]] = None,
-          secret_env: Optional[Dict[str, str]] = None, port: Optional[int] = None,
-          inherit: Optional[List[int]] = None) -> Dict[str, Any]:
+def spawn(
+    argv: List[str],
+    cwd: str,
+    log: str,
+    pidfile: str,
+    env: Optional[Dict[str, str]] = None,
+    secret_env: Optional[Dict[str, str]] = None,
+    port: Optional[int] = None,
+    inherit: Optional[List[int]] = None,
+) -> Dict[str, Any]:
     """Start ``argv`` in its own session, stdin /dev/null, output appended to ``log``.
 
     Its own session: a Ctrl-C or a hang-up to the runner's terminal never reaches it, and it
@@ -85,8 +100,17 @@ def spawn(argv: List[str], cwd: str, log: str, pidfile: str, env: Optional[Dict[
     out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         with open(os.devnull, "rb") as devnull:
-            proc = subprocess.Popen(argv, cwd=cwd, stdin=devnull, stdout=out, stderr=out,
-                                    env=child_env, start_new_session=True, close_fds=True, pass_fds=passed)
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                stdin=devnull,
+                stdout=out,
+                stderr=out,
+                env=child_env,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=passed,
+            )
     finally:
         os.close(out)
         release(inherit or [])

@@ -131,8 +131,9 @@ def configured_owner(manager: str, hints: Hints) -> Json:
 
 
 @command
-def owner_stop(owner: Json, targets: List[Dict[str, int]], listening: List[int], grace: float,
-               hung_after: Optional[float]) -> Json:
+def owner_stop(
+    owner: Json, targets: List[Dict[str, int]], listening: List[int], grace: float, hung_after: Optional[float]
+) -> Json:
     """Ask ``owner`` to stop the backend, and make sure the proven ``targets`` go.
 
     The owner's own stop may wait out a long timeout on a hung process (systemd's TimeoutStopSec,
@@ -147,13 +148,27 @@ def owner_stop(owner: Json, targets: List[Dict[str, int]], listening: List[int],
 
 
 @command
-def owner_start(owner: Json, argv: Optional[List[str]] = None, cwd: str = "/", log: str = "",
-                env_file: str = "", env: Optional[Dict[str, str]] = None,
-                secret_env: Optional[Dict[str, str]] = None, listen: Optional[str] = None) -> Json:
+def owner_start(
+    owner: Json,
+    argv: Optional[List[str]] = None,
+    cwd: str = "/",
+    log: str = "",
+    env_file: str = "",
+    env: Optional[Dict[str, str]] = None,
+    secret_env: Optional[Dict[str, str]] = None,
+    listen: Optional[str] = None,
+) -> Json:
     """Ask ``owner`` to start the backend (a systemd unit that does not exist yet is created as a
     transient unit running ``argv``)."""
-    launch = {"argv": argv, "cwd": cwd, "log": log, "env_file": env_file, "env": env, "secret_env": secret_env,
-              "listen": listen}
+    launch = {
+        "argv": argv,
+        "cwd": cwd,
+        "log": log,
+        "env_file": env_file,
+        "env": env,
+        "secret_env": secret_env,
+        "listen": listen,
+    }
     return driver(owner["kind"]).start(owner, launch)
 
 

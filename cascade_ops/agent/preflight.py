@@ -12,6 +12,7 @@ from .registry import command
 
 def _user() -> str:
     import pwd
+
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
@@ -34,15 +35,19 @@ def _program_problem(program: str) -> Optional[str]:
         try:
             os.stat(program)
         except PermissionError:
-            return ("%s cannot be reached by user %s: permission denied (a directory on its path, a home of "
-                    "mode 700?): run as its owner, or use become" % (program, _user()))
+            return (
+                "%s cannot be reached by user %s: permission denied (a directory on its path, a home of "
+                "mode 700?): run as its owner, or use become" % (program, _user())
+            )
         except OSError:
             return "%s is not an executable file on this host" % program
         if not os.path.isfile(program):
             return "%s is not an executable file on this host" % program
         if not os.access(program, os.X_OK):
             return "%s may not be run by user %s: permission denied (run as its owner, or use become)" % (
-                program, _user())
+                program,
+                _user(),
+            )
         return None
     if shutil.which(program) is None:
         return "%s is not on this host's PATH" % program
@@ -66,16 +71,17 @@ def _bind_host_problem(bind_host: str) -> Optional[str]:
 
 
 @command
-def preflight(app_dir: str, seeded: bool, program: str, secret_file: str, state_dir: str,
-              bind_host: str) -> List[str]:
+def preflight(app_dir: str, seeded: bool, program: str, secret_file: str, state_dir: str, bind_host: str) -> List[str]:
     """What would stop a run half-way, in words; [] when the host is ready. ``seeded``: app_dir
     may be missing (the run creates it from app_seed)."""
     problems = []
     if os.path.isdir(app_dir):
         pass
     elif _unreachable(app_dir):
-        problems.append("app_dir %s cannot be reached by user %s: permission denied (run as its owner, or use "
-                        "become)" % (app_dir, _user()))
+        problems.append(
+            "app_dir %s cannot be reached by user %s: permission denied (run as its owner, or use "
+            "become)" % (app_dir, _user())
+        )
     elif os.path.lexists(app_dir):
         problems.append("app_dir %s is not a directory" % app_dir)
     elif not seeded:
@@ -87,8 +93,10 @@ def preflight(app_dir: str, seeded: bool, program: str, secret_file: str, state_
         while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
             existing = os.path.dirname(existing)  # the run creates what is missing below this
         if not os.access(existing, os.W_OK | os.X_OK):
-            problems.append("state_dir %s is not writable by user %s (the run's lock and records go there): run "
-                            "as its owner, or use become" % (state_dir, _user()))
+            problems.append(
+                "state_dir %s is not writable by user %s (the run's lock and records go there): run "
+                "as its owner, or use become" % (state_dir, _user())
+            )
     try:
         mode = os.stat(secret_file).st_mode
         if not stat.S_ISREG(mode):

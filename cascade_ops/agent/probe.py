@@ -62,9 +62,15 @@ def http_probe(host: str, port: int, path: str, timeout: float, accept_timeout: 
                         continue  # a healthy server has answered by now: /proc is read only past this
                     accepted = server_accepted(sock)
                     if accepted is False and waited >= (accept_timeout or 0):
-                        return finish(ok=False, error="timeout", accepted=False, detail=(
-                            "not accepted within %.2fs: nothing takes connections (a blocked, spinning or "
-                            "stopped event loop)" % waited))
+                        return finish(
+                            ok=False,
+                            error="timeout",
+                            accepted=False,
+                            detail=(
+                                "not accepted within %.2fs: nothing takes connections (a blocked, spinning or "
+                                "stopped event loop)" % waited
+                            ),
+                        )
                     if accepted is not False:
                         watching = False
                         if accepted:
@@ -100,16 +106,28 @@ def _no_answer(sock: socket.socket, timeout: float, finish: Callable[..., Json])
     stopped loop: the kernel queues connections, nothing takes them). The probe's own connection may
     have been accepted just before the loop blocked, so a fresh one decides."""
     if server_accepted(sock) is False:
-        return finish(ok=False, error="timeout", accepted=False,
-                      detail="connected, but never accepted: no HTTP response within %.2fs" % timeout)
+        return finish(
+            ok=False,
+            error="timeout",
+            accepted=False,
+            detail="connected, but never accepted: no HTTP response within %.2fs" % timeout,
+        )
     accepts = accepts_now(sock.getpeername(), sock.family, ACCEPT_WINDOW_S)
     if accepts:
-        return finish(ok=False, error="slow", accepted=True,
-                      detail="no complete HTTP response within %.2fs, but new connections are accepted "
-                             "(slow, not hung)" % timeout)
-    return finish(ok=False, error="timeout", accepted=accepts,
-                  detail="no HTTP response within %.2fs, and a new connection was not accepted within %.1fs"
-                         % (timeout, ACCEPT_WINDOW_S))
+        return finish(
+            ok=False,
+            error="slow",
+            accepted=True,
+            detail="no complete HTTP response within %.2fs, but new connections are accepted "
+            "(slow, not hung)" % timeout,
+        )
+    return finish(
+        ok=False,
+        error="timeout",
+        accepted=accepts,
+        detail="no HTTP response within %.2fs, and a new connection was not accepted within %.1fs"
+        % (timeout, ACCEPT_WINDOW_S),
+    )
 
 
 def accepts_now(peer: Tuple[Any, ...], family: int, window: float) -> Optional[bool]:
@@ -132,7 +150,7 @@ def _hex_endpoint(address: Tuple[Any, ...], family: int) -> str:
     """An endpoint as /proc/net/tcp{,6} writes it (addresses in the kernel's byte order)."""
     packed = socket.inet_pton(family, address[0])
     if family == socket.AF_INET6:
-        words = [packed[i:i + 4] for i in range(0, 16, 4)]
+        words = [packed[i : i + 4] for i in range(0, 16, 4)]
         text = "".join(w[::-1].hex() for w in words)
     else:
         text = packed[::-1].hex()
@@ -162,8 +180,9 @@ ANSWER_BACKOFF_S = (0.05, 0.1, 0.2, 0.4)
 
 
 @command
-def wait_healthy(pid: Optional[int], bind_host: str, port: int, path: str, timeout: float,
-                 probe_timeout: float) -> Json:
+def wait_healthy(
+    pid: Optional[int], bind_host: str, port: int, path: str, timeout: float, probe_timeout: float
+) -> Json:
     """Poll a just-started backend on the host itself until its health path answers 200.
 
     Gives up early when the process ``pid`` exits (no point waiting out the deadline for a crash);
@@ -177,13 +196,21 @@ def wait_healthy(pid: Optional[int], bind_host: str, port: int, path: str, timeo
     while True:
         stat = read_stat(pid) if pid is not None else None
         if pid is not None and (stat is None or stat[1][0] in GONE_STATES):
-            return {"ok": False, "reason": "exited", "elapsed_s": round(time.monotonic() - started, 3),
-                    "last_probe": last}
+            return {
+                "ok": False,
+                "reason": "exited",
+                "elapsed_s": round(time.monotonic() - started, 3),
+                "last_probe": last,
+            }
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             reason = "slow" if last is not None and last.get("error") == "slow" else "timeout"
-            return {"ok": False, "reason": reason, "elapsed_s": round(time.monotonic() - started, 3),
-                    "last_probe": last}
+            return {
+                "ok": False,
+                "reason": reason,
+                "elapsed_s": round(time.monotonic() - started, 3),
+                "last_probe": last,
+            }
         last = http_probe(host, port, path, min(probe_timeout, remaining))
         if last["ok"]:
             return {"ok": True, "elapsed_s": round(time.monotonic() - started, 3), "last_probe": last}

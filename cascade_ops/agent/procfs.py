@@ -16,11 +16,10 @@ STOPPED_STATES = ("T", "t")
 GONE_STATES = ("Z", "X")
 
 
-
 def _decode_addr(hexaddr: str, family: int) -> str:
     raw = bytes.fromhex(hexaddr)
     # /proc/net/tcp* prints each 32-bit word in host (little-endian) order.
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     return socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, raw)
 
 
@@ -54,8 +53,16 @@ def listen_sockets(port: int) -> List[Json]:
             continue
         # For a listener the kernel reports the current accept-queue length as rx_queue.
         rx_queue = fields[4].split(":")[1]
-        found.append({"inode": int(fields[9]), "address": _decode_addr(addr_hex, family), "port": port,
-                      "family": family, "backlog": int(rx_queue, 16), "backlog_max": 0})
+        found.append(
+            {
+                "inode": int(fields[9]),
+                "address": _decode_addr(addr_hex, family),
+                "port": port,
+                "family": family,
+                "backlog": int(rx_queue, 16),
+                "backlog_max": 0,
+            }
+        )
     return found
 
 
@@ -72,8 +79,9 @@ def diag_listeners() -> Optional[List[Json]]:
             for family, inet, size in ((4, socket.AF_INET, 4), (6, socket.AF_INET6, 16)):
                 # inet_diag_req_v2: family, protocol, ext, pad, states (LISTEN only), an empty sockid
                 request = struct.pack("=BBBBI48x", inet, socket.IPPROTO_TCP, 0, 0, 1 << 10)
-                nl.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_DUMP_REQUEST, 1, 0)
-                        + request)
+                nl.send(
+                    struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_DUMP_REQUEST, 1, 0) + request
+                )
                 done = False
                 while not done:
                     data = nl.recv(65536)
@@ -87,10 +95,18 @@ def diag_listeners() -> Optional[List[Json]]:
                             return None
                         msg = offset + 16
                         sport = struct.unpack_from("!H", data, msg + 4)[0]  # the sockid is in network order
-                        raw = data[msg + 8:msg + 8 + size]
+                        raw = data[msg + 8 : msg + 8 + size]
                         _, waiting, allowed, _, inode = _QUEUES.unpack_from(data, msg + 52)
-                        found.append({"inode": inode, "address": socket.inet_ntop(inet, raw), "port": sport,
-                                      "family": family, "backlog": waiting, "backlog_max": allowed})
+                        found.append(
+                            {
+                                "inode": inode,
+                                "address": socket.inet_ntop(inet, raw),
+                                "port": sport,
+                                "family": family,
+                                "backlog": waiting,
+                                "backlog_max": allowed,
+                            }
+                        )
                         offset += (length + 3) & ~3
     except OSError:
         return None
@@ -165,7 +181,7 @@ def read_stat(pid: int) -> Optional[Tuple[str, List[str]]]:
     except OSError:
         return None
     close = raw.rindex(")")
-    return raw[raw.index("(") + 1:close], raw[close + 2:].split()
+    return raw[raw.index("(") + 1 : close], raw[close + 2 :].split()
 
 
 def cpu_ticks(pid: int) -> Optional[int]:

@@ -70,10 +70,16 @@ def _still_listening(targets: List[Target], listening: List[int]) -> List[Target
 
 
 @command
-def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float = 5.0,
-              poll_interval: float = 0.01, listening: Optional[List[int]] = None,
-              hung_after: Optional[float] = None, owner_signalled: bool = False,
-              kill_stopped: bool = False) -> Dict[str, Any]:
+def terminate(
+    targets: List[Dict[str, int]],
+    grace: float,
+    kill_timeout: float = 5.0,
+    poll_interval: float = 0.01,
+    listening: Optional[List[int]] = None,
+    hung_after: Optional[float] = None,
+    owner_signalled: bool = False,
+    kill_stopped: bool = False,
+) -> Dict[str, Any]:
     """SIGTERM (then SIGCONT), wait ``grace`` seconds, SIGKILL survivors; zombies count as gone.
 
     SIGCONT follows SIGTERM because a stopped process keeps SIGTERM pending until it is continued
@@ -139,13 +145,16 @@ def terminate(targets: List[Dict[str, int]], grace: float, kill_timeout: float =
             target.send(signal.SIGKILL)
         stubborn = _wait_gone(survivors, time.monotonic() + kill_timeout, poll_interval)
         for target in survivors:
-            outcomes[target.pid]["outcome"] = ("still running after SIGKILL" if target in stubborn
-                                               else "killed (SIGKILL) %s" % reason)
+            outcomes[target.pid]["outcome"] = (
+                "still running after SIGKILL" if target in stubborn else "killed (SIGKILL) %s" % reason
+            )
     finally:
         for target in opened:
             target.close()
-    return {"outcomes": [dict(o, pid=pid) for pid, o in sorted(outcomes.items())],
-            "elapsed_s": round(time.monotonic() - started, 3) if handles else 0.0}
+    return {
+        "outcomes": [dict(o, pid=pid) for pid, o in sorted(outcomes.items())],
+        "elapsed_s": round(time.monotonic() - started, 3) if handles else 0.0,
+    }
 
 
 def _signal_one(pid: int, start_ticks: int, sig: int) -> Dict[str, int]:
@@ -203,8 +212,13 @@ RETIRE_TRY_S = 1.0  # how long a healthy backend is waited for to be idle before
 
 
 @command
-def retire(targets: List[Dict[str, int]], port: int, grace: float, listening: Optional[List[int]] = None,
-           poll_interval: float = 0.02) -> Dict[str, Any]:
+def retire(
+    targets: List[Dict[str, int]],
+    port: int,
+    grace: float,
+    listening: Optional[List[int]] = None,
+    poll_interval: float = 0.02,
+) -> Dict[str, Any]:
     """Retire a healthy backend whose replacement already serves its (kept) listening socket, losing
     no connection. Its own graceful shutdown would close the connections it has just accepted and
     not yet read (uvicorn does): instead it is paused, and killed while paused only when it holds
@@ -230,9 +244,17 @@ def retire(targets: List[Dict[str, int]], port: int, grace: float, listening: Op
                     for target in handles:
                         target.send(signal.SIGKILL)
                     gone = _wait_gone(handles, time.monotonic() + 5.0, poll_interval)
-                    return {"outcomes": [{"pid": t.pid, "outcome": "still running after SIGKILL" if t in gone else
-                                          "retired idle (paused, holding no connection; try %d)" % tries}
-                                         for t in handles]}
+                    return {
+                        "outcomes": [
+                            {
+                                "pid": t.pid,
+                                "outcome": "still running after SIGKILL"
+                                if t in gone
+                                else "retired idle (paused, holding no connection; try %d)" % tries,
+                            }
+                            for t in handles
+                        ]
+                    }
             for target in handles:
                 target.send(signal.SIGCONT)
             time.sleep(poll_interval)

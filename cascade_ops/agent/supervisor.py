@@ -13,8 +13,14 @@ from .unixhttp import UnixHTTPConnection
 
 RPC_TIMEOUT_S = 10.0
 # Where supervisord looks for its configuration when not given -c (its own search order).
-DEFAULT_CONFS = ("../etc/supervisord.conf", "../supervisord.conf", "supervisord.conf", "etc/supervisord.conf",
-                 "/etc/supervisord.conf", "/etc/supervisor/supervisord.conf")
+DEFAULT_CONFS = (
+    "../etc/supervisord.conf",
+    "../supervisord.conf",
+    "supervisord.conf",
+    "etc/supervisord.conf",
+    "/etc/supervisord.conf",
+    "/etc/supervisor/supervisord.conf",
+)
 
 
 def conf_from_cmdline(cmdline: List[str], cwd: str) -> Optional[str]:
@@ -97,8 +103,11 @@ def observe(pids: List[int], conf: str, program: Optional[str] = None) -> Json:
         if (program is not None and name == program) or (program is None and info["pid"] and info["pid"] in pids):
             found.update(program=name, main_pid=info["pid"], state=info["statename"], reachable=True)
             return found
-    found["why"] = ("supervisord of %s has no program %r" % (conf, program) if program
-                    else "no program of the supervisord of %s runs pid %s" % (conf, pids[0] if pids else "?"))
+    found["why"] = (
+        "supervisord of %s has no program %r" % (conf, program)
+        if program
+        else "no program of the supervisord of %s runs pid %s" % (conf, pids[0] if pids else "?")
+    )
     return found
 
 
@@ -143,8 +152,12 @@ class SupervisorDriver(OwnerDriver):
             return None
         conf = _conf_of(proc, seen.hints)
         if conf is None:
-            return {"kind": "supervisor", "supervisord": proc["pid"], "reachable": False,
-                    "why": "cannot tell which configuration supervisord pid %d runs: set supervisor_conf" % proc["pid"]}
+            return {
+                "kind": "supervisor",
+                "supervisord": proc["pid"],
+                "reachable": False,
+                "why": "cannot tell which configuration supervisord pid %d runs: set supervisor_conf" % proc["pid"],
+            }
         below = [p["pid"] for p in chain[:index]]
         return dict(seen.once(("supervisor", conf, tuple(below)), observe, below, conf), supervisord=proc["pid"])
 
@@ -153,12 +166,20 @@ class SupervisorDriver(OwnerDriver):
         if not conf:
             daemons = [p for p in by_pid.values() if _is_supervisord(p)]
             if len(daemons) != 1:
-                return {"kind": "supervisor", "program": hints.get("program"), "reachable": False,
-                        "why": "%d supervisord processes run here: set supervisor_conf" % len(daemons)}
+                return {
+                    "kind": "supervisor",
+                    "program": hints.get("program"),
+                    "reachable": False,
+                    "why": "%d supervisord processes run here: set supervisor_conf" % len(daemons),
+                }
             conf = _conf_of(daemons[0], hints)
         if conf is None:
-            return {"kind": "supervisor", "program": hints.get("program"), "reachable": False,
-                    "why": "cannot tell which configuration supervisord runs: set supervisor_conf"}
+            return {
+                "kind": "supervisor",
+                "program": hints.get("program"),
+                "reachable": False,
+                "why": "cannot tell which configuration supervisord runs: set supervisor_conf",
+            }
         return observe([], conf, hints.get("program") or "")
 
     def stop(self, owner: Json, grace: float, hung: bool) -> Optional[Json]:

@@ -39,8 +39,9 @@ def booted() -> bool:
 
 def _systemctl(*args: str, timeout: float = SYSTEMCTL_TIMEOUT_S) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(("systemctl",) + args, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ("systemctl",) + args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
         raise AgentError("systemctl is not installed on this host") from None
     except subprocess.TimeoutExpired:
@@ -54,11 +55,16 @@ def show(unit: str) -> Json:
         raise AgentError("systemctl show %s: %s" % (unit, done.stderr.strip() or "exit %d" % done.returncode))
     props = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     argv = re.search(r"argv\[\]=([^;]*)", props.get("ExecStart", ""))
-    return {"unit": props.get("Id", unit), "load_state": props.get("LoadState", ""),
-            "state": "%s/%s" % (props.get("ActiveState", ""), props.get("SubState", "")),
-            "active_state": props.get("ActiveState", ""), "main_pid": int(props.get("MainPID") or 0),
-            "cgroup": props.get("ControlGroup", ""), "restarts": int(props.get("NRestarts") or 0),
-            "exec_start": argv.group(1).strip() if argv else ""}
+    return {
+        "unit": props.get("Id", unit),
+        "load_state": props.get("LoadState", ""),
+        "state": "%s/%s" % (props.get("ActiveState", ""), props.get("SubState", "")),
+        "active_state": props.get("ActiveState", ""),
+        "main_pid": int(props.get("MainPID") or 0),
+        "cgroup": props.get("ControlGroup", ""),
+        "restarts": int(props.get("NRestarts") or 0),
+        "exec_start": argv.group(1).strip() if argv else "",
+    }
 
 
 def observe(pid: int, cgroup: str, unit: str) -> Json:
@@ -95,20 +101,26 @@ def start(unit: str) -> None:
         raise AgentError("systemctl start %s: %s" % (unit, done.stderr.strip()))
 
 
-def run_transient(unit: str, argv: List[str], cwd: str, log: str, env_file: str,
-                  listen: Optional[str] = None) -> None:
+def run_transient(unit: str, argv: List[str], cwd: str, log: str, env_file: str, listen: Optional[str] = None) -> None:
     """Start ``argv`` as a transient service: its own cgroup, whole-tree stops, systemd's bookkeeping.
     Its environment (secrets included) comes from ``env_file`` (0600), never this command line.
     ``listen`` ("ADDRESS:PORT"): with a socket unit that holds that listener, handed to the service
     as descriptor 3, so the queue outlives every restart of the service."""
-    args = ["systemd-run", "--unit=" + unit, "--collect", "--property=WorkingDirectory=" + cwd,
-            "--property=StandardOutput=append:" + log, "--property=StandardError=append:" + log,
-            "--property=EnvironmentFile=" + env_file]
+    args = [
+        "systemd-run",
+        "--unit=" + unit,
+        "--collect",
+        "--property=WorkingDirectory=" + cwd,
+        "--property=StandardOutput=append:" + log,
+        "--property=StandardError=append:" + log,
+        "--property=EnvironmentFile=" + env_file,
+    ]
     if listen:
         args += ["--socket-property=ListenStream=" + listen, "--socket-property=ReusePort=no"]
     try:
-        done = subprocess.run(args + ["--"] + argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            args + ["--"] + argv, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AgentError("systemd-run %s: %s" % (unit, exc)) from None
     if done.returncode != 0:
@@ -118,8 +130,13 @@ def run_transient(unit: str, argv: List[str], cwd: str, log: str, env_file: str,
 def journal_tail(unit: str, lines: int) -> List[str]:
     """The unit's last journal lines (empty when there is no journal to read)."""
     try:
-        done = subprocess.run(["journalctl", "--no-pager", "-o", "cat", "-n", str(lines), "-u", unit],
-                              capture_output=True, text=True, timeout=5.0, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["journalctl", "--no-pager", "-o", "cat", "-n", str(lines), "-u", unit],
+            capture_output=True,
+            text=True,
+            timeout=5.0,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     return done.stdout.splitlines()[-lines:] if done.returncode == 0 else []
@@ -149,8 +166,9 @@ def systemd_runs() -> bool:
 
 
 @command
-def units_install(unit_dir: str, name: str, units: Dict[str, str], start: str, log_dir: str,
-                  instead: str) -> Dict[str, Any]:
+def units_install(
+    unit_dir: str, name: str, units: Dict[str, str], start: str, log_dir: str, instead: str
+) -> Dict[str, Any]:
     """Write ``name`` + each suffix of ``units`` (".service", ".timer") into ``unit_dir`` when it
     differs, and have ``name`` + ``start`` enabled and running. Idempotent: unchanged units are
     neither reloaded nor restarted. ``instead``: what to use where systemd does not run."""
@@ -224,8 +242,9 @@ class SystemdDriver(OwnerDriver):
         if not launch["argv"]:
             raise AgentError("unit %s does not exist and no command was given to run in it" % owner["unit"])
         values = dict(launch["env"] or {})
-        values.update({name: read_secret(path) for name, path in (launch["secret_env"] or {}).items()
-                       if os.path.exists(path)})
+        values.update(
+            {name: read_secret(path) for name, path in (launch["secret_env"] or {}).items() if os.path.exists(path)}
+        )
         atomic_write(launch["env_file"], "".join("%s=%s\n" % item for item in sorted(values.items())).encode(), 0o600)
         run_transient(owner["unit"], launch["argv"], launch["cwd"], launch["log"], launch["env_file"], launch["listen"])
         return {"transient": True}

@@ -62,8 +62,10 @@ def _copy(pid: int, start_ticks: int, inode: int) -> int:
         copy = libc.syscall(numbers[1], pidfd, fd, 0)
         if copy < 0:
             code = ctypes.get_errno()
-            why = {errno.EPERM: "no ptrace rights over pid %d (root, or the same user where Yama allows)" % pid,
-                   errno.ENOSYS: "this kernel has no pidfd_getfd (Linux 5.6+)"}.get(code, os.strerror(code))
+            why = {
+                errno.EPERM: "no ptrace rights over pid %d (root, or the same user where Yama allows)" % pid,
+                errno.ENOSYS: "this kernel has no pidfd_getfd (Linux 5.6+)",
+            }.get(code, os.strerror(code))
             raise AgentError("pidfd_getfd: %s" % why)
         return int(copy)
     finally:

@@ -24,13 +24,12 @@ from typing import (
     TypeVar,
 )
 
-from cascade_ops import agent
+from cascade_ops import agent, resources
 from cascade_ops.config.hostvars import Host, parse_cli_vars, parse_serial
 from cascade_ops.config.inventory import load_inventory
 from cascade_ops.engine import interrupts
 from cascade_ops.engine.scheduler import DEFAULT_FORKS, FDS_PER_FORK, max_forks, run_each
-from cascade_ops.errors import CascadeError, ConfigError, HostCommandError, worst_exit_code
-from cascade_ops.model.paths import StatePaths
+from cascade_ops.errors import CascadeError, ConfigError, worst_exit_code
 from cascade_ops.transport import ConnectOptions, Transport
 
 if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick never needs them
@@ -44,7 +43,7 @@ if TYPE_CHECKING:  # the heavier layers load on first use: a healthy watch tick 
 T = TypeVar("T")
 DEFAULT_INVENTORY = "inventory.yaml"
 # Where a checkout or an installed copy of cascade-ops lives (the default --project of a cron entry).
-PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_DIR = os.path.dirname(resources.PACKAGE_DIR)
 
 
 class PerHost(Dict[str, T], Generic[T]):
@@ -67,13 +66,19 @@ class PerHost(Dict[str, T], Generic[T]):
             yield name, self.get(name), self.failures.get(name)
 
 
-def on_hosts(hosts: List[Host], work: Callable[[Host, Transport], T], forks: int = DEFAULT_FORKS,
-             connect: Optional[ConnectOptions] = None) -> PerHost[T]:
+def on_hosts(
+    hosts: List[Host],
+    work: Callable[[Host, Transport], T],
+    forks: int = DEFAULT_FORKS,
+    connect: Optional[ConnectOptions] = None,
+) -> PerHost[T]:
     """``work(host, transport)`` on every host through the scheduler."""
     outcomes = run_each(hosts, work, forks, connect)
-    return PerHost([h.name for h in hosts],
-                   {name: o.value for name, o in outcomes.items() if o.error is None},  # type: ignore[misc]
-                   {name: o.error for name, o in outcomes.items() if o.error is not None})
+    return PerHost(
+        [h.name for h in hosts],
+        {name: o.value for name, o in outcomes.items() if o.error is None},  # type: ignore[misc]
+        {name: o.error for name, o in outcomes.items() if o.error is not None},
+    )
 
 
 def interruptible() -> ContextManager[None]:
@@ -81,8 +86,9 @@ def interruptible() -> ContextManager[None]:
     return interrupts.handled()
 
 
-def select_hosts(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-                 vars: Iterable[str] = ()) -> List[Host]:
+def select_hosts(
+    inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = ()
+) -> List[Host]:
     """Load and validate the inventory (``vars`` are KEY=VALUE overrides) and pick hosts."""
     return load_inventory(inventory, parse_cli_vars(vars)).select(limit)
 
@@ -92,14 +98,22 @@ def read_inventory(inventory: str = DEFAULT_INVENTORY, vars: Iterable[str] = ())
     return load_inventory(inventory, parse_cli_vars(vars))
 
 
-def command_line_host(inventory: str, vars: Iterable[str], name: str, user: Optional[str] = None,
-                      port: Optional[int] = None, key_file: Optional[str] = None, alias: Optional[str] = None,
-                      endpoint: "Optional[Endpoint]" = None) -> Host:
+def command_line_host(
+    inventory: str,
+    vars: Iterable[str],
+    name: str,
+    user: Optional[str] = None,
+    port: Optional[int] = None,
+    key_file: Optional[str] = None,
+    alias: Optional[str] = None,
+    endpoint: "Optional[Endpoint]" = None,
+) -> Host:
     """The host ``fab -H [USER@]ALIAS[:PORT]`` (and ``-i KEY``) means, ``name`` being the address
     ssh_config resolves ALIAS to; what the command line gives wins over the inventory (see
     ``Inventory.command_line``)."""
     return load_inventory(inventory, parse_cli_vars(vars)).command_line(
-        name, alias=alias, endpoint=endpoint, user=user, ssh_port=port, key_file=key_file)
+        name, alias=alias, endpoint=endpoint, user=user, ssh_port=port, key_file=key_file
+    )
 
 
 def controller() -> Host:
@@ -109,33 +123,43 @@ def controller() -> Host:
 
 def default_playbook(inventory: str, name: str) -> str:
     """``playbooks/NAME.yaml`` beside the inventory, else the built-in one."""
-    from cascade_ops import resources
+
     beside = os.path.join(os.path.dirname(os.path.abspath(inventory)), "playbooks", name + ".yaml")
     return beside if os.path.exists(beside) else resources.playbook(name)
 
 
 def demo_inventory(path: str, port: int) -> str:
     """Write (or refresh) the bundled demo's inventory at ``path``; its working copy goes beside it."""
-    from cascade_ops import resources
     from cascade_ops.config.hostvars import parse_port
+
     try:
         port = parse_port(port)
     except ValueError as exc:
         raise ConfigError("--port: %s" % exc) from None
-    text = ("# Written by `cascade-ops demo`: the bundled demo backend, recovered on this machine.\n"
-            "all:\n  hosts:\n    localhost:\n      connection: local\n      port: %d\n"
-            "      app_dir: demo-backend\n      app_seed: %s\n      auth_module: %s\n"
-            % (port, json.dumps(resources.demo_backend()), json.dumps(resources.auth_module())))
+    text = (
+        "# Written by `cascade-ops demo`: the bundled demo backend, recovered on this machine.\n"
+        "all:\n  hosts:\n    localhost:\n      connection: local\n      port: %d\n"
+        "      app_dir: demo-backend\n      app_seed: %s\n      auth_module: %s\n"
+        % (port, json.dumps(resources.demo_backend()), json.dumps(resources.auth_module()))
+    )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(text)
     return path
 
 
-def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-            check: bool = False, diff: bool = False, playbook: Optional[str] = None,
-            on_step: "Optional[StepCallback]" = None, hosts: "Optional[List[Host]]" = None,
-            connect: Optional[ConnectOptions] = None, **options: Any) -> "RunResult":
+def recover(
+    inventory: str = DEFAULT_INVENTORY,
+    limit: Optional[str] = None,
+    vars: Iterable[str] = (),
+    check: bool = False,
+    diff: bool = False,
+    playbook: Optional[str] = None,
+    on_step: "Optional[StepCallback]" = None,
+    hosts: "Optional[List[Host]]" = None,
+    connect: Optional[ConnectOptions] = None,
+    **options: Any,
+) -> "RunResult":
     """Run a playbook (default: recover) on the selected hosts. Everything is validated first.
 
     ``connect`` says how every host is reached; ``options`` are RunOptions: forks, serial,
@@ -147,11 +171,17 @@ def recover(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, var
     from cascade_ops.engine.runner import RunOptions
     from cascade_ops.reporting import history
     from cascade_ops.reporting.listeners import run_listeners
+
     book = load_playbook(playbook or default_playbook(inventory, "recover"))
     hosts = hosts if hosts is not None else select_hosts(inventory, limit, vars)
     run_id = history.new_run_id()
-    run_options = RunOptions(check=check, diff=diff, listeners=run_listeners(run_id, book.name),
-                             connect=connect or ConnectOptions(), **_run_options(options))
+    run_options = RunOptions(
+        check=check,
+        diff=diff,
+        listeners=run_listeners(run_id, book.name),
+        connect=connect or ConnectOptions(),
+        **_run_options(options),
+    )
     started_at = time.time()
     result = run_playbook(hosts, book, run_options, on_step=on_step)
     if not check:
@@ -170,17 +200,21 @@ def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
     except ValueError:
         raise ConfigError("expected a whole number of at least 1, got %r" % options["forks"], field="--forks") from None
     if checked.get("forks", 0) > max_forks():
-        raise ConfigError("at most %d here: each host in flight holds a thread and up to %d file descriptors "
-                          "(ulimit -n sets the limit)" % (max_forks(), FDS_PER_FORK),
-                          field="--forks %d" % checked["forks"])
+        raise ConfigError(
+            "at most %d here: each host in flight holds a thread and up to %d file descriptors "
+            "(ulimit -n sets the limit)" % (max_forks(), FDS_PER_FORK),
+            field="--forks %d" % checked["forks"],
+        )
     if "max_fail_percentage" in checked:
         try:
             checked["max_fail_percentage"] = float(checked["max_fail_percentage"])
             if not 0 <= checked["max_fail_percentage"] <= 100:
                 raise ValueError
         except ValueError:
-            raise ConfigError("expected a number from 0 to 100, got %r" % options["max_fail_percentage"],
-                              field="--max-fail-percentage") from None
+            raise ConfigError(
+                "expected a number from 0 to 100, got %r" % options["max_fail_percentage"],
+                field="--max-fail-percentage",
+            ) from None
     if "serial" in checked:
         try:
             checked["serial"] = parse_serial(checked["serial"])
@@ -189,23 +223,42 @@ def _run_options(options: Dict[str, Any]) -> Dict[str, Any]:
     return checked
 
 
-def diagnose(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-             hosts: Optional[List[Host]] = None, connect: Optional[ConnectOptions] = None) -> "PerHost[Diagnosis]":
+def diagnose(
+    inventory: str = DEFAULT_INVENTORY,
+    limit: Optional[str] = None,
+    vars: Iterable[str] = (),
+    hosts: Optional[List[Host]] = None,
+    connect: Optional[ConnectOptions] = None,
+) -> "PerHost[Diagnosis]":
     """Probe each selected host and list who holds its port. Changes nothing."""
     from cascade_ops.model.facts import read_diagnosis
-    return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars),
-                    connect=connect)
+
+    return on_hosts(
+        _hosts(inventory, limit, vars, hosts), lambda host, t: read_diagnosis(t, host.vars), connect=connect
+    )
 
 
-def verify(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-           hosts: Optional[List[Host]] = None, connect: Optional[ConnectOptions] = None) -> "PerHost[List[Check]]":
+def verify(
+    inventory: str = DEFAULT_INVENTORY,
+    limit: Optional[str] = None,
+    vars: Iterable[str] = (),
+    hosts: Optional[List[Host]] = None,
+    connect: Optional[ConnectOptions] = None,
+) -> "PerHost[List[Check]]":
     """Run every verification check on each selected host. Changes nothing."""
     from cascade_ops.steps.verify import run_checks
+
     return on_hosts(_hosts(inventory, limit, vars, hosts), lambda host, t: run_checks(t, host.vars), connect=connect)
 
 
-def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-           vars: Iterable[str] = (), hosts: Optional[List[Host]] = None) -> PerHost[str]:
+def invite(
+    username: str,
+    ttl: Any,
+    inventory: str = DEFAULT_INVENTORY,
+    limit: Optional[str] = None,
+    vars: Iterable[str] = (),
+    hosts: Optional[List[Host]] = None,
+) -> PerHost[str]:
     """A one-time code per selected host that activates ``username``'s account there within ``ttl``
     (a duration, 1m to 7d; see ``activation``): signed with that host's JWT secret, which never
     leaves this process."""
@@ -213,6 +266,7 @@ def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: O
 
     from cascade_ops.activation import activation_code
     from cascade_ops.config.hostvars import parse_duration
+
     if not username or len(username) > 256:
         raise ConfigError("expected a citizen's name of 1 to 256 characters", field="NAME")
     try:
@@ -226,6 +280,7 @@ def invite(username: str, ttl: Any, inventory: str = DEFAULT_INVENTORY, limit: O
     def mint(host: Host, transport: Transport) -> str:
         secret = transport.call(agent.files.read_secret, path=host.vars["jwt_secret_file"])
         return activation_code(secret, username, expiry)
+
     return on_hosts(_hosts(inventory, limit, vars, hosts), mint)
 
 
@@ -233,8 +288,9 @@ def _hosts(inventory: str, limit: Optional[str], vars: Iterable[str], hosts: Opt
     return hosts if hosts is not None else select_hosts(inventory, limit, vars)
 
 
-def hang(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-         vars: Iterable[str] = ()) -> PerHost[List[str]]:
+def hang(
+    inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = ()
+) -> PerHost[List[str]]:
     """SIGSTOP every holder of each selected host's port (the demo's hang); what was stopped, in words."""
     from cascade_ops.model.facts import read_diagnosis
 
@@ -247,24 +303,34 @@ def hang(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
             transport.call(agent.signals.suspend, pid=holder.pid, start_ticks=holder.process.start_ticks)
             done.append("stopped pid %d (%s)" % (holder.pid, holder.process.command))
         return done
+
     return on_hosts(select_hosts(inventory, limit, vars), stop)
 
 
-def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars: Iterable[str] = (),
-          reset: bool = False, playbook: Optional[str] = None) -> "Dict[str, Tick]":
+def watch(
+    inventory: str = DEFAULT_INVENTORY,
+    limit: Optional[str] = None,
+    vars: Iterable[str] = (),
+    reset: bool = False,
+    playbook: Optional[str] = None,
+) -> "Dict[str, Tick]":
     """One watchdog tick on each selected host: recover only when unhealthy, within the budget.
 
     The playbook is loaded and checked only when a host needs recovering, before it is touched.
     A host that cannot be reached or read gets a tick that says so; the others still tick.
     """
     from cascade_ops.watchdog.tick import failed_tick, tick_host
+
     hosts = select_hosts(inventory, limit, vars)
 
     @functools.cache
     def load() -> Any:
         from cascade_ops.engine.playbook import load_playbook
+
         return load_playbook(playbook or default_playbook(inventory, "recover"))
+
     from cascade_ops.watchdog.alerts import Pings
+
     pings = {host.name: Pings(host.vars["ping_url"]) for host in hosts}  # /start, before any host is reached
     ticks = on_hosts(hosts, lambda host, t: tick_host(host, t, load, reset))
     done: Dict[str, Tick] = {}
@@ -273,6 +339,7 @@ def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars:
 
     def finish(name: str) -> None:
         done[name].ping_error = pings[name].finish(done[name].exit_code)
+
     _in_parallel([name for name, p in pings.items() if p.url], finish)
     return done
 
@@ -280,6 +347,7 @@ def watch(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None, vars:
 def _in_parallel(names: List[str], work: Callable[[str], None]) -> None:
     """``work(name)`` for each name at once, on threads (each bounded in time by itself)."""
     import threading
+
     threads = [threading.Thread(target=work, args=(name,), daemon=True) for name in names]
     for thread in threads:
         thread.start()
@@ -287,84 +355,13 @@ def _in_parallel(names: List[str], work: Callable[[str], None]) -> None:
         thread.join()
 
 
-def last_ticks(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-               vars: Iterable[str] = (), hosts: Optional[List[Host]] = None) -> PerHost[Optional[str]]:
-    """The last line of each selected host's watch log (None before the first tick)."""
-
-    def last(host: Host, transport: Transport) -> Optional[str]:
-        lines = transport.call(agent.files.tail, path=StatePaths.of(host.vars).watch_log, lines=1)
-        return lines[-1] if lines else None
-    return on_hosts(_hosts(inventory, limit, vars, hosts), last)
-
-
-def incidents(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-              vars: Iterable[str] = ()) -> PerHost[List[str]]:
-    """Paths of each host's stored incident reports, oldest first."""
-    from cascade_ops.reporting import incident as report
-    return on_hosts(select_hosts(inventory, limit, vars), lambda host, t: report.stored(t, host.vars))
-
-
-def last_incident(inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-                  vars: Iterable[str] = (), name: Optional[str] = None,
-                  ) -> "PerHost[Optional[Tuple[str, Dict[str, Any], List[str]]]]":
-    """Each host's newest readable incident report as (path, document, the newer files that did not
-    read as one), or None when it has none at all. ``name``: that stored report instead (its path or
-    file name, as ``report --list`` shows them)."""
-    from cascade_ops.reporting import incident as report
-
-    def find(host: Host, transport: Transport) -> Optional[Tuple[str, Dict[str, Any], List[str]]]:
-        paths = report.stored(transport, host.vars)
-        if name is None:
-            return report.newest(transport, paths)
-        chosen = [p for p in paths if name in (p, os.path.basename(p))]
-        if not chosen:
-            raise HostCommandError(host.name, "report", "no stored incident report %s (report --list shows them)"
-                                   % name)
-        return report.newest(transport, chosen)
-    return on_hosts(select_hosts(inventory, limit, vars), find)
-
-
-def html_report(out: str, inventory: str = DEFAULT_INVENTORY, limit: Optional[str] = None,
-                vars: Iterable[str] = (), last: int = 20) -> PerHost[int]:
-    """Write one self-contained HTML page of each host's last ``last`` runs (see ``reporting.html``)
-    to ``out``; each host's answer is how many runs it had. Changes nothing on the hosts."""
-    from cascade_ops.reporting import history
-    from cascade_ops.reporting import html as htmlreport
-
-    hosts = select_hosts(inventory, limit, vars)
-    unreached = history.read_controller(inventory, [h.name for h in hosts], last)
-
-    def read(host: Host, transport: Transport) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-        runs = sorted(history.read(transport, host.vars, last) + unreached.get(host.name, []),
-                      key=lambda r: r.get("started_at", 0))[-last:]
-        found = {}
-        for path in {r["incident_report"] for r in runs if r.get("incident_report")}:
-            text = transport.call(agent.files.read_text, path=path)
-            try:
-                found[path] = json.loads(text) if text else None
-            except ValueError:  # a torn or foreign file: the page links to nothing rather than fail
-                found[path] = None
-        return runs, found
-    answers = on_hosts(hosts, read)
-    incidents: Dict[str, Any] = {}
-    for _, found in answers.values():
-        incidents.update(found)
-    runs_of = {h: runs for h, (runs, _) in answers.items()}
-    runs_of.update({h: recs for h, recs in unreached.items() if h not in runs_of})  # unreachable now, too
-    page = htmlreport.render(runs_of, incidents,
-                             {h: str(e) for h, e in answers.failures.items()}, "cascade-ops runs: %s" % inventory)
-    with open(out, "w", encoding="utf-8") as f:
-        f.write(page)
-    return PerHost(answers.order, {h: len(runs) for h, (runs, _) in answers.items()}, answers.failures)
-
-
 def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[str, Any]]:
     """Install this version of cascade-ops into a venv on each host (``prefix``, default
     ``~/.local/share/cascade-ops``), from wheels built here and sent over (see ``wheels``). A host
     whose CLI there is this version already is left alone, and nothing is sent to it."""
-    from cascade_ops import resources
     from cascade_ops.api import wheels
     from cascade_ops.transport.bundle import REMOTE_DIR
+
     version = resources.version()
     house = wheels.wheelhouse()  # before any host is touched: a dependency that cannot ship fails here
 
@@ -379,4 +376,5 @@ def bootstrap(hosts: List[Host], prefix: Optional[str] = None) -> PerHost[Dict[s
             transport.put_tree(house, dest)
         answer: Dict[str, Any] = transport.call(agent.install.install_cli, wheels=dest, version=version, prefix=prefix)
         return answer
+
     return on_hosts(hosts, install)

@@ -37,7 +37,8 @@ def _wheel(files: Dict[str, bytes], dist_info: str, tags: List[str], extra: Dict
     """A wheel (a zip with a RECORD of every file's hash) holding ``files`` and ``dist_info`` metadata."""
     entries = dict(files)
     wheel = "Wheel-Version: 1.0\nGenerator: cascade-ops\nRoot-Is-Purelib: %s\n" % (
-        "true" if all(t.endswith("none-any") for t in tags) else "false")
+        "true" if all(t.endswith("none-any") for t in tags) else "false"
+    )
     for name, text in dict(extra, WHEEL=wheel + "".join("Tag: %s\n" % t for t in tags)).items():
         entries["%s/%s" % (dist_info, name)] = text.encode()
     record = []
@@ -73,19 +74,25 @@ def own_wheel() -> Tuple[str, bytes]:
         files.update(_tree(os.path.dirname(resources.playbook("recover")), "cascade_ops/_data/playbooks"))
         files.update(_tree(resources.demo_backend(), "cascade_ops/_data/demo"))
     dist_info = "cascade_ops-%s.dist-info" % version
-    extra = {"METADATA": dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "",
-             "entry_points.txt": "[console_scripts]\ncascade-ops = cascade_ops.cli:main\n"}
+    extra = {
+        "METADATA": dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "",
+        "entry_points.txt": "[console_scripts]\ncascade-ops = cascade_ops.cli:main\n",
+    }
     return "cascade_ops-%s-py3-none-any.whl" % version, _wheel(files, dist_info, ["py3-none-any"], extra)
 
 
 def repacked(dist: metadata.Distribution) -> Tuple[str, bytes]:
     """(file name, bytes) of an installed distribution, repacked from the files its RECORD lists."""
     name, version = dist.metadata["Name"], dist.version
-    tags = [line.split(":", 1)[1].strip() for line in (dist.read_text("WHEEL") or "").splitlines()
-            if line.startswith("Tag:")]
+    tags = [
+        line.split(":", 1)[1].strip()
+        for line in (dist.read_text("WHEEL") or "").splitlines()
+        if line.startswith("Tag:")
+    ]
     if not dist.files or not tags:
-        raise CascadeError("cannot ship %s %s: it was not installed from a wheel (no RECORD or WHEEL)"
-                           % (name, version))
+        raise CascadeError(
+            "cannot ship %s %s: it was not installed from a wheel (no RECORD or WHEEL)" % (name, version)
+        )
     files = {}
     dist_info = ""
     for entry in dist.files:

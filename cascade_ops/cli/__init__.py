@@ -23,11 +23,10 @@ from cascade_ops.cli.hosts import (
     hang,
     invite,
     recover,
-    report,
-    show_inventory,
     verify,
     watch,
 )
+from cascade_ops.cli.reports import report, show_inventory
 from cascade_ops.cli.schedule import (
     cron_install,
     cron_remove,
@@ -82,11 +81,19 @@ def main() -> None:
             try:
                 super().parse_tasks()
             except ParseError as exc:
-                raise Exit("cascade-ops: usage: %s (cascade-ops --help TASK shows its options)" % exc,
-                           code=EXIT_INVALID) from None
+                raise Exit(
+                    "cascade-ops: usage: %s (cascade-ops --help TASK shows its options)" % exc, code=EXIT_INVALID
+                ) from None
 
-    program = Program(name="cascade-ops", binary="cascade-ops", binary_names=["cascade-ops"], version=version(),
-                      namespace=ns, executor_class=Executor, config_class=Config)
+    program = Program(
+        name="cascade-ops",
+        binary="cascade-ops",
+        binary_names=["cascade-ops"],
+        version=version(),
+        namespace=ns,
+        executor_class=Executor,
+        config_class=Config,
+    )
     try:
         program.run()
     except BrokenPipeError:  # `cascade-ops --list | head`: the reader left; say nothing more

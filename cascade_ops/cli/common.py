@@ -20,8 +20,17 @@ T = TypeVar("T")
 # Ansible's flags, and only those get a short form: a user of ansible-playbook types -i, -l, -e,
 # -C, -D, -f, -K and -v without thinking, and must never get another meaning for them. Every
 # other option is long only (Invoke would otherwise hand out first letters: -a, -k, -e...).
-FLAGS = {"inventory": ["i"], "limit": ["l"], "var": ["extra-vars", "e"], "check": ["C"], "diff": ["D"],
-         "forks": ["f"], "ask_become_pass": ["K"], "ask_pass": ["k"], "verbose": ["v"]}
+FLAGS = {
+    "inventory": ["i"],
+    "limit": ["l"],
+    "var": ["extra-vars", "e"],
+    "check": ["C"],
+    "diff": ["D"],
+    "forks": ["f"],
+    "ask_become_pass": ["K"],
+    "ask_pass": ["k"],
+    "verbose": ["v"],
+}
 
 
 class AnsibleTask(invoke.Task):
@@ -40,7 +49,7 @@ task = functools.partial(invoke.task, klass=AnsibleTask)
 HELP = {
     "inventory": "inventory file (default: $CASCADE_INVENTORY, else cascade.yaml's, else inventory.yaml)",
     "limit": "hosts or groups to act on, as Ansible's --limit: names or globs, ',' or ':' between them, "
-             "!PATTERN leaves out, &PATTERN intersects, @FILE reads them from a file (a retry file)",
+    "!PATTERN leaves out, &PATTERN intersects, @FILE reads them from a file (a retry file)",
     "var": "KEY=VALUE or @FILE overriding inventory variables (repeatable; also --extra-vars, -e)",
     "verbose": "more detail: -v each step's full message, -vvv also the SSH library's log on stderr",
     "check": "report what would change and change nothing",
@@ -56,78 +65,107 @@ HELP = {
     "quiet": "for a large fleet: one line per host, and only failures in full",
     "list-hosts": "list the hosts the run would act on, and do nothing",
     "retry-file": "write the names of the hosts that failed or were unreachable to this file (rerun them "
-                  "with --limit @FILE)",
+    "with --limit @FILE)",
 }
+
 
 @functools.cache
 def _settings() -> "Settings":
     """cascade.yaml and CASCADE_* (see ``cascade_ops.settings``), read once per command."""
     from cascade_ops.config import settings
+
     return _guard(settings.load)
+
 
 def _inventory(given: Optional[str]) -> str:
     """The inventory a command acts on: --inventory, else $CASCADE_INVENTORY, else cascade.yaml's, else
     inventory.yaml."""
     return given or _settings().inventory
 
+
 def _guard(action: Callable[[], T]) -> T:
     """Run an action; turn cascade-ops errors into a message and the documented exit code."""
     from cascade_ops.errors import CascadeError
+
     try:
         return action()
     except CascadeError as exc:
         print("cascade-ops: %s" % exc, file=sys.stderr)
         raise Exit(code=exc.exit_code)
 
+
 def _verbosity(verbose: int) -> None:
     """-vvv: the SSH library's own log on stderr, for a connection that will not come up."""
     import os
+
     if verbose >= 3 and not os.environ.get("CASCADE_DEBUG_LOG"):
         os.environ["CASCADE_DEBUG_LOG"] = "/dev/stderr"
+
 
 def _become_password(ask: bool, prompt: str = "BECOME password: ") -> Optional[str]:
     """With --ask-become-pass (or --ask-pass): the password, asked once for the whole run (hosts all get it)."""
     if not ask:
         return None
     import getpass
+
     return getpass.getpass(prompt)
+
 
 def _connect_options(ask_become_pass: bool, accept_new_host_keys: bool, ask_pass: bool) -> "ConnectOptions":
     """How this command reaches its hosts: the passwords asked once for the whole run (every host
     gets them), and the host key policy of the flag, else of cascade.yaml."""
     from cascade_ops.transport import ConnectOptions
+
     login = _become_password(ask_pass, "SSH password: ")  # asked first, as ansible-playbook -k -K asks
-    return ConnectOptions(accept_new_host_keys=accept_new_host_keys or _settings().accept_new_host_keys,
-                          become_password=_become_password(ask_become_pass), ssh_password=login)
+    return ConnectOptions(
+        accept_new_host_keys=accept_new_host_keys or _settings().accept_new_host_keys,
+        become_password=_become_password(ask_become_pass),
+        ssh_password=login,
+    )
+
 
 def _help(playbook: str, *names: str) -> Dict[str, str]:
     """The option help of a task; ``names`` picks options of HELP (default: all of them)."""
     chosen = {k: HELP[k] for k in names} if names else dict(HELP)
-    return dict(chosen, playbook="playbook file (default: playbooks/%s.yaml beside the inventory, else the "
-                "built-in one)" % playbook)
+    return dict(
+        chosen,
+        playbook="playbook file (default: playbooks/%s.yaml beside the inventory, else the built-in one)" % playbook,
+    )
+
 
 def _finish(per_host: "PerHost[Any]", failed: bool = False, code: int = 0) -> None:
     """Exit with the worst code of the hosts that could not answer (and 2 when ``failed``, or ``code``)."""
     from cascade_ops.errors import EXIT_FAILED, worst_exit_code
+
     code = worst_exit_code([per_host.exit_code, code] + ([EXIT_FAILED] if failed else []))
     if code:
         raise Exit(code=code)
 
+
 def _each_text(per_host: "PerHost[T]", text: Callable[[str, T], str]) -> str:
     """Each host's answer as ``text(host, answer)``, or its error, in host order."""
     from cascade_ops.reporting import text as output
-    return "\n".join(text(host, cast(T, answer)) if error is None else output.host_error(host, error)
-                     for host, answer, error in per_host.each())  # a host without an error has its answer
+
+    return "\n".join(
+        text(host, cast(T, answer)) if error is None else output.host_error(host, error)
+        for host, answer, error in per_host.each()
+    )  # a host without an error has its answer
+
 
 def _envelope(hosts: Dict[str, Any], exit_code: int) -> str:
     """The one JSON shape of every command: each host's document under "hosts", and the exit code."""
     return json.dumps({"hosts": hosts, "exit_code": exit_code}, indent=2)
 
+
 def _each_json(per_host: "PerHost[T]", doc: Callable[[T], Any], failed: bool = False, code: int = 0) -> str:
     from cascade_ops.errors import EXIT_FAILED, worst_exit_code
-    hosts = {host: doc(cast(T, answer)) if error is None else {"error": str(error), "exit_code": error.exit_code}
-             for host, answer, error in per_host.each()}
+
+    hosts = {
+        host: doc(cast(T, answer)) if error is None else {"error": str(error), "exit_code": error.exit_code}
+        for host, answer, error in per_host.each()
+    }
     return _envelope(hosts, worst_exit_code([per_host.exit_code, code] + ([EXIT_FAILED] if failed else [])))
+
 
 def _fab_hosts(c: Context, inventory: str, var: Optional[Iterable[str]]) -> Optional[List["Host"]]:
     """With ``fab -H [USER@]HOST[:PORT]`` (Fabric calls the task once per host, with its Connection):
@@ -138,6 +176,7 @@ def _fab_hosts(c: Context, inventory: str, var: Optional[Iterable[str]]) -> Opti
     Port, User), and each inventory host's address and port are resolved the same way, so an alias
     acts on exactly the host it names, or the run refuses (exit 4)."""
     from cascade_ops import api
+
     if not getattr(c, "host", None):
         return None
     # Fabric has already split USER@HOST:PORT and filled in its defaults: what differs from them was given.
@@ -150,8 +189,15 @@ def _fab_hosts(c: Context, inventory: str, var: Optional[Iterable[str]]) -> Opti
     def endpoint(address: str, port: Optional[int]) -> Tuple[str, int]:
         found = c.config.base_ssh_config.lookup(address)
         return found.get("hostname", address), int(port or found.get("port", c.config.port))
-    return [_guard(lambda: api.command_line_host(inventory, var or (), c.host, user, port, key_file,
-                                                 alias=c.original_host, endpoint=endpoint))]
+
+    return [
+        _guard(
+            lambda: api.command_line_host(
+                inventory, var or (), c.host, user, port, key_file, alias=c.original_host, endpoint=endpoint
+            )
+        )
+    ]
+
 
 def _cron_target(c: Context, inventory: str, var: Optional[Iterable[str]]) -> Optional["Host"]:
     """Whose crontab: this machine's, or with ``fab -H`` that host's (over SSH)."""

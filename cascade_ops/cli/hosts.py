@@ -1,8 +1,7 @@
-"""The commands that act on hosts: recover, deploy, diagnose, verify, watch, report, inventory, and
-setting up (the demo, bootstrapping a host)."""
+"""The commands that act on hosts: recover, deploy, diagnose, verify, watch, and setting up (the
+demo, bootstrapping a host, inviting a citizen)."""
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -30,11 +29,28 @@ if TYPE_CHECKING:
     from cascade_ops.model.results import RunResult, StepResult
 
 
-def _run(c: Context, name: str, inventory: str, limit: Optional[str], var: Optional[List[str]], check: bool,
-         diff: bool, json_: bool, playbook: Optional[str], forks: Optional[str], serial: Optional[str],
-         max_fail_percentage: Optional[str], accept_new_host_keys: bool, color: bool = True,
-         ask_become_pass: bool = False, verbose: int = 0, quiet: bool = False, list_hosts: bool = False,
-         retry_file: Optional[str] = None, ask_pass: bool = False) -> None:
+def _run(
+    c: Context,
+    name: str,
+    inventory: str,
+    limit: Optional[str],
+    var: Optional[List[str]],
+    check: bool,
+    diff: bool,
+    json_: bool,
+    playbook: Optional[str],
+    forks: Optional[str],
+    serial: Optional[str],
+    max_fail_percentage: Optional[str],
+    accept_new_host_keys: bool,
+    color: bool = True,
+    ask_become_pass: bool = False,
+    verbose: int = 0,
+    quiet: bool = False,
+    list_hosts: bool = False,
+    retry_file: Optional[str] = None,
+    ask_pass: bool = False,
+) -> None:
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api
     from cascade_ops.reporting import text as output
@@ -57,12 +73,21 @@ def _run(c: Context, name: str, inventory: str, limit: Optional[str], var: Optio
             print(output.step_line(host, result, width, colour), flush=True)
 
     def go() -> "RunResult":
-        return api.recover(inventory, limit, var or (), check=check, diff=diff,
-                           playbook=playbook or api.default_playbook(inventory, name),
-                           on_step=None if json_ else show, hosts=hosts, forks=forks or _settings().forks,
-                           serial=serial, max_fail_percentage=max_fail_percentage,
-                           connect=connect,
-                           on_begin=waits.begin if person else None)
+        return api.recover(
+            inventory,
+            limit,
+            var or (),
+            check=check,
+            diff=diff,
+            playbook=playbook or api.default_playbook(inventory, name),
+            on_step=None if json_ else show,
+            hosts=hosts,
+            forks=forks or _settings().forks,
+            serial=serial,
+            max_fail_percentage=max_fail_percentage,
+            connect=connect,
+            on_begin=waits.begin if person else None,
+        )
 
     with api.interruptible(), waits if person else contextlib.nullcontext():
         run = _guard(go)
@@ -74,36 +99,89 @@ def _run(c: Context, name: str, inventory: str, limit: Optional[str], var: Optio
     if run.exit_code:
         raise Exit(code=run.exit_code)
 
+
 def _playbook_task(name: str, doc: str) -> Task:
     """The task that runs the built-in playbook ``name``: recover and deploy differ in nothing else."""
-    def body(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None,
-             var: Optional[List[str]] = None, check: bool = False, diff: bool = False, json_: bool = False,
-             playbook: Optional[str] = None, forks: Optional[str] = None, serial: Optional[str] = None,
-             max_fail_percentage: Optional[str] = None, accept_new_host_keys: bool = False, color: bool = True,
-             ask_become_pass: bool = False, verbose: int = 0, quiet: bool = False, list_hosts: bool = False,
-             retry_file: Optional[str] = None, ask_pass: bool = False) -> None:
-        _run(c, name, _inventory(inventory), limit, var, check, diff, json_, playbook, forks, serial,
-             max_fail_percentage, accept_new_host_keys, color, ask_become_pass, verbose, quiet, list_hosts,
-             retry_file, ask_pass)
+
+    def body(
+        c: Context,
+        inventory: Optional[str] = None,
+        limit: Optional[str] = None,
+        var: Optional[List[str]] = None,
+        check: bool = False,
+        diff: bool = False,
+        json_: bool = False,
+        playbook: Optional[str] = None,
+        forks: Optional[str] = None,
+        serial: Optional[str] = None,
+        max_fail_percentage: Optional[str] = None,
+        accept_new_host_keys: bool = False,
+        color: bool = True,
+        ask_become_pass: bool = False,
+        verbose: int = 0,
+        quiet: bool = False,
+        list_hosts: bool = False,
+        retry_file: Optional[str] = None,
+        ask_pass: bool = False,
+    ) -> None:
+        _run(
+            c,
+            name,
+            _inventory(inventory),
+            limit,
+            var,
+            check,
+            diff,
+            json_,
+            playbook,
+            forks,
+            serial,
+            max_fail_percentage,
+            accept_new_host_keys,
+            color,
+            ask_become_pass,
+            verbose,
+            quiet,
+            list_hosts,
+            retry_file,
+            ask_pass,
+        )
+
     body.__name__ = body.__qualname__ = name
     body.__doc__ = doc
     made: Task = task(iterable=["var"], incrementable=["verbose"], help=_help(name))(body)
     return made
 
 
-recover = _playbook_task("recover", "\n".join([
-    "Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.", "",
-    "Finds who holds the port, stops only them, puts the auth module in place, starts the backend",
-    "detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`."]))
+recover = _playbook_task(
+    "recover",
+    "\n".join(
+        [
+            "Recover the backend on the inventory's hosts; a healthy, up-to-date one is left alone.",
+            "",
+            "Finds who holds the port, stops only them, puts the auth module in place, starts the backend",
+            "detached and verifies it. Idempotent. Runs `forks` hosts at once, in rolling batches with `serial`.",
+        ]
+    ),
+)
 deploy = _playbook_task(
-    "deploy", "Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`).")
+    "deploy", "Deploy the auth module: put it in place, restart only if needed, verify (`fab -H host deploy`)."
+)
 
 READ_HELP = ("inventory", "limit", "var", "json", "ask-become-pass", "accept-new-host-keys", "ask-pass")
 
+
 @task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
-def diagnose(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
-             json_: bool = False, ask_become_pass: bool = False, accept_new_host_keys: bool = False,
-             ask_pass: bool = False) -> None:
+def diagnose(
+    c: Context,
+    inventory: Optional[str] = None,
+    limit: Optional[str] = None,
+    var: Optional[List[str]] = None,
+    json_: bool = False,
+    ask_become_pass: bool = False,
+    accept_new_host_keys: bool = False,
+    ask_pass: bool = False,
+) -> None:
     """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing.
 
     Exit 0 when every host is healthy, 7 when one is not (slow, hung, or nothing listening), 3 when
@@ -112,22 +190,33 @@ def diagnose(c: Context, inventory: Optional[str] = None, limit: Optional[str] =
     from cascade_ops import api
     from cascade_ops.errors import EXIT_UNHEALTHY
     from cascade_ops.reporting import text as output
+
     hosts = _fab_hosts(c, inventory, var)
     connect = _connect_options(ask_become_pass, accept_new_host_keys, ask_pass)
     found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, connect=connect))
     unhealthy = EXIT_UNHEALTHY if any(not d.healthy for d in found.values()) else 0
-    print(_each_json(found, lambda d: d.to_json(), code=unhealthy) if json_ else
-          _each_text(found, output.diagnosis_table))
+    print(
+        _each_json(found, lambda d: d.to_json(), code=unhealthy) if json_ else _each_text(found, output.diagnosis_table)
+    )
     _finish(found, code=unhealthy)
 
+
 @task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
-def verify(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
-           json_: bool = False, ask_become_pass: bool = False, accept_new_host_keys: bool = False,
-           ask_pass: bool = False) -> None:
+def verify(
+    c: Context,
+    inventory: Optional[str] = None,
+    limit: Optional[str] = None,
+    var: Optional[List[str]] = None,
+    json_: bool = False,
+    ask_become_pass: bool = False,
+    accept_new_host_keys: bool = False,
+    ask_pass: bool = False,
+) -> None:
     """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
     inventory = _inventory(inventory)
     from cascade_ops import api
     from cascade_ops.reporting import text as output
+
     hosts = _fab_hosts(c, inventory, var)
     connect = _connect_options(ask_become_pass, accept_new_host_keys, ask_pass)
     results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=hosts, connect=connect))
@@ -138,11 +227,25 @@ def verify(c: Context, inventory: Optional[str] = None, limit: Optional[str] = N
         print(_each_text(results, output.checks_text))
     _finish(results, failed)
 
-@task(iterable=["var"], positional=["name"], help=dict(
-    {k: HELP[k] for k in ("inventory", "limit", "var", "json")}, name="the citizen whose account the code activates",
-    ttl="how long the code is valid (default 15m; at most 7d)"))
-def invite(c: Context, name: str, ttl: str = "15m", inventory: Optional[str] = None, limit: Optional[str] = None,
-           var: Optional[List[str]] = None, json_: bool = False) -> None:
+
+@task(
+    iterable=["var"],
+    positional=["name"],
+    help=dict(
+        {k: HELP[k] for k in ("inventory", "limit", "var", "json")},
+        name="the citizen whose account the code activates",
+        ttl="how long the code is valid (default 15m; at most 7d)",
+    ),
+)
+def invite(
+    c: Context,
+    name: str,
+    ttl: str = "15m",
+    inventory: Optional[str] = None,
+    limit: Optional[str] = None,
+    var: Optional[List[str]] = None,
+    json_: bool = False,
+) -> None:
     """Print a one-time code that activates NAME's account in the auth module, per host.
 
     The citizen sends it with POST /auth/register {"username", "password", "code"}; without a valid
@@ -150,6 +253,7 @@ def invite(c: Context, name: str, ttl: str = "15m", inventory: Optional[str] = N
     and expires after --ttl."""
     inventory = _inventory(inventory)
     from cascade_ops import api
+
     codes = _guard(lambda: api.invite(name, ttl, inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
     if json_:
         print(_each_json(codes, lambda code: {"username": name, "code": code}))
@@ -157,25 +261,42 @@ def invite(c: Context, name: str, ttl: str = "15m", inventory: Optional[str] = N
         print(_each_text(codes, lambda host, code: "%s: %s  (for %s, valid %s)" % (host, code, name, ttl)))
     _finish(codes)
 
+
 @task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
-def hang(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None,
-         var: Optional[List[str]] = None) -> None:
+def hang(
+    c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None
+) -> None:
     """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
     inventory = _inventory(inventory)
     from cascade_ops import api
+
     done = _guard(lambda: api.hang(inventory, limit, var or ()))
     print(_each_text(done, lambda host, lines: "\n".join("%s: %s" % (host, line) for line in lines)))
     _finish(done)
 
-@task(iterable=["var"], help=dict(_help("recover", "inventory", "limit", "var", "json"),
-                                   reset="forget the failure streak and the restart budget first",
-                                   follow="stay: probe every --every and recover at once, in this process",
-                                   every="with --follow: how often to probe (default 0.5s)",
-                                   log="with --follow: append its lines to this file, rotated like watch.log "
-                                       "(default: stdout)"))
-def watch(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
-          reset: bool = False, playbook: Optional[str] = None, json_: bool = False, follow: bool = False,
-          every: str = "0.5s", log: Optional[str] = None) -> None:
+
+@task(
+    iterable=["var"],
+    help=dict(
+        _help("recover", "inventory", "limit", "var", "json"),
+        reset="forget the failure streak and the restart budget first",
+        follow="stay: probe every --every and recover at once, in this process",
+        every="with --follow: how often to probe (default 0.5s)",
+        log="with --follow: append its lines to this file, rotated like watch.log (default: stdout)",
+    ),
+)
+def watch(
+    c: Context,
+    inventory: Optional[str] = None,
+    limit: Optional[str] = None,
+    var: Optional[List[str]] = None,
+    reset: bool = False,
+    playbook: Optional[str] = None,
+    json_: bool = False,
+    follow: bool = False,
+    every: str = "0.5s",
+    log: Optional[str] = None,
+) -> None:
     """One watchdog tick (for cron): probe, and recover only when unhealthy.
 
     Recovers after fail_threshold unhealthy ticks in a row, within the restart budget
@@ -184,7 +305,9 @@ def watch(c: Context, inventory: Optional[str] = None, limit: Optional[str] = No
     inventory = _inventory(inventory)
     from cascade_ops import api
     from cascade_ops.watchdog.tick import exit_code
+
     if follow:
+
         def say(line: str) -> None:
             stamped = "%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line)
             if log is None:
@@ -192,8 +315,11 @@ def watch(c: Context, inventory: Optional[str] = None, limit: Optional[str] = No
                 return
             from cascade_ops.agent.files import append_log
             from cascade_ops.config.hostvars import SPECS
+
             append_log(log, stamped, SPECS["watch_log_max_bytes"].default, SPECS["watch_log_keep"].default)
+
         from cascade_ops.api import schedules as scheduled
+
         code = _guard(lambda: scheduled.follow(inventory, limit, var or (), every, playbook, say))
         if code:
             raise Exit(code=code)
@@ -215,64 +341,6 @@ def watch(c: Context, inventory: Optional[str] = None, limit: Optional[str] = No
     if code:
         raise Exit(code=code)
 
-@task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
-                                   json="print the whole report document", list="list the stored reports",
-                                   html="write the run history as one HTML page (with --out)",
-                                   out="where --html writes (default cascade-report.html)",
-                                   incident="show this stored report (its file name or path, from --list)"))
-def report(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
-           json_: bool = False, list_: bool = False, html: bool = False, out: Optional[str] = None,
-           incident: Optional[str] = None) -> None:
-    """Show each host's last recovery: diagnosis, evidence, actions, verification, rollback.
-
-    With --html: one self-contained page of the last runs of every host, with a timeline per run."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-    from cascade_ops.reporting import text as output
-    if html:
-        path = out or "cascade-report.html"
-        written = _guard(lambda: api.html_report(path, inventory, limit, var or ()))
-        print(_each_text(written, lambda host, count: "%s: %d runs" % (host, count)))
-        print("wrote %s" % os.path.abspath(path))
-        _finish(written)
-        return
-    if list_:
-        stored = _guard(lambda: api.incidents(inventory, limit, var or ()))
-        print(_each_text(stored, lambda host, paths: "\n".join(["%s: %d stored" % (host, len(paths))]
-                                                                + ["  " + path for path in paths])))
-        _finish(stored)
-        return
-    found = _guard(lambda: api.last_incident(inventory, limit, var or (), name=incident))
-    if json_:
-        print(_each_json(found, lambda item: item[1] or None if item else None))
-    else:
-        print(_each_text(found, lambda host, item: "%s: no incident report yet" % host if item is None
-                         else output.incident_text(*item) if item[0]
-                         else "%s: no readable incident report%s" % (host, output.unreadable_text(item[2]))))
-    _finish(found)
-
-@task(iterable=["var"], optional=["graph"], help={
-    "inventory": HELP["inventory"], "var": HELP["var"], "host": "one host's variables, as JSON",
-    "list": "every group and each host's variables, as JSON (the default)",
-    "graph": "the group tree (of GROUP, default all)"})
-def show_inventory(c: Context, inventory: Optional[str] = None, var: Optional[List[str]] = None, list_: bool = False,
-                   graph: Optional[str] = None, host: Optional[str] = None) -> None:
-    """Show the inventory as cascade-ops reads it, shaped like `ansible-inventory` (--list, --graph, --host).
-
-    Reads YAML, INI, inventory scripts and their JSON, with group_vars/ and host_vars/ beside the file;
-    Ansible's connection variables appear under cascade-ops's names. Changes nothing."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-    loaded = _guard(lambda: api.read_inventory(inventory, var or ()))
-    if graph is not None:
-        print(_guard(lambda: loaded.graph(graph if isinstance(graph, str) else "all")))
-    elif host is not None:
-        if host not in loaded.hosts:
-            print("cascade-ops: %s: no host %r" % (inventory, host), file=sys.stderr)
-            raise Exit(code=4)
-        print(json.dumps(loaded.to_ansible_json()["_meta"]["hostvars"][host], indent=2, sort_keys=True))
-    else:
-        print(json.dumps(loaded.to_ansible_json(), indent=2))
 
 @task(help={"port": "port the demo backend listens on (default 8000)", "json": HELP["json"]})
 def demo_recover(c: Context, port: int = 8000, json_: bool = False) -> None:
@@ -281,21 +349,40 @@ def demo_recover(c: Context, port: int = 8000, json_: bool = False) -> None:
     Its inventory, a working copy of the demo and its state go to .cascade/ in the current directory;
     `cascade-ops demo.hang -i .cascade/demo-inventory.yaml` freezes it to watch a recovery."""
     from cascade_ops import api
+
     inventory = _guard(lambda: api.demo_inventory(os.path.join(".cascade", "demo-inventory.yaml"), port))
     _run(c, "recover", inventory, None, None, False, False, json_, None, None, None, None, False)
 
-@task(iterable=["var"], help=dict({k: HELP[k] for k in ("inventory", "limit", "var")},
-                                   prefix="where the venv goes on the host (default: ~/.local/share/cascade-ops)"))
-def bootstrap(c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None,
-              prefix: Optional[str] = None) -> None:
+
+@task(
+    iterable=["var"],
+    help=dict(
+        {k: HELP[k] for k in ("inventory", "limit", "var")},
+        prefix="where the venv goes on the host (default: ~/.local/share/cascade-ops)",
+    ),
+)
+def bootstrap(
+    c: Context,
+    inventory: Optional[str] = None,
+    limit: Optional[str] = None,
+    var: Optional[List[str]] = None,
+    prefix: Optional[str] = None,
+) -> None:
     """Install this very version of cascade-ops on the hosts (`cascade-ops -H host bootstrap`).
 
     Into a venv on the host, from wheels this controller builds of itself and its dependencies, sent
     over SSH: the host needs python3 with venv, no package index. A host at this version is left alone."""
     inventory = _inventory(inventory)
     from cascade_ops import api
+
     hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
     done = _guard(lambda: api.bootstrap(hosts, prefix))
-    print(_each_text(done, lambda host, result: "%s: %s %s" % (
-        host, "installed" if result["changed"] else "already at", result["cli"])))
+    print(
+        _each_text(
+            done,
+            lambda host, result: (
+                "%s: %s %s" % (host, "installed" if result["changed"] else "already at", result["cli"])
+            ),
+        )
+    )
     _finish(done)

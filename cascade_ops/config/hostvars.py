@@ -89,6 +89,7 @@ MAX_VALUE_CHARS = 4096  # a path, a command line, a regex or a URL: longer is a 
 def parse_str(value: Any) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         from cascade_ops.config.yamlsrc import kind_of
+
         raise ValueError("expected a string, got %s" % kind_of(value))
     text = str(value)
     if len(text) > MAX_VALUE_CHARS:
@@ -133,6 +134,7 @@ def parse_choice(choices: Tuple[str, ...]) -> Callable[[Any], str]:
         if text not in choices:
             raise ValueError("expected %s, got %r" % (" or ".join(choices), text))
         return text
+
     return parse
 
 
@@ -161,73 +163,77 @@ class VarSpec:
 
 
 # The backend's variables, and the scheduler's; each transport declares its own (see transport/).
-SPECS: Dict[str, VarSpec] = {s.name: s for s in (
-    VarSpec("host_timeout", parse_duration, 300.0),  # deadline of a whole run on one host
-    VarSpec("port", parse_port, required=True),
-    VarSpec("bind_host", parse_str, "127.0.0.1"),
-    VarSpec("app_dir", parse_str, required=True, path="host"),
-    VarSpec("app", parse_str, "main:app"),
-    VarSpec("start_command", parse_str),  # instead of uvicorn; split like a shell
-    VarSpec("app_seed", parse_str, path="controller"),  # copied to app_dir when it does not exist (demo)
-    VarSpec("python", parse_str),  # default: cascade-ops's own locally, python3 over SSH
-    VarSpec("process_match", parse_regex, "uvicorn"),
-    VarSpec("manager", parse_manager, "auto"),
-    VarSpec("unit", parse_unit),  # the backend's systemd service (created as a transient unit if missing)
-    VarSpec("program", parse_str),  # the backend's supervisord program ("group:name" inside a group)
-    VarSpec("supervisor_conf", parse_str, path="host"),  # when it cannot be read off supervisord's command line
-    VarSpec("container", parse_str),  # the backend's docker container, by name or id
-    VarSpec("force", parse_bool, False),
-    # Keep the listening socket across a restart (the replacement starts on a copy of it before the
-    # stale backend stops): no queued connection is reset, none refused. Off: stop, then start.
-    VarSpec("keep_socket", parse_bool, True),
-    # For a transient systemd unit cascade-ops creates: a socket unit too, so systemd holds the
-    # listener and its queue across every restart of the service (opt-in).
-    VarSpec("systemd_socket", parse_bool, False),
-    # Whose detached processes may be the backend (default: whom an earlier run started it as, else
-    # the run's user); a holder run by anyone else is refused unless force.
-    VarSpec("backend_user", parse_str),
-    VarSpec("auth_module", parse_str, path="controller"),
-    VarSpec("auth_dest", parse_str, "api/auth.py"),
-    VarSpec("jwt_secret_file", parse_str, "{state_dir}/jwt-secret", path="host"),
-    VarSpec("redis_url", parse_str),
-    VarSpec("health_path", parse_http_path, "/health"),
-    VarSpec("probe_timeout", parse_positive_float, 1.0),
-    # A server that has not accepted the probe's connection this long after it was made runs no event
-    # loop: hung, without waiting out probe_timeout (a running loop accepts within milliseconds).
-    VarSpec("accept_timeout", parse_duration, 0.2),
-    # A backend that accepts connections but answers later than probe_timeout is slow, not hung:
-    # reported and left running, unless this says to restart it.
-    VarSpec("restart_slow", parse_bool, False),
-    VarSpec("grace", parse_duration, 5.0),  # SIGTERM to SIGKILL for a healthy backend being replaced
-    VarSpec("hung_grace", parse_duration, 1.0),  # the same for one known hung (stopped, or failed the probe)
-    VarSpec("start_timeout", parse_duration, 30.0),
-    VarSpec("state_dir", parse_str, "{app_dir}/.cascade-ops", path="host"),
-    # At least one: a release that fails must be able to roll back to the previous file.
-    VarSpec("keep_backups", parse_positive_int, 5),
-    VarSpec("evidence_timeout", parse_duration, 3.0),
-    VarSpec("keep_incidents", parse_positive_int, 20),
-    VarSpec("history_max_bytes", parse_positive_int, 1 << 20),  # state_dir/history.jsonl before it rotates
-    VarSpec("keep_history", parse_positive_int, 3),  # rotated history files kept
-    VarSpec("ws_path", parse_http_path),
-    VarSpec("citizen_api", parse_str),
-    # The watchdog.
-    VarSpec("fail_threshold", parse_positive_int, 1),
-    VarSpec("max_restarts", parse_positive_int, 3),
-    VarSpec("window", parse_duration, 900.0),
-    VarSpec("alert_webhook", parse_str),
-    VarSpec("alert_format", parse_choice(("json", "slack")), "json"),  # slack: text + blocks
-    VarSpec("ping_url", parse_str),  # a dead-man monitor (healthchecks.io): /start, success, /<exit code>
-    VarSpec("metrics_file", parse_str, path="host"),  # Prometheus textfile, rewritten each tick
-    VarSpec("watch_log_max_bytes", parse_positive_int, 1 << 20),
-    VarSpec("watch_log_keep", parse_positive_int, 3),
-)}
+SPECS: Dict[str, VarSpec] = {
+    s.name: s
+    for s in (
+        VarSpec("host_timeout", parse_duration, 300.0),  # deadline of a whole run on one host
+        VarSpec("port", parse_port, required=True),
+        VarSpec("bind_host", parse_str, "127.0.0.1"),
+        VarSpec("app_dir", parse_str, required=True, path="host"),
+        VarSpec("app", parse_str, "main:app"),
+        VarSpec("start_command", parse_str),  # instead of uvicorn; split like a shell
+        VarSpec("app_seed", parse_str, path="controller"),  # copied to app_dir when it does not exist (demo)
+        VarSpec("python", parse_str),  # default: cascade-ops's own locally, python3 over SSH
+        VarSpec("process_match", parse_regex, "uvicorn"),
+        VarSpec("manager", parse_manager, "auto"),
+        VarSpec("unit", parse_unit),  # the backend's systemd service (created as a transient unit if missing)
+        VarSpec("program", parse_str),  # the backend's supervisord program ("group:name" inside a group)
+        VarSpec("supervisor_conf", parse_str, path="host"),  # when it cannot be read off supervisord's command line
+        VarSpec("container", parse_str),  # the backend's docker container, by name or id
+        VarSpec("force", parse_bool, False),
+        # Keep the listening socket across a restart (the replacement starts on a copy of it before the
+        # stale backend stops): no queued connection is reset, none refused. Off: stop, then start.
+        VarSpec("keep_socket", parse_bool, True),
+        # For a transient systemd unit cascade-ops creates: a socket unit too, so systemd holds the
+        # listener and its queue across every restart of the service (opt-in).
+        VarSpec("systemd_socket", parse_bool, False),
+        # Whose detached processes may be the backend (default: whom an earlier run started it as, else
+        # the run's user); a holder run by anyone else is refused unless force.
+        VarSpec("backend_user", parse_str),
+        VarSpec("auth_module", parse_str, path="controller"),
+        VarSpec("auth_dest", parse_str, "api/auth.py"),
+        VarSpec("jwt_secret_file", parse_str, "{state_dir}/jwt-secret", path="host"),
+        VarSpec("redis_url", parse_str),
+        VarSpec("health_path", parse_http_path, "/health"),
+        VarSpec("probe_timeout", parse_positive_float, 1.0),
+        # A server that has not accepted the probe's connection this long after it was made runs no event
+        # loop: hung, without waiting out probe_timeout (a running loop accepts within milliseconds).
+        VarSpec("accept_timeout", parse_duration, 0.2),
+        # A backend that accepts connections but answers later than probe_timeout is slow, not hung:
+        # reported and left running, unless this says to restart it.
+        VarSpec("restart_slow", parse_bool, False),
+        VarSpec("grace", parse_duration, 5.0),  # SIGTERM to SIGKILL for a healthy backend being replaced
+        VarSpec("hung_grace", parse_duration, 1.0),  # the same for one known hung (stopped, or failed the probe)
+        VarSpec("start_timeout", parse_duration, 30.0),
+        VarSpec("state_dir", parse_str, "{app_dir}/.cascade-ops", path="host"),
+        # At least one: a release that fails must be able to roll back to the previous file.
+        VarSpec("keep_backups", parse_positive_int, 5),
+        VarSpec("evidence_timeout", parse_duration, 3.0),
+        VarSpec("keep_incidents", parse_positive_int, 20),
+        VarSpec("history_max_bytes", parse_positive_int, 1 << 20),  # state_dir/history.jsonl before it rotates
+        VarSpec("keep_history", parse_positive_int, 3),  # rotated history files kept
+        VarSpec("ws_path", parse_http_path),
+        VarSpec("citizen_api", parse_str),
+        # The watchdog.
+        VarSpec("fail_threshold", parse_positive_int, 1),
+        VarSpec("max_restarts", parse_positive_int, 3),
+        VarSpec("window", parse_duration, 900.0),
+        VarSpec("alert_webhook", parse_str),
+        VarSpec("alert_format", parse_choice(("json", "slack")), "json"),  # slack: text + blocks
+        VarSpec("ping_url", parse_str),  # a dead-man monitor (healthchecks.io): /start, success, /<exit code>
+        VarSpec("metrics_file", parse_str, path="host"),  # Prometheus textfile, rewritten each tick
+        VarSpec("watch_log_max_bytes", parse_positive_int, 1 << 20),
+        VarSpec("watch_log_keep", parse_positive_int, 3),
+    )
+}
 
 
 def owner_vars() -> Dict[str, VarSpec]:
     """The variables of each owner kind (its ``hint_vars`` in agent.owners.KINDS) that SPECS does not
     type more closely: a kind registered there brings its variables with it."""
-    return {name: VarSpec(name, parse_str) for meta in OWNER_KINDS.values() for name in meta.hint_vars
-            if name not in SPECS}
+    return {
+        name: VarSpec(name, parse_str) for meta in OWNER_KINDS.values() for name in meta.hint_vars if name not in SPECS
+    }
 
 
 @dataclass(frozen=True)
@@ -256,6 +262,7 @@ def parse_cli_vars(pairs: Optional[Iterable[str]]) -> Dict[str, RawVar]:
     """``--var KEY=VALUE`` and ``--var @FILE.yml`` (a YAML mapping) into raw variables, later ones
     winning; each is checked like any other variable, and names its file and line when it fails."""
     from cascade_ops.config.yamlsrc import expect_mapping, load_file
+
     origin = Origin("--var", None, os.getcwd())
     parsed: Dict[str, RawVar] = {}
     for pair in pairs or ():
@@ -284,8 +291,13 @@ def references(text: str) -> List[str]:
     return [field for _, field, _, _ in string.Formatter().parse(text) if field]
 
 
-def render(text: str, values: Dict[str, Any], file: Optional[str] = None, line: Optional[int] = None,
-           field: Optional[str] = None) -> str:
+def render(
+    text: str,
+    values: Dict[str, Any],
+    file: Optional[str] = None,
+    line: Optional[int] = None,
+    field: Optional[str] = None,
+) -> str:
     """Substitute ``{name}`` references; an unknown name is a ConfigError at the given place."""
     try:
         return text.format_map(_Refs(values))
@@ -295,8 +307,9 @@ def render(text: str, values: Dict[str, Any], file: Optional[str] = None, line: 
         raise ConfigError("bad template %r: %s" % (text, exc), file, line, field)
 
 
-def resolve(raw: Dict[str, RawVar], host_name: str, specs: Dict[str, VarSpec],
-            source: Optional[str] = None) -> Dict[str, Any]:
+def resolve(
+    raw: Dict[str, RawVar], host_name: str, specs: Dict[str, VarSpec], source: Optional[str] = None
+) -> Dict[str, Any]:
     """Type-check, fill defaults, expand references and absolutise paths of one host's variables;
     ``specs`` are every known variable (``SPECS`` and the transports')."""
     values: Dict[str, Any] = {}
@@ -304,8 +317,9 @@ def resolve(raw: Dict[str, RawVar], host_name: str, specs: Dict[str, VarSpec],
     for name, var in raw.items():
         spec = specs.get(name)
         if spec is None:
-            raise ConfigError("unknown variable (known: %s)" % ", ".join(sorted(specs)),
-                              var.origin.file, var.origin.line, name)
+            raise ConfigError(
+                "unknown variable (known: %s)" % ", ".join(sorted(specs)), var.origin.file, var.origin.line, name
+            )
         if var.value is None:
             continue
         try:
@@ -344,8 +358,7 @@ def _expand(values: Dict[str, Any], origins: Dict[str, Origin], specs: Dict[str,
         if name in done:
             return
         if name in stack:
-            raise ConfigError("variables refer to each other in a cycle: %s" % " -> ".join(stack + [name]),
-                              field=name)
+            raise ConfigError("variables refer to each other in a cycle: %s" % " -> ".join(stack + [name]), field=name)
         value = values[name]
         if isinstance(value, str) and "{" in value:
             origin = origins.get(name)

@@ -92,13 +92,15 @@ class Inventory:
                 draw(child, depth + 1)
             for host in shape["direct"].get(name, []):
                 lines.append("%s--%s" % ("  |" * (depth + 1), host))
+
         if group not in self.groups and group != "ungrouped":
             raise ConfigError("no such group in %s" % self.path, field=group)
         draw(group, 0)
         return "\n".join(lines)
 
-    def command_line(self, name: str, alias: Optional[str] = None, endpoint: Optional[Endpoint] = None,
-                     **given: Any) -> Host:
+    def command_line(
+        self, name: str, alias: Optional[str] = None, endpoint: Optional[Endpoint] = None, **given: Any
+    ) -> Host:
         """The host ``fab -H [USER@]NAME[:PORT]`` means, with what the command line gives (user,
         ssh_port, key_file) winning over the inventory. ``name`` is the address ssh_config resolved
         ``alias`` (what was typed) to; ``endpoint(address, port)`` resolves an inventory host's
@@ -111,10 +113,17 @@ class Inventory:
         if match is None:
             match = self._by_address(name, alias, given.get("ssh_port"), endpoint or _literal)
         if match is not None:
-            return Host(match, self.hosts[match].groups, resolve(dict(self.raw[match], **overrides), match, variables(),
-                                                                 self.path))
-        merged = dict(self.base_vars, connection=RawVar("ssh", Origin("fab -H", None, os.getcwd())),
-                      address=RawVar(name, Origin("fab -H", None, os.getcwd())), **overrides)
+            return Host(
+                match,
+                self.hosts[match].groups,
+                resolve(dict(self.raw[match], **overrides), match, variables(), self.path),
+            )
+        merged = dict(
+            self.base_vars,
+            connection=RawVar("ssh", Origin("fab -H", None, os.getcwd())),
+            address=RawVar(name, Origin("fab -H", None, os.getcwd())),
+            **overrides,
+        )
         return Host(name, ("all",), resolve(merged, name, variables(), self.path))
 
     def select(self, limit: Optional[str] = None) -> List[Host]:
@@ -148,8 +157,12 @@ class Inventory:
         for part in (p.strip() for p in re.split(r"[,:]", limit)):
             if part.startswith("@"):
                 from cascade_ops.config.yamlsrc import read_text
-                patterns.extend(line.strip() for line in read_text(part[1:], "a limit file").splitlines()
-                                if line.strip() and not line.strip().startswith("#"))
+
+                patterns.extend(
+                    line.strip()
+                    for line in read_text(part[1:], "a limit file").splitlines()
+                    if line.strip() and not line.strip().startswith("#")
+                )
             elif part:
                 patterns.append(part)
         return patterns
@@ -157,46 +170,73 @@ class Inventory:
     def _named(self, pattern: str, strict: bool = True) -> List[str]:
         if not pattern:
             raise ConfigError("an empty pattern after ! or &", field="--limit")
-        names = (self.groups.get(pattern)
-                 or ([pattern] if pattern in self.hosts else None)
-                 or [n for n in self.hosts if fnmatch.fnmatchcase(n, pattern)]
-                 or [n for g, members in self.groups.items() if fnmatch.fnmatchcase(g, pattern) for n in members])
+        names = (
+            self.groups.get(pattern)
+            or ([pattern] if pattern in self.hosts else None)
+            or [n for n in self.hosts if fnmatch.fnmatchcase(n, pattern)]
+            or [n for g, members in self.groups.items() if fnmatch.fnmatchcase(g, pattern) for n in members]
+        )
         if not names and strict:
             raise ConfigError("matches no host or group in %s" % self.path, field="--limit %s" % pattern)
         return names or []
 
-
     def _by_address(self, address: str, alias: Optional[str], port: Optional[int], endpoint: Endpoint) -> Optional[str]:
         """The one SSH host of the inventory reached at ``address`` (and ``port``, when given)."""
-        reached = {h.name: endpoint(h.vars["address"] or h.name, h.vars["ssh_port"])
-                   for h in self.hosts.values() if h.vars["connection"] == "ssh"}
-        there = {n: p for n, (a, p) in reached.items()
-                 if a == address or (alias is not None and (self.hosts[n].vars["address"] or n) == alias)}
+        reached = {
+            h.name: endpoint(h.vars["address"] or h.name, h.vars["ssh_port"])
+            for h in self.hosts.values()
+            if h.vars["connection"] == "ssh"
+        }
+        there = {
+            n: p
+            for n, (a, p) in reached.items()
+            if a == address or (alias is not None and (self.hosts[n].vars["address"] or n) == alias)
+        }
         found = [n for n, p in there.items() if port is None or p == port]
         if len(found) == 1:
             return found[0]
         named = "; ".join("%s (%s:%d)" % (n, reached[n][0], p) for n, p in there.items())
         typed = "%s%s" % (alias or address, ":%d" % port if port else "")
         if found:
-            raise ConfigError("is reached at %s by %d inventory hosts: %s; name one (its inventory name, or "
-                              "host:port)" % (address, len(found), named), self.path, field="-H %s" % typed)
+            raise ConfigError(
+                "is reached at %s by %d inventory hosts: %s; name one (its inventory name, or "
+                "host:port)" % (address, len(found), named),
+                self.path,
+                field="-H %s" % typed,
+            )
         if there:
-            raise ConfigError("no inventory host is reached at %s:%d; at that address: %s"
-                              % (address, port or 22, named), self.path, field="-H %s" % typed)
+            raise ConfigError(
+                "no inventory host is reached at %s:%d; at that address: %s" % (address, port or 22, named),
+                self.path,
+                field="-H %s" % typed,
+            )
         return None
 
 
 # Ansible's connection variables and ours; other ``ansible_*`` variables are accepted and ignored.
-ANSIBLE_VARS = {"ansible_host": "address", "ansible_ssh_host": "address", "ansible_port": "ssh_port",
-                "ansible_ssh_port": "ssh_port", "ansible_user": "user", "ansible_ssh_user": "user",
-                "ansible_ssh_private_key_file": "key_file", "ansible_connection": "connection",
-                "ansible_become": "become", "ansible_python_interpreter": "agent_python"}
+ANSIBLE_VARS = {
+    "ansible_host": "address",
+    "ansible_ssh_host": "address",
+    "ansible_port": "ssh_port",
+    "ansible_ssh_port": "ssh_port",
+    "ansible_user": "user",
+    "ansible_ssh_user": "user",
+    "ansible_ssh_private_key_file": "key_file",
+    "ansible_connection": "connection",
+    "ansible_become": "become",
+    "ansible_python_interpreter": "agent_python",
+}
 _CONNECTIONS = {"ssh": "ssh", "paramiko": "ssh", "smart": "ssh", "local": "local"}
 _BECOME_INSTEAD = "use --ask-become-pass (-K), or become_password_file (a file of mode 0600)"
 _SSH_INSTEAD = "log in with a key (key_file, or IdentityFile in ~/.ssh/config)"
-PASSWORD_VARS = {"ansible_become_password": _BECOME_INSTEAD, "ansible_become_pass": _BECOME_INSTEAD,
-                 "ansible_sudo_pass": _BECOME_INSTEAD, "ansible_password": _SSH_INSTEAD,
-                 "ansible_ssh_pass": _SSH_INSTEAD, "ansible_ssh_password": _SSH_INSTEAD}
+PASSWORD_VARS = {
+    "ansible_become_password": _BECOME_INSTEAD,
+    "ansible_become_pass": _BECOME_INSTEAD,
+    "ansible_sudo_pass": _BECOME_INSTEAD,
+    "ansible_password": _SSH_INSTEAD,
+    "ansible_ssh_pass": _SSH_INSTEAD,
+    "ansible_ssh_password": _SSH_INSTEAD,
+}
 
 
 def ours(layer: Dict[str, RawVar]) -> Dict[str, RawVar]:
@@ -207,20 +247,32 @@ def ours(layer: Dict[str, RawVar]) -> Dict[str, RawVar]:
             mapped.setdefault(name, var)
             continue
         if name in PASSWORD_VARS:
-            raise ConfigError("a password is not read from an inventory (anyone who can read it has it): %s"
-                              % PASSWORD_VARS[name], var.origin.file, var.origin.line, name)
+            raise ConfigError(
+                "a password is not read from an inventory (anyone who can read it has it): %s" % PASSWORD_VARS[name],
+                var.origin.file,
+                var.origin.line,
+                name,
+            )
         target = ANSIBLE_VARS.get(name)
         if target is None:
             continue
         if target == "connection":
             kind = _CONNECTIONS.get(str(var.value))
             if kind is None:
-                raise ConfigError("ansible_connection %r is not one cascade-ops can use (ssh or local)" % (var.value,),
-                                  var.origin.file, var.origin.line, name)
+                raise ConfigError(
+                    "ansible_connection %r is not one cascade-ops can use (ssh or local)" % (var.value,),
+                    var.origin.file,
+                    var.origin.line,
+                    name,
+                )
             var = RawVar(kind, var.origin)
         if target in layer and layer[target].value != var.value:
-            raise ConfigError("both %s (%r) and %s (%r) are set" % (name, var.value, target, layer[target].value),
-                              var.origin.file, var.origin.line, name)
+            raise ConfigError(
+                "both %s (%r) and %s (%r) are set" % (name, var.value, target, layer[target].value),
+                var.origin.file,
+                var.origin.line,
+                name,
+            )
         mapped[target] = var
     return mapped
 
@@ -237,8 +289,9 @@ def load_inventory(path: str, cli_vars: Optional[Dict[str, RawVar]] = None) -> I
     group_files = {name: ours(vars_dir(base_dir, "group_vars", name)) for name in tree}
     host_files = {host: ours(vars_dir(base_dir, "host_vars", host)) for g in tree.values() for host in g.hosts}
     if ansible:  # Ansible reaches every host over SSH unless told otherwise
-        tree["all"].vars = dict({"connection": RawVar("ssh", Origin(path, tree["all"].line, base_dir))},
-                                **tree["all"].vars)
+        tree["all"].vars = dict(
+            {"connection": RawVar("ssh", Origin(path, tree["all"].line, base_dir))}, **tree["all"].vars
+        )
     host_paths: Dict[str, List[List[Dict[str, RawVar]]]] = {}  # per listing: its groups' vars, outer first
     host_own: Dict[str, List[Dict[str, RawVar]]] = {}  # per listing: the host's own vars
     host_groups: Dict[str, List[str]] = {}
@@ -246,8 +299,9 @@ def load_inventory(path: str, cli_vars: Optional[Dict[str, RawVar]] = None) -> I
 
     def walk(name: str, trail: List[str]) -> None:
         if name in trail:
-            raise ConfigError("group %r is its own ancestor (%s)" % (name, " > ".join(trail + [name])), path,
-                              tree[name].line, name)
+            raise ConfigError(
+                "group %r is its own ancestor (%s)" % (name, " > ".join(trail + [name])), path, tree[name].line, name
+            )
         group = tree[name]
         chain = trail + [name]
         # Ansible's order: the file's group vars (outer to inner) < group_vars/all < group_vars/GROUP (outer
@@ -273,22 +327,37 @@ def load_inventory(path: str, cli_vars: Optional[Dict[str, RawVar]] = None) -> I
     raw = {}
     for host_name, paths in host_paths.items():
         # host_vars/ wins over the host's own lines, as in Ansible; --var over everything
-        raw[host_name] = _merge(host_name, paths, host_own[host_name], dict(host_files[host_name], **(cli_vars or {})),
-                                path)
-        hosts[host_name] = Host(host_name, tuple(host_groups[host_name]),
-                                resolve(raw[host_name], host_name, variables(), path))
-    return Inventory(path, hosts, groups, base_vars, raw, {g: list(d.hosts) for g, d in tree.items()},
-                     {g: list(d.children) for g, d in tree.items()})
+        raw[host_name] = _merge(
+            host_name, paths, host_own[host_name], dict(host_files[host_name], **(cli_vars or {})), path
+        )
+        hosts[host_name] = Host(
+            host_name, tuple(host_groups[host_name]), resolve(raw[host_name], host_name, variables(), path)
+        )
+    return Inventory(
+        path,
+        hosts,
+        groups,
+        base_vars,
+        raw,
+        {g: list(d.hosts) for g, d in tree.items()},
+        {g: list(d.children) for g, d in tree.items()},
+    )
 
 
 def _plain(values: Dict[str, Any]) -> Dict[str, Any]:
     """Variables as JSON values (a path or a duration stays what it was parsed into)."""
-    return {k: v if isinstance(v, (str, int, float, bool, list, dict)) or v is None else str(v)
-            for k, v in values.items()}
+    return {
+        k: v if isinstance(v, (str, int, float, bool, list, dict)) or v is None else str(v) for k, v in values.items()
+    }
 
 
-def _merge(host: str, paths: List[List[Dict[str, RawVar]]], own: List[Dict[str, RawVar]],
-           cli_vars: Dict[str, RawVar], path: str) -> Dict[str, RawVar]:
+def _merge(
+    host: str,
+    paths: List[List[Dict[str, RawVar]]],
+    own: List[Dict[str, RawVar]],
+    cli_vars: Dict[str, RawVar],
+    path: str,
+) -> Dict[str, RawVar]:
     """One host's variables: its groups' (outer to inner), its own, then ``cli_vars`` (host_vars/, --var).
 
     A host listed in several groups that give one variable different values is an error (which
@@ -308,18 +377,24 @@ def _merge(host: str, paths: List[List[Dict[str, RawVar]]], own: List[Dict[str, 
     for listing in own:
         for name, var in listing.items():
             if name in merged and name in decided and name not in cli_vars and merged[name].value != var.value:
-                raise ConfigError("host %r is given two different values (%r at line %s, %r at line %s)"
-                                  % (host, merged[name].value, merged[name].origin.line, var.value, var.origin.line),
-                                  path, var.origin.line, name)
+                raise ConfigError(
+                    "host %r is given two different values (%r at line %s, %r at line %s)"
+                    % (host, merged[name].value, merged[name].origin.line, var.value, var.origin.line),
+                    path,
+                    var.origin.line,
+                    name,
+                )
             merged[name] = var
             decided.add(name)
     for name in {n for effective in per_path for n in effective} - decided:
         given = [e[name] for e in per_path if name in e]
         if len({repr(v.value) for v in given}) > 1:
-            raise ConfigError("host %r is in groups that give it different values (%s); set it on the host "
-                              "itself or in one group" % (host, ", ".join("%r at line %s" % (v.value, v.origin.line)
-                                                                           for v in given)),
-                              path, given[-1].origin.line, name)
+            raise ConfigError(
+                "host %r is in groups that give it different values (%s); set it on the host "
+                "itself or in one group" % (host, ", ".join("%r at line %s" % (v.value, v.origin.line) for v in given)),
+                path,
+                given[-1].origin.line,
+                name,
+            )
     merged.update(cli_vars)
     return merged
-

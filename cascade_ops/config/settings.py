@@ -27,11 +27,17 @@ class Settings:
 
 
 _PARSE: Dict[str, Callable[[Any], Any]] = {
-    "inventory": parse_str, "forks": parse_positive_int, "accept_new_host_keys": parse_bool,
+    "inventory": parse_str,
+    "forks": parse_positive_int,
+    "accept_new_host_keys": parse_bool,
     "color": parse_choice(("auto", "always", "never")),
 }
-ENV = {"inventory": "CASCADE_INVENTORY", "forks": "CASCADE_FORKS",
-       "accept_new_host_keys": "CASCADE_ACCEPT_NEW_HOST_KEYS", "color": "CASCADE_COLOR"}
+ENV = {
+    "inventory": "CASCADE_INVENTORY",
+    "forks": "CASCADE_FORKS",
+    "accept_new_host_keys": "CASCADE_ACCEPT_NEW_HOST_KEYS",
+    "color": "CASCADE_COLOR",
+}
 
 
 def config_path(environ: Mapping[str, str]) -> Optional[str]:
@@ -57,8 +63,9 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Settings:
             data = expect_mapping(data, path, 1, "settings")
             for key, value in data.items():
                 if key not in _PARSE:
-                    raise ConfigError("unknown setting (known: %s)" % ", ".join(sorted(_PARSE)), path,
-                                      data.lines.get(key), str(key))
+                    raise ConfigError(
+                        "unknown setting (known: %s)" % ", ".join(sorted(_PARSE)), path, data.lines.get(key), str(key)
+                    )
                 try:
                     values[key] = _PARSE[key](value)
                 except ValueError as exc:

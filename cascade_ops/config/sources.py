@@ -57,7 +57,7 @@ def expand_hosts(pattern: str, file: str, line: Optional[int]) -> List[str]:
             letters = string.ascii_letters
             if letters.index(begin) > letters.index(end):
                 raise ValueError("begin after end")
-            values = list(letters[letters.index(begin):letters.index(end) + 1:step])
+            values = list(letters[letters.index(begin) : letters.index(end) + 1 : step])
         else:
             width = len(begin) if begin.startswith("0") and len(begin) > 1 else 0
             if width and width != len(end):
@@ -104,8 +104,12 @@ def parse_ini(path: str) -> Tree:
         if section:
             group, state = section.group(1), section.group(2) or "hosts"
             if state not in ("hosts", "vars", "children"):
-                raise ConfigError("section [%s] has unknown type %r (expected vars or children)" % (
-                    text[1:-1], state), path, number, text)
+                raise ConfigError(
+                    "section [%s] has unknown type %r (expected vars or children)" % (text[1:-1], state),
+                    path,
+                    number,
+                    text,
+                )
             if state != "vars":
                 pending.pop(group, None)
             elif group not in tree:
@@ -113,8 +117,9 @@ def parse_ini(path: str) -> Tree:
             _group(tree, group, number)
             continue
         if text.startswith("["):
-            raise ConfigError("invalid section header (no spaces; [NAME], [NAME:vars] or [NAME:children])",
-                              path, number, text)
+            raise ConfigError(
+                "invalid section header (no spaces; [NAME], [NAME:vars] or [NAME:children])", path, number, text
+            )
         origin = Origin(path, number, base)
         if state == "vars":
             key, sep, value = text.partition("=")
@@ -139,14 +144,12 @@ def parse_ini(path: str) -> Tree:
             for token in tokens[1:]:
                 key, sep, value = token.partition("=")
                 if not sep or not key:
-                    raise ConfigError("expected key=value after the host name, got %r" % token, path, number,
-                                      tokens[0])
+                    raise ConfigError("expected key=value after the host name, got %r" % token, path, number, tokens[0])
                 own[key] = RawVar(_ini_value(value), origin)
             for name in expand_hosts(pattern, path, number):
                 _group(tree, group, number).hosts.setdefault(name, {}).update(own)
     for name, number in pending.items():
-        raise ConfigError("group %r is used (as a child or by its :vars) but never declared" % name,
-                          path, number, name)
+        raise ConfigError("group %r is used (as a child or by its :vars) but never declared" % name, path, number, name)
     return _rooted(tree)
 
 
@@ -179,8 +182,12 @@ def from_yaml(data: Located, path: str) -> Tree:
         body = expect_mapping(body, path, line, name)
         for key in body:
             if key not in _GROUP_KEYS:
-                raise ConfigError("unknown key in group %r (expected %s)" % (name, ", ".join(_GROUP_KEYS)),
-                                  path, body.lines.get(key), key)
+                raise ConfigError(
+                    "unknown key in group %r (expected %s)" % (name, ", ".join(_GROUP_KEYS)),
+                    path,
+                    body.lines.get(key),
+                    key,
+                )
         group = _group(tree, name, line)
         group.vars.update(_yaml_vars(body.get("vars"), path, base, "vars"))
         hosts = expect_mapping(body.get("hosts"), path, body.lines.get("hosts"), "hosts")
@@ -237,8 +244,14 @@ def from_json(doc: Any, source: str) -> Tree:
 def run_script(path: str) -> Tree:
     """An executable inventory: ``PATH --list`` must exit 0 and print the JSON Ansible expects."""
     try:
-        done = subprocess.run([path, "--list"], capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL, cwd=os.path.dirname(path))
+        done = subprocess.run(
+            [path, "--list"],
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            cwd=os.path.dirname(path),
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConfigError("the inventory script failed to run: %s" % exc, path) from None
     if done.returncode != 0:
@@ -269,8 +282,11 @@ def vars_dir(base: str, kind: str, name: str) -> Vars:
     if os.path.isdir(stem):
         for entry in sorted(os.listdir(stem)):
             path = os.path.join(stem, entry)
-            if os.path.isfile(path) and not entry.startswith(".") and os.path.splitext(entry)[1] in (
-                    "", ".yml", ".yaml", ".json"):
+            if (
+                os.path.isfile(path)
+                and not entry.startswith(".")
+                and os.path.splitext(entry)[1] in ("", ".yml", ".yaml", ".json")
+            ):
                 found.update(_vars_file(path))
     return found
 
@@ -300,7 +316,9 @@ def read_source(path: str) -> Tuple[Tree, bool]:
         raise ConfigError("the inventory must be a mapping of groups, such as a top-level 'all:'", path, 1, "all")
     tree = from_yaml(data, path)
     base = os.path.dirname(path)
-    ansible = any(k.startswith("ansible_") for g in tree.values() for k in list(g.vars) + [
-        k for own in g.hosts.values() for k in own]) or any(
-        os.path.isdir(os.path.join(base, d)) for d in ("group_vars", "host_vars"))
+    ansible = any(
+        k.startswith("ansible_")
+        for g in tree.values()
+        for k in list(g.vars) + [k for own in g.hosts.values() for k in own]
+    ) or any(os.path.isdir(os.path.join(base, d)) for d in ("group_vars", "host_vars"))
     return tree, ansible

@@ -92,15 +92,20 @@ def check_file(path: str, what: str = "a configuration file") -> None:
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise ConfigError("no such file (expected %s)" % what if isinstance(exc, FileNotFoundError)
-                          else "cannot read: %s" % exc.strerror, str(path))
+        raise ConfigError(
+            "no such file (expected %s)" % what
+            if isinstance(exc, FileNotFoundError)
+            else "cannot read: %s" % exc.strerror,
+            str(path),
+        )
     if stat.S_ISDIR(info.st_mode):
         raise ConfigError("is a directory, not %s" % what, str(path))
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError("is a device, a pipe or a socket, not %s" % what, str(path))
     if info.st_size > MAX_FILE_BYTES:
-        raise ConfigError("%d bytes: larger than the %d MiB limit for %s" % (info.st_size, MAX_FILE_BYTES >> 20, what),
-                          str(path))
+        raise ConfigError(
+            "%d bytes: larger than the %d MiB limit for %s" % (info.st_size, MAX_FILE_BYTES >> 20, what), str(path)
+        )
 
 
 def read_text(path: str, what: str = "a configuration file") -> str:
@@ -149,17 +154,21 @@ def load_file(path: str) -> Any:
         if node is None:
             return None
         if _expanded_size(node, {}) > MAX_NODES:
-            raise ConfigError("more than %d YAML values once aliases are expanded: too large for a configuration "
-                              "file (an alias bomb?)" % MAX_NODES,
-                              str(path), node.start_mark.line + 1)
+            raise ConfigError(
+                "more than %d YAML values once aliases are expanded: too large for a configuration "
+                "file (an alias bomb?)" % MAX_NODES,
+                str(path),
+                node.start_mark.line + 1,
+            )
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         context = ""
         if exc.context and exc.context_mark and exc.context_mark is not mark:
             context = " (%s at line %d)" % (exc.context, exc.context_mark.line + 1)
-        raise ConfigError("YAML syntax: %s%s" % (exc.problem or exc, context), str(path),
-                          mark.line + 1 if mark else None)
+        raise ConfigError(
+            "YAML syntax: %s%s" % (exc.problem or exc, context), str(path), mark.line + 1 if mark else None
+        )
     except yaml.YAMLError as exc:
         raise ConfigError("YAML: %s" % exc, str(path))
     finally:

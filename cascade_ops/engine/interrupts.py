@@ -41,8 +41,9 @@ def _handler(signum: int, frame: Any) -> None:
         os._exit(128 + signum)  # the second signal: at once, as asked
     _requested = signum
     try:
-        sys.stderr.write("cascade-ops: %s: stopping at the next safe point (again to stop at once)\n"
-                         % signal.Signals(signum).name)
+        sys.stderr.write(
+            "cascade-ops: %s: stopping at the next safe point (again to stop at once)\n" % signal.Signals(signum).name
+        )
         sys.stderr.flush()
     except (OSError, ValueError):  # after SIGHUP the terminal may be gone: the run still stops cleanly
         pass

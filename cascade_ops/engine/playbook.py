@@ -65,16 +65,18 @@ def _step_call(item: Any, path: str, line: int) -> StepCall:
         args = expect_mapping(args, path, line, name)
         arg_lines = args.lines
     else:
-        raise ConfigError("a step is a name, or a mapping of one name to its arguments (and an optional when:)",
-                          path, line, "steps")
+        raise ConfigError(
+            "a step is a name, or a mapping of one name to its arguments (and an optional when:)", path, line, "steps"
+        )
     step = REGISTRY.get(name)
     if step is None:
         raise ConfigError("unknown step (known: %s)" % ", ".join(sorted(REGISTRY)), path, line, str(name))
     for key, value in args.items():
         arg_line = arg_lines.get(key, line)
         if key not in step.args:
-            raise ConfigError("unknown argument of step %s (known: %s)" % (name, ", ".join(step.args) or "none"),
-                              path, arg_line, key)
+            raise ConfigError(
+                "unknown argument of step %s (known: %s)" % (name, ", ".join(step.args) or "none"), path, arg_line, key
+            )
         if not isinstance(value, (str, int, float, bool)):
             raise ConfigError("expected a plain value", path, arg_line, "%s.%s" % (name, key))
     for key, spec in step.args.items():
@@ -116,12 +118,13 @@ def load_playbook(path: str) -> Playbook:
         except ValueError as exc:
             raise ConfigError(str(exc), path, data.lines["serial"], "serial") from None
     max_fail = data.get("max_fail_percentage")
-    if max_fail is not None and (isinstance(max_fail, bool) or not isinstance(max_fail, (int, float))
-                                 or not 0 <= max_fail <= 100):
-        raise ConfigError("expected a number from 0 to 100", path, data.lines["max_fail_percentage"],
-                          "max_fail_percentage")
-    return Playbook(path, str(data.get("name") or os.path.basename(path)), calls, rollback,
-                    serial, max_fail)
+    if max_fail is not None and (
+        isinstance(max_fail, bool) or not isinstance(max_fail, (int, float)) or not 0 <= max_fail <= 100
+    ):
+        raise ConfigError(
+            "expected a number from 0 to 100", path, data.lines["max_fail_percentage"], "max_fail_percentage"
+        )
+    return Playbook(path, str(data.get("name") or os.path.basename(path)), calls, rollback, serial, max_fail)
 
 
 def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:
@@ -146,14 +149,19 @@ def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:
     return BoundStep(step_cls(), args)
 
 
-def run_playbook(hosts: List[Host], playbook: Playbook, options: Optional[RunOptions] = None,
-                 on_step: Optional[StepCallback] = None) -> RunResult:
+def run_playbook(
+    hosts: List[Host], playbook: Playbook, options: Optional[RunOptions] = None, on_step: Optional[StepCallback] = None
+) -> RunResult:
     """Bind the playbook to every host first (a bad value stops the run before any change), then
     run it with the playbook's rollout settings unless the options override them."""
     bound = {h.name: [bind(call, h.vars) for call in playbook.steps] for h in hosts}
     options = options or RunOptions()
-    merged = replace(options, rollback=options.rollback and playbook.rollback,
-                     serial=playbook.serial if options.serial is None else options.serial,
-                     max_fail_percentage=(playbook.max_fail_percentage if options.max_fail_percentage is None
-                                          else options.max_fail_percentage))
+    merged = replace(
+        options,
+        rollback=options.rollback and playbook.rollback,
+        serial=playbook.serial if options.serial is None else options.serial,
+        max_fail_percentage=(
+            playbook.max_fail_percentage if options.max_fail_percentage is None else options.max_fail_percentage
+        ),
+    )
     return run_hosts(hosts, bound, merged, on_step)

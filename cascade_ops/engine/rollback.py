@@ -14,8 +14,13 @@ from cascade_ops.steps import CHANGED, FAILED, SKIPPED, BoundStep, HostRun
 Report = Callable[[StepResult], None]
 
 
-def run_steps(run: HostRun, bound: List[BoundStep], report: Report, prefix: str = "",
-              begin: Optional[Callable[[str], None]] = None) -> bool:
+def run_steps(
+    run: HostRun,
+    bound: List[BoundStep],
+    report: Report,
+    prefix: str = "",
+    begin: Optional[Callable[[str], None]] = None,
+) -> bool:
     """Execute steps in order until one fails; False when one did. Interrupted between two steps."""
     done = "before any step"
     for item in bound:
@@ -51,14 +56,23 @@ def roll_back(run: HostRun, bound: List[BoundStep], report: Report) -> bool:
         run.rollback = {"ok": False, "files": undone, "error": str(exc)}
         return False
     if not run.restarted:  # the backend still runs the code it ran before: only the files were this run's
-        report(StepResult("rollback", CHANGED, "; ".join(undone + ["the backend was not restarted by this run: "
-                                                                   "left running"]), time.monotonic() - started))
+        report(
+            StepResult(
+                "rollback",
+                CHANGED,
+                "; ".join(undone + ["the backend was not restarted by this run: left running"]),
+                time.monotonic() - started,
+            )
+        )
         run.rollback = {"ok": True, "files": undone, "verification": []}
         return True
     report(StepResult("rollback", CHANGED, "; ".join(undone), time.monotonic() - started))
     again = HostRun(run.host, run.vars, run.transport, changed_files=[dest for dest, _ in run.installed])
-    steps = [BoundStep(b.step, args) for b in bound
-             if not b.skip_reason and b.args is not None and (args := b.step.rollback_args(b.args)) is not None]
+    steps = [
+        BoundStep(b.step, args)
+        for b in bound
+        if not b.skip_reason and b.args is not None and (args := b.step.rollback_args(b.args)) is not None
+    ]
     ok = run_steps(again, steps, report, prefix="rollback:")
     run.rollback = {"ok": ok, "files": undone, "verification": [c.__dict__ for c in again.checks]}
     return ok
@@ -72,8 +86,11 @@ def state_now(run: HostRun) -> str:
         return "the port could not be read (%s)" % exc
     signalled = ["pid %d %s" % (o["pid"], o["outcome"]) for o in run.terminated]
     done = ("%s; " % ", ".join(signalled)) if signalled else ""
-    started = "pid %d was started by this run and not verified" % run.started_pid if run.started_pid else \
-        "nothing was started"
+    started = (
+        "pid %d was started by this run and not verified" % run.started_pid
+        if run.started_pid
+        else "nothing was started"
+    )
     holders = "; ".join("pid %d (%s)" % (h.pid, h.process.state) for h in d.in_the_way)
     where = "port %d is held by %s" % (d.port, holders) if holders else "nothing serves port %d" % d.port
     return "%s%s; %s" % (done, where, started)

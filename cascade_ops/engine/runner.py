@@ -37,9 +37,15 @@ class RunOptions:
     listeners: Sequence[RunListener] = ()  # told of each step and host (reporting's, attached by the API)
 
 
-def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: Optional[RunOptions] = None,
-             on_step: Optional[StepCallback] = None, result: Optional[HostResult] = None,
-             lock: bool = True) -> HostResult:
+def run_host(
+    host: Host,
+    transport: Transport,
+    bound: List[BoundStep],
+    options: Optional[RunOptions] = None,
+    on_step: Optional[StepCallback] = None,
+    result: Optional[HostResult] = None,
+    lock: bool = True,
+) -> HostResult:
     """Run bound steps in order on one host; the first failure ends that host's run.
 
     A run that can change the host holds the host's lock throughout (``lock``; a caller that
@@ -75,13 +81,23 @@ def run_host(host: Host, transport: Transport, bound: List[BoundStep], options: 
         with transport.lock(StatePaths.of(host.vars).lock) if lock and not options.check else contextlib.nullcontext():
             phase = "steps"
             try:
-                run_steps(run, bound, report, begin=lambda name: options.on_begin(host.name, name)
-                          if options.on_begin else None)
+                run_steps(
+                    run,
+                    bound,
+                    report,
+                    begin=lambda name: options.on_begin(host.name, name) if options.on_begin else None,
+                )
             except Interrupted as exc:  # a safe point: between two steps; no rollback, as asked
                 result.end(HostStatus.INTERRUPTED, exc.signum)
                 report(StepResult("interrupted", FAILED, "%s; %s" % (exc, state_now(run))))
-            if (result.failed and run.installed and options.rollback and not options.check
-                    and result.status is not HostStatus.INTERRUPTED and roll_back(run, bound, report)):
+            if (
+                result.failed
+                and run.installed
+                and options.rollback
+                and not options.check
+                and result.status is not HostStatus.INTERRUPTED
+                and roll_back(run, bound, report)
+            ):
                 result.end(HostStatus.ROLLED_BACK)
             phase = "listeners"
             result.duration_s = time.monotonic() - started
@@ -119,14 +135,23 @@ def _unfinished(live: HostResult, outcome: HostOutcome) -> HostResult:
     """A host whose run never started (unreachable, interrupted) or was cut off at its deadline."""
     error = outcome.error
     if isinstance(error, Interrupted):
-        return HostResult(live.host, [StepResult("interrupted", SKIPPED, str(error))],
-                          ending=HostStatus.INTERRUPTED, signal=error.signum)
+        return HostResult(
+            live.host,
+            [StepResult("interrupted", SKIPPED, str(error))],
+            ending=HostStatus.INTERRUPTED,
+            signal=error.signum,
+        )
     if isinstance(error, HostCutOff):
         spent = outcome.duration_s - sum(s.duration_s for s in live.steps)
-        return HostResult(live.host, list(live.steps) + [StepResult("deadline", FAILED, str(error), spent)],
-                          outcome.duration_s)
-    return HostResult(live.host, [StepResult("connect", FAILED, str(error), outcome.duration_s)],
-                      outcome.duration_s, ending=HostStatus.UNREACHABLE if isinstance(error, HostUnreachable) else None)
+        return HostResult(
+            live.host, list(live.steps) + [StepResult("deadline", FAILED, str(error), spent)], outcome.duration_s
+        )
+    return HostResult(
+        live.host,
+        [StepResult("connect", FAILED, str(error), outcome.duration_s)],
+        outcome.duration_s,
+        ending=HostStatus.UNREACHABLE if isinstance(error, HostUnreachable) else None,
+    )
 
 
 def _connecting(on_begin: Optional[Callable[[str, str], None]]) -> Optional[Callable[[Host], None]]:
@@ -135,13 +160,17 @@ def _connecting(on_begin: Optional[Callable[[str, str], None]]) -> Optional[Call
     return lambda host: on_begin(host.name, "connect")
 
 
-def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Optional[RunOptions] = None,
-              on_step: Optional[StepCallback] = None) -> RunResult:
+def run_hosts(
+    hosts: List[Host],
+    bound: Dict[str, List[BoundStep]],
+    options: Optional[RunOptions] = None,
+    on_step: Optional[StepCallback] = None,
+) -> RunResult:
     """Run each host's bound steps, batch after batch. With ``serial``, a batch whose failed share
     exceeds ``max_fail_percentage`` (default 0) stops the rollout: later hosts are ``not_run``."""
     run_options = options or RunOptions()
     size = batch_size(run_options.serial, len(hosts))
-    batches = [hosts[i:i + size] for i in range(0, len(hosts), size)]
+    batches = [hosts[i : i + size] for i in range(0, len(hosts), size)]
     lock = threading.Lock()
 
     def report(host_name: str, step_result: StepResult) -> None:  # one whole line at a time
@@ -163,22 +192,33 @@ def run_hosts(hosts: List[Host], bound: Dict[str, List[BoundStep]], options: Opt
             elif outcome.value is not None:
                 results[host.name] = outcome.value
 
-        run_each(batch, work, run_options.forks, run_options.connect, on_done=done,
-                 on_start=_connecting(run_options.on_begin))
+        run_each(
+            batch,
+            work,
+            run_options.forks,
+            run_options.connect,
+            on_done=done,
+            on_start=_connecting(run_options.on_begin),
+        )
         signum = interrupts.requested()
         if signum is not None and index + 1 < len(batches):
-            for host in (h for later in batches[index + 1:] for h in later):
+            for host in (h for later in batches[index + 1 :] for h in later):
                 why = "not touched: interrupted by %s" % signal.Signals(signum).name
-                results[host.name] = HostResult(host.name, [StepResult("interrupted", SKIPPED, why)],
-                                                ending=HostStatus.INTERRUPTED, signal=signum)
+                results[host.name] = HostResult(
+                    host.name, [StepResult("interrupted", SKIPPED, why)], ending=HostStatus.INTERRUPTED, signal=signum
+                )
             break
         bad = [h.name for h in batch if results[h.name].failed]
-        if (run_options.serial is not None and bad
-                and 100.0 * len(bad) / len(batch) > (run_options.max_fail_percentage or 0)):
+        if (
+            run_options.serial is not None
+            and bad
+            and 100.0 * len(bad) / len(batch) > (run_options.max_fail_percentage or 0)
+        ):
             why = "rollout stopped after batch %d of %d (%s failed)" % (index + 1, len(batches), ", ".join(bad))
-            for later in batches[index + 1:]:
+            for later in batches[index + 1 :]:
                 for host in later:
-                    results[host.name] = HostResult(host.name, [StepResult("rollout", SKIPPED, "not touched: " + why)],
-                                                    ending=HostStatus.NOT_RUN)
+                    results[host.name] = HostResult(
+                        host.name, [StepResult("rollout", SKIPPED, "not touched: " + why)], ending=HostStatus.NOT_RUN
+                    )
             break
     return RunResult({h.name: results[h.name] for h in hosts})

@@ -32,8 +32,11 @@ FORKS_CEILING = 256
 def max_forks() -> int:
     """The most hosts this process can work on at once: FORKS_CEILING, or less under a low RLIMIT_NOFILE."""
     import resource
+
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return FORKS_CEILING if soft == resource.RLIM_INFINITY else max(1, min(FORKS_CEILING, (soft - 64) // FDS_PER_FORK))
+
+
 STOP_WAIT_S = 5.0  # at most, for cut-off hosts to stop acting before the run returns
 
 
@@ -76,8 +79,11 @@ class _Slot:
             transport = self.transport
         name = self.host.name
         if transport is None:
-            return HostOutcome(name, error=HostUnreachable(name, "not connected within host_timeout %.0fs" % timeout),
-                               duration_s=timeout)
+            return HostOutcome(
+                name,
+                error=HostUnreachable(name, "not connected within host_timeout %.0fs" % timeout),
+                duration_s=timeout,
+            )
         # Closing may block on a dead peer: not on the scheduler's thread.
         self.stopping = threading.Thread(target=transport.cancel, args=(self.cut,), daemon=True)
         self.stopping.start()
@@ -105,10 +111,14 @@ def _attempt(slot: _Slot, work: "Work[T]", connect_options: Optional[ConnectOpti
     return outcome
 
 
-def run_each(hosts: List[Host], work: "Work[T]", forks: int = DEFAULT_FORKS,
-             connect_options: Optional[ConnectOptions] = None,
-             on_done: Optional[Callable[[Host, HostOutcome[T]], None]] = None,
-             on_start: Optional[Callable[[Host], None]] = None) -> Dict[str, HostOutcome[T]]:
+def run_each(
+    hosts: List[Host],
+    work: "Work[T]",
+    forks: int = DEFAULT_FORKS,
+    connect_options: Optional[ConnectOptions] = None,
+    on_done: Optional[Callable[[Host, HostOutcome[T]], None]] = None,
+    on_start: Optional[Callable[[Host], None]] = None,
+) -> Dict[str, HostOutcome[T]]:
     """Run ``work(host, transport)`` on every host, ``forks`` at a time; outcomes in host order.
 
     ``connect_options`` go to every transport (``transport.connect``). ``on_done`` is called (from

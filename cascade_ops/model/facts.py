@@ -15,8 +15,16 @@ from cascade_ops.model.owners import DETACHED, Owner, hint_vars
 from cascade_ops.model.paths import StatePaths
 from cascade_ops.transport import Transport
 
-_STATE_NAMES = {"R": "running", "S": "sleeping", "D": "disk-sleep", "T": "stopped", "t": "stopped (traced)",
-                "Z": "zombie", "X": "dead", "I": "idle"}
+_STATE_NAMES = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "disk-sleep",
+    "T": "stopped",
+    "t": "stopped (traced)",
+    "Z": "zombie",
+    "X": "dead",
+    "I": "idle",
+}
 
 
 @dataclass(frozen=True)
@@ -121,9 +129,14 @@ class PortHolder:
         return any(s.in_the_way for s in self.sockets)
 
     def to_json(self) -> Dict[str, Any]:
-        return dict(self.process.to_json(), listen=[s.endpoint for s in self.sockets], backlog=self.backlog,
-                    backlog_max=max((s.backlog_max for s in self.sockets), default=0), in_the_way=self.in_the_way,
-                    owner=self.owner.to_json())
+        return dict(
+            self.process.to_json(),
+            listen=[s.endpoint for s in self.sockets],
+            backlog=self.backlog,
+            backlog_max=max((s.backlog_max for s in self.sockets), default=0),
+            in_the_way=self.in_the_way,
+            owner=self.owner.to_json(),
+        )
 
 
 @dataclass(frozen=True)
@@ -139,8 +152,16 @@ class ProbeResult:
 
     @classmethod
     def from_agent(cls, raw: Dict[str, Any]) -> "ProbeResult":
-        return cls(raw["url"], raw["ok"], raw["elapsed_s"], raw.get("error"), raw.get("status"),
-                   raw.get("detail", ""), raw.get("body", ""), raw.get("accept_s"))
+        return cls(
+            raw["url"],
+            raw["ok"],
+            raw["elapsed_s"],
+            raw.get("error"),
+            raw.get("status"),
+            raw.get("detail", ""),
+            raw.get("body", ""),
+            raw.get("accept_s"),
+        )
 
     def describe(self) -> str:
         if self.ok:
@@ -181,21 +202,38 @@ class Diagnosis:
 
     @classmethod
     def from_agent(cls, raw: Dict[str, Any], port: int) -> "Diagnosis":
-        sockets = tuple(ListenSocket(s["inode"], s["address"], s["port"], s["family"], s["backlog"],
-                                     s.get("backlog_max", 0)) for s in raw["sockets"])
+        sockets = tuple(
+            ListenSocket(s["inode"], s["address"], s["port"], s["family"], s["backlog"], s.get("backlog_max", 0))
+            for s in raw["sockets"]
+        )
         if raw.get("bind_address"):
             sockets = _mark_in_the_way(sockets, raw["bind_address"], raw.get("bindable", False))
         by_inode = {s.inode: s for s in sockets}
         processes = {p["pid"]: ProcessFacts.from_agent(p) for p in raw["processes"]}
         owners = raw.get("owners", {})
-        holders = tuple(PortHolder(processes[h["pid"]], tuple(by_inode[i] for i in h["inodes"]),
-                                   Owner.from_agent(owners[str(h["pid"])]) if str(h["pid"]) in owners else DETACHED)
-                        for h in raw["holders"] if h["pid"] in processes)
+        holders = tuple(
+            PortHolder(
+                processes[h["pid"]],
+                tuple(by_inode[i] for i in h["inodes"]),
+                Owner.from_agent(owners[str(h["pid"])]) if str(h["pid"]) in owners else DETACHED,
+            )
+            for h in raw["holders"]
+            if h["pid"] in processes
+        )
         held = {i for h in holders for i in h.inodes}
         probe = ProbeResult.from_agent(raw["probe"]) if raw.get("probe") else None
-        return cls(port, sockets, holders, processes, frozenset(raw["protected"]), raw["unreadable_pids"],
-                   probe, tuple(s for s in sockets if s.inode not in held),
-                   RecordedStart.from_agent(raw.get("recorded")), raw.get("run_user", ""))
+        return cls(
+            port,
+            sockets,
+            holders,
+            processes,
+            frozenset(raw["protected"]),
+            raw["unreadable_pids"],
+            probe,
+            tuple(s for s in sockets if s.inode not in held),
+            RecordedStart.from_agent(raw.get("recorded")),
+            raw.get("run_user", ""),
+        )
 
     @property
     def in_the_way(self) -> Tuple[PortHolder, ...]:
@@ -246,11 +284,19 @@ class Diagnosis:
         return sum(s.backlog for s in self.sockets)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"verdict": self.verdict(), "healthy": self.healthy, "port": self.port, "backlog": self.backlog,
-                "probe": asdict(self.probe) if self.probe else None,
-                "holders": [dict(h.to_json(), **({"gunicorn_master": self.master_of(h)} if self.master_of(h) else {}))
-                            for h in self.holders],
-                "orphan_sockets": [s.endpoint for s in self.orphan_sockets], "unreadable_pids": self.unreadable_pids}
+        return {
+            "verdict": self.verdict(),
+            "healthy": self.healthy,
+            "port": self.port,
+            "backlog": self.backlog,
+            "probe": asdict(self.probe) if self.probe else None,
+            "holders": [
+                dict(h.to_json(), **({"gunicorn_master": self.master_of(h)} if self.master_of(h) else {}))
+                for h in self.holders
+            ],
+            "orphan_sockets": [s.endpoint for s in self.orphan_sockets],
+            "unreadable_pids": self.unreadable_pids,
+        }
 
     def verdict(self) -> str:
         """One line a person can act on."""
@@ -267,7 +313,10 @@ class Diagnosis:
         backlog = " (accept backlog %d)" % self.backlog if self.backlog else ""
         if self.probe and self.probe.error == "slow":  # through a forwarder: no answer is all that is known
             return "unhealthy: no answer from %s within the probe timeout (through %s)%s" % (
-                self.probe.url, ", ".join(h.process.comm for h in self.in_the_way if h.owner.via), backlog)
+                self.probe.url,
+                ", ".join(h.process.comm for h in self.in_the_way if h.owner.via),
+                backlog,
+            )
         return "unhealthy: %s%s" % (self.probe.describe() if self.probe else "not probed", backlog)
 
     def master_of(self, holder: PortHolder) -> Optional[int]:
@@ -300,8 +349,7 @@ def gunicorn_master(targets: Iterable[ProcessFacts]) -> Optional[ProcessFacts]:
     return None
 
 
-def _mark_in_the_way(sockets: Tuple[ListenSocket, ...], bind_address: str,
-                     bindable: bool) -> Tuple[ListenSocket, ...]:
+def _mark_in_the_way(sockets: Tuple[ListenSocket, ...], bind_address: str, bindable: bool) -> Tuple[ListenSocket, ...]:
     """Each listener marked by whether it blocks ``bind_address``. A dual-stack-or-not [::] listener
     counts as in the way only when the port cannot be bound and nothing else explains it."""
     verdicts = [address_conflict(s.address, bind_address) for s in sockets]
@@ -316,8 +364,15 @@ def owner_hints(v: Dict[str, Any]) -> Dict[str, Any]:
 
 def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) -> Diagnosis:
     """A host's diagnosis in one agent call (one round trip when remote)."""
-    raw = transport.call(agent.hostfacts.host_facts, port=v["port"], bind_host=v["bind_host"],
-                         health_path=v["health_path"], probe_timeout=v["probe_timeout"], probe=probe,
-                         owner_hints=owner_hints(v), pidfile=StatePaths.of(v).backend_pid,
-                         accept_timeout=v["accept_timeout"])
+    raw = transport.call(
+        agent.hostfacts.host_facts,
+        port=v["port"],
+        bind_host=v["bind_host"],
+        health_path=v["health_path"],
+        probe_timeout=v["probe_timeout"],
+        probe=probe,
+        owner_hints=owner_hints(v),
+        pidfile=StatePaths.of(v).backend_pid,
+        accept_timeout=v["accept_timeout"],
+    )
     return Diagnosis.from_agent(raw, v["port"])

@@ -48,9 +48,19 @@ class Owner:
     @classmethod
     def from_agent(cls, raw: Dict[str, Any]) -> "Owner":
         name = raw.get("unit") or raw.get("program") or raw.get("name") or str(raw.get("container") or "")[:12]
-        return cls(raw["kind"], name, raw.get("reachable", True), raw.get("why", ""), raw.get("main_pid", 0),
-                   raw.get("state", ""), raw.get("restarts", 0), raw.get("exec_start", ""),
-                   raw.get("cgroup") or "", raw.get("via", ""), dict(raw))
+        return cls(
+            raw["kind"],
+            name,
+            raw.get("reachable", True),
+            raw.get("why", ""),
+            raw.get("main_pid", 0),
+            raw.get("state", ""),
+            raw.get("restarts", 0),
+            raw.get("exec_start", ""),
+            raw.get("cgroup") or "",
+            raw.get("via", ""),
+            dict(raw),
+        )
 
     @property
     def managed(self) -> bool:

@@ -6,9 +6,16 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 _NAMES = {
-    "lock": "run.lock", "backend_pid": "backend.pid", "backend_log": "backend.log", "backend_env": "backend.env",
-    "backups": "backups", "incidents": "incidents", "history": "history.jsonl", "watch_state": "watch-state.json",
-    "watch_log": "watch.log", "watch_inventory": "watch-inventory.yaml",
+    "lock": "run.lock",
+    "backend_pid": "backend.pid",
+    "backend_log": "backend.log",
+    "backend_env": "backend.env",
+    "backups": "backups",
+    "incidents": "incidents",
+    "history": "history.jsonl",
+    "watch_state": "watch-state.json",
+    "watch_log": "watch.log",
+    "watch_inventory": "watch-inventory.yaml",
 }
 
 

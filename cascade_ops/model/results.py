@@ -46,8 +46,14 @@ class Tone(str, enum.Enum):
 
 # Every step and host status, once (a word both kinds share has one tone).
 TONES: Dict[str, Tone] = {
-    "ok": Tone.GOOD, "changed": Tone.CHANGE, "failed": Tone.BAD, "rolled_back": Tone.BAD,
-    "interrupted": Tone.BAD, "unreachable": Tone.ELSEWHERE, "locked": Tone.ELSEWHERE, "skipped": Tone.QUIET,
+    "ok": Tone.GOOD,
+    "changed": Tone.CHANGE,
+    "failed": Tone.BAD,
+    "rolled_back": Tone.BAD,
+    "interrupted": Tone.BAD,
+    "unreachable": Tone.ELSEWHERE,
+    "locked": Tone.ELSEWHERE,
+    "skipped": Tone.QUIET,
     "not_run": Tone.QUIET,
 }
 
@@ -65,8 +71,13 @@ class StepResult:
         return self.status is StepStatus.CHANGED
 
     def to_json(self) -> Dict[str, Any]:
-        doc: Dict[str, Any] = {"name": self.name, "status": self.status.value, "changed": self.changed,
-                               "message": self.message, "duration_s": round(self.duration_s, 4)}
+        doc: Dict[str, Any] = {
+            "name": self.name,
+            "status": self.status.value,
+            "changed": self.changed,
+            "message": self.message,
+            "duration_s": round(self.duration_s, 4),
+        }
         if self.diff:
             doc["diff"] = self.diff
         return doc
@@ -128,8 +139,9 @@ class HostResult:
         unreachable = self.status is HostStatus.UNREACHABLE
         if unreachable:
             counts["failed"] = 0
-        return dict(counts, unreachable=int(unreachable), status=self.status.value,
-                    duration_s=round(self.duration_s, 3))
+        return dict(
+            counts, unreachable=int(unreachable), status=self.status.value, duration_s=round(self.duration_s, 3)
+        )
 
     def to_json(self) -> Dict[str, Any]:
         doc: Dict[str, Any] = {"steps": [s.to_json() for s in self.steps], "recap": self.recap()}

@@ -16,7 +16,7 @@ def top_frame(stacks: Optional[str]) -> Optional[str]:
     lines = stacks.splitlines()
     for index, line in enumerate(lines):
         if line.startswith("Thread") and "MainThread" in line:
-            frame = next((f.strip() for f in lines[index + 1:] if f.startswith("    ")), None)
+            frame = next((f.strip() for f in lines[index + 1 :] if f.startswith("    ")), None)
             return frame
     return None
 
@@ -27,8 +27,9 @@ def _process_kind(proc: Dict[str, Any], cpu_busy: Optional[float]) -> Dict[str, 
     if wchan and wchan != "0":
         signs.append("wchan %s" % wchan)
     if cpu_busy is not None:
-        signs.append("CPU %s (%.0f%% of a CPU after SIGTERM)" % ("moving" if cpu_busy >= 0.05 else "still",
-                                                               cpu_busy * 100))
+        signs.append(
+            "CPU %s (%.0f%% of a CPU after SIGTERM)" % ("moving" if cpu_busy >= 0.05 else "still", cpu_busy * 100)
+        )
     frame = top_frame(proc.get("python_stacks"))
     if frame:
         signs.append("main thread at %s" % frame)
@@ -47,8 +48,9 @@ def _process_kind(proc: Dict[str, Any], cpu_busy: Optional[float]) -> Dict[str, 
     return {"pid": proc["pid"], "kind": kind, "words": words, "signs": signs}
 
 
-def classify(diagnosis: Optional[Dict[str, Any]], evidence: Optional[Dict[str, Any]],
-             terminated: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+def classify(
+    diagnosis: Optional[Dict[str, Any]], evidence: Optional[Dict[str, Any]], terminated: List[Dict[str, Any]]
+) -> Optional[Dict[str, Any]]:
     """The hang, or None when the run signalled nothing (nothing was hung, or it was not ours).
 
     The process looked at is the innermost holder (a worker does the serving; its reloader or
@@ -68,14 +70,23 @@ def classify(diagnosis: Optional[Dict[str, Any]], evidence: Optional[Dict[str, A
     if any(r["kind"] == "stopped" for r in candidates):
         main = next(r for r in candidates if r["kind"] == "stopped")
     signs = list(main["signs"])
-    backlog = [h for h in (diagnosis or {}).get("holders", []) if h.get("backlog_max")
-               and h.get("backlog", 0) >= h["backlog_max"]]
+    backlog = [
+        h
+        for h in (diagnosis or {}).get("holders", [])
+        if h.get("backlog_max") and h.get("backlog", 0) >= h["backlog_max"]
+    ]
     if backlog:
-        signs.append("accept backlog full (%d waiting, listen() allows %d)"
-                     % (backlog[0]["backlog"], backlog[0]["backlog_max"]))
+        signs.append(
+            "accept backlog full (%d waiting, listen() allows %d)" % (backlog[0]["backlog"], backlog[0]["backlog_max"])
+        )
     summary = "pid %d: %s (%s)" % (main["pid"], main["words"], "; ".join(signs))
-    return {"kind": main["kind"], "pid": main["pid"], "summary": summary, "processes": readings,
-            "backlog_full": bool(backlog)}
+    return {
+        "kind": main["kind"],
+        "pid": main["pid"],
+        "summary": summary,
+        "processes": readings,
+        "backlog_full": bool(backlog),
+    }
 
 
 def _depth(pid: int, by_pid: Dict[int, Dict[str, Any]]) -> int:

@@ -43,8 +43,7 @@ class HistoryRecorder(RunListener):
     def host_done(self, run: HostRun, result: HostResult) -> None:
         began = any(s.name not in ("preflight", "interrupted") for s in result.steps)
         refused = result.steps[:1] and result.steps[0].name == "preflight" and result.failed and not began
-        if (run.check or run.transport.cancelled or refused
-                or (result.status is HostStatus.INTERRUPTED and not began)):
+        if run.check or run.transport.cancelled or refused or (result.status is HostStatus.INTERRUPTED and not began):
             return
         record(run.transport, run.vars, result, self.run_id, self.playbook)
 
@@ -56,18 +55,32 @@ def line_of(result: HostResult, run_id: str, name: str, started_at: float) -> st
         if step.status is StepStatus.FAILED:
             entry["message"] = step.message[:MESSAGE_CHARS]
         steps.append(entry)
-    return json.dumps({"run_id": run_id, "playbook": name, "host": result.host, "started_at": round(started_at, 3),
-                       "duration_s": round(result.duration_s, 4), "status": result.status,
-                       "exit_code": result.exit_code, "steps": steps, "incident_report": result.incident_report,
-                       "recorded_at": round(time.time(), 3)})
+    return json.dumps(
+        {
+            "run_id": run_id,
+            "playbook": name,
+            "host": result.host,
+            "started_at": round(started_at, 3),
+            "duration_s": round(result.duration_s, 4),
+            "status": result.status,
+            "exit_code": result.exit_code,
+            "steps": steps,
+            "incident_report": result.incident_report,
+            "recorded_at": round(time.time(), 3),
+        }
+    )
 
 
 def record(transport: Transport, v: Dict[str, Any], result: HostResult, run_id: str, name: str) -> None:
     """Append this run's line; failing to is a warning on the result, never a failed run."""
     try:
-        transport.call(agent.files.append_log, path=StatePaths.of(v).history,
-                        line=line_of(result, run_id, name, result.started_at), max_bytes=v["history_max_bytes"],
-                        keep=v["keep_history"])
+        transport.call(
+            agent.files.append_log,
+            path=StatePaths.of(v).history,
+            line=line_of(result, run_id, name, result.started_at),
+            max_bytes=v["history_max_bytes"],
+            keep=v["keep_history"],
+        )
     except CascadeError as exc:
         result.warnings.append("run history not written: %s" % exc)
 
@@ -77,8 +90,7 @@ def reached(result: HostResult) -> bool:
     return bool(result.steps) and result.steps[0].name == "preflight" and result.steps[-1].name != "deadline"
 
 
-def record_unreached(inventory: str, results: Dict[str, HostResult], run_id: str, name: str,
-                     started_at: float) -> None:
+def record_unreached(inventory: str, results: Dict[str, HostResult], run_id: str, name: str, started_at: float) -> None:
     """The hosts a run never worked on, in the controller's record: every host of a run is in the
     run history, an unreachable one too. Never fails the run: a read-only checkout just has no page."""
     # a host the run never started on began, for its record, when the run did

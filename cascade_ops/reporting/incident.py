@@ -32,12 +32,20 @@ def build(run: HostRun, steps: List[dict], outcome: str, started_at: float) -> D
     # A hang is named only when the diagnosis found the backend unhealthy: a healthy one replaced
     # for new files was a planned restart, whatever its stacks looked like at that moment.
     planned = run.diagnosis is not None and run.diagnosis.left_alone(run.vars["restart_slow"]) and run.restarted
-    doc = {"host": run.host, "port": run.vars["port"], "outcome": outcome,
-           "started_at": _iso(started_at), "finished_at": _iso(time.time()),
-           "duration_s": round(time.time() - started_at, 3), "diagnosis": diagnosis,
-           "hang": None if planned else classify(diagnosis, run.evidence, run.terminated),
-           "evidence": run.evidence, "actions": steps,
-           "verification": [c.__dict__ for c in run.checks], "rollback": run.rollback}
+    doc = {
+        "host": run.host,
+        "port": run.vars["port"],
+        "outcome": outcome,
+        "started_at": _iso(started_at),
+        "finished_at": _iso(time.time()),
+        "duration_s": round(time.time() - started_at, 3),
+        "diagnosis": diagnosis,
+        "hang": None if planned else classify(diagnosis, run.evidence, run.terminated),
+        "evidence": run.evidence,
+        "actions": steps,
+        "verification": [c.__dict__ for c in run.checks],
+        "rollback": run.rollback,
+    }
     if run.socket is not None:  # what clients saw: the accept queue kept across the restart, or why not
         doc["socket"] = run.socket
     if planned:

@@ -33,13 +33,20 @@ def status_word(status: str, width: int, colour: bool) -> str:
     padded = "%-*s" % (width, status)
     if not colour or status not in TONES:
         return padded
-    return "\033[%sm%s\033[0m%s" % (ANSI[TONES[status]], status, padded[len(status):])
+    return "\033[%sm%s\033[0m%s" % (ANSI[TONES[status]], status, padded[len(status) :])
 
 
 def step_line(host: str, result: "StepResult", host_width: int = 12, colour: bool = False) -> str:
     first, _, rest = result.message.partition("\n")
-    line = "%-*s %-*s %s %6.3fs  %s" % (host_width, host, STEP_WIDTH, result.name,
-                                        status_word(result.status, STATUS_WIDTH, colour), result.duration_s, first)
+    line = "%-*s %-*s %s %6.3fs  %s" % (
+        host_width,
+        host,
+        STEP_WIDTH,
+        result.name,
+        status_word(result.status, STATUS_WIDTH, colour),
+        result.duration_s,
+        first,
+    )
     if rest:
         line += "\n" + rest
     if result.diff:
@@ -55,9 +62,17 @@ def recap(run: "RunResult", colour: bool = False) -> str:
     for name, host in run.hosts.items():
         r = host.recap()
         totals[r["status"]] = totals.get(r["status"], 0) + 1
-        line = ("%-*s %s ok=%d changed=%d unreachable=%d failed=%d skipped=%d  (%.2fs)"
-                % (width, name, status_word(r["status"], STATUS_WIDTH, colour), r["ok"], r["changed"],
-                   r["unreachable"], r["failed"], r["skipped"], r["duration_s"]))
+        line = "%-*s %s ok=%d changed=%d unreachable=%d failed=%d skipped=%d  (%.2fs)" % (
+            width,
+            name,
+            status_word(r["status"], STATUS_WIDTH, colour),
+            r["ok"],
+            r["changed"],
+            r["unreachable"],
+            r["failed"],
+            r["skipped"],
+            r["duration_s"],
+        )
         if host.incident_report:
             line += "  report: %s" % host.incident_report
         lines.append(line)
@@ -66,8 +81,15 @@ def recap(run: "RunResult", colour: bool = False) -> str:
         lines += ["%-*s warning: %s" % (width, name, warning) for warning in host.warnings]
         lines += ["%-*s note: %s" % (width, name, note) for note in host.notes]
     if len(run.hosts) > 1:
-        lines.append("%-*s %d hosts: %s" % (width, "TOTAL", len(run.hosts), ", ".join(
-            "%d %s" % (count, status) for status, count in sorted(totals.items()))))
+        lines.append(
+            "%-*s %d hosts: %s"
+            % (
+                width,
+                "TOTAL",
+                len(run.hosts),
+                ", ".join("%d %s" % (count, status) for status, count in sorted(totals.items())),
+            )
+        )
     return "\n".join(lines)
 
 
@@ -89,15 +111,32 @@ def _owner_label(d: "Diagnosis", holder: "PortHolder") -> str:
 def diagnosis_table(host: str, d: "Diagnosis") -> str:
     lines = ["%s port %d: %s" % (host, d.port, d.verdict())]
     if d.holders:
-        lines.append("  %7s %7s %-10s %-17s %8s %6s %-22s %7s  %-24s %s"
-                     % ("PID", "PPID", "USER", "STATE", "AGE", "RSS", "LISTEN", "BACKLOG", "OWNER", "COMMAND"))
+        lines.append(
+            "  %7s %7s %-10s %-17s %8s %6s %-22s %7s  %-24s %s"
+            % ("PID", "PPID", "USER", "STATE", "AGE", "RSS", "LISTEN", "BACKLOG", "OWNER", "COMMAND")
+        )
         for h in d.holders:
             p = h.process
-            lines.append("  %7d %7d %-10s %-17s %7.0fs %6s %-22s %7d  %-24s %s"
-                         % (p.pid, p.ppid, p.user[:10], p.state, p.age_s, _size(p.rss), ",".join(
-                             s.endpoint for s in h.sockets), h.backlog, _owner_label(d, h)[:24], p.command[:120]))
-        lines += ["  pid %d: %s cannot be asked from here: %s" % (h.pid, h.owner.describe(), h.owner.why)
-                  for h in d.holders if h.owner.managed and not h.owner.reachable]
+            lines.append(
+                "  %7d %7d %-10s %-17s %7.0fs %6s %-22s %7d  %-24s %s"
+                % (
+                    p.pid,
+                    p.ppid,
+                    p.user[:10],
+                    p.state,
+                    p.age_s,
+                    _size(p.rss),
+                    ",".join(s.endpoint for s in h.sockets),
+                    h.backlog,
+                    _owner_label(d, h)[:24],
+                    p.command[:120],
+                )
+            )
+        lines += [
+            "  pid %d: %s cannot be asked from here: %s" % (h.pid, h.owner.describe(), h.owner.why)
+            for h in d.holders
+            if h.owner.managed and not h.owner.reachable
+        ]
     for s in d.orphan_sockets:
         lines.append("  %s is listening, but its holder is not visible to this user" % s.endpoint)
     if d.unreadable_pids:
@@ -116,11 +155,23 @@ def _evidence_lines(evidence: Dict[str, Any]) -> List[str]:
             lines.append("    pid %d: already gone" % proc["pid"])
             continue
         sockets = proc.get("sockets", {})
-        lines.append("    pid %d %s (%s), %.0fs old, cpu %.1fs, %d threads, rss %s, wchan %s, "
-                     "%d established / %d close_wait: %s"
-                     % (proc["pid"], proc["state"], proc.get("status_state", ""), proc["age_s"], proc["cpu_s"],
-                        proc["threads"], _size(proc["rss"]), proc.get("wchan", "?"), sockets.get("established", 0),
-                        sockets.get("close_wait", 0), " ".join(proc["cmdline"])[:100]))
+        lines.append(
+            "    pid %d %s (%s), %.0fs old, cpu %.1fs, %d threads, rss %s, wchan %s, "
+            "%d established / %d close_wait: %s"
+            % (
+                proc["pid"],
+                proc["state"],
+                proc.get("status_state", ""),
+                proc["age_s"],
+                proc["cpu_s"],
+                proc["threads"],
+                _size(proc["rss"]),
+                proc.get("wchan", "?"),
+                sockets.get("established", 0),
+                sockets.get("close_wait", 0),
+                " ".join(proc["cmdline"])[:100],
+            )
+        )
         stacks = proc.get("python_stacks")
         if stacks:
             frames = [line.strip() for line in stacks.splitlines() if line.startswith("    ")][:4]
@@ -149,29 +200,46 @@ def incident_text(path: str, doc: dict, unreadable: Sequence[str] = ()) -> str:
         lines.append("  planned restart: %s" % doc["planned_restart"])
     kept = doc.get("socket")
     if kept:
-        lines.append("  socket: %s" % ("kept across the restart (%d connections were waiting; nothing accepted for "
-                                       "%.2fs, none refused)" % (kept.get("waiting", 0), kept.get("unaccepted_s", 0))
-                                       if kept.get("kept") else "not kept: %s" % (kept.get("why") or "-")))
+        lines.append(
+            "  socket: %s"
+            % (
+                "kept across the restart (%d connections were waiting; nothing accepted for "
+                "%.2fs, none refused)" % (kept.get("waiting", 0), kept.get("unaccepted_s", 0))
+                if kept.get("kept")
+                else "not kept: %s" % (kept.get("why") or "-")
+            )
+        )
     if d:
         for h in d["holders"]:
             owner = h.get("owner", {})
-            run_by = "run by %s %s" % (owners.what(owner["kind"]), owner["name"]) if owner.get(
-                "kind", "none") != "none" else "detached"
-            lines.append("    holder pid %d %s, %s, backlog %d, %s"
-                         % (h["pid"], h["state"], run_by, h["backlog"], h["command"][:100]))
+            run_by = (
+                "run by %s %s" % (owners.what(owner["kind"]), owner["name"])
+                if owner.get("kind", "none") != "none"
+                else "detached"
+            )
+            lines.append(
+                "    holder pid %d %s, %s, backlog %d, %s"
+                % (h["pid"], h["state"], run_by, h["backlog"], h["command"][:100])
+            )
     if doc.get("evidence"):
         lines.append("  evidence (captured in %.2fs, before any signal):" % doc["evidence"]["elapsed_s"])
         lines += _evidence_lines(doc["evidence"])
     lines.append("  actions:")
     for step in doc["actions"]:
         first, *rest = (step["message"] or "").splitlines() or [""]
-        lines.append("    %-*s %-*s %6.3fs  %s" % (STEP_WIDTH, step["name"], STATUS_WIDTH, step["status"],
-                                                 step["duration_s"], first))
+        lines.append(
+            "    %-*s %-*s %6.3fs  %s"
+            % (STEP_WIDTH, step["name"], STATUS_WIDTH, step["status"], step["duration_s"], first)
+        )
         if step["status"] == "failed":  # the cause (a log tail, a traceback) is the point of a report
             lines += ["      " + line for line in rest]
     if doc.get("verification"):
-        lines.append("  verification: " + "; ".join(
-            "%s %s" % (c["name"], "ok" if c["ok"] else "FAILED (%s)" % c["detail"]) for c in doc["verification"]))
+        lines.append(
+            "  verification: "
+            + "; ".join(
+                "%s %s" % (c["name"], "ok" if c["ok"] else "FAILED (%s)" % c["detail"]) for c in doc["verification"]
+            )
+        )
     if doc.get("rollback"):
         r = doc["rollback"]
         lines.append("  rollback: %s; %s" % ("verified" if r["ok"] else "FAILED", "; ".join(r["files"])))
@@ -218,9 +286,13 @@ class Waits:
         while not self.stop.wait(0.5):
             now = time.monotonic()
             with self.lock:
-                late = [(h, what, now - since) for h, (what, since) in self.current.items()
-                        if now - since >= self.AFTER_S and now - said.get(h, 0.0) >= self.AFTER_S]
+                late = [
+                    (h, what, now - since)
+                    for h, (what, since) in self.current.items()
+                    if now - since >= self.AFTER_S and now - said.get(h, 0.0) >= self.AFTER_S
+                ]
             for host, what, waited in late:
                 said[host] = now
-                self.write("%-*s %-*s %-*s %5.0fs  ..." % (self.width, host, STEP_WIDTH, what, STATUS_WIDTH,
-                                                         "waiting", waited))
+                self.write(
+                    "%-*s %-*s %-*s %5.0fs  ..." % (self.width, host, STEP_WIDTH, what, STATUS_WIDTH, "waiting", waited)
+                )

@@ -68,8 +68,7 @@ class HostRun:
 def left_alone(run: HostRun) -> bool:
     """The diagnosis found nothing to mend (healthy, or slow and ``restart_slow`` off) and no earlier
     step changed a file the backend runs: nothing is signalled, started or re-verified."""
-    return (run.diagnosis is not None and run.diagnosis.left_alone(run.vars["restart_slow"])
-            and not run.changed_files)
+    return run.diagnosis is not None and run.diagnosis.left_alone(run.vars["restart_slow"]) and not run.changed_files
 
 
 Outcome = Union[Plan, Unchanged, Skipped]

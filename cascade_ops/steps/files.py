@@ -13,6 +13,7 @@ from cascade_ops.steps.base import Arg, Args, HostRun, Outcome, Plan, Step, Step
 
 def _unified_diff(path: str, old: str, new: str) -> str:
     import difflib  # only for --diff and check mode's diffs
+
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
 
 
@@ -21,9 +22,15 @@ def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> Dict
     v = run.vars
     staged = run.transport.stage(dest, data)
     content = None if staged else base64.b64encode(data).decode()
-    done = run.transport.call(agent.files.install_file, dest=dest, content_b64=content, staged=staged,
-                               backup_dir=StatePaths.of(v).backups,
-                               keep_backups=v["keep_backups"], validate_python=validate_python)
+    done = run.transport.call(
+        agent.files.install_file,
+        dest=dest,
+        content_b64=content,
+        staged=staged,
+        backup_dir=StatePaths.of(v).backups,
+        keep_backups=v["keep_backups"],
+        validate_python=validate_python,
+    )
     if done["changed"]:
         run.installed.append((dest, done["backup"]))
     return done
@@ -65,8 +72,11 @@ class DeployFile(Step):
     """Put a file in place when its sha256 differs: validated first, atomic, previous one backed up."""
 
     name = "deploy_file"
-    args = {"src": Arg(required=True), "dest": Arg(required=True),
-            "validate": Arg(default="python", parse=lambda s: s if s in ("python", "none") else _bad_validate(s))}
+    args = {
+        "src": Arg(required=True),
+        "dest": Arg(required=True),
+        "validate": Arg(default="python", parse=lambda s: s if s in ("python", "none") else _bad_validate(s)),
+    }
 
     def gather(self, run: HostRun, args: Args) -> Any:
         try:
@@ -85,15 +95,18 @@ class DeployFile(Step):
             try:
                 compile(wanted, args["src"], "exec", dont_inherit=True)
             except SyntaxError as exc:
-                raise StepFailed("refusing %s: not valid Python (%s at line %s); %s left untouched"
-                                 % (args["src"], exc.msg, exc.lineno, args["dest"]))
+                raise StepFailed(
+                    "refusing %s: not valid Python (%s at line %s); %s left untouched"
+                    % (args["src"], exc.msg, exc.lineno, args["dest"])
+                )
         diff = ""
         if run.diff:
             old = run.transport.call(agent.files.read_text, path=args["dest"]) or ""
             diff = _unified_diff(args["dest"], old, wanted.decode("utf-8", "replace"))
         run.changed_files.append(args["dest"])
-        return Plan("replace %s (sha256 %s -> %s)" % (args["dest"], _short(current.get("sha256")), _short(sha)),
-                    diff, wanted)
+        return Plan(
+            "replace %s (sha256 %s -> %s)" % (args["dest"], _short(current.get("sha256")), _short(sha)), diff, wanted
+        )
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         done = install(run, args["dest"], plan.payload, args["validate"] == "python")
@@ -106,25 +119,38 @@ def _bad_validate(value: str) -> str:
 
 
 def _is_router_import(node: ast.stmt, module: str, name: str, alias: str) -> bool:
-    return (isinstance(node, ast.ImportFrom) and node.module == module
-            and any(a.name == name and (a.asname or a.name) == alias for a in node.names))
+    return (
+        isinstance(node, ast.ImportFrom)
+        and node.module == module
+        and any(a.name == name and (a.asname or a.name) == alias for a in node.names)
+    )
 
 
 def _is_include(node: ast.stmt, app_name: str, alias: str) -> bool:
     call = node.value if isinstance(node, ast.Expr) else None
-    return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-            and call.func.attr == "include_router" and isinstance(call.func.value, ast.Name)
-            and call.func.value.id == app_name and bool(call.args) and isinstance(call.args[0], ast.Name)
-            and call.args[0].id == alias)
+    return (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "include_router"
+        and isinstance(call.func.value, ast.Name)
+        and call.func.value.id == app_name
+        and bool(call.args)
+        and isinstance(call.args[0], ast.Name)
+        and call.args[0].id == alias
+    )
 
 
 def _app_statement(tree: ast.Module, app_name: str) -> Optional[ast.Assign]:
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == app_name for t in node.targets)
-                and isinstance(node.value, ast.Call)):
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == app_name for t in node.targets)
+            and isinstance(node.value, ast.Call)
+        ):
             func = node.value.func
             if (isinstance(func, ast.Name) and func.id == "FastAPI") or (
-                    isinstance(func, ast.Attribute) and func.attr == "FastAPI"):
+                isinstance(func, ast.Attribute) and func.attr == "FastAPI"
+            ):
                 return node
     return None
 
@@ -136,7 +162,7 @@ def mount_router(source: str, filename: str, module: str, name: str, alias: str,
     longer matches, while the syntax tree recognises an existing import or include in any layout.
     """
     bom = "\ufeff" if source.startswith("\ufeff") else ""  # valid Python (PEP 263), but not to ast.parse
-    source = source[len(bom):]
+    source = source[len(bom) :]
     try:
         tree = ast.parse(source, filename)
     except SyntaxError as exc:
@@ -147,8 +173,9 @@ def mount_router(source: str, filename: str, module: str, name: str, alias: str,
         return bom + source
     anchor = _app_statement(tree, app_name)
     if anchor is None:
-        raise StepFailed("%s has no top-level '%s = FastAPI(...)' statement to mount the router after"
-                         % (filename, app_name))
+        raise StepFailed(
+            "%s has no top-level '%s = FastAPI(...)' statement to mount the router after" % (filename, app_name)
+        )
     lines = source.splitlines(True)
     newline = _line_ending(lines)
     if lines and not lines[-1].endswith(("\n", "\r")):
@@ -175,8 +202,12 @@ class MountRouter(Step):
     """Ensure main.py imports the auth router and calls app.include_router() on it, once."""
 
     name = "mount_router"
-    args = {"main": Arg(default="{app_dir}/main.py"), "module": Arg(default="api.auth"),
-            "router": Arg(default="router"), "alias": Arg(default="auth_router")}
+    args = {
+        "main": Arg(default="{app_dir}/main.py"),
+        "module": Arg(default="api.auth"),
+        "router": Arg(default="router"),
+        "alias": Arg(default="auth_router"),
+    }
 
     def gather(self, run: HostRun, args: Args) -> Any:
         text = run.transport.call(agent.files.read_text, path=args["main"])
@@ -190,8 +221,11 @@ class MountRouter(Step):
         if wanted == source:
             return Unchanged("%s already includes %s" % (args["main"], args["alias"]))
         run.changed_files.append(args["main"])
-        return Plan("mount %s in %s" % (args["alias"], args["main"]),
-                    _unified_diff(args["main"], source, wanted), wanted.encode())
+        return Plan(
+            "mount %s in %s" % (args["alias"], args["main"]),
+            _unified_diff(args["main"], source, wanted),
+            wanted.encode(),
+        )
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         done = install(run, args["main"], plan.payload, validate_python=True)
@@ -216,10 +250,11 @@ class JwtSecret(Step):
             run.changed_files.append(args["path"])
             return Plan("create a random JWT secret in %s (mode 0600)" % args["path"])
         # No auth module runs on this backend: a healthy one is not restarted for a file it does not use.
-        return Plan("create a random JWT secret in %s (mode 0600; no auth module uses it, so a running "
-                    "backend is not restarted for it)" % args["path"])
+        return Plan(
+            "create a random JWT secret in %s (mode 0600; no auth module uses it, so a running "
+            "backend is not restarted for it)" % args["path"]
+        )
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         run.transport.call(agent.files.create_secret, path=args["path"])
         return "created a random JWT secret in %s (mode 0600)" % args["path"]
-

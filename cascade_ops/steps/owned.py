@@ -33,8 +33,15 @@ def same_owner(a: Owner, b: Owner) -> bool:
 
 def _wait_healthy(run: HostRun) -> Dict[str, Any]:
     v = run.vars
-    return run.transport.call(agent.probe.wait_healthy, pid=None, bind_host=v["bind_host"], port=v["port"],
-                               path=v["health_path"], timeout=v["start_timeout"], probe_timeout=v["probe_timeout"])
+    return run.transport.call(
+        agent.probe.wait_healthy,
+        pid=None,
+        bind_host=v["bind_host"],
+        port=v["port"],
+        path=v["health_path"],
+        timeout=v["start_timeout"],
+        probe_timeout=v["probe_timeout"],
+    )
 
 
 def _pids(pids: List[int]) -> str:
@@ -46,29 +53,49 @@ def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tupl
     with ``listen``, with a socket unit that holds that address and its queue across restarts)."""
     v = run.vars
     owner = way.owner
-    started = run.transport.call(agent.owners.owner_start, owner=owner.raw, argv=argv, cwd=v["app_dir"],
-                                  log=StatePaths.of(v).backend_log,
-                                  env_file=StatePaths.of(v).backend_env, env=backend_env(v),
-                                  secret_env={SECRET_ENV: v["jwt_secret_file"]},
-                                  listen="%s:%d" % ("[%s]" % listen[0] if ":" in listen[0] else listen[0], listen[1])
-                                  if listen else None)
+    started = run.transport.call(
+        agent.owners.owner_start,
+        owner=owner.raw,
+        argv=argv,
+        cwd=v["app_dir"],
+        log=StatePaths.of(v).backend_log,
+        env_file=StatePaths.of(v).backend_env,
+        env=backend_env(v),
+        secret_env={SECRET_ENV: v["jwt_secret_file"]},
+        listen="%s:%d" % ("[%s]" % listen[0] if ":" in listen[0] else listen[0], listen[1]) if listen else None,
+    )
     run.restarted = True
     ready = _wait_healthy(run)
     now = Owner.from_agent(dict(owner.raw, **run.transport.call(agent.owners.owner_status, owner=owner.raw)))
     if not ready["ok"]:
         journal = run.transport.call(agent.owners.owner_log, owner=owner.raw, lines=LOG_TAIL_LINES)
-        raise StepFailed("asked %s to start the backend, but port %d is not healthy within %.0fs; it says %s%s" % (
-            owner.describe(), v["port"], v["start_timeout"], now.state or "nothing",
-            "".join("\n  | " + line for line in journal)))
+        raise StepFailed(
+            "asked %s to start the backend, but port %d is not healthy within %.0fs; it says %s%s"
+            % (
+                owner.describe(),
+                v["port"],
+                v["start_timeout"],
+                now.state or "nothing",
+                "".join("\n  | " + line for line in journal),
+            )
+        )
     serving = gather_diagnosis(run, probe=False)
     strangers = [h for h in serving.in_the_way if not same_owner(h.owner, owner) and h is not serving.socket_unit]
     if strangers:
-        raise StepFailed("asked %s to start the backend, but port %d is served by %s" % (
-            owner.describe(), v["port"], "; ".join("pid %d (%s)" % (h.pid, h.owner.describe()) for h in strangers)))
+        raise StepFailed(
+            "asked %s to start the backend, but port %d is served by %s"
+            % (owner.describe(), v["port"], "; ".join("pid %d (%s)" % (h.pid, h.owner.describe()) for h in strangers))
+        )
     run.started_pid = now.main_pid or None
     return "%s %s %s (main pid %d, %s, restarts %d), healthy after %.2fs" % (
-        "created transient" if started.get("transient") else "started", what(owner.kind), owner.name,
-        now.main_pid, now.state, now.restarts, ready["elapsed_s"])
+        "created transient" if started.get("transient") else "started",
+        what(owner.kind),
+        owner.name,
+        now.main_pid,
+        now.state,
+        now.restarts,
+        ready["elapsed_s"],
+    )
 
 
 def _master_serves(serving: Diagnosis, master: int) -> List[int]:
@@ -81,16 +108,23 @@ def master_serves(run: HostRun, way: Route) -> str:
     assert way.master is not None
     ready = _wait_healthy(run)
     if not ready["ok"]:
-        raise StepFailed("gunicorn master pid %d did not bring port %d back to health within %.0fs"
-                         % (way.master.pid, run.vars["port"], run.vars["start_timeout"]))
+        raise StepFailed(
+            "gunicorn master pid %d did not bring port %d back to health within %.0fs"
+            % (way.master.pid, run.vars["port"], run.vars["start_timeout"])
+        )
     serving = gather_diagnosis(run, probe=False)
     others = _master_serves(serving, way.master.pid)
     if others:
-        raise StepFailed("port %d is also served by pid %s, outside gunicorn master pid %d"
-                         % (run.vars["port"], _pids(others), way.master.pid))
+        raise StepFailed(
+            "port %d is also served by pid %s, outside gunicorn master pid %d"
+            % (run.vars["port"], _pids(others), way.master.pid)
+        )
     workers = [h.pid for h in serving.in_the_way if h.process.ppid == way.master.pid]
     return "gunicorn master pid %d serves with workers %s, healthy after %.2fs" % (
-        way.master.pid, _pids(workers), ready["elapsed_s"])
+        way.master.pid,
+        _pids(workers),
+        ready["elapsed_s"],
+    )
 
 
 def reload_master(run: HostRun, way: Route, aside: str) -> str:
@@ -101,10 +135,16 @@ def reload_master(run: HostRun, way: Route, aside: str) -> str:
     run.transport.call(agent.signals.reload, pid=master.pid, start_ticks=master.start_ticks)
     run.restarted = True
     timeout = run.vars["grace"] + run.vars["start_timeout"]
-    left = run.transport.call(agent.signals.wait_gone,
-                              targets=[{"pid": p.pid, "start_ticks": p.start_ticks} for p in old], timeout=timeout)
+    left = run.transport.call(
+        agent.signals.wait_gone, targets=[{"pid": p.pid, "start_ticks": p.start_ticks} for p in old], timeout=timeout
+    )
     if left:
-        raise StepFailed("sent SIGHUP to gunicorn master pid %d, but its old workers %s still run after %.0fs"
-                         % (master.pid, _pids(left), timeout))
+        raise StepFailed(
+            "sent SIGHUP to gunicorn master pid %d, but its old workers %s still run after %.0fs"
+            % (master.pid, _pids(left), timeout)
+        )
     return "reloaded gunicorn master pid %d (SIGHUP): old workers %s replaced%s" % (
-        master.pid, _pids([p.pid for p in old]), aside)
+        master.pid,
+        _pids([p.pid for p in old]),
+        aside,
+    )

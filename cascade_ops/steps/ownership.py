@@ -33,7 +33,9 @@ class Route:
             return "reload gunicorn master pid %d (SIGHUP: new workers, then the old ones drain)" % self.master.pid
         if self.action == WORKERS and self.master:
             return "end the hung workers of gunicorn master pid %d (%s); it respawns them" % (
-                self.master.pid, ", ".join(str(p.pid) for p in self.targets))
+                self.master.pid,
+                ", ".join(str(p.pid) for p in self.targets),
+            )
         if self.action == OWNER:
             return "ask %s to stop" % self.owner.describe()
         return "terminate"
@@ -79,28 +81,42 @@ def route(d: Diagnosis, targets: Tuple[ProcessFacts, ...], v: Dict[str, Any], he
             continue
         owner = holder.owner
         if is_stray(owner, holder.pid, d, v):
-            notes.append("pid %d runs in the cgroup of %s, which does not run it: treated as detached"
-                         % (holder.pid, owner.name))
+            notes.append(
+                "pid %d runs in the cgroup of %s, which does not run it: treated as detached" % (holder.pid, owner.name)
+            )
             owner = DETACHED
         owners.setdefault(owner, []).append(holder.pid)
     managed = [o for o in owners if o.managed]
     if len(managed) > 1:
-        raise StepFailed("the port's holders have different owners (%s): refusing to signal anything" % "; ".join(
-            "pid %s by %s" % (",".join(map(str, owners[o])), o.describe()) for o in managed))
+        raise StepFailed(
+            "the port's holders have different owners (%s): refusing to signal anything"
+            % "; ".join("pid %s by %s" % (",".join(map(str, owners[o])), o.describe()) for o in managed)
+        )
     observed = managed[0] if managed else DETACHED
     pids = ",".join(str(p) for p in owners.get(observed, sorted(wanted)))
     if manager == "detached" and observed.managed:
-        raise StepFailed("manager is detached, but pid %s is run by %s: set manager to %s (or auto)"
-                         % (pids, observed.describe(), observed.kind))
+        raise StepFailed(
+            "manager is detached, but pid %s is run by %s: set manager to %s (or auto)"
+            % (pids, observed.describe(), observed.kind)
+        )
     if manager in kinds() and owners:
         name = configured_name(manager, v)
         if observed.kind != manager or (name and not _names(observed, name)):
-            raise StepFailed("manager is %s%s, but pid %s is run by %s%s: refusing to signal anything" % (
-                manager, " (%s)" % name if name else "", pids, observed.describe(),
-                " (cgroup %s)" % observed.cgroup if not observed.managed and observed.cgroup else ""))
+            raise StepFailed(
+                "manager is %s%s, but pid %s is run by %s%s: refusing to signal anything"
+                % (
+                    manager,
+                    " (%s)" % name if name else "",
+                    pids,
+                    observed.describe(),
+                    " (cgroup %s)" % observed.cgroup if not observed.managed and observed.cgroup else "",
+                )
+            )
     if observed.managed and not observed.reachable:
-        raise StepFailed("pid %s is run by %s, which cannot be asked from here (%s): refusing to signal it, "
-                         "its owner would restart it beside ours" % (pids, observed.describe(), observed.why))
+        raise StepFailed(
+            "pid %s is run by %s, which cannot be asked from here (%s): refusing to signal it, "
+            "its owner would restart it beside ours" % (pids, observed.describe(), observed.why)
+        )
     master = gunicorn_master(targets)
     if master is not None and not (master.stopped or master.zombie):
         workers = tuple(p for p in targets if p.ppid == master.pid)

@@ -22,9 +22,17 @@ class Preflight(Step):
 
     def gather(self, run: HostRun, args: Args) -> List[str]:
         v = run.vars
-        return list(run.transport.call(
-            agent.preflight.preflight, app_dir=v["app_dir"], seeded=bool(v["app_seed"]), program=start_program(v),
-            secret_file=v["jwt_secret_file"], state_dir=v["state_dir"], bind_host=v["bind_host"]))
+        return list(
+            run.transport.call(
+                agent.preflight.preflight,
+                app_dir=v["app_dir"],
+                seeded=bool(v["app_seed"]),
+                program=start_program(v),
+                secret_file=v["jwt_secret_file"],
+                state_dir=v["state_dir"],
+                bind_host=v["bind_host"],
+            )
+        )
 
     def plan(self, run: HostRun, args: Args, problems: Any) -> Outcome:
         if problems:

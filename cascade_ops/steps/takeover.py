@@ -37,8 +37,9 @@ def kept_socket(d: Diagnosis) -> Optional[Tuple[int, ProcessFacts]]:
     return (blocking[0].inode, holder) if holder is not None else None
 
 
-def plan_handover(d: Diagnosis, way: Route, v: Dict[str, Any],
-                  check: Optional[Dict[str, Any]]) -> Tuple[Optional[Handover], str]:
+def plan_handover(
+    d: Diagnosis, way: Route, v: Dict[str, Any], check: Optional[Dict[str, Any]]
+) -> Tuple[Optional[Handover], str]:
     """The socket to keep across this restart, or None and why it cannot be kept ("" when nothing
     needs saying: no listener, or a gunicorn master that keeps its own socket). ``check``: what the
     host said when asked whether the copy can be made now (``take_over_check``)."""
@@ -47,8 +48,10 @@ def plan_handover(d: Diagnosis, way: Route, v: Dict[str, Any],
     if d.socket_unit is not None:
         return None, ""  # systemd's socket unit keeps it: nothing to copy
     if way.action == OWNER:
-        return None, ("%s restarts it: its accept queue is not kept (connections queued during the hang "
-                      "are reset)" % way.owner.describe())
+        return None, (
+            "%s restarts it: its accept queue is not kept (connections queued during the hang "
+            "are reset)" % way.owner.describe()
+        )
     if way.action != DETACH:
         return None, ""  # a gunicorn master keeps the socket through its workers' restart
     found = kept_socket(d)

@@ -33,8 +33,10 @@ def judge_recorded(d: Diagnosis, port: int, app_dir: str) -> Tuple[Optional[Proc
         (record.get("pid") == proc.pid, "the start record names pid %s" % record.get("pid")),
         (record.get("start_ticks") == proc.start_ticks, "it started at another time than recorded (a reused pid)"),
         (record.get("argv") == list(proc.cmdline), "its command line is not the one recorded"),
-        (record.get("cwd") == app_dir and claim.live_cwd == record.get("cwd_real"),
-         "it runs in %s, not in app_dir %s" % (claim.live_cwd or "a directory this user cannot read", app_dir)),
+        (
+            record.get("cwd") == app_dir and claim.live_cwd == record.get("cwd_real"),
+            "it runs in %s, not in app_dir %s" % (claim.live_cwd or "a directory this user cannot read", app_dir),
+        ),
         (record.get("port") == port, "it was started for port %s, not %d" % (record.get("port"), port)),
     )
     for proven, why in checks:
@@ -84,8 +86,13 @@ def _other_user(holder: PortHolder, backend_user: Optional[str]) -> bool:
     return bool(backend_user) and not holder.owner.managed and holder.process.user != backend_user
 
 
-def plan_termination(d: Diagnosis, process_match: str, force: bool, started: Optional[ProcessFacts] = None,
-                     backend_user: Optional[str] = None) -> TerminationPlan:
+def plan_termination(
+    d: Diagnosis,
+    process_match: str,
+    force: bool,
+    started: Optional[ProcessFacts] = None,
+    backend_user: Optional[str] = None,
+) -> TerminationPlan:
     """The processes to signal for ``d``'s holders, the holders refused, and the relatives spared.
 
     ``started``: the backend an earlier run started, proven by ``judge_recorded``. Holding nothing,
@@ -95,8 +102,11 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool, started: Opt
     pattern = re.compile(process_match)
     protected = set(d.protected) | {1}  # the agent's own chain on that host: the runner, or its SSH session
     judged = d.in_the_way  # a listener on another address cannot block the backend: never judged
-    eligible = [h for h in judged if h.pid not in protected and pattern.search(_backend_command(d, h))
-                and not _other_user(h, backend_user)]
+    eligible = [
+        h
+        for h in judged
+        if h.pid not in protected and pattern.search(_backend_command(d, h)) and not _other_user(h, backend_user)
+    ]
     inodes: Set[int] = {i for h in eligible for i in h.inodes}
     kept = d.socket_unit  # systemd's socket unit holds the listener the service's processes inherited
     pending = [h for h in judged if h not in eligible and not (h is kept and h.inodes <= inodes)]
@@ -109,8 +119,11 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool, started: Opt
                 inodes |= holder.inodes
                 pending.remove(holder)
                 grew = True
-    refused = tuple(Refusal(h, _refusal(h, process_match, backend_user, protected))
-                    for h in pending if h.pid in protected or not force)
+    refused = tuple(
+        Refusal(h, _refusal(h, process_match, backend_user, protected))
+        for h in pending
+        if h.pid in protected or not force
+    )
     roots = [h.process for h in eligible + [h for h in pending if h.pid not in protected and force]]
     if started is not None and started.pid not in protected and started.pid not in {h.pid for h in d.holders}:
         roots.append(started)
@@ -129,14 +142,17 @@ def plan_termination(d: Diagnosis, process_match: str, force: bool, started: Opt
                     todo.append(child)
                 elif child not in spared:
                     spared.append(child)
-    return TerminationPlan(tuple(d.processes[p] for p in targets), refused,
-                           tuple(d.processes[p] for p in spared if p not in targets))
+    return TerminationPlan(
+        tuple(d.processes[p] for p in targets), refused, tuple(d.processes[p] for p in spared if p not in targets)
+    )
 
 
 def _refusal(holder: PortHolder, process_match: str, backend_user: Optional[str], protected: Set[int]) -> str:
     if holder.pid in protected:
         return PROTECTED_WHY
     if _other_user(holder, backend_user):
-        return ("runs as user %s, not as the backend's user %s (backend_user; set force=true to include it)"
-                % (holder.process.user, backend_user))
+        return "runs as user %s, not as the backend's user %s (backend_user; set force=true to include it)" % (
+            holder.process.user,
+            backend_user,
+        )
     return "does not match process_match %r (set force=true to include it)" % process_match

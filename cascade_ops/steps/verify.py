@@ -71,14 +71,17 @@ def _check_health(client: Any, v: Dict[str, Any], said: Dict[str, Any]) -> Tuple
 
 def _mint(secret: str, subject: str, lifetime: int = TOKEN_LIFETIME_S) -> str:
     import jwt
+
     now = int(time.time())
     return jwt.encode({"sub": subject, "iat": now, "exp": now + lifetime}, secret, algorithm="HS256")
 
 
 def _unsigned(subject: str) -> str:
     """A token with ``alg: none``: a server that accepts it accepts anyone."""
+
     def part(doc: Dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
     return "%s.%s." % (part({"alg": "none", "typ": "JWT"}), part({"sub": subject, "exp": int(time.time()) + 60}))
 
 
@@ -90,9 +93,11 @@ def _check_jwt(client: Any, secret: str) -> Tuple[bool, str]:
     me = client.get("/auth/me", headers={"Authorization": "Bearer " + token})
     if me.status_code != 200 or me.json().get("sub") != VERIFY_SUBJECT:
         return False, "/auth/me: " + _excerpt(me)
-    must_fail = {"a token signed with another key": _mint(secrets.token_urlsafe(48), VERIFY_SUBJECT),
-                 "an expired token": _mint(secret, VERIFY_SUBJECT, lifetime=-60),
-                 "an alg:none token": _unsigned(VERIFY_SUBJECT)}
+    must_fail = {
+        "a token signed with another key": _mint(secrets.token_urlsafe(48), VERIFY_SUBJECT),
+        "an expired token": _mint(secret, VERIFY_SUBJECT, lifetime=-60),
+        "an alg:none token": _unsigned(VERIFY_SUBJECT),
+    }
     for label, bad in must_fail.items():
         refused = client.post("/auth/verify", headers={"Authorization": "Bearer " + bad})
         if refused.status_code != 401:
@@ -106,8 +111,10 @@ _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 def websocket_handshake(host: str, port: int, path: str, timeout: float) -> Tuple[bool, str]:
     """(ok, detail) of an RFC 6455 opening handshake: 101 and the right Sec-WebSocket-Accept."""
     key = base64.b64encode(secrets.token_bytes(16)).decode()
-    request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, host, port, key))
+    request = (
+        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, host, port, key)
+    )
     deadline = time.monotonic() + timeout
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(request.encode())
@@ -158,6 +165,7 @@ def _tls_context() -> Any:
     """One default TLS context for every client: building one costs tens of milliseconds of CPU,
     which a fleet run would pay once per host while holding the GIL."""
     import ssl
+
     return ssl.create_default_context()
 
 
@@ -177,10 +185,12 @@ def warm_up() -> None:
     def load() -> None:
         import httpx
         import jwt
+
         # A client's transport (httpcore, h11) and pyjwt's HMAC load on first use, not on import.
         httpx.Client(trust_env=False, verify=_tls_context()).close()
         key = secrets.token_hex(32)
         jwt.decode(jwt.encode({"sub": "warm-up"}, key, algorithm="HS256"), key, algorithms=["HS256"])
+
     loader = threading.Thread(target=load, daemon=True, name="verify-warm-up")
     loader.start()
     # A run that ends before verify (a start that failed) must not exit while this thread is inside
@@ -194,12 +204,14 @@ def run_checks(transport: Transport, v: Dict[str, Any]) -> List[Check]:
     They run from the controller, through a tunnel when the backend only listens on the host.
     """
     import httpx
+
     timeout = max(v["probe_timeout"], 0.5)
     checks = []
     with contextlib.ExitStack() as stack:
         host, port = stack.enter_context(transport.tunnel(probe_address(v["bind_host"]), v["port"]))
-        client = stack.enter_context(httpx.Client(base_url=_url(host, port), timeout=timeout, trust_env=False,
-                                                  verify=_tls_context()))
+        client = stack.enter_context(
+            httpx.Client(base_url=_url(host, port), timeout=timeout, trust_env=False, verify=_tls_context())
+        )
         said: Dict[str, Any] = {}  # the health answer's body, for the checks of what it reports on
         checks.append(_timed("health", lambda: _check_health(client, v, said)))
         if v["auth_module"]:
@@ -210,9 +222,12 @@ def run_checks(transport: Transport, v: Dict[str, Any]) -> List[Check]:
         if v["redis_url"]:
             parts = urlsplit(v["redis_url"])
             redis_host, redis_port = stack.enter_context(
-                transport.tunnel(parts.hostname or "127.0.0.1", parts.port or 6379))
-            url = parts._replace(netloc="%s%s:%d" % (parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc
-                                                     else "", redis_host, redis_port)).geturl()
+                transport.tunnel(parts.hostname or "127.0.0.1", parts.port or 6379)
+            )
+            url = parts._replace(
+                netloc="%s%s:%d"
+                % (parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc else "", redis_host, redis_port)
+            ).geturl()
             checks.append(_timed("redis", lambda: _check_redis(url, timeout, said)))
     return checks
 

@@ -24,8 +24,11 @@ class AgentBundle:
     def boot(self, command: str) -> str:
         """Python source that imports the shipped package (so the host caches its bytecode) and runs
         ``command`` (``serve`` or one command name)."""
-        return ("import sys; sys.path.insert(0, %r); from %s.server import main; "
-                "sys.exit(main(['agent', %r]))" % (REMOTE_DIR, self.name, command))
+        return "import sys; sys.path.insert(0, %r); from %s.server import main; sys.exit(main(['agent', %r]))" % (
+            REMOTE_DIR,
+            self.name,
+            command,
+        )
 
 
 @functools.cache

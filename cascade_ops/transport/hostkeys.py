@@ -22,7 +22,8 @@ class RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         raise paramiko.SSHException(
             "unknown host key %s %s for %s; not in %s (verify it, add it, or pass --accept-new-host-keys)"
-            % (key.get_name(), fingerprint(key), hostname, self.known_hosts))
+            % (key.get_name(), fingerprint(key), hostname, self.known_hosts)
+        )
 
 
 class AcceptNewHostKey(paramiko.MissingHostKeyPolicy):
@@ -34,8 +35,10 @@ class AcceptNewHostKey(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
-        self.recorded.append("recorded a new host key %s %s for %s in %s"
-                             % (key.get_name(), fingerprint(key), hostname, self.known_hosts))
+        self.recorded.append(
+            "recorded a new host key %s %s for %s in %s"
+            % (key.get_name(), fingerprint(key), hostname, self.known_hosts)
+        )
         os.makedirs(os.path.dirname(self.known_hosts) or ".", mode=0o700, exist_ok=True)
         with open(self.known_hosts, "a") as f:
             f.write("%s %s %s\n" % (hostname, key.get_name(), key.get_base64()))
@@ -68,8 +71,7 @@ def apply_policy(client: paramiko.SSHClient, known_hosts: str, accept_new: bool)
     return policy
 
 
-def host_key_settings(ssh_config: Dict[str, Any], known_hosts: Optional[str],
-                      accept_new: bool) -> Tuple[str, bool]:
+def host_key_settings(ssh_config: Dict[str, Any], known_hosts: Optional[str], accept_new: bool) -> Tuple[str, bool]:
     """Where host keys are checked and whether a new one is recorded: the inventory's
     ``known_hosts`` (else ssh_config's UserKnownHostsFile, else ~/.ssh/known_hosts), and
     --accept-new-host-keys or StrictHostKeyChecking accept-new. StrictHostKeyChecking no is not

@@ -19,7 +19,6 @@ class LocalTransport(Transport):
 
     def put_tree(self, src: str, dest: str) -> None:
         try:
-            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".cascade-ops"),
-                            dirs_exist_ok=True)
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".cascade-ops"), dirs_exist_ok=True)
         except OSError as exc:
             raise HostCommandError(self.host, "copy", "%s -> %s: %s" % (src, dest, exc)) from exc

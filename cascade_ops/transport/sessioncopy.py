@@ -26,12 +26,14 @@ print("ok")
 """
 
 
-def copy_over_session(client: Any, find_python: str, files: Dict[str, bytes], dest: str, atomic: bool,
-                      timeout: float) -> str:
+def copy_over_session(
+    client: Any, find_python: str, files: Dict[str, bytes], dest: str, atomic: bool, timeout: float
+) -> str:
     """Write ``files`` (relative path -> bytes) under ``dest`` (relative: the login directory, as with
     SFTP); ``atomic``: into a fresh directory renamed into place. '' on success, else what the host said."""
-    doc = json.dumps({"dest": dest, "atomic": atomic,
-                      "files": {rel: base64.b64encode(data).decode() for rel, data in files.items()}})
+    doc = json.dumps(
+        {"dest": dest, "atomic": atomic, "files": {rel: base64.b64encode(data).decode() for rel, data in files.items()}}
+    )
     channel = client.get_transport().open_session(timeout=timeout)
     try:
         channel.settimeout(timeout)

@@ -21,6 +21,7 @@ import paramiko
 from fabric import Connection
 
 from cascade_ops.errors import HostCommandError, HostUnreachable
+from cascade_ops.transport import become
 from cascade_ops.transport.base import DEFAULT_CONNECT, ConnectOptions, Transport, decode_reply
 from cascade_ops.transport.bundle import agent_bundle
 from cascade_ops.transport.hostkeys import apply_policy, fingerprint, host_key_settings
@@ -37,6 +38,7 @@ def _quiet_library_logs() -> None:
     """paramiko logs its tracebacks (a silent peer, a refused key) to stderr when nothing else takes
     them: our output says what happened in one line. They go to $CASCADE_DEBUG_LOG when it is set."""
     import logging
+
     logger = logging.getLogger("paramiko")
     if logger.handlers:
         return
@@ -62,7 +64,9 @@ class SSHTransport(Transport):
         _quiet_library_logs()
         # sudo's password, if it wants one: it only ever travels on the agent session's stdin, as the
         # answer to sudo's own prompt (a marker of ours, so nothing else is ever answered with it).
-        self._password = options.become_password or self._password_from_file()
+        self._password = options.become_password or become.password_from_file(
+            self.host, self.vars["become_password_file"]
+        )
         self._prompt = "[cascade-ops sudo %s]" % os.urandom(4).hex()
         self._channel: Any = None  # the agent server's session
         self._no_sftp = False
@@ -77,8 +81,13 @@ class SSHTransport(Transport):
             connect_kwargs["password"] = options.ssh_password
         # ~/.ssh/config applies as OpenSSH and Fabric apply it (HostName, Port, User, IdentityFile,
         # ProxyJump, UserKnownHostsFile, StrictHostKeyChecking); what the inventory says wins.
-        self.connection = Connection(v["address"] or v["host"], user=v["user"], port=v["ssh_port"],
-                                     connect_timeout=max(1, round(timeout)), connect_kwargs=connect_kwargs)
+        self.connection = Connection(
+            v["address"] or v["host"],
+            user=v["user"],
+            port=v["ssh_port"],
+            connect_timeout=max(1, round(timeout)),
+            connect_kwargs=connect_kwargs,
+        )
         accept_new_host_keys = options.accept_new_host_keys
         known_hosts, accept_new = host_key_settings(self.connection.ssh_config, v["known_hosts"], accept_new_host_keys)
         self._policy = apply_policy(self.connection.client, known_hosts, accept_new)
@@ -93,9 +102,11 @@ class SSHTransport(Transport):
         try:
             self.connection.open()
         except paramiko.BadHostKeyException as exc:
-            raise HostUnreachable(self.host, "host key CHANGED (%s %s, expected %s): refusing; possible "
-                                  "man-in-the-middle" % (exc.key.get_name(), fingerprint(exc.key),
-                                                         fingerprint(exc.expected_key))) from None
+            raise HostUnreachable(
+                self.host,
+                "host key CHANGED (%s %s, expected %s): refusing; possible "
+                "man-in-the-middle" % (exc.key.get_name(), fingerprint(exc.key), fingerprint(exc.expected_key)),
+            ) from None
         except paramiko.ssh_exception.NoValidConnectionsError as exc:
             reasons = sorted({getattr(e, "strerror", None) or str(e) for e in exc.errors.values()})
             raise HostUnreachable(self.host, "cannot connect to %s (%s)" % (where, "; ".join(reasons))) from None
@@ -106,11 +117,14 @@ class SSHTransport(Transport):
         except (paramiko.SSHException, OSError, EOFError) as exc:
             text = str(exc) or type(exc).__name__
             if text == "No authentication methods available":  # paramiko's words when there was nothing to try
-                raise HostUnreachable(self.host, self._auth_failed(where, "no key and no password to try (key_file, "
-                                                                   "IdentityFile, or -k)")) from None
+                raise HostUnreachable(
+                    self.host, self._auth_failed(where, "no key and no password to try (key_file, IdentityFile, or -k)")
+                ) from None
             if "banner" in text or text == "No existing session":  # paramiko's words for a silent peer
-                text = ("no SSH banner within connect_timeout %gs: %s accepts TCP but does not speak SSH"
-                        % (timeout, where))
+                text = "no SSH banner within connect_timeout %gs: %s accepts TCP but does not speak SSH" % (
+                    timeout,
+                    where,
+                )
             raise HostUnreachable(self.host, text) from None
         self.notes.extend(getattr(self._policy, "recorded", ()))
 
@@ -119,28 +133,15 @@ class SSHTransport(Transport):
         keys = self.connection.connect_kwargs.get("key_filename") or "the SSH agent's and ~/.ssh's default keys"
         password = " and a password" if self.connection.connect_kwargs.get("password") else ""
         return "authentication failed for user %s at %s with key %s%s: %s" % (
-            self.connection.user, where, ", ".join(keys) if isinstance(keys, list) else keys, password, why)
-
-    def _password_from_file(self) -> Optional[str]:
-        path = self.vars["become_password_file"]
-        if not path:
-            return None
-        try:
-            mode = os.stat(path).st_mode
-            with open(path) as f:
-                password = f.read().rstrip("\n")
-        except OSError as exc:
-            raise HostCommandError(self.host, "become", "become_password_file %s: %s" % (path, exc.strerror)) from None
-        if mode & 0o077:
-            raise HostCommandError(self.host, "become", "become_password_file %s is readable by other users "
-                                   "(mode %o): chmod 600 it" % (path, stat.S_IMODE(mode)))
-        return password
+            self.connection.user,
+            where,
+            ", ".join(keys) if isinstance(keys, list) else keys,
+            password,
+            why,
+        )
 
     def _sudo(self) -> str:
-        """How the agent is run as root: with no prompt at all, or answering only our own prompt."""
-        if not self.vars["become"]:
-            return ""
-        return "sudo -S -p %s -- " % shlex.quote(self._prompt) if self._password else "sudo -n -- "
+        return become.sudo_prefix(self.vars["become"], self._prompt, bool(self._password))
 
     # -- running the agent
 
@@ -158,10 +159,12 @@ class SSHTransport(Transport):
 
     def _copy_over_session(self, files: Dict[str, bytes], dest: str, atomic: bool, what: str) -> None:
         from cascade_ops.transport.sessioncopy import copy_over_session
+
         said = copy_over_session(self.connection.client, self._find_python(), files, dest, atomic, COMMAND_SLACK_S)
         if said:
-            raise HostCommandError(self.host, what, "no SFTP on this host, and copying over the session failed: "
-                                   "%s" % said)
+            raise HostCommandError(
+                self.host, what, "no SFTP on this host, and copying over the session failed: %s" % said
+            )
 
     def _upload_agent(self) -> None:
         """Put the agent package in place: files into a fresh directory, renamed into place at once,
@@ -195,8 +198,11 @@ class SSHTransport(Transport):
             find = " || ".join("command -v %s" % p for p in DISCOVERED_PYTHONS)
         else:
             find = "command -v %s" % shlex.quote(interpreter)
-        return ('P=$(%s) || { echo "no Python 3 for the agent on this host (%s): set agent_python" >&2; exit %d; }; '
-                % (find, interpreter, NO_PYTHON))
+        return 'P=$(%s) || { echo "no Python 3 for the agent on this host (%s): set agent_python" >&2; exit %d; }; ' % (
+            find,
+            interpreter,
+            NO_PYTHON,
+        )
 
     def _command(self, command: str) -> str:
         """The shell line that runs the agent (through sudo with ``become``)."""
@@ -214,8 +220,10 @@ class SSHTransport(Transport):
                 channel = self.connection.client.get_transport().open_session(timeout=COMMAND_SLACK_S)
                 # The shell's pid first: after exec it is the agent's (or its sudo's), to stop it by
                 # when this host is cut off. Its absence means the agent is not on the host yet.
-                channel.exec_command("test -d %s || exit %d; %s" % (
-                    shlex.quote(agent_bundle().remote_path), AGENT_MISSING, self._command("serve")))
+                channel.exec_command(
+                    "test -d %s || exit %d; %s"
+                    % (shlex.quote(agent_bundle().remote_path), AGENT_MISSING, self._command("serve"))
+                )
                 self._channel, self._pending = channel, b""
                 first = self._read_line(channel, time.monotonic() + COMMAND_SLACK_S)
                 if first.strip().isdigit():
@@ -224,8 +232,11 @@ class SSHTransport(Transport):
                     break
                 status = channel.recv_exit_status()
                 if status != AGENT_MISSING or attempt:
-                    said = channel.recv_stderr(4096).decode("utf-8", "replace").strip() if channel.recv_stderr_ready() \
+                    said = (
+                        channel.recv_stderr(4096).decode("utf-8", "replace").strip()
+                        if channel.recv_stderr_ready()
                         else ""
+                    )
                     raise paramiko.SSHException(said or "the agent did not start (status %d)" % status)
                 self._upload_agent()
         return self._channel
@@ -238,10 +249,14 @@ class SSHTransport(Transport):
             if self._password and said.count(self._prompt.encode()) > len(answered):
                 if answered:  # asked again: "Sorry, try again."
                     self._drop_server()
-                    raise HostCommandError(self.host, "become", "sudo refused the become password for %s"
-                                           % (self.vars["user"] or "the SSH user"))
+                    raise HostCommandError(
+                        self.host,
+                        "become",
+                        "sudo refused the become password for %s" % (self.vars["user"] or "the SSH user"),
+                    )
                 channel.sendall(self._password.encode() + b"\n")
                 answered.append(True)
+
         line = self._read_line(channel, time.monotonic() + COMMAND_SLACK_S, answer)
         if not line.startswith(b'{"ready"'):
             raise paramiko.SSHException("the agent did not start: %s" % line[:200].decode("utf-8", "replace"))
@@ -263,8 +278,11 @@ class SSHTransport(Transport):
                 if not chunk:
                     break
                 self._pending += chunk
-            elif channel.exit_status_ready() and not channel.recv_stderr_ready() and (
-                    channel.eof_received or channel.closed):
+            elif (
+                channel.exit_status_ready()
+                and not channel.recv_stderr_ready()
+                and (channel.eof_received or channel.closed)
+            ):
                 # Done only at the end of the stream: sshd may send the exit status before the last
                 # of stderr (sudo's "a password is required"), and no data comes after an EOF.
                 break
@@ -285,16 +303,10 @@ class SSHTransport(Transport):
             raise HostCommandError(self.host, command, "no answer within %.0fs" % timeout) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self._drop_server()
-            raise HostCommandError(self.host, command, self._explain(str(exc) or type(exc).__name__)) from None
+            raise HostCommandError(
+                self.host, command, become.explain(self.vars, str(exc) or type(exc).__name__)
+            ) from None
         return decode_reply(self.host, command, line)
-
-    def _explain(self, said: str) -> str:
-        """What an SSH-level failure means, for the person who has to fix it."""
-        if self.vars["become"] and ("password is required" in said or "terminal is required" in said):
-            return ("become: sudo on this host wants a password for %s and none was given: run with "
-                    "--ask-become-pass or set become_password_file, or give that user NOPASSWD sudo (sudo said: %s)"
-                    % (self.vars["user"] or "the SSH user", said))
-        return "SSH: %s" % said
 
     def _drop_server(self) -> None:
         if self._channel is not None:
@@ -309,6 +321,7 @@ class SSHTransport(Transport):
         connects at once can find nothing listening yet.
         """
         from cascade_ops.transport.tunnel import Tunnel
+
         with Tunnel(self.connection.client.get_transport(), host, port, COMMAND_SLACK_S, self.host) as address:
             yield address
 
@@ -320,8 +333,9 @@ class SSHTransport(Transport):
         sftp = None if self.vars["become"] else self._sftp()
         if sftp is None:  # inline, in the agent command itself
             return None
-        path = os.path.join(os.path.dirname(dest), ".%s.cascade-upload.%s" % (os.path.basename(dest),
-                                                                           os.urandom(4).hex()))
+        path = os.path.join(
+            os.path.dirname(dest), ".%s.cascade-upload.%s" % (os.path.basename(dest), os.urandom(4).hex())
+        )
         try:
             with sftp.open(path, "wb") as f:
                 f.write(data)

@@ -29,6 +29,7 @@ class Tunnel:
 
     def _serve(self) -> None:
         import paramiko
+
         assert self.listener is not None
         while True:
             try:
@@ -46,6 +47,7 @@ class Tunnel:
 
 def _carry(source: Any, sink: Any) -> None:
     import paramiko
+
     try:
         while True:
             data = source.recv(1 << 16)

@@ -12,10 +12,12 @@ ALERT_ATTEMPTS = 3
 ALERT_BACKOFF_S = 0.2
 
 
-def send_alert(url: str, payload: dict, timeout: float = ALERT_TIMEOUT_S,
-               attempts: int = ALERT_ATTEMPTS) -> Optional[str]:
+def send_alert(
+    url: str, payload: dict, timeout: float = ALERT_TIMEOUT_S, attempts: int = ALERT_ATTEMPTS
+) -> Optional[str]:
     """POST ``payload`` as JSON; retry a few times. Returns None on success, else what went wrong."""
     import httpx
+
     error = None
     for attempt in range(attempts):
         if attempt:
@@ -40,11 +42,14 @@ def slack_payload(alert: Dict[str, Any]) -> Dict[str, Any]:
     """An alert as a Slack incoming webhook takes it: ``text`` (the notification) plus ``blocks``."""
     head = "cascade-ops on %s: %s" % (alert["host"], alert["outcome"])
     facts = "*problem:* %s\n*action:* %s\n*port:* %s" % (alert["problem"], alert["action"], alert["port"])
-    blocks: List[Dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": "*%s*" % head}},
-                                    {"type": "section", "text": {"type": "mrkdwn", "text": facts}}]
+    blocks: List[Dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*%s*" % head}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": facts}},
+    ]
     if alert.get("incident_report"):
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
-                                                         "text": "report: `%s`" % alert["incident_report"]}]})
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "report: `%s`" % alert["incident_report"]}]}
+        )
     return {"text": head, "blocks": blocks}
 
 
@@ -56,6 +61,7 @@ def ping(url: str, timeout: float = PING_TIMEOUT_S) -> Optional[str]:
     answered, else what went wrong (with the URL's token redacted)."""
     import urllib.error
     import urllib.request
+
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
             if response.status < 300:

@@ -40,5 +40,7 @@ def period(every: str, who: str) -> Period:
         return Period(seconds, int(minutes), 0)
     if hours == int(hours) and 1 <= hours <= 24 and 24 % hours == 0:
         return Period(seconds, 0, int(hours))
-    raise ConfigError("%s cannot run every %r evenly; use 1m-30m dividing an hour, or 1h-24h dividing a day"
-                      % (who, every), field="--every")
+    raise ConfigError(
+        "%s cannot run every %r evenly; use 1m-30m dividing an hour, or 1h-24h dividing a day" % (who, every),
+        field="--every",
+    )

@@ -27,8 +27,13 @@ CONTROLLER_ONLY = ("auth_module", "app_seed")
 def host_local_inventory(host: Host) -> str:
     """An inventory of this host alone, as the host itself sees it: ``connection: local`` and the
     backend's resolved variables (no SSH, no controller files), for a watchdog that needs no controller."""
-    lines = ["# Written by cascade-ops cron-install for %s: the host's own watchdog reads it." % host.name,
-             "all:", "  hosts:", "    %s:" % json.dumps(host.name), "      connection: local"]
+    lines = [
+        "# Written by cascade-ops cron-install for %s: the host's own watchdog reads it." % host.name,
+        "all:",
+        "  hosts:",
+        "    %s:" % json.dumps(host.name),
+        "      connection: local",
+    ]
     for name in sorted(dict(SPECS, **owner_vars())):
         value = host.vars.get(name)
         if value is not None and name not in CONTROLLER_ONLY:
@@ -61,14 +66,19 @@ def watch_argv(runner: List[str], inventory: str, limit: Optional[str], vars: Li
     return argv
 
 
-def watch_command(runner: List[str], workdir: str, inventory: str, limit: Optional[str], vars: List[str],
-                  log: str) -> str:
+def watch_command(
+    runner: List[str], workdir: str, inventory: str, limit: Optional[str], vars: List[str], log: str
+) -> str:
     """The shell command cron runs, from ``workdir`` (a checkout for its tasks, else the watched
     inventory's directory: a path that exists on that host); every value quoted, and ``%`` escaped
     (cron turns it into a newline)."""
     argv = watch_argv(runner, inventory, limit, vars)
     command = "mkdir -p %s && cd %s && %s >> %s 2>&1" % (
-        shlex.quote(os.path.dirname(log)), shlex.quote(workdir), " ".join(map(shlex.quote, argv)), shlex.quote(log))
+        shlex.quote(os.path.dirname(log)),
+        shlex.quote(workdir),
+        " ".join(map(shlex.quote, argv)),
+        shlex.quote(log),
+    )
     return command.replace("%", "\\%")
 
 
@@ -86,9 +96,17 @@ class WatchJob:
     project: Optional[str]
 
     @classmethod
-    def plan(cls, inventory: str, limit: Optional[str], vars: List[str], log: Optional[str],
-             python: Optional[str], project: Optional[str], host_inventory: Optional[str],
-             target: Optional[Host]) -> "WatchJob":
+    def plan(
+        cls,
+        inventory: str,
+        limit: Optional[str],
+        vars: List[str],
+        log: Optional[str],
+        python: Optional[str],
+        project: Optional[str],
+        host_inventory: Optional[str],
+        target: Optional[Host],
+    ) -> "WatchJob":
         local = None
         if target is not None and host_inventory is None:
             host_inventory = local = StatePaths.of(target.vars).watch_inventory
@@ -99,8 +117,9 @@ class WatchJob:
 
     def prepare(self, host: Host, transport: Transport) -> None:
         if self.local_inventory:
-            transport.call(agent.files.write_file, path=self.local_inventory, content=host_local_inventory(host),
-                           mode=0o600)
+            transport.call(
+                agent.files.write_file, path=self.local_inventory, content=host_local_inventory(host), mode=0o600
+            )
 
     def runner(self, transport: Transport, here: bool, installed_here: Optional[str], project_dir: str) -> List[str]:
         """The installed CLI there (beside ``python``, else where ``bootstrap`` installs it) when
@@ -116,9 +135,13 @@ class WatchJob:
                 cli = there["cli"] if there["version"] else None
                 if cli is None and self.python is None and not here:
                     venv = os.path.dirname(os.path.dirname(there["cli"]))
-                    raise HostCommandError(transport.host, "cron", "cascade-ops is not installed at %s on this host: "
-                                           "`fab -H HOST bootstrap` first, or give --python (the venv there) or "
-                                           "--project (a checkout there)" % venv)
+                    raise HostCommandError(
+                        transport.host,
+                        "cron",
+                        "cascade-ops is not installed at %s on this host: "
+                        "`fab -H HOST bootstrap` first, or give --python (the venv there) or "
+                        "--project (a checkout there)" % venv,
+                    )
         return runner(self.python or sys.executable, self.project or project_dir, cli)
 
     def workdir(self, runner: List[str], project_dir: str) -> str:
@@ -151,4 +174,4 @@ def remove(transport: Transport, inventory: str, user: Optional[str] = None) -> 
 def command_of(entry: str) -> str:
     """The shell command part of a crontab line (what cron hands to /bin/sh), unescaped."""
     command = entry.split(None, 5)[5]
-    return command[:command.rindex(MARKER)].rstrip().replace("\\%", "%")
+    return command[: command.rindex(MARKER)].rstrip().replace("\\%", "%")

@@ -46,8 +46,14 @@ class Follower:
     """``load()`` gives the hosts to follow (read again on SIGHUP); ``tick(host, transport)`` is the
     cron tick for one host; ``report(line)`` says what happened, one line at a time."""
 
-    def __init__(self, load: Callable[[], List[Host]], tick: Callable[[Host, Transport], Any],
-                 every: float, report: Callable[[str], None], cycles: Optional[int] = None):
+    def __init__(
+        self,
+        load: Callable[[], List[Host]],
+        tick: Callable[[Host, Transport], Any],
+        every: float,
+        report: Callable[[str], None],
+        cycles: Optional[int] = None,
+    ):
         self.load, self.tick, self.every, self.report = load, tick, every, report
         self.cycles = cycles  # stop after this many (tests); None: until a signal
         self.stop_signal: Optional[int] = None
@@ -55,9 +61,11 @@ class Follower:
         self.hosts: List[Host] = load()
         for host in self.hosts:
             if host.vars["connection"] != "local":
-                raise ConfigError("watch --follow runs on the host itself; %s is reached over %s: install "
-                                  "the follower there (fab -H %s service-install)"
-                                  % (host.name, host.vars["connection"], host.name), field="--follow")
+                raise ConfigError(
+                    "watch --follow runs on the host itself; %s is reached over %s: install "
+                    "the follower there (fab -H %s service-install)" % (host.name, host.vars["connection"], host.name),
+                    field="--follow",
+                )
         self.transports: Dict[str, Transport] = {}
         self.unhealthy: Dict[str, bool] = {}
         self.last_heartbeat: Dict[str, float] = {}
@@ -73,6 +81,7 @@ class Follower:
 
         def hup(signum: int, frame: Any) -> None:
             self.reload.set()
+
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, stop)
             signal.signal(signal.SIGINT, stop)
@@ -92,12 +101,14 @@ class Follower:
     def cycle(self) -> None:
         """One look at every host: a probe when it was healthy; the whole tick otherwise."""
         from cascade_ops.agent.probe import http_probe, probe_address
+
         now = time.monotonic()
         for host in self.hosts:
             v = host.vars
             transport = self._transport(host)
-            probe = http_probe(probe_address(v["bind_host"]), v["port"], v["health_path"], v["probe_timeout"],
-                               v["accept_timeout"])
+            probe = http_probe(
+                probe_address(v["bind_host"]), v["port"], v["health_path"], v["probe_timeout"], v["accept_timeout"]
+            )
             quiet = probe["ok"] and not self.unhealthy.get(host.name)
             if quiet and now - self.last_heartbeat.get(host.name, 0.0) < HEARTBEAT_S:
                 continue
@@ -115,6 +126,7 @@ class Follower:
             self.unhealthy[host.name] = tick.action != "none"
             if v["ping_url"]:  # the dead-man monitor hears from a follower at least every heartbeat
                 from cascade_ops.watchdog.alerts import ping
+
                 url = v["ping_url"].rstrip("/")
                 ping(url if tick.exit_code == 0 else "%s/%d" % (url, tick.exit_code))
             if not quiet:

@@ -25,8 +25,10 @@ def exposition(host: str, values: Dict[str, Any], steps: Optional[Dict[str, floa
     for name, (kind, text) in METRICS.items():
         lines += ["# HELP %s %s" % (name, text), "# TYPE %s %s" % (name, kind)]
         if name == "cascade_step_duration_seconds":
-            lines += ['%s{host="%s",step="%s"} %s' % (name, _label(host), _label(step), _number(seconds))
-                      for step, seconds in sorted((steps or {}).items())]
+            lines += [
+                '%s{host="%s",step="%s"} %s' % (name, _label(host), _label(step), _number(seconds))
+                for step, seconds in sorted((steps or {}).items())
+            ]
         else:
             lines.append('%s{host="%s"} %s' % (name, _label(host), _number(values[name])))
     return "\n".join(lines) + "\n"

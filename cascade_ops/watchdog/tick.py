@@ -89,11 +89,19 @@ def _load_state(transport: Transport, path: str, v: Dict[str, Any], now: float) 
     except (ValueError, TypeError, AttributeError):
         pass
     from cascade_ops.reporting import history
-    restarts = [float(r["started_at"]) for r in history.read(transport, v, HISTORY_LOOKBACK)
-                if str(r.get("playbook", "")).startswith(RECOVERY_PREFIX)
-                and isinstance(r.get("started_at"), (int, float)) and now - r["started_at"] < v["window"]]
-    note = ("%s was not valid watch state: counting again from the run history (%d recoveries in the "
-            "last %.0fs)" % (path, len(restarts), v["window"]))
+
+    restarts = [
+        float(r["started_at"])
+        for r in history.read(transport, v, HISTORY_LOOKBACK)
+        if str(r.get("playbook", "")).startswith(RECOVERY_PREFIX)
+        and isinstance(r.get("started_at"), (int, float))
+        and now - r["started_at"] < v["window"]
+    ]
+    note = "%s was not valid watch state: counting again from the run history (%d recoveries in the last %.0fs)" % (
+        path,
+        len(restarts),
+        v["window"],
+    )
     return WatchState(restarts=restarts, recoveries_total=len(restarts)), note
 
 
@@ -101,8 +109,13 @@ def _save_state(transport: Transport, path: str, state: WatchState) -> None:
     transport.call(agent.files.write_file, path=path, content=json.dumps(state.__dict__))
 
 
-def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader, reset: bool = False,
-              now: Callable[[], float] = time.time) -> Tick:
+def tick_host(
+    host: Host,
+    transport: Transport,
+    playbook_loader: PlaybookLoader,
+    reset: bool = False,
+    now: Callable[[], float] = time.time,
+) -> Tick:
     """One watchdog tick on one host."""
     started = time.monotonic()
     v = host.vars
@@ -115,13 +128,23 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
     state.prune(now(), v["window"])
     if diagnosis.left_alone(v["restart_slow"]):
         state.fail_streak = 0
-        tick = Tick(host.name, diagnosis.healthy, diagnosis.verdict(), "none",
-                    "healthy" if diagnosis.healthy else "slow, not hung: not restarted (restart_slow is off)")
+        tick = Tick(
+            host.name,
+            diagnosis.healthy,
+            diagnosis.verdict(),
+            "none",
+            "healthy" if diagnosis.healthy else "slow, not hung: not restarted (restart_slow is off)",
+        )
     else:
         state.fail_streak += 1
         if state.fail_streak < v["fail_threshold"]:
-            tick = Tick(host.name, False, diagnosis.verdict(), "wait",
-                        "unhealthy %d/%d ticks" % (state.fail_streak, v["fail_threshold"]))
+            tick = Tick(
+                host.name,
+                False,
+                diagnosis.verdict(),
+                "wait",
+                "unhealthy %d/%d ticks" % (state.fail_streak, v["fail_threshold"]),
+            )
         else:
             tick = _recover(host, transport, state, state_path, diagnosis, playbook_loader, now)
     _save_state(transport, state_path, state)
@@ -131,17 +154,30 @@ def tick_host(host: Host, transport: Transport, playbook_loader: PlaybookLoader,
         _write_metrics(host, transport, state, tick, now())
     record = dict(tick.to_json(), time=now(), probe=diagnosis.probe.__dict__ if diagnosis.probe else None)
     record.pop("recovery", None)
-    transport.call(agent.files.append_log, path=log_path, line=json.dumps(record),
-                    max_bytes=v["watch_log_max_bytes"], keep=v["watch_log_keep"])
+    transport.call(
+        agent.files.append_log,
+        path=log_path,
+        line=json.dumps(record),
+        max_bytes=v["watch_log_max_bytes"],
+        keep=v["watch_log_keep"],
+    )
     return tick
 
 
-def _recover(host: Host, transport: Transport, state: WatchState, state_path: str, diagnosis: Diagnosis,
-             playbook_loader: PlaybookLoader, now: Callable[[], float]) -> Tick:
+def _recover(
+    host: Host,
+    transport: Transport,
+    state: WatchState,
+    state_path: str,
+    diagnosis: Diagnosis,
+    playbook_loader: PlaybookLoader,
+    now: Callable[[], float],
+) -> Tick:
     from cascade_ops.engine.playbook import bind
     from cascade_ops.engine.runner import RunOptions, run_host
     from cascade_ops.reporting.history import new_run_id
     from cascade_ops.reporting.listeners import run_listeners
+
     v = host.vars
     playbook = playbook_loader()
     bound = [bind(call, v) for call in playbook.steps]  # validated before any change
@@ -156,8 +192,9 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
             state.restarts.append(now())
             _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
             listeners = run_listeners(new_run_id(), RECOVERY_PREFIX + playbook.name)
-            result = run_host(host, transport, bound, RunOptions(rollback=playbook.rollback, listeners=listeners),
-                              lock=False)
+            result = run_host(
+                host, transport, bound, RunOptions(rollback=playbook.rollback, listeners=listeners), lock=False
+            )
     except LockHeld as exc:
         return Tick(host.name, False, diagnosis.verdict(), "locked", str(exc), EXIT_LOCKED)
     state.recoveries_total += 1
@@ -173,16 +210,26 @@ def _recover(host: Host, transport: Transport, state: WatchState, state_path: st
     if result.status is HostStatus.ROLLED_BACK:
         outcome = "rolled back to the previous release after: " + outcome
     code = result.exit_code if result.status is HostStatus.INTERRUPTED else EXIT_FAILED if failed else EXIT_OK
-    tick = Tick(host.name, False, diagnosis.verdict(), "recover", outcome, code,
-                recovery=result.to_json(), incident_report=result.incident_report)
+    tick = Tick(
+        host.name,
+        False,
+        diagnosis.verdict(),
+        "recover",
+        outcome,
+        code,
+        recovery=result.to_json(),
+        incident_report=result.incident_report,
+    )
     tick.alert_error = _alert(v, host.name, diagnosis, "recovery", outcome, now, result.incident_report)
     return tick
 
 
 def _budget_exhausted(host: Host, state: WatchState, diagnosis: Diagnosis, now: Callable[[], float]) -> Tick:
     v = host.vars
-    outcome = ("restart budget spent: %d recoveries within %.0fs; not restarting until the window passes "
-               "or `invoke watch --reset`" % (len(state.restarts), v["window"]))
+    outcome = (
+        "restart budget spent: %d recoveries within %.0fs; not restarting until the window passes "
+        "or `invoke watch --reset`" % (len(state.restarts), v["window"])
+    )
     tick = Tick(host.name, False, diagnosis.verdict(), "budget_exhausted", outcome, EXIT_BUDGET)
     if state.budget_alerted_at is None:  # one alert per exhaustion, not one per tick
         tick.alert_error = _alert(v, host.name, diagnosis, "none (restart budget spent)", outcome, now)
@@ -190,26 +237,47 @@ def _budget_exhausted(host: Host, state: WatchState, diagnosis: Diagnosis, now: 
     return tick
 
 
-def _alert(v: Dict[str, Any], host_name: str, diagnosis: Diagnosis, action: str, outcome: str,
-           now: Callable[[], float], incident_report: Optional[str] = None) -> Optional[str]:
+def _alert(
+    v: Dict[str, Any],
+    host_name: str,
+    diagnosis: Diagnosis,
+    action: str,
+    outcome: str,
+    now: Callable[[], float],
+    incident_report: Optional[str] = None,
+) -> Optional[str]:
     if not v["alert_webhook"]:
         return None
     from cascade_ops.watchdog.alerts import send_alert, slack_payload
-    alert = {"host": host_name, "problem": diagnosis.verdict(), "action": action, "outcome": outcome,
-             "port": v["port"], "time": now(), "incident_report": incident_report}
+
+    alert = {
+        "host": host_name,
+        "problem": diagnosis.verdict(),
+        "action": action,
+        "outcome": outcome,
+        "port": v["port"],
+        "time": now(),
+        "incident_report": incident_report,
+    }
     return send_alert(v["alert_webhook"], slack_payload(alert) if v["alert_format"] == "slack" else alert)
 
 
 def _write_metrics(host: Host, transport: Transport, state: WatchState, tick: Tick, now: float) -> None:
     from cascade_ops.watchdog.metrics import exposition
+
     v = host.vars
-    text = exposition(host.name, {
-        "cascade_backend_healthy": 1 if tick.healthy or tick.outcome == "recovered" else 0,
-        "cascade_recoveries_total": state.recoveries_total,
-        "cascade_last_recovery_timestamp_seconds": state.last_recovery_at,
-        "cascade_restart_budget_remaining": max(0, v["max_restarts"] - len(state.restarts)),
-        "cascade_tick_duration_seconds": tick.duration_s,
-        "cascade_last_tick_timestamp_seconds": now}, state.last_steps)
+    text = exposition(
+        host.name,
+        {
+            "cascade_backend_healthy": 1 if tick.healthy or tick.outcome == "recovered" else 0,
+            "cascade_recoveries_total": state.recoveries_total,
+            "cascade_last_recovery_timestamp_seconds": state.last_recovery_at,
+            "cascade_restart_budget_remaining": max(0, v["max_restarts"] - len(state.restarts)),
+            "cascade_tick_duration_seconds": tick.duration_s,
+            "cascade_last_tick_timestamp_seconds": now,
+        },
+        state.last_steps,
+    )
     transport.call(agent.files.write_file, path=v["metrics_file"], content=text, mode=0o644)  # node_exporter reads it
 
 

@@ -29,20 +29,38 @@ def units(argv: List[str], every: str, log: str, workdir: str, what: str) -> Tup
     """The service and the timer, as text."""
     calendar, period = on_calendar(every)
     spread = max(1, min(60, int(period // 10)))
-    service = "\n".join([
-        "# Written by cascade-ops timer.install: one watchdog tick for %s" % what,
-        "[Unit]", "Description=cascade-ops watchdog tick (%s)" % what,
-        # KillMode=process: a backend this tick starts detached outlives the tick (as under cron.service);
-        # the default would kill the whole cgroup, backend included, when the tick ends.
-        "[Service]", "Type=oneshot", "KillMode=process", "WorkingDirectory=%s" % workdir,
-        "ExecStart=%s" % " ".join(_exec_quote(a) for a in argv),
-        "StandardOutput=append:%s" % log, "StandardError=append:%s" % log, ""])
-    timer = "\n".join([
-        "# Written by cascade-ops timer.install: the watchdog every %s for %s" % (every, what),
-        "[Unit]", "Description=cascade-ops watchdog every %s (%s)" % (every, what),
-        "[Timer]", "OnCalendar=%s" % calendar, "Persistent=true", "RandomizedDelaySec=%d" % spread,
-        "AccuracySec=1s",
-        "[Install]", "WantedBy=timers.target", ""])
+    service = "\n".join(
+        [
+            "# Written by cascade-ops timer.install: one watchdog tick for %s" % what,
+            "[Unit]",
+            "Description=cascade-ops watchdog tick (%s)" % what,
+            # KillMode=process: a backend this tick starts detached outlives the tick (as under cron.service);
+            # the default would kill the whole cgroup, backend included, when the tick ends.
+            "[Service]",
+            "Type=oneshot",
+            "KillMode=process",
+            "WorkingDirectory=%s" % workdir,
+            "ExecStart=%s" % " ".join(_exec_quote(a) for a in argv),
+            "StandardOutput=append:%s" % log,
+            "StandardError=append:%s" % log,
+            "",
+        ]
+    )
+    timer = "\n".join(
+        [
+            "# Written by cascade-ops timer.install: the watchdog every %s for %s" % (every, what),
+            "[Unit]",
+            "Description=cascade-ops watchdog every %s (%s)" % (every, what),
+            "[Timer]",
+            "OnCalendar=%s" % calendar,
+            "Persistent=true",
+            "RandomizedDelaySec=%d" % spread,
+            "AccuracySec=1s",
+            "[Install]",
+            "WantedBy=timers.target",
+            "",
+        ]
+    )
     return service, timer
 
 
@@ -56,13 +74,28 @@ WATCHDOG_S = 10  # a follower whose loop has not said WATCHDOG=1 this long is re
 def follower_unit(argv: List[str], log: str, workdir: str, what: str) -> str:
     """The resident watchdog as a service systemd supervises: restarted whenever it exits, and when
     its own loop stops saying it is alive (``Type=notify``, ``WatchdogSec=``)."""
-    return "\n".join([
-        "# Written by cascade-ops service.install: the resident watchdog for %s" % what,
-        "[Unit]", "Description=cascade-ops follower (%s)" % what, "After=network.target",
-        # KillMode=process: a backend the follower starts detached outlives a restart of the follower.
-        # TimeoutAbortSec: a follower that stopped answering gets SIGABRT, then SIGKILL soon, not 90 s later.
-        "[Service]", "Type=notify", "NotifyAccess=main", "WatchdogSec=%d" % WATCHDOG_S, "TimeoutAbortSec=5",
-        "Restart=always", "RestartSec=1", "KillMode=process", "WorkingDirectory=%s" % workdir,
-        "ExecStart=%s" % " ".join(_exec_quote(a) for a in argv),
-        "StandardOutput=append:%s" % log, "StandardError=append:%s" % log,
-        "[Install]", "WantedBy=multi-user.target", ""])
+    return "\n".join(
+        [
+            "# Written by cascade-ops service.install: the resident watchdog for %s" % what,
+            "[Unit]",
+            "Description=cascade-ops follower (%s)" % what,
+            "After=network.target",
+            # KillMode=process: a backend the follower starts detached outlives a restart of the follower.
+            # TimeoutAbortSec: a follower that stopped answering gets SIGABRT, then SIGKILL soon, not 90 s later.
+            "[Service]",
+            "Type=notify",
+            "NotifyAccess=main",
+            "WatchdogSec=%d" % WATCHDOG_S,
+            "TimeoutAbortSec=5",
+            "Restart=always",
+            "RestartSec=1",
+            "KillMode=process",
+            "WorkingDirectory=%s" % workdir,
+            "ExecStart=%s" % " ".join(_exec_quote(a) for a in argv),
+            "StandardOutput=append:%s" % log,
+            "StandardError=append:%s" % log,
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )

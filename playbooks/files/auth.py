@@ -47,8 +47,9 @@ def _setting(name, default, low, high):
     """A whole-number setting from the environment, refused at start-up when out of bounds."""
     text = os.environ.get(name, str(default))
     if not text.isdigit() or not low <= int(text) <= high:
-        raise RuntimeError("%s must be a whole number from %d to %d, got %r: refusing to serve /auth"
-                           % (name, low, high, text))
+        raise RuntimeError(
+            "%s must be a whole number from %d to %d, got %r: refusing to serve /auth" % (name, low, high, text)
+        )
     return int(text)
 
 
@@ -128,8 +129,9 @@ def citizen(username):
     if not CITIZEN_API:
         return _load(USERS_FILE).get(username)
     try:
-        response = httpx.get("%s/citizens/%s" % (CITIZEN_API, quote(username, safe="")),
-                             timeout=CITIZEN_API_TIMEOUT_S, trust_env=False)
+        response = httpx.get(
+            "%s/citizens/%s" % (CITIZEN_API, quote(username, safe="")), timeout=CITIZEN_API_TIMEOUT_S, trust_env=False
+        )
     except httpx.HTTPError as exc:
         raise HTTPException(503, "citizen directory unavailable (%s)" % type(exc).__name__)
     if response.status_code == 404:
@@ -164,8 +166,11 @@ def _check_code(username, code, now):
     """The nonce of a valid activation code for ``username``, else a 403 that says why."""
     expiry, _, rest = code.partition("-")
     nonce, _, mac = rest.partition("-")
-    if not expiry.isdigit() or not nonce or not hmac.compare_digest(mac.encode(), _code_mac(
-            username, int(expiry), nonce).encode()):
+    if (
+        not expiry.isdigit()
+        or not nonce
+        or not hmac.compare_digest(mac.encode(), _code_mac(username, int(expiry), nonce).encode())
+    ):
         raise HTTPException(403, "activation needs a valid code for this citizen (the operator issues one)")
     if int(expiry) < now:
         raise HTTPException(403, "activation code expired: ask the operator for a new one")
@@ -229,15 +234,21 @@ def token(body: Credentials, request: Request):
     now = int(time.time())
     tier = TIERS.get(record.get("class_name"), "basic")
     claims = {"sub": body.username, "iat": now, "exp": now + TOKEN_LIFETIME_S, "subscription_tier": tier}
-    return {"access_token": jwt.encode(claims, SECRET, algorithm=ALGORITHM), "token_type": "bearer",
-            "subscription_tier": tier}
+    return {
+        "access_token": jwt.encode(claims, SECRET, algorithm=ALGORITHM),
+        "token_type": "bearer",
+        "subscription_tier": tier,
+    }
 
 
 @router.get("/me")
 def me(authorization: str = Header(default="")):
     claims = _claims(authorization)
-    return {"sub": claims["sub"], "citizen": citizen(claims["sub"]),
-            "subscription_tier": claims.get("subscription_tier")}
+    return {
+        "sub": claims["sub"],
+        "citizen": citizen(claims["sub"]),
+        "subscription_tier": claims.get("subscription_tier"),
+    }
 
 
 @router.post("/verify")

@@ -21,8 +21,13 @@ restarts = 0
 
 def write():
     running = child is not None and child.poll() is None
-    doc = {"name": name, "wanted": wanted, "state": "RUNNING" if running else "STOPPED",
-           "main_pid": child.pid if running else 0, "restarts": restarts}
+    doc = {
+        "name": name,
+        "wanted": wanted,
+        "state": "RUNNING" if running else "STOPPED",
+        "main_pid": child.pid if running else 0,
+        "restarts": restarts,
+    }
     with open(state_file + ".tmp", "w") as f:
         json.dump(doc, f)
     os.replace(state_file + ".tmp", state_file)  # a reader never sees half a file
