@@ -1,11 +1,13 @@
 """Bad input gets a clear error naming file, line and field, exit code 4, and changes nothing."""
 
+import dataclasses
 import textwrap
 
 import pytest
 
 from cascade_ops import api
-from cascade_ops.config.hostvars import parse_duration
+from cascade_ops.config.hostvars import SPECS, HostVars
+from cascade_ops.config.values import parse_duration
 from cascade_ops.errors import ConfigError
 from support import PLAYBOOK
 
@@ -115,6 +117,28 @@ def test_groups_vars_and_limit_select_hosts(tmp_path):
     assert [h.name for h in api.select_hosts(str(inventory), "solo,web*")] == order
     overridden = api.select_hosts(str(inventory), "solo", ["port=9100", "force=yes"])[0]
     assert overridden.vars["port"] == 9100 and overridden.vars["force"] is True
+
+
+@pytest.mark.unit
+def test_host_vars_are_typed_attributes_and_a_mapping_of_every_variable(tmp_path):
+    """Every SPECS variable is a typed attribute, parsed on load; a transport's own variables (and an
+    owner kind's) are read by name, and the whole is a read-only mapping of all of them."""
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "all:\n  hosts:\n    web1: {port: '9002', app_dir: /srv/app, grace: 1m, connection: ssh, user: deploy}\n"
+    )
+    v = api.select_hosts(str(inventory))[0].vars
+    assert isinstance(v, HostVars)
+    assert (v.port, v.grace, v.state_dir, v.host) == (9002, 60.0, "/srv/app/.cascade-ops", "web1")
+    assert v["port"] is v.port and v["user"] == "deploy" and "user" not in SPECS
+    assert set(SPECS) | {"host", "connection"} <= set(v) and "user" in v and "no_such" not in v
+    assert len(v) == len(list(v)) == len(set(v))
+    annotated = {f.name: f.type for f in dataclasses.fields(HostVars)}
+    assert set(SPECS) <= set(annotated)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        v["port"] = 1  # type: ignore[index]
 
 
 def test_cli_exit_code_4_touches_nothing(site):

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cascade_ops.config.hostvars import parse_duration
 from cascade_ops.config.inventory import load_inventory
+from cascade_ops.config.values import parse_duration
 from cascade_ops.errors import ConfigError
 from cascade_ops.transport.local import LocalTransport
 from cascade_ops.watchdog import cron, timers

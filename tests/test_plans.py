@@ -7,7 +7,8 @@ import time
 import pytest
 
 from cascade_ops import api
-from cascade_ops.config.hostvars import SPECS, parse_serial
+from cascade_ops.config.hostvars import SPECS, HostVars
+from cascade_ops.config.values import parse_serial
 from cascade_ops.engine.playbook import load_playbook
 from cascade_ops.engine.runner import batch_size
 from cascade_ops.errors import ConfigError
@@ -57,7 +58,7 @@ def host_vars(**extra):
         grace=5.0,
     )
     values.update(extra)
-    return values
+    return HostVars.of(values)
 
 
 def run_on(d=None, check=False, answers=None, **extra):

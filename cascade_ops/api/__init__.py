@@ -20,15 +20,17 @@ from typing import (
     Iterator,
     List,
     Optional,
+    Sequence,
     Tuple,
     TypeVar,
 )
 
 from cascade_ops import agent, resources
-from cascade_ops.config.hostvars import Host, parse_cli_vars, parse_serial
+from cascade_ops.config.hostvars import Host, Machine, parse_cli_vars
 from cascade_ops.config.inventory import load_inventory
+from cascade_ops.config.values import parse_serial
 from cascade_ops.engine import interrupts
-from cascade_ops.engine.scheduler import DEFAULT_FORKS, FDS_PER_FORK, max_forks, run_each
+from cascade_ops.engine.scheduler import DEFAULT_FORKS, FDS_PER_FORK, H, max_forks, run_each
 from cascade_ops.errors import CascadeError, ConfigError, worst_exit_code
 from cascade_ops.transport import ConnectOptions, Transport
 
@@ -67,8 +69,8 @@ class PerHost(Dict[str, T], Generic[T]):
 
 
 def on_hosts(
-    hosts: List[Host],
-    work: Callable[[Host, Transport], T],
+    hosts: Sequence[H],
+    work: Callable[[H, Transport], T],
     forks: int = DEFAULT_FORKS,
     connect: Optional[ConnectOptions] = None,
 ) -> PerHost[T]:
@@ -116,9 +118,9 @@ def command_line_host(
     )
 
 
-def controller() -> Host:
-    """The machine cascade-ops runs on, as a host (its crontab, for instance)."""
-    return Host("localhost", (), {"host": "localhost", "connection": "local", "host_timeout": 60.0})
+def controller() -> Machine:
+    """The machine cascade-ops runs on (its crontab, its systemd units)."""
+    return Machine("localhost", {"host": "localhost", "connection": "local", "host_timeout": 60.0})
 
 
 def default_playbook(inventory: str, name: str) -> str:
@@ -130,7 +132,7 @@ def default_playbook(inventory: str, name: str) -> str:
 
 def demo_inventory(path: str, port: int) -> str:
     """Write (or refresh) the bundled demo's inventory at ``path``; its working copy goes beside it."""
-    from cascade_ops.config.hostvars import parse_port
+    from cascade_ops.config.values import parse_port
 
     try:
         port = parse_port(port)
@@ -265,7 +267,7 @@ def invite(
     import time
 
     from cascade_ops.activation import activation_code
-    from cascade_ops.config.hostvars import parse_duration
+    from cascade_ops.config.values import parse_duration
 
     if not username or len(username) > 256:
         raise ConfigError("expected a citizen's name of 1 to 256 characters", field="NAME")
@@ -278,7 +280,7 @@ def invite(
     expiry = int(time.time() + seconds)
 
     def mint(host: Host, transport: Transport) -> str:
-        secret = transport.call(agent.files.read_secret, path=host.vars["jwt_secret_file"])
+        secret = transport.call(agent.files.read_secret, path=host.vars.jwt_secret_file)
         return activation_code(secret, username, expiry)
 
     return on_hosts(_hosts(inventory, limit, vars, hosts), mint)
@@ -331,7 +333,7 @@ def watch(
 
     from cascade_ops.watchdog.alerts import Pings
 
-    pings = {host.name: Pings(host.vars["ping_url"]) for host in hosts}  # /start, before any host is reached
+    pings = {host.name: Pings(host.vars.ping_url) for host in hosts}  # /start, before any host is reached
     ticks = on_hosts(hosts, lambda host, t: tick_host(host, t, load, reset))
     done: Dict[str, Tick] = {}
     for name, tick, error in ticks.each():

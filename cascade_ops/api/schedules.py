@@ -15,7 +15,7 @@ from cascade_ops.api import (
     on_hosts,
     select_hosts,
 )
-from cascade_ops.config.hostvars import Host
+from cascade_ops.config.hostvars import Host, Reachable
 from cascade_ops.transport import Transport
 
 
@@ -45,12 +45,12 @@ def cron_install(
     schedule = cron.schedule(every)
     job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
 
-    def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+    def install(host: Reachable, transport: Transport) -> Tuple[bool, str]:
         runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
         command = cron.watch_command(
             runner, job.workdir(runner, PROJECT_DIR), job.watched, job.limit, job.vars, job.log
         )
-        job.prepare(host, transport)
+        job.prepare(transport)
         changed = cron.install(transport, job.watched, schedule, command, user)
         return changed, cron.find(transport, job.watched, user) or ""
 
@@ -124,11 +124,11 @@ def timer_install(
     job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
     name = timers.unit_name(job.watched)
 
-    def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+    def install(host: Reachable, transport: Transport) -> Tuple[bool, str]:
         runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
         argv = cron.watch_argv(runner, job.watched, job.limit, job.vars)
         service, timer = timers.units(argv, every, job.log, job.workdir(runner, PROJECT_DIR), job.watched)
-        job.prepare(host, transport)
+        job.prepare(transport)
         done = transport.call(
             agent.systemd.units_install,
             unit_dir=unit_dir or timers.UNIT_DIR,
@@ -188,7 +188,7 @@ def timer_status(
 
 def _every(every: Any) -> float:
     """The follower's period, checked: 10 ms to 1 h."""
-    from cascade_ops.config.hostvars import parse_duration
+    from cascade_ops.config.values import parse_duration
     from cascade_ops.errors import ConfigError
 
     try:
@@ -264,7 +264,7 @@ def service_install(
     job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
     _, name, pidfile = _follower(inventory, target, host_inventory)
 
-    def install(host: Host, transport: Transport) -> Tuple[bool, str]:
+    def install(host: Reachable, transport: Transport) -> Tuple[bool, str]:
         runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
         argv = cron.watch_argv(runner, job.watched, job.limit, job.vars) + [
             "--follow",
@@ -274,7 +274,7 @@ def service_install(
             job.log,
         ]
         workdir = job.workdir(runner, PROJECT_DIR)
-        job.prepare(host, transport)
+        job.prepare(transport)
         if transport.call(agent.systemd.systemd_runs):
             unit = timers.follower_unit(argv, job.log, workdir, job.watched)
             done = transport.call(
@@ -309,7 +309,7 @@ def service_remove(
 
     _, name, pidfile = _follower(inventory, target, host_inventory)
 
-    def remove(host: Host, transport: Transport) -> bool:
+    def remove(host: Reachable, transport: Transport) -> bool:
         removed = transport.call(
             agent.systemd.units_remove,
             unit_dir=unit_dir or timers.UNIT_DIR,
@@ -328,7 +328,7 @@ def service_status(
     """This inventory's follower, as what supervises it sees it, in words."""
     _, name, pidfile = _follower(inventory, target, host_inventory)
 
-    def status(host: Host, transport: Transport) -> str:
+    def status(host: Reachable, transport: Transport) -> str:
         detached = transport.call(agent.launch.detached_status, pidfile=pidfile)
         if detached["running"]:
             return "detached follower pid %d (not supervised)" % detached["pid"]

@@ -9,7 +9,8 @@ entry in ``CONNECTIONS``.
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-from cascade_ops.config.hostvars import VarSpec, parse_bool, parse_choice, parse_duration, parse_port, parse_str
+from cascade_ops.config.hostvars import VarSpec
+from cascade_ops.config.values import parse_bool, parse_choice, parse_duration, parse_port, parse_str
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import fnmatch
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from cascade_ops.config.connections import connection_vars
 from cascade_ops.config.hostvars import SPECS, Host, Origin, RawVar, VarSpec, owner_vars, resolve
@@ -185,7 +185,7 @@ class Inventory:
         reached = {
             h.name: endpoint(h.vars["address"] or h.name, h.vars["ssh_port"])
             for h in self.hosts.values()
-            if h.vars["connection"] == "ssh"
+            if h.vars.connection == "ssh"
         }
         there = {
             n: p
@@ -344,7 +344,7 @@ def load_inventory(path: str, cli_vars: Optional[Dict[str, RawVar]] = None) -> I
     )
 
 
-def _plain(values: Dict[str, Any]) -> Dict[str, Any]:
+def _plain(values: Mapping[str, Any]) -> Dict[str, Any]:
     """Variables as JSON values (a path or a duration stays what it was parsed into)."""
     return {
         k: v if isinstance(v, (str, int, float, bool, list, dict)) or v is None else str(v) for k, v in values.items()

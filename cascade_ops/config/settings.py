@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from cascade_ops.config.hostvars import parse_bool, parse_choice, parse_positive_int, parse_str
+from cascade_ops.config.values import parse_bool, parse_choice, parse_positive_int, parse_str
 from cascade_ops.config.yamlsrc import expect_mapping, load_file
 from cascade_ops.errors import ConfigError
 

@@ -18,8 +18,9 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-from cascade_ops.config.hostvars import Host, parse_serial, references, render
+from cascade_ops.config.hostvars import Host, HostVars, references, render
 from cascade_ops.config.inventory import variables
+from cascade_ops.config.values import parse_serial
 from cascade_ops.config.yamlsrc import Located, expect_mapping, load_file
 from cascade_ops.engine.events import StepCallback
 from cascade_ops.engine.runner import RunOptions, run_hosts
@@ -127,11 +128,11 @@ def load_playbook(path: str) -> Playbook:
     return Playbook(path, str(data.get("name") or os.path.basename(path)), calls, rollback, serial, max_fail)
 
 
-def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:
+def bind(call: StepCall, host_vars: HostVars) -> BoundStep:
     """Render a step's arguments with a host's variables and parse them."""
     step_cls = REGISTRY[call.name]
     if call.when and not host_vars.get(call.when):
-        return BoundStep(step_cls(), None, "%s is not set for host %s" % (call.when, host_vars["host"]))
+        return BoundStep(step_cls(), None, "%s is not set for host %s" % (call.when, host_vars.host))
     args: Dict[str, Any] = {}
     for key, template in call.args.items():
         line = call.arg_lines.get(key, call.line)
@@ -140,7 +141,7 @@ def bind(call: StepCall, host_vars: Dict[str, Any]) -> BoundStep:
             continue
         unset = [r for r in references(template) if host_vars.get(r) is None]
         if unset:
-            return BoundStep(step_cls(), None, "%s is not set for host %s" % (unset[0], host_vars["host"]))
+            return BoundStep(step_cls(), None, "%s is not set for host %s" % (unset[0], host_vars.host))
         text = render(template, host_vars, call.file, line, "%s.%s" % (call.name, key))
         try:
             args[key] = step_cls.args[key].parse(text)

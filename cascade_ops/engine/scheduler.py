@@ -11,16 +11,17 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar
 
-from cascade_ops.config.hostvars import Host
+from cascade_ops.config.hostvars import Reachable
 from cascade_ops.engine import interrupts
 from cascade_ops.engine.interrupts import Interrupted
 from cascade_ops.errors import EXIT_OK, CascadeError, HostCommandError, HostCutOff, HostUnreachable
 from cascade_ops.transport import ConnectOptions, Transport, connect, prepare
 
 T = TypeVar("T")
-Work = Callable[[Host, Transport], T]
+H = TypeVar("H", bound=Reachable)  # a Host, or the controller
+Work = Callable[[H, Transport], T]
 
 DEFAULT_FORKS = 10
 # Hosts in flight at once cost a thread and a few descriptors each (the SSH socket, and for a moment
@@ -55,10 +56,10 @@ class HostOutcome(Generic[T]):
         return self.error.exit_code if self.error else EXIT_OK
 
 
-class _Slot:
+class _Slot(Generic[H]):
     """One host's place in the run: its transport once connected, and whether it was cut off."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host: H):
         self.host = host
         self.deadline = time.monotonic() + host.vars["host_timeout"]
         self.transport: Optional[Transport] = None
@@ -90,7 +91,7 @@ class _Slot:
         return HostOutcome(name, error=HostCutOff(name, timeout), duration_s=timeout, connected=True)
 
 
-def _attempt(slot: _Slot, work: "Work[T]", connect_options: Optional[ConnectOptions]) -> HostOutcome[T]:
+def _attempt(slot: "_Slot[H]", work: "Work[H, T]", connect_options: Optional[ConnectOptions]) -> HostOutcome[T]:
     started = time.monotonic()
     host = slot.host
     outcome: HostOutcome[T] = HostOutcome(host.name)
@@ -112,12 +113,12 @@ def _attempt(slot: _Slot, work: "Work[T]", connect_options: Optional[ConnectOpti
 
 
 def run_each(
-    hosts: List[Host],
-    work: "Work[T]",
+    hosts: Sequence[H],
+    work: "Work[H, T]",
     forks: int = DEFAULT_FORKS,
     connect_options: Optional[ConnectOptions] = None,
-    on_done: Optional[Callable[[Host, HostOutcome[T]], None]] = None,
-    on_start: Optional[Callable[[Host], None]] = None,
+    on_done: Optional[Callable[[H, HostOutcome[T]], None]] = None,
+    on_start: Optional[Callable[[H], None]] = None,
 ) -> Dict[str, HostOutcome[T]]:
     """Run ``work(host, transport)`` on every host, ``forks`` at a time; outcomes in host order.
 
@@ -128,13 +129,13 @@ def run_each(
     finished: queue.Queue[Tuple[str, HostOutcome[T]]] = queue.Queue()
     outcomes: Dict[str, HostOutcome[T]] = {}
     pending = list(hosts)
-    running: Dict[str, _Slot] = {}
-    cut: List[_Slot] = []
+    running: Dict[str, _Slot[H]] = {}
+    cut: List[_Slot[H]] = []
 
-    def thread(slot: _Slot) -> None:
+    def thread(slot: _Slot[H]) -> None:
         finished.put((slot.host.name, _attempt(slot, work, connect_options)))
 
-    def record(host: Host, outcome: HostOutcome[T]) -> None:
+    def record(host: H, outcome: HostOutcome[T]) -> None:
         outcomes[host.name] = outcome
         if on_done:
             on_done(host, outcome)

@@ -11,6 +11,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from cascade_ops import agent
 from cascade_ops.agent.procfs import GONE_STATES, STOPPED_STATES
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.model.owners import DETACHED, Owner, hint_vars
 from cascade_ops.model.paths import StatePaths
 from cascade_ops.transport import Transport
@@ -357,22 +358,22 @@ def _mark_in_the_way(sockets: Tuple[ListenSocket, ...], bind_address: str, binda
     return tuple(replace(s, in_the_way=bool(v) or (v is None and unknown_blocks)) for s, v in zip(sockets, verdicts))
 
 
-def owner_hints(v: Dict[str, Any]) -> Dict[str, Any]:
+def owner_hints(v: HostVars) -> Dict[str, Any]:
     """The host's manager settings the agent needs to find and name an owner."""
     return {key: v.get(key) for key in hint_vars()}
 
 
-def read_diagnosis(transport: Transport, v: Dict[str, Any], probe: bool = True) -> Diagnosis:
+def read_diagnosis(transport: Transport, v: HostVars, probe: bool = True) -> Diagnosis:
     """A host's diagnosis in one agent call (one round trip when remote)."""
     raw = transport.call(
         agent.hostfacts.host_facts,
-        port=v["port"],
-        bind_host=v["bind_host"],
-        health_path=v["health_path"],
-        probe_timeout=v["probe_timeout"],
+        port=v.port,
+        bind_host=v.bind_host,
+        health_path=v.health_path,
+        probe_timeout=v.probe_timeout,
         probe=probe,
         owner_hints=owner_hints(v),
         pidfile=StatePaths.of(v).backend_pid,
-        accept_timeout=v["accept_timeout"],
+        accept_timeout=v.accept_timeout,
     )
-    return Diagnosis.from_agent(raw, v["port"])
+    return Diagnosis.from_agent(raw, v.port)

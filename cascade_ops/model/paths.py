@@ -3,7 +3,8 @@ watchdog and the reports read and write there must agree on the names."""
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+
+from cascade_ops.config.hostvars import HostVars
 
 _NAMES = {
     "lock": "run.lock",
@@ -34,6 +35,6 @@ class StatePaths:
     watch_inventory: str  # the host's own inventory, written by cron-install for a watchdog with no controller
 
     @classmethod
-    def of(cls, host_vars: Mapping[str, Any]) -> "StatePaths":
-        root = str(host_vars["state_dir"])
+    def of(cls, host_vars: HostVars) -> "StatePaths":
+        root = str(host_vars.state_dir)
         return cls(root, **{name: os.path.join(root, file) for name, file in _NAMES.items()})

@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 
 from cascade_ops import agent
 from cascade_ops.agent.files import append_log, tail
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.engine.events import RunListener
 from cascade_ops.errors import CascadeError
 from cascade_ops.model.paths import StatePaths
@@ -71,15 +72,15 @@ def line_of(result: HostResult, run_id: str, name: str, started_at: float) -> st
     )
 
 
-def record(transport: Transport, v: Dict[str, Any], result: HostResult, run_id: str, name: str) -> None:
+def record(transport: Transport, v: HostVars, result: HostResult, run_id: str, name: str) -> None:
     """Append this run's line; failing to is a warning on the result, never a failed run."""
     try:
         transport.call(
             agent.files.append_log,
             path=StatePaths.of(v).history,
             line=line_of(result, run_id, name, result.started_at),
-            max_bytes=v["history_max_bytes"],
-            keep=v["keep_history"],
+            max_bytes=v.history_max_bytes,
+            keep=v.keep_history,
         )
     except CascadeError as exc:
         result.warnings.append("run history not written: %s" % exc)
@@ -115,7 +116,7 @@ def read_controller(inventory: str, hosts: List[str], last: int) -> Dict[str, Li
     return {h: runs[-last:] for h, runs in found.items()}
 
 
-def read(transport: Transport, v: Dict[str, Any], last: int) -> List[Dict[str, Any]]:
+def read(transport: Transport, v: HostVars, last: int) -> List[Dict[str, Any]]:
     """The host's last ``last`` runs, oldest first (lines that do not parse are skipped)."""
     lines = transport.call(agent.files.tail, path=StatePaths.of(v).history, lines=last) or []
     runs = []

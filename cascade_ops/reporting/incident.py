@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from cascade_ops import agent
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.engine.events import RunListener
 from cascade_ops.errors import CascadeError
 from cascade_ops.model.paths import StatePaths
@@ -31,10 +32,10 @@ def build(run: HostRun, steps: List[dict], outcome: str, started_at: float) -> D
     diagnosis = run.diagnosis.to_json() if run.diagnosis else None
     # A hang is named only when the diagnosis found the backend unhealthy: a healthy one replaced
     # for new files was a planned restart, whatever its stacks looked like at that moment.
-    planned = run.diagnosis is not None and run.diagnosis.left_alone(run.vars["restart_slow"]) and run.restarted
+    planned = run.diagnosis is not None and run.diagnosis.left_alone(run.vars.restart_slow) and run.restarted
     doc = {
         "host": run.host,
-        "port": run.vars["port"],
+        "port": run.vars.port,
         "outcome": outcome,
         "started_at": _iso(started_at),
         "finished_at": _iso(time.time()),
@@ -77,11 +78,11 @@ def write(run: HostRun, document: Dict[str, Any]) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     path = os.path.join(directory, "%s%s.json" % (PREFIX, stamp))
     run.transport.call(agent.files.write_file, path=path, content=text)
-    run.transport.call(agent.files.prune, directory=directory, prefix=PREFIX, keep=run.vars["keep_incidents"])
+    run.transport.call(agent.files.prune, directory=directory, prefix=PREFIX, keep=run.vars.keep_incidents)
     return path
 
 
-def stored(transport: Transport, host_vars: Dict[str, Any]) -> List[str]:
+def stored(transport: Transport, host_vars: HostVars) -> List[str]:
     directory = StatePaths.of(host_vars).incidents
     names = transport.call(agent.files.list_dir, path=directory) or []
     return [os.path.join(directory, n) for n in names if n.startswith(PREFIX) and n.endswith(".json")]

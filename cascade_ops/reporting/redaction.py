@@ -26,7 +26,7 @@ class SecretScrubber(RunListener):
             if run.host in self._secrets:
                 return self._secrets[run.host]
         try:
-            found = run.transport.call(agent.files.read_secret, path=run.vars["jwt_secret_file"]) or None
+            found = run.transport.call(agent.files.read_secret, path=run.vars.jwt_secret_file) or None
         except CascadeError:
             found = None  # none yet, or unreadable: nothing of it can be in the text
         with self._lock:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.errors import CascadeError, HostCommandError
 from cascade_ops.model.facts import Diagnosis
 from cascade_ops.model.results import StepResult, StepStatus
@@ -44,7 +45,7 @@ class HostRun:
     """One host's run: its variables, its transport, and what earlier steps found or planned."""
 
     host: str
-    vars: Dict[str, Any]
+    vars: HostVars
     transport: Transport
     check: bool = False
     diff: bool = False
@@ -68,7 +69,7 @@ class HostRun:
 def left_alone(run: HostRun) -> bool:
     """The diagnosis found nothing to mend (healthy, or slow and ``restart_slow`` off) and no earlier
     step changed a file the backend runs: nothing is signalled, started or re-verified."""
-    return run.diagnosis is not None and run.diagnosis.left_alone(run.vars["restart_slow"]) and not run.changed_files
+    return run.diagnosis is not None and run.diagnosis.left_alone(run.vars.restart_slow) and not run.changed_files
 
 
 Outcome = Union[Plan, Unchanged, Skipped]

@@ -28,7 +28,7 @@ def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> Dict
         content_b64=content,
         staged=staged,
         backup_dir=StatePaths.of(v).backups,
-        keep_backups=v["keep_backups"],
+        keep_backups=v.keep_backups,
         validate_python=validate_python,
     )
     if done["changed"]:
@@ -55,7 +55,7 @@ class SeedApp(Step):
         kind, entries = facts
         if kind not in ("dir", None):
             raise StepFailed("%s exists and is not a directory" % args["dest"])
-        state = os.path.relpath(run.vars["state_dir"], args["dest"])
+        state = os.path.relpath(run.vars.state_dir, args["dest"])
         if [e for e in entries or () if e != state]:
             return Unchanged("%s exists" % args["dest"])
         if not os.path.isdir(args["src"]):
@@ -216,7 +216,7 @@ class MountRouter(Step):
         return text
 
     def plan(self, run: HostRun, args: Args, source: Any) -> Outcome:
-        app_name = run.vars["app"].rpartition(":")[2]
+        app_name = run.vars.app.rpartition(":")[2]
         wanted = mount_router(source, args["main"], args["module"], args["router"], args["alias"], app_name)
         if wanted == source:
             return Unchanged("%s already includes %s" % (args["main"], args["alias"]))
@@ -246,7 +246,7 @@ class JwtSecret(Step):
             if state["problems"]:
                 raise StepFailed("refusing JWT secret %s: %s" % (args["path"], "; ".join(state["problems"])))
             return Unchanged("%s is in place" % args["path"])
-        if run.vars["auth_module"]:  # the auth module reads it at start-up: a running one holds another
+        if run.vars.auth_module:  # the auth module reads it at start-up: a running one holds another
             run.changed_files.append(args["path"])
             return Plan("create a random JWT secret in %s (mode 0600)" % args["path"])
         # No auth module runs on this backend: a healthy one is not restarted for a file it does not use.

@@ -5,6 +5,7 @@ outcome by the port: exactly the owner's processes serve it, healthy."""
 from typing import Any, Dict, List, Optional, Tuple
 
 from cascade_ops import agent
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.model.facts import Diagnosis
 from cascade_ops.model.owners import Owner, what
 from cascade_ops.model.paths import StatePaths
@@ -15,7 +16,7 @@ from cascade_ops.steps.ownership import Route
 LOG_TAIL_LINES = 20
 
 
-def backend_env(v: Dict[str, Any]) -> Dict[str, str]:
+def backend_env(v: HostVars) -> Dict[str, str]:
     env = {"PYTHONUNBUFFERED": "1"}
     for var, name in (("redis_url", "CASCADE_REDIS_URL"), ("citizen_api", "CASCADE_CITIZEN_API")):
         if v[var]:
@@ -36,11 +37,11 @@ def _wait_healthy(run: HostRun) -> Dict[str, Any]:
     return run.transport.call(
         agent.probe.wait_healthy,
         pid=None,
-        bind_host=v["bind_host"],
-        port=v["port"],
-        path=v["health_path"],
-        timeout=v["start_timeout"],
-        probe_timeout=v["probe_timeout"],
+        bind_host=v.bind_host,
+        port=v.port,
+        path=v.health_path,
+        timeout=v.start_timeout,
+        probe_timeout=v.probe_timeout,
     )
 
 
@@ -57,11 +58,11 @@ def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tupl
         agent.owners.owner_start,
         owner=owner.raw,
         argv=argv,
-        cwd=v["app_dir"],
+        cwd=v.app_dir,
         log=StatePaths.of(v).backend_log,
         env_file=StatePaths.of(v).backend_env,
         env=backend_env(v),
-        secret_env={SECRET_ENV: v["jwt_secret_file"]},
+        secret_env={SECRET_ENV: v.jwt_secret_file},
         listen="%s:%d" % ("[%s]" % listen[0] if ":" in listen[0] else listen[0], listen[1]) if listen else None,
     )
     run.restarted = True
@@ -73,8 +74,8 @@ def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tupl
             "asked %s to start the backend, but port %d is not healthy within %.0fs; it says %s%s"
             % (
                 owner.describe(),
-                v["port"],
-                v["start_timeout"],
+                v.port,
+                v.start_timeout,
                 now.state or "nothing",
                 "".join("\n  | " + line for line in journal),
             )
@@ -84,7 +85,7 @@ def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tupl
     if strangers:
         raise StepFailed(
             "asked %s to start the backend, but port %d is served by %s"
-            % (owner.describe(), v["port"], "; ".join("pid %d (%s)" % (h.pid, h.owner.describe()) for h in strangers))
+            % (owner.describe(), v.port, "; ".join("pid %d (%s)" % (h.pid, h.owner.describe()) for h in strangers))
         )
     run.started_pid = now.main_pid or None
     return "%s %s %s (main pid %d, %s, restarts %d), healthy after %.2fs" % (
@@ -110,14 +111,14 @@ def master_serves(run: HostRun, way: Route) -> str:
     if not ready["ok"]:
         raise StepFailed(
             "gunicorn master pid %d did not bring port %d back to health within %.0fs"
-            % (way.master.pid, run.vars["port"], run.vars["start_timeout"])
+            % (way.master.pid, run.vars.port, run.vars.start_timeout)
         )
     serving = gather_diagnosis(run, probe=False)
     others = _master_serves(serving, way.master.pid)
     if others:
         raise StepFailed(
             "port %d is also served by pid %s, outside gunicorn master pid %d"
-            % (run.vars["port"], _pids(others), way.master.pid)
+            % (run.vars.port, _pids(others), way.master.pid)
         )
     workers = [h.pid for h in serving.in_the_way if h.process.ppid == way.master.pid]
     return "gunicorn master pid %d serves with workers %s, healthy after %.2fs" % (
@@ -134,7 +135,7 @@ def reload_master(run: HostRun, way: Route, aside: str) -> str:
     old = [p for p in run.diagnosis.processes.values() if p.ppid == master.pid]
     run.transport.call(agent.signals.reload, pid=master.pid, start_ticks=master.start_ticks)
     run.restarted = True
-    timeout = run.vars["grace"] + run.vars["start_timeout"]
+    timeout = run.vars.grace + run.vars.start_timeout
     left = run.transport.call(
         agent.signals.wait_gone, targets=[{"pid": p.pid, "start_ticks": p.start_ticks} for p in old], timeout=timeout
     )

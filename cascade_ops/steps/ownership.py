@@ -10,8 +10,9 @@ says "inactive" while something it does not know serves the port).
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.model.facts import Diagnosis, ProcessFacts, gunicorn_master
 from cascade_ops.model.owners import DETACHED, Owner, kinds, name_var
 from cascade_ops.steps.base import StepFailed
@@ -41,14 +42,14 @@ class Route:
         return "terminate"
 
 
-def effective_manager(v: Dict[str, Any]) -> str:
+def effective_manager(v: HostVars) -> str:
     """``manager``, or under ``auto`` the kind that ``unit``/``program``/``container`` name (else auto)."""
-    if v["manager"] != "auto":
-        return str(v["manager"])
+    if v.manager != "auto":
+        return v.manager
     return next((kind for kind in kinds() if v.get(name_var(kind) or "")), "auto")
 
 
-def configured_name(kind: str, v: Dict[str, Any]) -> Optional[str]:
+def configured_name(kind: str, v: HostVars) -> Optional[str]:
     var = name_var(kind)
     return v.get(var) if var else None
 
@@ -59,17 +60,17 @@ def _names(owner: Owner, name: str) -> bool:
     return name in (owner.name, container) or (len(name) >= 12 and bool(container) and container.startswith(name))
 
 
-def is_stray(owner: Owner, pid: int, d: Diagnosis, v: Dict[str, Any]) -> bool:
+def is_stray(owner: Owner, pid: int, d: Diagnosis, v: HostVars) -> bool:
     """A process in a unit's cgroup that the unit does not run: started from a cron job or from an
     SSH session without a login manager, then detached. That unit (cron, ssh) is not the backend's."""
-    if owner.kind != "systemd" or v["unit"] == owner.name or not owner.reachable:
+    if owner.kind != "systemd" or v.unit == owner.name or not owner.reachable:
         return False  # a unit that cannot be asked cannot be judged either: it stays the owner
     if owner.main_pid and (owner.main_pid == pid or owner.main_pid in d.ancestors(pid)):
         return False
-    return not re.search(v["process_match"], owner.exec_start)
+    return not re.search(v.process_match, owner.exec_start)
 
 
-def route(d: Diagnosis, targets: Tuple[ProcessFacts, ...], v: Dict[str, Any], healthy: bool) -> Route:
+def route(d: Diagnosis, targets: Tuple[ProcessFacts, ...], v: HostVars, healthy: bool) -> Route:
     """How to stop ``targets`` (the proven stale backend); StepFailed, before any signal, when the
     owner cannot be asked or the host's settings and what is observed disagree."""
     manager = effective_manager(v)

@@ -6,15 +6,16 @@ import shlex
 from typing import Any, List
 
 from cascade_ops import agent
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.steps.base import Args, HostRun, Outcome, Step, StepFailed, Unchanged
 
 
-def start_program(v: Any) -> str:
+def start_program(v: HostVars) -> str:
     """The executable the start step will run."""
-    if v["start_command"]:
-        argv = shlex.split(v["start_command"])
+    if v.start_command:
+        argv = shlex.split(v.start_command)
         return argv[0] if argv else ""
-    return str(v["python"])
+    return v.python
 
 
 class Preflight(Step):
@@ -25,12 +26,12 @@ class Preflight(Step):
         return list(
             run.transport.call(
                 agent.preflight.preflight,
-                app_dir=v["app_dir"],
-                seeded=bool(v["app_seed"]),
+                app_dir=v.app_dir,
+                seeded=bool(v.app_seed),
                 program=start_program(v),
-                secret_file=v["jwt_secret_file"],
-                state_dir=v["state_dir"],
-                bind_host=v["bind_host"],
+                secret_file=v.jwt_secret_file,
+                state_dir=v.state_dir,
+                bind_host=v.bind_host,
             )
         )
 

@@ -3,9 +3,10 @@ serves when its health path answers."""
 
 import shlex
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from cascade_ops import agent
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.model.facts import owner_hints
 from cascade_ops.model.owners import Owner, kinds
 from cascade_ops.model.paths import StatePaths
@@ -21,24 +22,24 @@ LOG_TAIL_LINES = 20
 SOCKET_FD = 3  # where systemd's socket activation hands a service its listener (SD_LISTEN_FDS_START)
 
 
-def start_command(v: Dict[str, Any], fd: Optional[int] = None) -> List[str]:
+def start_command(v: HostVars, fd: Optional[int] = None) -> List[str]:
     """The backend's command line; with ``fd``, the replacement started on a kept socket."""
-    if v["start_command"]:
-        argv = shlex.split(v["start_command"])
+    if v.start_command:
+        argv = shlex.split(v.start_command)
         return on_kept_socket(argv, fd, default=False) if fd is not None else argv
     argv = [
-        v["python"],
+        v.python,
         "-m",
         "uvicorn",
-        v["app"],
+        v.app,
         "--app-dir",
-        v["app_dir"],
+        v.app_dir,
         "--host",
-        v["bind_host"],
+        v.bind_host,
         "--port",
-        str(v["port"]),
+        str(v.port),
     ]
-    drain = int(v["grace"]) - 1  # open connections (a WebSocket) are closed before grace runs out
+    drain = int(v.grace) - 1  # open connections (a WebSocket) are closed before grace runs out
     argv = argv + ["--timeout-graceful-shutdown", str(drain)] if drain >= 1 else argv
     return on_kept_socket(argv, fd, default=True) if fd is not None else argv
 
@@ -76,7 +77,7 @@ class Start(Step):
             pids = ", ".join(str(h.pid) for h in d.holders)
             if d.healthy:
                 return Unchanged("running and healthy (pid %s)" % pids)
-            if d.slow and not v["restart_slow"]:
+            if d.slow and not v.restart_slow:
                 return Unchanged("running (pid %s), %s" % (pids, d.verdict()))
             if d.blocking_sockets:
                 raise StepFailed("port %d is held and %s; run the terminate step first" % (d.port, d.verdict()))
@@ -94,10 +95,10 @@ class Start(Step):
             if way.owner.raw.get("load_state") == "not-found":
                 socket = (
                     ""
-                    if not v["systemd_socket"]
+                    if not v.systemd_socket
                     else (
                         " with %s.socket holding %s:%d and its queue across restarts"
-                        % (way.owner.name.rsplit(".", 1)[0], v["bind_host"], v["port"])
+                        % (way.owner.name.rsplit(".", 1)[0], v.bind_host, v.port)
                     )
                 )
                 return Plan(
@@ -106,8 +107,8 @@ class Start(Step):
                 )
             return Plan("ask %s to start it" % way.owner.describe())
         if run.handover is not None:
-            return Plan("start %s on port %d's kept socket, then stop the stale backend" % (v["app"], v["port"]))
-        return Plan("start %s on %s:%d" % (v["app"], v["bind_host"], v["port"]))
+            return Plan("start %s on port %d's kept socket, then stop the stale backend" % (v.app, v.port))
+        return Plan("start %s on %s:%d" % (v.app, v.bind_host, v.port))
 
     def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
         v = run.vars
@@ -115,8 +116,8 @@ class Start(Step):
         if way.action in (ownership.RELOAD, ownership.WORKERS):
             return master_serves(run, way)
         if way.action == ownership.OWNER:
-            if v["systemd_socket"] and way.owner.raw.get("load_state") == "not-found":
-                return start_owned(run, way, start_command(v, SOCKET_FD), listen=(v["bind_host"], v["port"]))
+            if v.systemd_socket and way.owner.raw.get("load_state") == "not-found":
+                return start_owned(run, way, start_command(v, SOCKET_FD), listen=(v.bind_host, v.port))
             return start_owned(run, way, start_command(v))
         paths = StatePaths.of(v)
         offset = run.transport.call(agent.files.file_size, path=paths.backend_log)  # this start's lines begin here
@@ -125,12 +126,12 @@ class Start(Step):
         spawned = run.transport.call(
             agent.launch.spawn,
             argv=start_command(v, run.handover_fd),
-            cwd=v["app_dir"],
+            cwd=v.app_dir,
             log=paths.backend_log,
             pidfile=paths.backend_pid,
             env=backend_env(v),
-            secret_env={SECRET_ENV: v["jwt_secret_file"]},
-            port=v["port"],
+            secret_env={SECRET_ENV: v.jwt_secret_file},
+            port=v.port,
             inherit=[kept.inode] if kept else None,
         )
         pid = run.started_pid = spawned["pid"]
@@ -152,18 +153,18 @@ class Start(Step):
         ready = run.transport.call(
             agent.probe.wait_healthy,
             pid=pid,
-            bind_host=v["bind_host"],
-            port=v["port"],
-            path=v["health_path"],
-            timeout=v["start_timeout"],
-            probe_timeout=v["probe_timeout"],
+            bind_host=v.bind_host,
+            port=v.port,
+            path=v.health_path,
+            timeout=v.start_timeout,
+            probe_timeout=v.probe_timeout,
         )
         if not ready["ok"]:
             why = {
                 "exited": "exited during start-up",
                 "slow": "serves, but slower than probe_timeout %gs (slow, not hung: as slow as the one it "
-                "replaced; not restarted again)" % v["probe_timeout"],
-            }.get(ready["reason"], "not healthy within %.0fs" % v["start_timeout"])
+                "replaced; not restarted again)" % v.probe_timeout,
+            }.get(ready["reason"], "not healthy within %.0fs" % v.start_timeout)
             raise StepFailed("backend pid %d %s%s; %s" % (pid, why, unrecorded, self._log_tail(run, offset)))
         serving = gather_diagnosis(run, probe=False)
         ours = [h.pid for h in serving.holders if h.pid == pid or pid in serving.ancestors(h.pid)]
@@ -171,7 +172,7 @@ class Start(Step):
             others = "; ".join(describe(h.process) for h in serving.holders) or "a process this user cannot see"
             raise StepFailed(
                 "backend pid %d does not hold port %d, which is served by %s; %s"
-                % (pid, v["port"], others, self._log_tail(run, offset))
+                % (pid, v.port, others, self._log_tail(run, offset))
             )
         if run.socket is not None and kept is not None:
             run.socket.update(started_pid=pid, unaccepted_s=round(time.monotonic() - run.diagnosed_at, 3))
@@ -185,7 +186,7 @@ class Start(Step):
             path=StatePaths.of(v).backend_log,
             lines=LOG_TAIL_LINES,
             since=offset,
-            redact=[v["jwt_secret_file"]],
+            redact=[v.jwt_secret_file],
         )
         if not lines:
             return "%s has no lines from this start" % StatePaths.of(v).backend_log

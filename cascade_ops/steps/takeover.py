@@ -11,6 +11,7 @@ it cannot is said in the run and the incident report.
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.model.facts import Diagnosis, ProcessFacts
 from cascade_ops.steps.ownership import DETACH, OWNER, Route
 
@@ -38,12 +39,12 @@ def kept_socket(d: Diagnosis) -> Optional[Tuple[int, ProcessFacts]]:
 
 
 def plan_handover(
-    d: Diagnosis, way: Route, v: Dict[str, Any], check: Optional[Dict[str, Any]]
+    d: Diagnosis, way: Route, v: HostVars, check: Optional[Dict[str, Any]]
 ) -> Tuple[Optional[Handover], str]:
     """The socket to keep across this restart, or None and why it cannot be kept ("" when nothing
     needs saying: no listener, or a gunicorn master that keeps its own socket). ``check``: what the
     host said when asked whether the copy can be made now (``take_over_check``)."""
-    if not v["keep_socket"]:
+    if not v.keep_socket:
         return None, "keep_socket is off"
     if d.socket_unit is not None:
         return None, ""  # systemd's socket unit keeps it: nothing to copy
@@ -61,7 +62,7 @@ def plan_handover(
     inode, holder = found
     if holder.pid not in {p.pid for p in way.targets}:
         return None, "pid %d, which holds the socket, is not among the processes to stop" % holder.pid
-    if v["start_command"] and FD_PLACEHOLDER not in v["start_command"]:
+    if v.start_command and FD_PLACEHOLDER not in v.start_command:
         return None, "start_command has no %s to start on the kept socket" % FD_PLACEHOLDER
     if check is None or not check.get("ok"):
         return None, (check or {}).get("why", "the socket could not be copied")

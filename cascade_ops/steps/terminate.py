@@ -5,6 +5,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from cascade_ops import agent
+from cascade_ops.config.hostvars import HostVars
 from cascade_ops.model.facts import Diagnosis, ProcessFacts
 from cascade_ops.model.paths import StatePaths
 from cascade_ops.steps import ownership
@@ -25,11 +26,11 @@ def describe(proc: ProcessFacts) -> str:
     return "pid %d (%s, %s, user %s: %s)" % (proc.pid, proc.state, "%.0fs old" % proc.age_s, proc.user, command)
 
 
-def backend_user(v: Dict[str, Any], d: Diagnosis) -> str:
+def backend_user(v: HostVars, d: Diagnosis) -> str:
     """Whose processes may be the backend: ``backend_user``, else the user an earlier run started it
     as (its start record), else the user this run acts as."""
     record = d.recorded.record if d.recorded is not None else None
-    return str(v["backend_user"] or (record or {}).get("user") or d.run_user)
+    return str(v.backend_user or (record or {}).get("user") or d.run_user)
 
 
 class Terminate(Step):
@@ -58,10 +59,10 @@ class Terminate(Step):
     def _can_keep_socket(run: HostRun, d: Diagnosis) -> Optional[Dict[str, Any]]:
         """Whether the host lets this run copy the listening socket now (copied and closed at once)."""
         found = kept_socket(d)
-        command = run.vars["start_command"]
+        command = run.vars.start_command
         if (
             found is None
-            or not run.vars["keep_socket"]
+            or not run.vars.keep_socket
             or (command and FD_PLACEHOLDER not in command)
             or any(h.owner.managed for h in d.in_the_way)
         ):  # an owner restarts it: not ours to keep
@@ -96,14 +97,12 @@ class Terminate(Step):
         # The backend an earlier run started (its pid file, read with the facts) may still be
         # starting, not listening yet: it is ours to stop too, or the start step would run a second
         # copy beside it; but only when its start record proves it is still that backend.
-        started, unproven = judge_recorded(d, run.vars["port"], run.vars["app_dir"])
+        started, unproven = judge_recorded(d, run.vars.port, run.vars.app_dir)
         if unproven:
             others += "; left alone: %s" % unproven
-        termination = plan_termination(
-            d, run.vars["process_match"], run.vars["force"], started, backend_user(run.vars, d)
-        )
+        termination = plan_termination(d, run.vars.process_match, run.vars.force, started, backend_user(run.vars, d))
         if not termination.targets and not termination.refused:
-            return Unchanged("port %d is free for %s%s" % (d.port, run.vars["bind_host"], others))
+            return Unchanged("port %d is free for %s%s" % (d.port, run.vars.bind_host, others))
         if termination.refused:
             raise StepFailed(
                 "refusing to signal anything: port %d is also held by %s"
@@ -139,9 +138,9 @@ class Terminate(Step):
         run.evidence = run.transport.call(
             agent.evidence.evidence,
             pids=evidence_pids,
-            timeout=v["evidence_timeout"],
+            timeout=v.evidence_timeout,
             log_path=StatePaths.of(v).backend_log,
-            redact=[v["jwt_secret_file"]],
+            redact=[v.jwt_secret_file],
         )
         targets = [{"pid": p.pid, "start_ticks": p.start_ticks} for p in way.targets]
         run.restarted = True
@@ -154,7 +153,7 @@ class Terminate(Step):
                 "kept port %d's listening socket (copied from pid %d; %d connections waiting); to stop once "
                 "the replacement runs: %s%s"
                 % (
-                    v["port"],
+                    v.port,
                     kept.holder.pid,
                     kept.waiting,
                     ", ".join("pid %d" % p.pid for p in way.targets),
@@ -186,18 +185,18 @@ class Terminate(Step):
             return "%s%s; port %d kept by systemd's socket unit (its queue too)%s" % (
                 asked,
                 outcomes,
-                v["port"],
+                v.port,
                 plan.payload,
             )
         if not run.transport.call(
-            agent.probe.wait_port_free, bind_host=v["bind_host"], port=v["port"], timeout=max(5.0, v["grace"])
+            agent.probe.wait_port_free, bind_host=v.bind_host, port=v.port, timeout=max(5.0, v.grace)
         ):
             left = gather_diagnosis(run, probe=False)
             raise StepFailed(
                 "%s, but port %d is still held by %s"
-                % (outcomes, v["port"], "; ".join(describe(h.process) for h in left.holders) or "an unseen process")
+                % (outcomes, v.port, "; ".join(describe(h.process) for h in left.holders) or "an unseen process")
             )
-        return "%s%s; port %d free%s" % (asked, outcomes, v["port"], plan.payload)
+        return "%s%s; port %d free%s" % (asked, outcomes, v.port, plan.payload)
 
 
 def _graces(run: HostRun) -> Tuple[float, Optional[float]]:
@@ -205,7 +204,7 @@ def _graces(run: HostRun) -> Tuple[float, Optional[float]]:
     ``hung_grace``, and is killed at once if it still listens shortly after SIGTERM."""
     v = run.vars
     hung = not (run.diagnosis is not None and (run.diagnosis.healthy or run.diagnosis.slow))
-    return (v["hung_grace"], HUNG_AFTER_S) if hung else (v["grace"], None)
+    return (v.hung_grace, HUNG_AFTER_S) if hung else (v.grace, None)
 
 
 def stop_stale(run: HostRun, targets: List[Dict[str, int]], listening: List[int], kept_socket: bool) -> Any:
@@ -215,7 +214,7 @@ def stop_stale(run: HostRun, targets: List[Dict[str, int]], listening: List[int]
     grace, hung_after = _graces(run)
     if kept_socket and hung_after is None:
         return run.transport.call(
-            agent.signals.retire, targets=targets, port=run.vars["port"], grace=grace, listening=listening
+            agent.signals.retire, targets=targets, port=run.vars.port, grace=grace, listening=listening
         )
     return run.transport.call(
         agent.signals.terminate,

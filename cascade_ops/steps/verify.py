@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 from cascade_ops import agent
 from cascade_ops.agent.probe import probe_address
-from cascade_ops.config.hostvars import parse_bool
+from cascade_ops.config.hostvars import HostVars
+from cascade_ops.config.values import parse_bool
 from cascade_ops.steps.base import Arg, Args, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged, left_alone
 from cascade_ops.transport import Transport
 
@@ -56,11 +57,11 @@ def _excerpt(response: Any) -> str:
     return "HTTP %d %s" % (response.status_code, response.text[:200].replace("\n", " "))
 
 
-def _check_health(client: Any, v: Dict[str, Any], said: Dict[str, Any]) -> Tuple[bool, str]:
+def _check_health(client: Any, v: HostVars, said: Dict[str, Any]) -> Tuple[bool, str]:
     """Healthy as every command judges it (``agent.probe.http_probe``): HTTP 200 on the health path.
     A status in the body ("degraded") is reported, not judged: a restart does not mend a dependency,
     which its own check (redis) judges."""
-    response = client.get(v["health_path"])
+    response = client.get(v.health_path)
     if response.status_code != 200:
         return False, _excerpt(response)
     with contextlib.suppress(ValueError):
@@ -198,29 +199,30 @@ def warm_up() -> None:
     atexit.register(loader.join, WARM_UP_JOIN_S)
 
 
-def run_checks(transport: Transport, v: Dict[str, Any]) -> List[Check]:
+def run_checks(transport: Transport, v: HostVars) -> List[Check]:
     """Every check that applies to this host's variables; each has its own deadline.
 
     They run from the controller, through a tunnel when the backend only listens on the host.
     """
     import httpx
 
-    timeout = max(v["probe_timeout"], 0.5)
+    timeout = max(v.probe_timeout, 0.5)
     checks = []
     with contextlib.ExitStack() as stack:
-        host, port = stack.enter_context(transport.tunnel(probe_address(v["bind_host"]), v["port"]))
+        host, port = stack.enter_context(transport.tunnel(probe_address(v.bind_host), v.port))
         client = stack.enter_context(
             httpx.Client(base_url=_url(host, port), timeout=timeout, trust_env=False, verify=_tls_context())
         )
         said: Dict[str, Any] = {}  # the health answer's body, for the checks of what it reports on
         checks.append(_timed("health", lambda: _check_health(client, v, said)))
-        if v["auth_module"]:
-            secret = transport.call(agent.files.read_secret, path=v["jwt_secret_file"])
+        if v.auth_module:
+            secret = transport.call(agent.files.read_secret, path=v.jwt_secret_file)
             checks.append(_timed("jwt", lambda: _check_jwt(client, secret)))
-        if v["ws_path"]:
-            checks.append(_timed("websocket", lambda: websocket_handshake(host, port, v["ws_path"], timeout)))
-        if v["redis_url"]:
-            parts = urlsplit(v["redis_url"])
+        ws_path = v.ws_path
+        if ws_path:
+            checks.append(_timed("websocket", lambda: websocket_handshake(host, port, ws_path, timeout)))
+        if v.redis_url:
+            parts = urlsplit(v.redis_url)
             redis_host, redis_port = stack.enter_context(
                 transport.tunnel(parts.hostname or "127.0.0.1", parts.port or 6379)
             )

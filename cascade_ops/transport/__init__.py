@@ -5,7 +5,7 @@ imported the first time a host uses it. ``connect`` returns a connected transpor
 """
 
 import importlib
-from typing import Any, Dict, Iterable, Optional, Type
+from typing import Any, Iterable, Mapping, Optional, Type
 
 from cascade_ops.config.connections import CONNECTIONS
 from cascade_ops.transport.base import ConnectOptions, Transport
@@ -18,7 +18,7 @@ def transport_class(kind: str) -> Type[Transport]:
     return cls
 
 
-def connect(host_vars: Dict[str, Any], options: Optional[ConnectOptions] = None) -> Transport:
+def connect(host_vars: Mapping[str, Any], options: Optional[ConnectOptions] = None) -> Transport:
     """Open the transport a host's ``connection`` variable names, with the run's ``options``."""
     transport = transport_class(host_vars["connection"])(host_vars, options or ConnectOptions())
     transport.connect()

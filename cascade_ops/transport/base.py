@@ -11,7 +11,7 @@ import abc
 import contextlib
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
 
 from cascade_ops.agent import locks
 from cascade_ops.errors import HostCommandError, LockHeld
@@ -57,7 +57,7 @@ class Transport(abc.ABC):
     # The host's files are the controller's: a path here is a path there (nothing to copy over).
     shares_filesystem: ClassVar[bool] = False
 
-    def __init__(self, host_vars: Dict[str, Any], options: ConnectOptions = DEFAULT_CONNECT):
+    def __init__(self, host_vars: Mapping[str, Any], options: ConnectOptions = DEFAULT_CONNECT):
         """Take the host's variables and the run's connection options. Nothing is reached before
         ``connect``."""
         self.vars = host_vars

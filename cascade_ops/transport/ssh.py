@@ -15,7 +15,7 @@ import shlex
 import socket
 import stat
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import paramiko
 from fabric import Connection
@@ -59,7 +59,7 @@ class SSHTransport(Transport):
 
     name = "ssh"
 
-    def __init__(self, host_vars: Dict[str, Any], options: ConnectOptions = DEFAULT_CONNECT):
+    def __init__(self, host_vars: Mapping[str, Any], options: ConnectOptions = DEFAULT_CONNECT):
         super().__init__(host_vars, options)
         _quiet_library_logs()
         # sudo's password, if it wants one: it only ever travels on the agent session's stdin, as the

@@ -4,7 +4,7 @@ the same distance from the last, across the hour and across midnight."""
 
 from dataclasses import dataclass
 
-from cascade_ops.config.hostvars import parse_duration
+from cascade_ops.config.values import parse_duration
 from cascade_ops.errors import ConfigError
 
 

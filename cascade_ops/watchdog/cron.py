@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from cascade_ops import agent
 from cascade_ops.config.hostvars import SPECS, Host, owner_vars
@@ -88,7 +88,7 @@ class WatchJob:
     it watches (on another host, a host-local one written there), with what, logging where."""
 
     watched: str
-    local_inventory: Optional[str]  # written on the host before the job is installed
+    local_inventory: Optional[Tuple[str, str]]  # (path, text): written on the host before the job is installed
     limit: Optional[str]
     vars: List[str]
     log: str
@@ -109,17 +109,17 @@ class WatchJob:
     ) -> "WatchJob":
         local = None
         if target is not None and host_inventory is None:
-            host_inventory = local = StatePaths.of(target.vars).watch_inventory
+            host_inventory = StatePaths.of(target.vars).watch_inventory
+            local = (host_inventory, host_local_inventory(target))
         watched = host_inventory or os.path.abspath(inventory)
         log = log or os.path.join(os.path.dirname(watched), ".cascade", "cron.log")
         # the host-local inventory has --limit and --var resolved already
         return cls(watched, local, None if local else limit, [] if local else list(vars), log, python, project)
 
-    def prepare(self, host: Host, transport: Transport) -> None:
+    def prepare(self, transport: Transport) -> None:
         if self.local_inventory:
-            transport.call(
-                agent.files.write_file, path=self.local_inventory, content=host_local_inventory(host), mode=0o600
-            )
+            path, text = self.local_inventory
+            transport.call(agent.files.write_file, path=path, content=text, mode=0o600)
 
     def runner(self, transport: Transport, here: bool, installed_here: Optional[str], project_dir: str) -> List[str]:
         """The installed CLI there (beside ``python``, else where ``bootstrap`` installs it) when

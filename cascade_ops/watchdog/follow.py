@@ -60,10 +60,10 @@ class Follower:
         self.reload = threading.Event()
         self.hosts: List[Host] = load()
         for host in self.hosts:
-            if host.vars["connection"] != "local":
+            if host.vars.connection != "local":
                 raise ConfigError(
                     "watch --follow runs on the host itself; %s is reached over %s: install "
-                    "the follower there (fab -H %s service-install)" % (host.name, host.vars["connection"], host.name),
+                    "the follower there (fab -H %s service-install)" % (host.name, host.vars.connection, host.name),
                     field="--follow",
                 )
         self.transports: Dict[str, Transport] = {}
@@ -106,9 +106,7 @@ class Follower:
         for host in self.hosts:
             v = host.vars
             transport = self._transport(host)
-            probe = http_probe(
-                probe_address(v["bind_host"]), v["port"], v["health_path"], v["probe_timeout"], v["accept_timeout"]
-            )
+            probe = http_probe(probe_address(v.bind_host), v.port, v.health_path, v.probe_timeout, v.accept_timeout)
             quiet = probe["ok"] and not self.unhealthy.get(host.name)
             if quiet and now - self.last_heartbeat.get(host.name, 0.0) < HEARTBEAT_S:
                 continue
@@ -116,7 +114,7 @@ class Follower:
             # may recover (the probe failed); a heartbeat's tick is quick and keeps the short watchdog.
             watchdog = os.environ.get("WATCHDOG_USEC") if not probe["ok"] else None
             if watchdog:
-                notify("WATCHDOG=1\nWATCHDOG_USEC=%d" % max(int(watchdog), int((v["host_timeout"] + 30) * 1e6)))
+                notify("WATCHDOG=1\nWATCHDOG_USEC=%d" % max(int(watchdog), int((v.host_timeout + 30) * 1e6)))
             try:
                 tick = self.tick(host, transport)  # the cron tick: streak, budget, lock, recovery, records
             finally:
@@ -124,10 +122,10 @@ class Follower:
                     notify("WATCHDOG=1\nWATCHDOG_USEC=%s" % watchdog)
             self.last_heartbeat[host.name] = now
             self.unhealthy[host.name] = tick.action != "none"
-            if v["ping_url"]:  # the dead-man monitor hears from a follower at least every heartbeat
+            if v.ping_url:  # the dead-man monitor hears from a follower at least every heartbeat
                 from cascade_ops.watchdog.alerts import ping
 
-                url = v["ping_url"].rstrip("/")
+                url = v.ping_url.rstrip("/")
                 ping(url if tick.exit_code == 0 else "%s/%d" % (url, tick.exit_code))
             if not quiet:
                 self.report("%s %s %s (%s)" % (host.name, tick.action, tick.outcome, tick.verdict))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from cascade_ops import agent
-from cascade_ops.config.hostvars import Host
+from cascade_ops.config.hostvars import Host, HostVars
 from cascade_ops.errors import (
     EXIT_BUDGET,
     EXIT_FAILED,
@@ -73,7 +73,7 @@ def failed_tick(host: str, error: CascadeError) -> Tick:
     return Tick(host, False, "not probed", action, str(error), error.exit_code)
 
 
-def _load_state(transport: Transport, path: str, v: Dict[str, Any], now: float) -> Tuple[WatchState, Optional[str]]:
+def _load_state(transport: Transport, path: str, v: HostVars, now: float) -> Tuple[WatchState, Optional[str]]:
     """The state between ticks, and a note when the file was corrupt. A torn or foreign file must
     not stop the watchdog, nor silently give back a spent restart budget: the recoveries of the
     window are counted again from the run history."""
@@ -95,12 +95,12 @@ def _load_state(transport: Transport, path: str, v: Dict[str, Any], now: float) 
         for r in history.read(transport, v, HISTORY_LOOKBACK)
         if str(r.get("playbook", "")).startswith(RECOVERY_PREFIX)
         and isinstance(r.get("started_at"), (int, float))
-        and now - r["started_at"] < v["window"]
+        and now - r["started_at"] < v.window
     ]
     note = "%s was not valid watch state: counting again from the run history (%d recoveries in the last %.0fs)" % (
         path,
         len(restarts),
-        v["window"],
+        v.window,
     )
     return WatchState(restarts=restarts, recoveries_total=len(restarts)), note
 
@@ -125,8 +125,8 @@ def tick_host(
         transport.call(agent.files.remove_file, path=state_path)
     state, note = _load_state(transport, state_path, v, now())
     diagnosis = read_diagnosis(transport, v)
-    state.prune(now(), v["window"])
-    if diagnosis.left_alone(v["restart_slow"]):
+    state.prune(now(), v.window)
+    if diagnosis.left_alone(v.restart_slow):
         state.fail_streak = 0
         tick = Tick(
             host.name,
@@ -137,29 +137,29 @@ def tick_host(
         )
     else:
         state.fail_streak += 1
-        if state.fail_streak < v["fail_threshold"]:
+        if state.fail_streak < v.fail_threshold:
             tick = Tick(
                 host.name,
                 False,
                 diagnosis.verdict(),
                 "wait",
-                "unhealthy %d/%d ticks" % (state.fail_streak, v["fail_threshold"]),
+                "unhealthy %d/%d ticks" % (state.fail_streak, v.fail_threshold),
             )
         else:
             tick = _recover(host, transport, state, state_path, diagnosis, playbook_loader, now)
     _save_state(transport, state_path, state)
     tick.note = note
     tick.duration_s = round(time.monotonic() - started, 4)
-    if v["metrics_file"]:
-        _write_metrics(host, transport, state, tick, now())
+    if v.metrics_file:
+        _write_metrics(v.metrics_file, host, transport, state, tick, now())
     record = dict(tick.to_json(), time=now(), probe=diagnosis.probe.__dict__ if diagnosis.probe else None)
     record.pop("recovery", None)
     transport.call(
         agent.files.append_log,
         path=log_path,
         line=json.dumps(record),
-        max_bytes=v["watch_log_max_bytes"],
-        keep=v["watch_log_keep"],
+        max_bytes=v.watch_log_max_bytes,
+        keep=v.watch_log_keep,
     )
     return tick
 
@@ -184,10 +184,10 @@ def _recover(
     try:
         with transport.lock(StatePaths.of(v).lock):
             again = read_diagnosis(transport, v)
-            if again.left_alone(v["restart_slow"]):
+            if again.left_alone(v.restart_slow):
                 state.fail_streak = 0
                 return Tick(host.name, True, again.verdict(), "none", "healthy again (another run recovered it)")
-            if len(state.restarts) >= v["max_restarts"]:
+            if len(state.restarts) >= v.max_restarts:
                 return _budget_exhausted(host, state, diagnosis, now)
             state.restarts.append(now())
             _save_state(transport, state_path, state)  # a crash mid-recovery still spends the budget
@@ -228,7 +228,7 @@ def _budget_exhausted(host: Host, state: WatchState, diagnosis: Diagnosis, now: 
     v = host.vars
     outcome = (
         "restart budget spent: %d recoveries within %.0fs; not restarting until the window passes "
-        "or `invoke watch --reset`" % (len(state.restarts), v["window"])
+        "or `invoke watch --reset`" % (len(state.restarts), v.window)
     )
     tick = Tick(host.name, False, diagnosis.verdict(), "budget_exhausted", outcome, EXIT_BUDGET)
     if state.budget_alerted_at is None:  # one alert per exhaustion, not one per tick
@@ -238,7 +238,7 @@ def _budget_exhausted(host: Host, state: WatchState, diagnosis: Diagnosis, now: 
 
 
 def _alert(
-    v: Dict[str, Any],
+    v: HostVars,
     host_name: str,
     diagnosis: Diagnosis,
     action: str,
@@ -246,7 +246,7 @@ def _alert(
     now: Callable[[], float],
     incident_report: Optional[str] = None,
 ) -> Optional[str]:
-    if not v["alert_webhook"]:
+    if not v.alert_webhook:
         return None
     from cascade_ops.watchdog.alerts import send_alert, slack_payload
 
@@ -255,14 +255,14 @@ def _alert(
         "problem": diagnosis.verdict(),
         "action": action,
         "outcome": outcome,
-        "port": v["port"],
+        "port": v.port,
         "time": now(),
         "incident_report": incident_report,
     }
-    return send_alert(v["alert_webhook"], slack_payload(alert) if v["alert_format"] == "slack" else alert)
+    return send_alert(v.alert_webhook, slack_payload(alert) if v.alert_format == "slack" else alert)
 
 
-def _write_metrics(host: Host, transport: Transport, state: WatchState, tick: Tick, now: float) -> None:
+def _write_metrics(path: str, host: Host, transport: Transport, state: WatchState, tick: Tick, now: float) -> None:
     from cascade_ops.watchdog.metrics import exposition
 
     v = host.vars
@@ -272,13 +272,13 @@ def _write_metrics(host: Host, transport: Transport, state: WatchState, tick: Ti
             "cascade_backend_healthy": 1 if tick.healthy or tick.outcome == "recovered" else 0,
             "cascade_recoveries_total": state.recoveries_total,
             "cascade_last_recovery_timestamp_seconds": state.last_recovery_at,
-            "cascade_restart_budget_remaining": max(0, v["max_restarts"] - len(state.restarts)),
+            "cascade_restart_budget_remaining": max(0, v.max_restarts - len(state.restarts)),
             "cascade_tick_duration_seconds": tick.duration_s,
             "cascade_last_tick_timestamp_seconds": now,
         },
         state.last_steps,
     )
-    transport.call(agent.files.write_file, path=v["metrics_file"], content=text, mode=0o644)  # node_exporter reads it
+    transport.call(agent.files.write_file, path=path, content=text, mode=0o644)  # node_exporter reads it
 
 
 def exit_code(ticks: Dict[str, Tick]) -> int:
