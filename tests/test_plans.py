@@ -3,6 +3,7 @@ step's plan. Fast: constructed facts and a recording transport, no host."""
 
 import json
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -13,14 +14,25 @@ from cascade_ops.engine.playbook import load_playbook
 from cascade_ops.engine.runner import batch_size
 from cascade_ops.errors import ConfigError
 from cascade_ops.steps import HostRun
-from cascade_ops.steps.base import Plan, Skipped, StepFailed, Unchanged
+from cascade_ops.steps.base import Context, Plan, Skipped, StepFailed, Unchanged
 from cascade_ops.steps.diagnose import Diagnose
 from cascade_ops.steps.files import DeployFile, JwtSecret, MountRouter, SeedApp
+from cascade_ops.steps.outputs import (
+    Check,
+    Diagnosed,
+    FileChanged,
+    Installed,
+    RestartPlanned,
+    Signalled,
+    StopPlanned,
+    Verified,
+)
+from cascade_ops.steps.ownership import DETACH, Route
 from cascade_ops.steps.preflight import Preflight
-from cascade_ops.steps.start import Start
-from cascade_ops.steps.terminate import Terminate
+from cascade_ops.steps.start import Start, StartFacts, StartPlan
+from cascade_ops.steps.terminate import StopFacts, Terminate
 from cascade_ops.steps.termination import judge_recorded, plan_termination
-from cascade_ops.steps.verify import Verify
+from cascade_ops.steps.verify import Verify, VerifyFacts
 from cascade_ops.transport.recording import RecordingTransport
 from support import diagnosis, process
 
@@ -66,8 +78,14 @@ def run_on(d=None, check=False, answers=None, **extra):
         dict({"read_text": None, "take_over_check": {"ok": False, "why": "not asked"}}, **(answers or {}))
     )
     run = HostRun("unit", host_vars(**extra), transport, check=check)
-    run.diagnosis, run.diagnosed_at = d, time.monotonic()
+    if d is not None:
+        run.register(Diagnosed(d, time.monotonic()))
     return run, transport
+
+
+def ctx(check=False, **extra):
+    """What a plan reads besides its facts: plans are pure, so a plan test needs no run at all."""
+    return Context(host_vars(**extra), check=check)
 
 
 def pids(plan):
@@ -289,63 +307,71 @@ HUNG = diagnosis([process(1, 0, "/sbin/init"), process(100, 1, UVICORN, state="T
 def test_preflight_refuses_the_whole_run_naming_every_problem():
     run, transport = run_on(answers={"preflight": ["app_dir /srv/ap does not exist", "bind_host 127.0.0.l is bad"]})
     with pytest.raises(StepFailed, match=r"not starting: app_dir /srv/ap does not exist; bind_host .*was changed"):
-        Preflight().plan(run, {}, Preflight().gather(run, {}))
+        Preflight().plan(Preflight().gather(run, {}), {}, ctx())
     assert transport.commands() == ["preflight"]
-    run, _ = run_on(answers={"preflight": []})
-    assert isinstance(Preflight().plan(run, {}, Preflight().gather(run, {})), Unchanged)
+    assert isinstance(Preflight().plan([], {}, ctx()), Unchanged)
 
 
-def test_diagnose_records_the_facts_for_the_later_steps_and_changes_nothing():
-    run, _ = run_on(None)
-    outcome = Diagnose().plan(run, {}, HUNG)
-    assert isinstance(outcome, Unchanged) and "stopped" in outcome.message
-    assert run.diagnosis is HUNG
+def test_diagnose_registers_the_facts_for_the_later_steps_and_changes_nothing():
+    found = Diagnosed(HUNG, 1.0)
+    outcome = Diagnose().plan(found, {}, ctx())
+    assert isinstance(outcome, Unchanged) and "stopped" in outcome.message and outcome.register == (found,)
 
 
 def test_terminate_leaves_a_healthy_unchanged_backend_running():
     run, transport = run_on(HEALTHY)
     step = Terminate()
-    assert isinstance(step.plan(run, {}, step.gather(run, {})), Unchanged)
-    assert transport.calls == [] and not run.restart_planned
+    outcome = step.plan(step.gather(run, {}), {}, ctx())
+    assert isinstance(outcome, Unchanged) and outcome.register == ()
+    assert transport.calls == []
 
 
 def test_terminate_plans_the_hung_tree_and_check_mode_signals_nothing():
     run, transport = run_on(HUNG, check=True)
     result = Terminate().execute(run, {})
     assert result.status == "changed" and result.message.startswith("would terminate pid 100")
-    assert set(transport.commands()) <= READ_ONLY and run.restart_planned
+    assert set(transport.commands()) <= READ_ONLY
+    planned = run.last(StopPlanned)
+    assert run.last(RestartPlanned) is not None and planned is not None and planned.hung
+    assert [p.pid for p in planned.route.targets] == [100] and run.last(Signalled) is None
 
 
 def test_terminate_refuses_an_invisible_holder():
     d = diagnosis([process(1, 0, "/sbin/init")], {}, orphan_inodes=[9])
-    run, _ = run_on(d)
     with pytest.raises(StepFailed, match="cannot see"):
-        Terminate().plan(run, {}, (d, None))
+        Terminate().plan(StopFacts(d, d, None, ()), {}, ctx())
 
 
 def test_terminate_names_a_refused_holder():
     d = diagnosis([process(1, 0, "/sbin/init"), process(300, 1, "nginx: master", state="T")], {300: [8]})
-    run, _ = run_on(d)
     with pytest.raises(StepFailed, match=r"refusing to signal anything.*pid 300"):
-        Terminate().plan(run, {}, (d, None))
+        Terminate().plan(StopFacts(d, d, None, ()), {}, ctx())
+
+
+def test_terminate_restarts_a_healthy_backend_for_changed_files_and_says_which():
+    outcome = Terminate().plan(StopFacts(HEALTHY, HEALTHY, None, ("/srv/app/main.py",)), {}, ctx())
+    assert isinstance(outcome, Plan) and "files changed: /srv/app/main.py" in outcome.summary
+    assert not outcome.payload.hung and [p.pid for p in outcome.payload.route.targets] == [100]
 
 
 def test_start_plans_only_on_a_free_port_and_never_beside_a_holder():
-    run, _ = run_on(None)
-    assert isinstance(Start().plan(run, {}, (None, None)), Plan)
-    run, _ = run_on(HEALTHY)
-    assert isinstance(Start().plan(run, {}, (HEALTHY, None)), Unchanged)
-    run, _ = run_on(HUNG)
+    free = StartFacts(None, None, None, None, None)
+    assert isinstance(Start().plan(free, {}, ctx()), Plan)
+    assert isinstance(Start().plan(replace(free, current=HEALTHY), {}, ctx()), Unchanged)
     with pytest.raises(StepFailed, match="run the terminate step first"):
-        Start().plan(run, {}, (HUNG, None))
+        Start().plan(replace(free, current=HUNG), {}, ctx())
 
 
 def test_verify_skips_in_check_mode_and_leaves_a_healthy_no_op_alone():
-    run, transport = run_on(HUNG, check=True)
-    run.restart_planned = True
-    assert isinstance(Verify().plan(run, {"always": False}, None), Skipped)
+    assert isinstance(Verify().plan(VerifyFacts(True, None, None), {"always": False}, ctx(check=True)), Skipped)
+    left = Verify().plan(VerifyFacts(False, HEALTHY, None), {"always": False}, ctx())
+    assert isinstance(left, Unchanged) and left.register == ()
     run, transport = run_on(HEALTHY)
-    assert isinstance(Verify().plan(run, {"always": False}, None), Unchanged) and transport.calls == []
+    assert Verify().gather(run, {"always": False}).checks is None and transport.calls == []
+    failed = Check("health", False, "503", 0.01)
+    with pytest.raises(StepFailed, match="health FAILED") as caught:
+        Verify().plan(VerifyFacts(False, None, (failed,)), {"always": True}, ctx())
+    assert caught.value.register == (Verified((failed,)),)  # the incident report shows what failed
 
 
 def test_deploy_file_plans_by_hash_and_refuses_invalid_python(tmp_path):
@@ -356,44 +382,45 @@ def test_deploy_file_plans_by_hash_and_refuses_invalid_python(tmp_path):
 
     same = {"file_state": {"exists": True, "sha256": hashlib.sha256(b"router = 1\n").hexdigest()}}
     run, _ = run_on(answers=same)
-    assert isinstance(DeployFile().plan(run, args, DeployFile().gather(run, args)), Unchanged)
+    assert isinstance(DeployFile().plan(DeployFile().gather(run, args), args, ctx()), Unchanged)
     run, transport = run_on(answers={"file_state": {"exists": False}}, check=True)
     result = DeployFile().execute(run, args)
-    assert result.message.startswith("would replace") and run.changed_files == [args["dest"]]
-    assert set(transport.commands()) <= READ_ONLY
+    assert result.message.startswith("would replace") and run.every(FileChanged) == [FileChanged(args["dest"])]
+    assert set(transport.commands()) <= READ_ONLY and run.every(Installed) == []
     src.write_text("def broken(:\n")
     run, _ = run_on(answers={"file_state": {"exists": False}})
     with pytest.raises(StepFailed, match="not valid Python"):
-        DeployFile().plan(run, args, DeployFile().gather(run, args))
+        DeployFile().plan(DeployFile().gather(run, args), args, ctx())
 
 
 def test_jwt_secret_plans_creation_and_refuses_a_bad_file():
-    run, _ = run_on(auth_module="/src/auth.py")
-    assert isinstance(JwtSecret().plan(run, {"path": "/s"}, {"exists": False}), Plan) and run.changed_files == ["/s"]
+    auth = ctx(auth_module="/src/auth.py")
+    plan = JwtSecret().plan({"exists": False}, {"path": "/s"}, auth)
+    assert isinstance(plan, Plan) and plan.register == (FileChanged("/s"),)
     # No auth module reads it: a running backend does not use it, so it is not a reason to restart one.
-    bare, _ = run_on(auth_module=None)
-    plan = JwtSecret().plan(bare, {"path": "/s"}, {"exists": False})
-    assert isinstance(plan, Plan) and bare.changed_files == [] and "not restarted for it" in plan.summary
+    plan = JwtSecret().plan({"exists": False}, {"path": "/s"}, ctx(auth_module=None))
+    assert isinstance(plan, Plan) and plan.register == () and "not restarted for it" in plan.summary
     with pytest.raises(StepFailed, match="not a regular file"):
-        JwtSecret().plan(run, {"path": "/s"}, {"exists": True, "problems": ["it is not a regular file"]})
-    assert isinstance(JwtSecret().plan(run, {"path": "/s"}, {"exists": True, "problems": []}), Unchanged)
+        JwtSecret().plan({"exists": True, "problems": ["it is not a regular file"]}, {"path": "/s"}, auth)
+    assert isinstance(JwtSecret().plan({"exists": True, "problems": []}, {"path": "/s"}, auth), Unchanged)
 
 
 def test_mount_router_plans_an_edit_once(tmp_path):
     args = {"main": "/srv/app/main.py", "module": "api.auth", "router": "router", "alias": "auth_router"}
-    run, _ = run_on()
-    planned = MountRouter().plan(run, args, "from fastapi import FastAPI\napp = FastAPI()\n")
+    planned = MountRouter().plan("from fastapi import FastAPI\napp = FastAPI()\n", args, ctx())
     assert isinstance(planned, Plan) and b"app.include_router(auth_router)" in planned.payload
-    assert isinstance(MountRouter().plan(run, args, planned.payload.decode()), Unchanged)
+    assert planned.register == (FileChanged(args["main"]),)
+    assert isinstance(MountRouter().plan(planned.payload.decode(), args, ctx()), Unchanged)
 
 
 def test_seed_app_fills_only_an_empty_app_dir(tmp_path):
     args = {"src": str(tmp_path), "dest": "/srv/app"}
-    run, _ = run_on()
-    assert isinstance(SeedApp().plan(run, args, ("dir", [".cascade-ops"])), Plan)
-    assert isinstance(SeedApp().plan(run, args, ("dir", ["main.py"])), Unchanged)
-    with pytest.raises(StepFailed, match="not a directory"):
-        SeedApp().plan(run, args, ("file", None))
+    assert isinstance(SeedApp().plan(("dir", [".cascade-ops"], True), args, ctx()), Plan)
+    assert isinstance(SeedApp().plan(("dir", ["main.py"], True), args, ctx()), Unchanged)
+    with pytest.raises(StepFailed, match="exists and is not a directory"):
+        SeedApp().plan(("file", None, True), args, ctx())
+    with pytest.raises(StepFailed, match=r"app_seed .* is not a directory"):
+        SeedApp().plan((None, None, False), args, ctx())
 
 
 def test_start_fails_when_the_port_is_served_by_a_process_it_did_not_start():
@@ -408,7 +435,7 @@ def test_start_fails_when_the_port_is_served_by_a_process_it_did_not_start():
     run, transport = run_on(None, answers=answers)
     transport.answers["host_facts"] = lambda **kwargs: _raw_of(stray)
     with pytest.raises(StepFailed, match=r"pid 800 does not hold port 8000, which is served by pid 700"):
-        Start().apply(run, {}, Plan("start"))
+        Start().apply(run, {}, Plan("start", payload=StartPlan(Route(DETACH), None, None, None)))
     assert (
         "tail",
         {

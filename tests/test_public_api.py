@@ -73,3 +73,14 @@ def test_importing_the_package_loads_no_engine():
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_every_option_of_every_command_has_its_help_however_often_it_is_asked():
+    """Invoke hands out an option's help once: a task named twice (cron.install and cron-install)
+    must still show it the second time."""
+    from cascade_ops.cli import ns
+
+    for name in ns.task_names:
+        for _ in range(2):
+            missing = [a.name for a in ns[name].get_arguments() if not a.help]
+            assert not missing, "%s: %s without help" % (name, missing)

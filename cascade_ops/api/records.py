@@ -3,14 +3,20 @@ run history drawn as one HTML page. Nothing here changes a host."""
 
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 
 from cascade_ops import agent
 from cascade_ops.api import DEFAULT_INVENTORY, PerHost, _hosts, on_hosts, select_hosts
 from cascade_ops.config.hostvars import Host
 from cascade_ops.errors import HostCommandError
 from cascade_ops.model.paths import StatePaths
+from cascade_ops.model.records import IncidentReport, RunRecord
 from cascade_ops.transport import Transport
+
+if TYPE_CHECKING:
+    from cascade_ops.watchdog.tick import WatchRecord
+
+TICK_LOOKBACK = 5  # watch log lines read back for the last one that parses
 
 
 def last_ticks(
@@ -18,12 +24,18 @@ def last_ticks(
     limit: Optional[str] = None,
     vars: Iterable[str] = (),
     hosts: Optional[List[Host]] = None,
-) -> PerHost[Optional[str]]:
-    """The last line of each selected host's watch log (None before the first tick)."""
+) -> "PerHost[Optional[WatchRecord]]":
+    """Each selected host's last tick, as its watch log has it (None before the first tick)."""
+    from cascade_ops.watchdog.tick import WatchRecord
 
-    def last(host: Host, transport: Transport) -> Optional[str]:
-        lines = transport.call(agent.files.tail, path=StatePaths.of(host.vars).watch_log, lines=1)
-        return lines[-1] if lines else None
+    def last(host: Host, transport: Transport) -> Optional[WatchRecord]:
+        lines = transport.call(agent.files.tail, path=StatePaths.of(host.vars).watch_log, lines=TICK_LOOKBACK)
+        for text in reversed(lines or []):
+            try:
+                return WatchRecord.from_json(json.loads(text))
+            except ValueError:  # a torn last line (the host went down mid-write): the one before it
+                continue
+        return None
 
     return on_hosts(_hosts(inventory, limit, vars, hosts), last)
 
@@ -42,13 +54,13 @@ def last_incident(
     limit: Optional[str] = None,
     vars: Iterable[str] = (),
     name: Optional[str] = None,
-) -> "PerHost[Optional[Tuple[str, Dict[str, Any], List[str]]]]":
+) -> "PerHost[Optional[Tuple[str, Optional[IncidentReport], List[str]]]]":
     """Each host's newest readable incident report as (path, document, the newer files that did not
     read as one), or None when it has none at all. ``name``: that stored report instead (its path or
     file name, as ``report --list`` shows them)."""
     from cascade_ops.reporting import incident as report
 
-    def find(host: Host, transport: Transport) -> Optional[Tuple[str, Dict[str, Any], List[str]]]:
+    def find(host: Host, transport: Transport) -> Optional[Tuple[str, Optional[IncidentReport], List[str]]]:
         paths = report.stored(transport, host.vars)
         if name is None:
             return report.newest(transport, paths)
@@ -73,22 +85,21 @@ def html_report(
     hosts = select_hosts(inventory, limit, vars)
     unreached = history.read_controller(inventory, [h.name for h in hosts], last)
 
-    def read(host: Host, transport: Transport) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    def read(host: Host, transport: Transport) -> Tuple[List[RunRecord], Dict[str, Optional[IncidentReport]]]:
         runs = sorted(
-            history.read(transport, host.vars, last) + unreached.get(host.name, []),
-            key=lambda r: r.get("started_at", 0),
+            history.read(transport, host.vars, last) + unreached.get(host.name, []), key=lambda r: r.started_at
         )[-last:]
-        found = {}
-        for path in {r["incident_report"] for r in runs if r.get("incident_report")}:
+        found: Dict[str, Optional[IncidentReport]] = {}
+        for path in {r.incident_report for r in runs if r.incident_report}:
             text = transport.call(agent.files.read_text, path=path)
             try:
-                found[path] = json.loads(text) if text else None
+                found[path] = IncidentReport.from_json(json.loads(text or ""))
             except ValueError:  # a torn or foreign file: the page links to nothing rather than fail
                 found[path] = None
         return runs, found
 
     answers = on_hosts(hosts, read)
-    incidents: Dict[str, Any] = {}
+    incidents: Dict[str, Optional[IncidentReport]] = {}
     for _, found in answers.values():
         incidents.update(found)
     runs_of = {h: runs for h, (runs, _) in answers.items()}

@@ -3,7 +3,8 @@ machine or (``fab -H``) on a host, each running the installed CLI when there is 
 
 import functools
 import os
-from typing import Any, Callable, Iterable, Optional, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple, TypeVar
 
 from cascade_ops import agent
 from cascade_ops.api import (
@@ -18,35 +19,74 @@ from cascade_ops.api import (
 from cascade_ops.config.hostvars import Host, Reachable
 from cascade_ops.transport import Transport
 
+if TYPE_CHECKING:
+    from cascade_ops.watchdog.cron import WatchJob
 
-def cron_install(
-    every: str = "5m",
-    inventory: str = DEFAULT_INVENTORY,
-    limit: Optional[str] = None,
-    vars: Iterable[str] = (),
-    user: Optional[str] = None,
-    log: Optional[str] = None,
-    project: Optional[str] = None,
-    python: Optional[str] = None,
-    host_inventory: Optional[str] = None,
-    target: Optional[Host] = None,
-) -> PerHost[Tuple[bool, str]]:
-    """Install (or update) the crontab entry running ``watch``, on ``target`` (default: this machine).
+T = TypeVar("T")
 
-    The inventory is checked first: a bad one never reaches cron. ``project`` and ``python`` say
-    where cascade-ops is on the target (default: where it is here). On another host (``target``)
-    the entry watches a host-local inventory written there (that host alone, ``connection:
-    local``, its resolved variables), so each host heals itself with no controller and no SSH
-    between hosts; ``host_inventory`` names another one instead.
-    """
+
+@dataclass(frozen=True)
+class Watch:
+    """A scheduled watchdog: the inventory it watches (with ``limit`` and ``vars``), where it logs,
+    and which cascade-ops runs it there (``project``, ``python``; default: where it is here). On
+    ``target`` (default: this machine) it watches a host-local inventory written there (that host
+    alone, ``connection: local``, its resolved variables), so each host heals itself with no
+    controller and no SSH between hosts; ``host_inventory`` names another one instead."""
+
+    inventory: str = DEFAULT_INVENTORY
+    limit: Optional[str] = None
+    vars: Tuple[str, ...] = ()
+    log: Optional[str] = None
+    project: Optional[str] = None
+    python: Optional[str] = None
+    host_inventory: Optional[str] = None
+    target: Optional[Host] = None
+
+    def job(self) -> "WatchJob":
+        """What runs there, once the inventory is checked (a bad one never reaches cron or systemd)."""
+        from cascade_ops.watchdog import cron
+
+        select_hosts(self.inventory, self.limit, self.vars)
+        return cron.WatchJob.plan(
+            self.inventory,
+            self.limit,
+            list(self.vars),
+            self.log,
+            self.python,
+            self.project,
+            self.host_inventory,
+            self.target,
+        )
+
+    def watched(self) -> str:
+        """The inventory the watch reads: this one here; on ``target``, its host-local one. The
+        inventory is checked first, as ``job`` checks it."""
+        from cascade_ops.watchdog import cron
+
+        select_hosts(self.inventory, self.limit, self.vars)
+
+        plan = cron.WatchJob.plan(self.inventory, None, [], None, None, None, self.host_inventory, self.target)
+        return plan.watched
+
+    def runner(self, job: "WatchJob", transport: Transport) -> List[str]:
+        return job.runner(transport, self.target is None, _installed_cli(), PROJECT_DIR)
+
+    def on_machine(self, work: Callable[[Reachable, Transport], T]) -> PerHost[T]:
+        """``work`` on the machine the watch is installed on."""
+        machine: Reachable = self.target or controller()
+        return on_hosts([machine], work)
+
+
+def cron_install(watch: Watch, every: str = "5m", user: Optional[str] = None) -> PerHost[Tuple[bool, str]]:
+    """Install (or update) the crontab entry running ``watch``, in ``user``'s crontab (default: the
+    current user's)."""
     from cascade_ops.watchdog import cron
 
-    select_hosts(inventory, limit, vars)
     schedule = cron.schedule(every)
-    job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
+    job = watch.job()
 
     def install(host: Reachable, transport: Transport) -> Tuple[bool, str]:
-        runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
+        runner = watch.runner(job, transport)
         command = cron.watch_command(
             runner, job.workdir(runner, PROJECT_DIR), job.watched, job.limit, job.vars, job.log
         )
@@ -54,7 +94,7 @@ def cron_install(
         changed = cron.install(transport, job.watched, schedule, command, user)
         return changed, cron.find(transport, job.watched, user) or ""
 
-    return on_hosts([target or controller()], install)
+    return watch.on_machine(install)
 
 
 def _installed_cli() -> Optional[str]:
@@ -69,63 +109,33 @@ def _installed_cli() -> Optional[str]:
     return script if os.access(script, os.X_OK) else None
 
 
-def _watched(inventory: str, target: Optional[Host], host_inventory: Optional[str]) -> str:
-    """The inventory a scheduled watch reads: this one here; on ``target``, its host-local one."""
+def cron_remove(watch: Watch, user: Optional[str] = None) -> PerHost[bool]:
+    """Remove the watch's entry from ``user``'s crontab; other entries stay untouched."""
     from cascade_ops.watchdog import cron
 
-    return cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target).watched
+    watched = watch.watched()
+    return watch.on_machine(lambda host, t: cron.remove(t, watched, user))
 
 
-def cron_remove(
-    inventory: str = DEFAULT_INVENTORY,
-    user: Optional[str] = None,
-    target: Optional[Host] = None,
-    host_inventory: Optional[str] = None,
-) -> PerHost[bool]:
-    """Remove this inventory's watch entry from the crontab of ``target`` (default: this machine)."""
+def cron_entry(watch: Watch, user: Optional[str] = None) -> PerHost[Optional[str]]:
+    """The watch's entry in ``user``'s crontab, or None."""
     from cascade_ops.watchdog import cron
 
-    watched = _watched(inventory, target, host_inventory)
-    return on_hosts([target or controller()], lambda host, t: cron.remove(t, watched, user))
+    watched = watch.watched()
+    return watch.on_machine(lambda host, t: cron.find(t, watched, user))
 
 
-def cron_entry(
-    inventory: str = DEFAULT_INVENTORY,
-    user: Optional[str] = None,
-    target: Optional[Host] = None,
-    host_inventory: Optional[str] = None,
-) -> PerHost[Optional[str]]:
-    """This inventory's watch entry in the crontab of ``target`` (default: this machine), or None."""
-    from cascade_ops.watchdog import cron
-
-    watched = _watched(inventory, target, host_inventory)
-    return on_hosts([target or controller()], lambda host, t: cron.find(t, watched, user))
-
-
-def timer_install(
-    every: str = "5m",
-    inventory: str = DEFAULT_INVENTORY,
-    limit: Optional[str] = None,
-    vars: Iterable[str] = (),
-    unit_dir: Optional[str] = None,
-    log: Optional[str] = None,
-    project: Optional[str] = None,
-    python: Optional[str] = None,
-    host_inventory: Optional[str] = None,
-    target: Optional[Host] = None,
-) -> PerHost[Tuple[bool, str]]:
-    """Install (or update) a systemd service + timer running ``watch``, like ``cron_install`` (same
-    inventory checks, same host-local inventory on another host); where systemd does not run, an
-    error that points to cron."""
+def timer_install(watch: Watch, every: str = "5m", unit_dir: Optional[str] = None) -> PerHost[Tuple[bool, str]]:
+    """Install (or update) a systemd service + timer running the watch, like ``cron_install``;
+    where systemd does not run, an error that points to cron."""
     from cascade_ops.watchdog import cron, timers
 
-    select_hosts(inventory, limit, vars)
     timers.on_calendar(every)  # a bad --every never reaches a host
-    job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
+    job = watch.job()
     name = timers.unit_name(job.watched)
 
     def install(host: Reachable, transport: Transport) -> Tuple[bool, str]:
-        runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
+        runner = watch.runner(job, transport)
         argv = cron.watch_argv(runner, job.watched, job.limit, job.vars)
         service, timer = timers.units(argv, every, job.log, job.workdir(runner, PROJECT_DIR), job.watched)
         job.prepare(transport)
@@ -140,21 +150,15 @@ def timer_install(
         )
         return done["changed"], name + ".timer"
 
-    return on_hosts([target or controller()], install)
+    return watch.on_machine(install)
 
 
-def timer_remove(
-    inventory: str = DEFAULT_INVENTORY,
-    unit_dir: Optional[str] = None,
-    target: Optional[Host] = None,
-    host_inventory: Optional[str] = None,
-) -> PerHost[bool]:
-    """Stop, disable and delete this inventory's watchdog timer (and its service)."""
+def timer_remove(watch: Watch, unit_dir: Optional[str] = None) -> PerHost[bool]:
+    """Stop, disable and delete the watch's timer (and its service)."""
     from cascade_ops.watchdog import timers
 
-    name = timers.unit_name(_watched(inventory, target, host_inventory))
-    return on_hosts(
-        [target or controller()],
+    name = timers.unit_name(watch.watched())
+    return watch.on_machine(
         lambda host, t: t.call(
             agent.systemd.units_remove,
             unit_dir=unit_dir or timers.UNIT_DIR,
@@ -165,15 +169,12 @@ def timer_remove(
     )
 
 
-def timer_status(
-    inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = None, host_inventory: Optional[str] = None
-) -> PerHost[dict]:
-    """What systemd says about this inventory's watchdog timer."""
+def timer_status(watch: Watch) -> PerHost[dict]:
+    """What systemd says about the watch's timer."""
     from cascade_ops.watchdog import timers
 
-    name = timers.unit_name(_watched(inventory, target, host_inventory))
-    return on_hosts(
-        [target or controller()],
+    name = timers.unit_name(watch.watched())
+    return watch.on_machine(
         lambda host, t: dict(
             t.call(
                 agent.systemd.unit_status,
@@ -232,40 +233,28 @@ def follow(
     ).run()
 
 
-def _follower(inventory: str, target: Optional[Host], host_inventory: Optional[str]) -> Tuple[str, str, str]:
+def _follower(watch: Watch) -> Tuple[str, str]:
     """The follower's unit name, and the pid file it has where systemd does not run."""
-    from cascade_ops.watchdog import cron, timers
+    from cascade_ops.watchdog import timers
 
-    job = cron.WatchJob.plan(inventory, None, [], None, None, None, host_inventory, target)
-    name = timers.follower_name(job.watched)
-    return job.watched, name, os.path.join(os.path.dirname(job.watched), ".cascade", name + ".pid")
+    watched = watch.watched()
+    name = timers.follower_name(watched)
+    return name, os.path.join(os.path.dirname(watched), ".cascade", name + ".pid")
 
 
-def service_install(
-    every: str = "0.5s",
-    inventory: str = DEFAULT_INVENTORY,
-    limit: Optional[str] = None,
-    vars: Iterable[str] = (),
-    unit_dir: Optional[str] = None,
-    log: Optional[str] = None,
-    project: Optional[str] = None,
-    python: Optional[str] = None,
-    host_inventory: Optional[str] = None,
-    target: Optional[Host] = None,
-) -> PerHost[Tuple[bool, str]]:
+def service_install(watch: Watch, every: str = "0.5s", unit_dir: Optional[str] = None) -> PerHost[Tuple[bool, str]]:
     """Install the resident watchdog (``watch --follow``) supervised by what the host runs: a systemd
     service (``Restart=always``, ``Type=notify``, ``WatchdogSec=``), else a detached process with a
     pid file (nothing restarts that one: said in the answer). Same inventory checks, same host-local
     inventory on another host, as ``cron_install``. Idempotent."""
     from cascade_ops.watchdog import cron, timers
 
-    select_hosts(inventory, limit, vars)
     _every(every)
-    job = cron.WatchJob.plan(inventory, limit, list(vars), log, python, project, host_inventory, target)
-    _, name, pidfile = _follower(inventory, target, host_inventory)
+    job = watch.job()
+    name, pidfile = _follower(watch)
 
     def install(host: Reachable, transport: Transport) -> Tuple[bool, str]:
-        runner = job.runner(transport, target is None, _installed_cli(), PROJECT_DIR)
+        runner = watch.runner(job, transport)
         argv = cron.watch_argv(runner, job.watched, job.limit, job.vars) + [
             "--follow",
             "--every",
@@ -295,19 +284,14 @@ def service_install(
             pidfile,
         )
 
-    return on_hosts([target or controller()], install)
+    return watch.on_machine(install)
 
 
-def service_remove(
-    inventory: str = DEFAULT_INVENTORY,
-    unit_dir: Optional[str] = None,
-    target: Optional[Host] = None,
-    host_inventory: Optional[str] = None,
-) -> PerHost[bool]:
-    """Stop and remove this inventory's follower, a systemd service or a detached process."""
+def service_remove(watch: Watch, unit_dir: Optional[str] = None) -> PerHost[bool]:
+    """Stop and remove the watch's follower, a systemd service or a detached process."""
     from cascade_ops.watchdog import timers
 
-    _, name, pidfile = _follower(inventory, target, host_inventory)
+    name, pidfile = _follower(watch)
 
     def remove(host: Reachable, transport: Transport) -> bool:
         removed = transport.call(
@@ -319,14 +303,12 @@ def service_remove(
         )["changed"]
         return bool(transport.call(agent.launch.detached_stop, pidfile=pidfile, grace=10.0)["stopped"] or removed)
 
-    return on_hosts([target or controller()], remove)
+    return watch.on_machine(remove)
 
 
-def service_status(
-    inventory: str = DEFAULT_INVENTORY, target: Optional[Host] = None, host_inventory: Optional[str] = None
-) -> PerHost[str]:
-    """This inventory's follower, as what supervises it sees it, in words."""
-    _, name, pidfile = _follower(inventory, target, host_inventory)
+def service_status(watch: Watch) -> PerHost[str]:
+    """The watch's follower, as what supervises it sees it, in words."""
+    name, pidfile = _follower(watch)
 
     def status(host: Reachable, transport: Transport) -> str:
         detached = transport.call(agent.launch.detached_status, pidfile=pidfile)
@@ -350,4 +332,4 @@ def service_status(
             s.get("WatchdogUSec"),
         )
 
-    return on_hosts([target or controller()], status)
+    return watch.on_machine(status)

@@ -15,17 +15,7 @@ from typing import Any
 
 from invoke import Collection
 
-from cascade_ops.cli.hosts import (
-    bootstrap,
-    demo_recover,
-    deploy,
-    diagnose,
-    hang,
-    invite,
-    recover,
-    verify,
-    watch,
-)
+from cascade_ops.cli.hosts import deploy, diagnose, recover, verify, watch
 from cascade_ops.cli.reports import report, show_inventory
 from cascade_ops.cli.schedule import (
     cron_install,
@@ -38,6 +28,7 @@ from cascade_ops.cli.schedule import (
     timer_remove,
     timer_status,
 )
+from cascade_ops.cli.setup import bootstrap, demo_recover, hang, invite
 
 # A command's process ends right after its answer. The interpreter's last garbage collections over
 # the few hundred modules a run loads take 40 to 100 ms here and free nothing the kernel would not:

@@ -43,6 +43,16 @@ class AnsibleTask(invoke.Task):
         opts["names"] = [long] + FLAGS.get(name, [])
         return opts
 
+    def get_arguments(self, ignore_unknown_help: Optional[bool] = None) -> List[invoke.Argument]:
+        # Invoke pops each option's help as it builds the arguments: a task named twice (cron.install
+        # and cron-install) would lose its help the second time.
+        kept = dict(self.help)
+        try:
+            arguments: List[invoke.Argument] = super().get_arguments(ignore_unknown_help)
+            return arguments
+        finally:
+            self.help = kept
+
 
 task = functools.partial(invoke.task, klass=AnsibleTask)
 

@@ -1,11 +1,13 @@
-"""The commands that act on hosts: recover, deploy, diagnose, verify, watch, and setting up (the
-demo, bootstrapping a host, inviting a citizen)."""
+"""The commands that act on hosts: recover, deploy, diagnose, verify, watch (cli.setup holds the
+demo, bootstrapping and invitations)."""
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, List, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from invoke import Context, Exit, Task
 
@@ -29,72 +31,75 @@ if TYPE_CHECKING:
     from cascade_ops.model.results import RunResult, StepResult
 
 
-def _run(
-    c: Context,
-    name: str,
-    inventory: str,
-    limit: Optional[str],
-    var: Optional[List[str]],
-    check: bool,
-    diff: bool,
-    json_: bool,
-    playbook: Optional[str],
-    forks: Optional[str],
-    serial: Optional[str],
-    max_fail_percentage: Optional[str],
-    accept_new_host_keys: bool,
-    color: bool = True,
-    ask_become_pass: bool = False,
-    verbose: int = 0,
-    quiet: bool = False,
-    list_hosts: bool = False,
-    retry_file: Optional[str] = None,
-    ask_pass: bool = False,
-) -> None:
+@dataclass(frozen=True)
+class PlaybookArgs:
+    """What recover and deploy are asked (their options, as the API takes them)."""
+
+    inventory: str
+    limit: Optional[str] = None
+    var: Tuple[str, ...] = ()
+    check: bool = False
+    diff: bool = False
+    json_: bool = False
+    playbook: Optional[str] = None
+    forks: Optional[str] = None
+    serial: Optional[str] = None
+    max_fail_percentage: Optional[str] = None
+    accept_new_host_keys: bool = False
+    color: bool = True
+    ask_become_pass: bool = False
+    verbose: int = 0
+    quiet: bool = False
+    list_hosts: bool = False
+    retry_file: Optional[str] = None
+    ask_pass: bool = False
+
+
+def _run(c: Context, name: str, a: PlaybookArgs) -> None:
     """The body of recover and deploy, for a local Context or a Fabric Connection (``fab -H``)."""
     from cascade_ops import api
     from cascade_ops.reporting import text as output
 
-    hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
-    if list_hosts:  # as ansible-playbook --list-hosts: what would be acted on, nothing more
+    hosts = _guard(lambda: _fab_hosts(c, a.inventory, a.var) or api.select_hosts(a.inventory, a.limit, a.var))
+    if a.list_hosts:  # as ansible-playbook --list-hosts: what would be acted on, nothing more
         print("  hosts (%d):\n%s" % (len(hosts), "\n".join("    %s" % h.name for h in hosts)))
         return
-    _verbosity(verbose)
-    connect = _connect_options(ask_become_pass, accept_new_host_keys, ask_pass)
+    _verbosity(a.verbose)
+    connect = _connect_options(a.ask_become_pass, a.accept_new_host_keys, a.ask_pass)
     width = max([12] + [len(h.name) for h in hosts])
     waits = output.Waits(lambda line: print(line, flush=True), width)
-    person = sys.stdout.isatty() and not json_  # someone watching a terminal: say who waits for what
+    person = sys.stdout.isatty() and not a.json_  # someone watching a terminal: say who waits for what
 
-    colour = not json_ and color and output.use_colour(_settings().color, sys.stdout.isatty(), dict(os.environ))
+    colour = not a.json_ and a.color and output.use_colour(_settings().color, sys.stdout.isatty(), dict(os.environ))
 
     def show(host: str, result: "StepResult") -> None:
         waits.end(host)
-        if not quiet or result.status == "failed":
+        if not a.quiet or result.status == "failed":
             print(output.step_line(host, result, width, colour), flush=True)
 
     def go() -> "RunResult":
         return api.recover(
-            inventory,
-            limit,
-            var or (),
-            check=check,
-            diff=diff,
-            playbook=playbook or api.default_playbook(inventory, name),
-            on_step=None if json_ else show,
+            a.inventory,
+            a.limit,
+            a.var,
+            check=a.check,
+            diff=a.diff,
+            playbook=a.playbook or api.default_playbook(a.inventory, name),
+            on_step=None if a.json_ else show,
             hosts=hosts,
-            forks=forks or _settings().forks,
-            serial=serial,
-            max_fail_percentage=max_fail_percentage,
+            forks=a.forks or _settings().forks,
+            serial=a.serial,
+            max_fail_percentage=a.max_fail_percentage,
             connect=connect,
             on_begin=waits.begin if person else None,
         )
 
     with api.interruptible(), waits if person else contextlib.nullcontext():
         run = _guard(go)
-    print(_envelope(run.to_json()["hosts"], run.exit_code) if json_ else output.recap(run, colour))
-    if retry_file:
+    print(_envelope(run.to_json()["hosts"], run.exit_code) if a.json_ else output.recap(run, colour))
+    if a.retry_file:
         retry = [n for n, h in run.hosts.items() if h.status in ("failed", "unreachable", "rolled_back")]
-        with open(retry_file, "w", encoding="utf-8") as f:
+        with open(a.retry_file, "w", encoding="utf-8") as f:
             f.write("".join(n + "\n" for n in retry))
     if run.exit_code:
         raise Exit(code=run.exit_code)
@@ -127,24 +132,26 @@ def _playbook_task(name: str, doc: str) -> Task:
         _run(
             c,
             name,
-            _inventory(inventory),
-            limit,
-            var,
-            check,
-            diff,
-            json_,
-            playbook,
-            forks,
-            serial,
-            max_fail_percentage,
-            accept_new_host_keys,
-            color,
-            ask_become_pass,
-            verbose,
-            quiet,
-            list_hosts,
-            retry_file,
-            ask_pass,
+            PlaybookArgs(
+                _inventory(inventory),
+                limit,
+                tuple(var or ()),
+                check,
+                diff,
+                json_,
+                playbook,
+                forks,
+                serial,
+                max_fail_percentage,
+                accept_new_host_keys,
+                color,
+                ask_become_pass,
+                verbose,
+                quiet,
+                list_hosts,
+                retry_file,
+                ask_pass,
+            ),
         )
 
     body.__name__ = body.__qualname__ = name
@@ -171,29 +178,43 @@ deploy = _playbook_task(
 READ_HELP = ("inventory", "limit", "var", "json", "ask-become-pass", "accept-new-host-keys", "ask-pass")
 
 
-@task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
-def diagnose(
-    c: Context,
-    inventory: Optional[str] = None,
-    limit: Optional[str] = None,
-    var: Optional[List[str]] = None,
-    json_: bool = False,
-    ask_become_pass: bool = False,
-    accept_new_host_keys: bool = False,
-    ask_pass: bool = False,
-) -> None:
-    """Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing.
+def _read_task(name: str, doc: str, answer: Callable[[str, Dict[str, Any]], None]) -> Task:
+    """A command that reads the hosts and changes nothing (diagnose, verify): the same options, and
+    ``answer(inventory, options)`` prints what it found and exits with its code."""
 
-    Exit 0 when every host is healthy, 7 when one is not (slow, hung, or nothing listening), 3 when
-    one cannot be reached."""
-    inventory = _inventory(inventory)
+    def body(
+        c: Context,
+        inventory: Optional[str] = None,
+        limit: Optional[str] = None,
+        var: Optional[List[str]] = None,
+        json_: bool = False,
+        ask_become_pass: bool = False,
+        accept_new_host_keys: bool = False,
+        ask_pass: bool = False,
+    ) -> None:
+        path = _inventory(inventory)
+        options = dict(
+            limit=limit,
+            vars=var or (),
+            hosts=_fab_hosts(c, path, var),
+            connect=_connect_options(ask_become_pass, accept_new_host_keys, ask_pass),
+            json=json_,
+        )
+        answer(path, options)
+
+    body.__name__ = body.__qualname__ = name
+    body.__doc__ = doc
+    made: Task = task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})(body)
+    return made
+
+
+def _diagnosis(inventory: str, options: Dict[str, Any]) -> None:
     from cascade_ops import api
     from cascade_ops.errors import EXIT_UNHEALTHY
     from cascade_ops.reporting import text as output
 
-    hosts = _fab_hosts(c, inventory, var)
-    connect = _connect_options(ask_become_pass, accept_new_host_keys, ask_pass)
-    found = _guard(lambda: api.diagnose(inventory, limit, var or (), hosts=hosts, connect=connect))
+    json_ = options.pop("json")
+    found = _guard(lambda: api.diagnose(inventory, **options))
     unhealthy = EXIT_UNHEALTHY if any(not d.healthy for d in found.values()) else 0
     print(
         _each_json(found, lambda d: d.to_json(), code=unhealthy) if json_ else _each_text(found, output.diagnosis_table)
@@ -201,78 +222,35 @@ def diagnose(
     _finish(found, code=unhealthy)
 
 
-@task(iterable=["var"], help={k: HELP[k] for k in READ_HELP})
-def verify(
-    c: Context,
-    inventory: Optional[str] = None,
-    limit: Optional[str] = None,
-    var: Optional[List[str]] = None,
-    json_: bool = False,
-    ask_become_pass: bool = False,
-    accept_new_host_keys: bool = False,
-    ask_pass: bool = False,
-) -> None:
-    """Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing."""
-    inventory = _inventory(inventory)
+def _checks(inventory: str, options: Dict[str, Any]) -> None:
     from cascade_ops import api
     from cascade_ops.reporting import text as output
 
-    hosts = _fab_hosts(c, inventory, var)
-    connect = _connect_options(ask_become_pass, accept_new_host_keys, ask_pass)
-    results = _guard(lambda: api.verify(inventory, limit, var or (), hosts=hosts, connect=connect))
+    json_ = options.pop("json")
+    results = _guard(lambda: api.verify(inventory, **options))
     failed = not all(check.ok for checks in results.values() for check in checks)
     if json_:
-        print(_each_json(results, lambda checks: [check.__dict__ for check in checks], failed))
+        print(_each_json(results, lambda checks: [dataclasses.asdict(check) for check in checks], failed))
     else:
         print(_each_text(results, output.checks_text))
     _finish(results, failed)
 
 
-@task(
-    iterable=["var"],
-    positional=["name"],
-    help=dict(
-        {k: HELP[k] for k in ("inventory", "limit", "var", "json")},
-        name="the citizen whose account the code activates",
-        ttl="how long the code is valid (default 15m; at most 7d)",
+diagnose = _read_task(
+    "diagnose",
+    "\n".join(
+        [
+            "Probe the backend and list every process holding its port (a richer `ss -ltnp`). Changes nothing.",
+            "",
+            "Exit 0 when every host is healthy, 7 when one is not (slow, hung, or nothing listening), 3 when",
+            "one cannot be reached.",
+        ]
     ),
+    _diagnosis,
 )
-def invite(
-    c: Context,
-    name: str,
-    ttl: str = "15m",
-    inventory: Optional[str] = None,
-    limit: Optional[str] = None,
-    var: Optional[List[str]] = None,
-    json_: bool = False,
-) -> None:
-    """Print a one-time code that activates NAME's account in the auth module, per host.
-
-    The citizen sends it with POST /auth/register {"username", "password", "code"}; without a valid
-    code nobody can claim an account. The code is signed with the host's JWT secret, works once,
-    and expires after --ttl."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-
-    codes = _guard(lambda: api.invite(name, ttl, inventory, limit, var or (), hosts=_fab_hosts(c, inventory, var)))
-    if json_:
-        print(_each_json(codes, lambda code: {"username": name, "code": code}))
-    else:
-        print(_each_text(codes, lambda host, code: "%s: %s  (for %s, valid %s)" % (host, code, name, ttl)))
-    _finish(codes)
-
-
-@task(iterable=["var"], help={k: HELP[k] for k in ("inventory", "limit", "var")})
-def hang(
-    c: Context, inventory: Optional[str] = None, limit: Optional[str] = None, var: Optional[List[str]] = None
-) -> None:
-    """Freeze the running demo backend (SIGSTOP every holder of its port) to watch a recovery."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-
-    done = _guard(lambda: api.hang(inventory, limit, var or ()))
-    print(_each_text(done, lambda host, lines: "\n".join("%s: %s" % (host, line) for line in lines)))
-    _finish(done)
+verify = _read_task(
+    "verify", "Check the backend: health, a JWT round trip through /auth, Redis PING. Changes nothing.", _checks
+)
 
 
 @task(
@@ -340,49 +318,3 @@ def watch(
     code = exit_code(ticks)
     if code:
         raise Exit(code=code)
-
-
-@task(help={"port": "port the demo backend listens on (default 8000)", "json": HELP["json"]})
-def demo_recover(c: Context, port: int = 8000, json_: bool = False) -> None:
-    """Recover the bundled demo backend on 127.0.0.1:PORT (`cascade-ops demo`); works from an installed wheel.
-
-    Its inventory, a working copy of the demo and its state go to .cascade/ in the current directory;
-    `cascade-ops demo.hang -i .cascade/demo-inventory.yaml` freezes it to watch a recovery."""
-    from cascade_ops import api
-
-    inventory = _guard(lambda: api.demo_inventory(os.path.join(".cascade", "demo-inventory.yaml"), port))
-    _run(c, "recover", inventory, None, None, False, False, json_, None, None, None, None, False)
-
-
-@task(
-    iterable=["var"],
-    help=dict(
-        {k: HELP[k] for k in ("inventory", "limit", "var")},
-        prefix="where the venv goes on the host (default: ~/.local/share/cascade-ops)",
-    ),
-)
-def bootstrap(
-    c: Context,
-    inventory: Optional[str] = None,
-    limit: Optional[str] = None,
-    var: Optional[List[str]] = None,
-    prefix: Optional[str] = None,
-) -> None:
-    """Install this very version of cascade-ops on the hosts (`cascade-ops -H host bootstrap`).
-
-    Into a venv on the host, from wheels this controller builds of itself and its dependencies, sent
-    over SSH: the host needs python3 with venv, no package index. A host at this version is left alone."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-
-    hosts = _guard(lambda: _fab_hosts(c, inventory, var) or api.select_hosts(inventory, limit, var or ()))
-    done = _guard(lambda: api.bootstrap(hosts, prefix))
-    print(
-        _each_text(
-            done,
-            lambda host, result: (
-                "%s: %s %s" % (host, "installed" if result["changed"] else "already at", result["cli"])
-            ),
-        )
-    )
-    _finish(done)

@@ -59,7 +59,7 @@ def report(
         return
     found = _guard(lambda: records.last_incident(inventory, limit, var or (), name=incident))
     if json_:
-        print(_each_json(found, lambda item: item[1] or None if item else None))
+        print(_each_json(found, lambda item: item[1].to_json() if item and item[1] else None))
     else:
         print(
             _each_text(
@@ -67,8 +67,8 @@ def report(
                 lambda host, item: (
                     "%s: no incident report yet" % host
                     if item is None
-                    else output.incident_text(*item)
-                    if item[0]
+                    else output.incident_text(item[0], item[1], item[2])
+                    if item[1]
                     else "%s: no readable incident report%s" % (host, output.unreadable_text(item[2]))
                 ),
             )

@@ -1,5 +1,9 @@
-"""The scheduled watchdog's commands: a crontab entry or a systemd timer, here or on a host (fab -H)."""
+"""The scheduled watchdog's commands: a crontab entry, a systemd timer or the resident follower's
+service, here or on a host (fab -H). The three kinds take the same options but for where they keep
+their entries (a user's crontab, a unit directory): each task is made from one declaration of them."""
 
+import inspect
+import json
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from invoke import Context, Task
@@ -8,8 +12,10 @@ from cascade_ops.cli.common import HELP, _cron_target, _each_text, _finish, _gua
 
 if TYPE_CHECKING:
     from cascade_ops.api import PerHost
+    from cascade_ops.api.schedules import Watch
 
 T = TypeVar("T")
+Options = Dict[str, Any]
 
 
 def _installed(what: str) -> Callable[[str, Tuple[bool, str]], str]:
@@ -34,74 +40,119 @@ CRON_HELP = dict(
 )
 
 
-@task(iterable=["var"], help=CRON_HELP)
-def cron_install(
-    c: Context,
-    every: str = "5m",
-    inventory: Optional[str] = None,
-    limit: Optional[str] = None,
-    var: Optional[List[str]] = None,
-    user: Optional[str] = None,
-    log: Optional[str] = None,
-    project: Optional[str] = None,
-    python: Optional[str] = None,
-    host_inventory: Optional[str] = None,
-) -> None:
-    """Install (or update) one crontab entry running `watch` with absolute paths. Idempotent.
+def _watch(c: Context, options: Options) -> "Watch":
+    """The watch the options describe; with ``fab -H``, installed on that host."""
+    from cascade_ops.api.schedules import Watch
 
-    With `fab -H host cron-install` the entry goes into that host's crontab: a self-healing
-    fleet with no central controller (cascade-ops must be installed there at --project)."""
-    inventory = _inventory(inventory)
-    from cascade_ops.api import schedules as scheduled
-
-    done = _guard(
-        lambda: scheduled.cron_install(
-            every,
-            inventory,
-            limit,
-            var or (),
-            user,
-            log,
-            project,
-            python,
-            host_inventory,
-            target=_cron_target(c, inventory, var),
-        )
+    path = _inventory(options.get("inventory"))
+    var = options.get("var") or ()
+    return Watch(
+        path,
+        options.get("limit"),
+        tuple(var),
+        options.get("log"),
+        options.get("project"),
+        options.get("python"),
+        options.get("host_inventory"),
+        _cron_target(c, path, var),
     )
-    print(_each_text(done, _installed("crontab entry: ")))
+
+
+def _report(done: "PerHost[T]", text: Callable[[str, T], str]) -> None:
+    """Each host's line, then the exit code of the hosts that could not answer."""
+    print(_each_text(done, text))
     _finish(done)
 
 
-@task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user", "host_inventory")})
-def cron_remove(
-    c: Context,
-    inventory: Optional[str] = None,
-    limit: Optional[str] = None,
-    var: Optional[List[str]] = None,
-    user: Optional[str] = None,
-    host_inventory: Optional[str] = None,
-) -> None:
-    """Remove this inventory's watch entry from the crontab; other entries stay untouched.
+def _task(
+    name: str, doc: str, help: Dict[str, str], options: Options, body: Callable[[Context, Options], None]
+) -> Task:
+    """A task named ``name`` taking ``options`` (name: default, in this order, as invoke reads a
+    signature); ``body`` gets them by name."""
 
-    The inventory is checked (with --limit and --var) as cron.install checks it. With
-    `fab -H host cron-remove`, the entry cron-install put in that host's crontab."""
-    inventory = _inventory(inventory)
-    from cascade_ops import api
-    from cascade_ops.api import schedules as scheduled
+    def run(c: Context, **given: Any) -> None:
+        body(c, given)
 
-    _guard(lambda: api.select_hosts(inventory, limit, var or ()))
-    done = _guard(
-        lambda: scheduled.cron_remove(
-            inventory, user, target=_cron_target(c, inventory, var), host_inventory=host_inventory
-        )
+    run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for k, v in options.items()]
     )
-    print(
-        _each_text(
-            done,
-            lambda host, removed: "removed the crontab entry" if removed else "no crontab entry for %s" % inventory,
-        )
-    )
-    _finish(done)
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    made: Task = task(help={k: help[k] for k in options}, iterable=["var"] if "var" in options else [])(run)
+    return made
+
+
+# Where each kind keeps its entries, and how often it runs by default.
+PLACE = {"cron": "user", "timer": "unit_dir", "service": "unit_dir"}
+EVERY = {"cron": "5m", "timer": "5m", "service": "0.5s"}
+WATCH_OPTIONS = ("inventory", "limit", "var")
+RUN_OPTIONS = ("log", "project", "python", "host_inventory")
+
+
+def _install(kind: str, what: str, help: Dict[str, str], doc: str) -> Task:
+    from cascade_ops.api import schedules
+
+    place = PLACE[kind]
+    options = dict({"every": EVERY[kind]}, **dict.fromkeys(WATCH_OPTIONS + (place,) + RUN_OPTIONS))
+
+    def body(c: Context, given: Options) -> None:
+        call = getattr(schedules, kind + "_install")
+        _report(_guard(lambda: call(_watch(c, given), given["every"], given[place])), _installed(what))
+
+    return _task(kind + "_install", doc, help, options, body)
+
+
+def _remove(kind: str, what: str, help: Dict[str, str], doc: str, options: Tuple[str, ...]) -> Task:
+    from cascade_ops.api import schedules
+
+    place = PLACE[kind]
+
+    def body(c: Context, given: Options) -> None:
+        watch = _watch(c, given)
+        call = getattr(schedules, kind + "_remove")
+        _report(_guard(lambda: call(watch, given[place])), _removed(what, watch.inventory))
+
+    return _task(kind + "_remove", doc, help, dict.fromkeys(options), body)
+
+
+def _status(kind: str, line: Callable[[str, Any], str], help: Dict[str, str], doc: str) -> Task:
+    from cascade_ops.api import schedules
+
+    def body(c: Context, given: Options) -> None:
+        call = getattr(schedules, kind + "_status")
+        _report(_guard(lambda: call(_watch(c, given))), line)
+
+    return _task(kind + "_status", doc, help, dict.fromkeys(("inventory", "host_inventory")), body)
+
+
+cron_install = _install(
+    "cron",
+    "crontab entry: ",
+    CRON_HELP,
+    "\n".join(
+        [
+            "Install (or update) one crontab entry running `watch` with absolute paths. Idempotent.",
+            "",
+            "With `fab -H host cron-install` the entry goes into that host's crontab: a self-healing",
+            "fleet with no central controller (cascade-ops must be installed there at --project).",
+        ]
+    ),
+)
+cron_remove = _remove(
+    "cron",
+    "crontab entry",
+    CRON_HELP,
+    "\n".join(
+        [
+            "Remove this inventory's watch entry from the crontab; other entries stay untouched.",
+            "",
+            "The inventory is checked (with --limit and --var) as cron.install checks it. With",
+            "`fab -H host cron-remove`, the entry cron-install put in that host's crontab.",
+        ]
+    ),
+    ("inventory", "limit", "var", "user", "host_inventory"),
+)
 
 
 @task(iterable=["var"], help={k: CRON_HELP[k] for k in ("inventory", "limit", "var", "user", "host_inventory")})
@@ -116,16 +167,21 @@ def cron_status(
     """Show this inventory's crontab entry and each host's last watchdog tick.
 
     With `fab -H host cron-status`: the entry in that host's crontab, and its last tick."""
-    inventory = _inventory(inventory)
     from cascade_ops.api import schedules as scheduled
 
-    target = _cron_target(c, inventory, var)
-    entry = _guard(lambda: scheduled.cron_entry(inventory, user, target=target, host_inventory=host_inventory))
+    watch = _watch(c, dict(inventory=inventory, limit=limit, var=var, host_inventory=host_inventory))
+    inventory, target = watch.inventory, watch.target
+    entry = _guard(lambda: scheduled.cron_entry(watch, user))
     print(_each_text(entry, lambda host, line: "crontab: %s" % (line or "no entry (cron-install)")))
     from cascade_ops.api import records
 
     ticks = _guard(lambda: records.last_ticks(inventory, limit, var or (), hosts=[target] if target else None))
-    print(_each_text(ticks, lambda host, line: "%-12s last tick: %s" % (host, line or "none yet")))
+    print(
+        _each_text(
+            ticks,
+            lambda host, rec: "%-12s last tick: %s" % (host, json.dumps(rec.to_json()) if rec else "none yet"),
+        )
+    )
     _finish(ticks)
     _finish(entry)
 
@@ -141,89 +197,8 @@ SERVICE_HELP = dict(
 )
 
 
-def _report(done: "PerHost[T]", text: Callable[[str, T], str]) -> None:
-    """Each host's line, then the exit code of the hosts that could not answer."""
-    print(_each_text(done, text))
-    _finish(done)
-
-
-def _named(name: str, doc: str, body: Callable[..., None], help: Dict[str, str], **options: Any) -> Task:
-    body.__name__ = body.__qualname__ = name
-    body.__doc__ = doc
-    made: Task = task(help=help, **options)(body)
-    return made
-
-
-# A timer and the follower's service are both units of the scheduled watchdog: the same three tasks,
-# differing only in what they call and say.
-def _unit_install(name: str, every_default: str, what: str, help: Dict[str, str], doc: str) -> Task:
-    def body(
-        c: Context,
-        every: str = every_default,
-        inventory: Optional[str] = None,
-        limit: Optional[str] = None,
-        var: Optional[List[str]] = None,
-        unit_dir: Optional[str] = None,
-        log: Optional[str] = None,
-        project: Optional[str] = None,
-        python: Optional[str] = None,
-        host_inventory: Optional[str] = None,
-    ) -> None:
-        from cascade_ops.api import schedules
-
-        path = _inventory(inventory)
-        _report(
-            _guard(
-                lambda: getattr(schedules, name)(
-                    every,
-                    path,
-                    limit,
-                    var or (),
-                    unit_dir,
-                    log,
-                    project,
-                    python,
-                    host_inventory,
-                    target=_cron_target(c, path, var),
-                )
-            ),
-            _installed(what),
-        )
-
-    return _named(name, doc, body, help, iterable=["var"])
-
-
-def _unit_remove(name: str, what: str, help: Dict[str, str], doc: str) -> Task:
-    def body(
-        c: Context,
-        inventory: Optional[str] = None,
-        unit_dir: Optional[str] = None,
-        host_inventory: Optional[str] = None,
-    ) -> None:
-        from cascade_ops.api import schedules
-
-        path = _inventory(inventory)
-        _report(
-            _guard(lambda: getattr(schedules, name)(path, unit_dir, _cron_target(c, path, ()), host_inventory)),
-            _removed(what, path),
-        )
-
-    return _named(name, doc, body, {k: help[k] for k in ("inventory", "unit_dir", "host_inventory")})
-
-
-def _unit_status(name: str, line: Callable[[str, Any], str], help: Dict[str, str], doc: str) -> Task:
-    def body(c: Context, inventory: Optional[str] = None, host_inventory: Optional[str] = None) -> None:
-        from cascade_ops.api import schedules
-
-        path = _inventory(inventory)
-        _report(_guard(lambda: getattr(schedules, name)(path, _cron_target(c, path, ()), host_inventory)), line)
-
-    return _named(name, doc, body, {k: help[k] for k in ("inventory", "host_inventory")})
-
-
-timer_install = _unit_install(
-    "timer_install",
-    "5m",
+timer_install = _install(
+    "timer",
     "systemd timer ",
     TIMER_HELP,
     "\n".join(
@@ -235,14 +210,15 @@ timer_install = _unit_install(
         ]
     ),
 )
-timer_remove = _unit_remove(
-    "timer_remove",
+timer_remove = _remove(
+    "timer",
     "systemd timer",
     TIMER_HELP,
     "Stop, disable and delete this inventory's watchdog timer and its service.",
+    ("inventory", "unit_dir", "host_inventory"),
 )
-timer_status = _unit_status(
-    "timer_status",
+timer_status = _status(
+    "timer",
     lambda host, s: (
         "%s: %s %s/%s, last %s, next %s"
         % (
@@ -258,9 +234,8 @@ timer_status = _unit_status(
     "Show this inventory's watchdog timer as systemd sees it: loaded, active, last and next run.",
 )
 
-service_install = _unit_install(
-    "service_install",
-    "0.5s",
+service_install = _install(
+    "service",
     "",
     SERVICE_HELP,
     "\n".join(
@@ -273,14 +248,15 @@ service_install = _unit_install(
         ]
     ),
 )
-service_remove = _unit_remove(
-    "service_remove",
+service_remove = _remove(
+    "service",
     "follower",
     SERVICE_HELP,
     "Stop and remove this inventory's follower (its systemd service, or its detached process).",
+    ("inventory", "unit_dir", "host_inventory"),
 )
-service_status = _unit_status(
-    "service_status",
+service_status = _status(
+    "service",
     lambda host, said: "%s: %s" % (host, said),
     SERVICE_HELP,
     "Show this inventory's follower as what supervises it sees it: state, main pid, restarts.",

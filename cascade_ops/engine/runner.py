@@ -20,6 +20,7 @@ from cascade_ops.errors import CascadeError, HostCutOff, HostUnreachable, LockHe
 from cascade_ops.model.paths import StatePaths
 from cascade_ops.model.results import HostResult, HostStatus, RunResult, StepResult
 from cascade_ops.steps import FAILED, SKIPPED, BoundStep, HostRun, Preflight
+from cascade_ops.steps.outputs import Installed
 from cascade_ops.transport import ConnectOptions, Transport
 from cascade_ops.transport.base import DEFAULT_CONNECT
 
@@ -92,7 +93,7 @@ def run_host(
                 report(StepResult("interrupted", FAILED, "%s; %s" % (exc, state_now(run))))
             if (
                 result.failed
-                and run.installed
+                and run.every(Installed)
                 and options.rollback
                 and not options.check
                 and result.status is not HostStatus.INTERRUPTED

@@ -5,7 +5,7 @@ timings, and a failed step's first line (already scrubbed of the JWT secret): no
 import json
 import os
 import time
-from typing import Any, Dict, List
+from typing import Dict, List
 
 from cascade_ops import agent
 from cascade_ops.agent.files import append_log, tail
@@ -13,11 +13,11 @@ from cascade_ops.config.hostvars import HostVars
 from cascade_ops.engine.events import RunListener
 from cascade_ops.errors import CascadeError
 from cascade_ops.model.paths import StatePaths
-from cascade_ops.model.results import HostResult, HostStatus, StepStatus
+from cascade_ops.model.records import RunRecord
+from cascade_ops.model.results import HostResult, HostStatus
 from cascade_ops.steps import HostRun
 from cascade_ops.transport import Transport
 
-MESSAGE_CHARS = 4000  # a failed step's cause (a log tail, a traceback) is kept whole, within reason
 # The controller's own record of the hosts a run could not reach or never started (unreachable,
 # cut off, a stopped rollout): their history cannot be on them. Beside the inventory.
 CONTROLLER_FILE = os.path.join(".cascade", "history.jsonl")
@@ -50,26 +50,18 @@ class HistoryRecorder(RunListener):
 
 
 def line_of(result: HostResult, run_id: str, name: str, started_at: float) -> str:
-    steps = []
-    for step in result.steps:
-        entry: Dict[str, Any] = {"name": step.name, "status": step.status, "duration_s": round(step.duration_s, 4)}
-        if step.status is StepStatus.FAILED:
-            entry["message"] = step.message[:MESSAGE_CHARS]
-        steps.append(entry)
-    return json.dumps(
-        {
-            "run_id": run_id,
-            "playbook": name,
-            "host": result.host,
-            "started_at": round(started_at, 3),
-            "duration_s": round(result.duration_s, 4),
-            "status": result.status,
-            "exit_code": result.exit_code,
-            "steps": steps,
-            "incident_report": result.incident_report,
-            "recorded_at": round(time.time(), 3),
-        }
-    )
+    return json.dumps(RunRecord.of(result, run_id, name, started_at).to_json())
+
+
+def _records(lines: List[str]) -> List[RunRecord]:
+    """The lines that read as run records (a torn or foreign line is skipped)."""
+    records = []
+    for text in lines:
+        try:
+            records.append(RunRecord.from_json(json.loads(text)))
+        except ValueError:
+            continue
+    return records
 
 
 def record(transport: Transport, v: HostVars, result: HostResult, run_id: str, name: str) -> None:
@@ -103,26 +95,15 @@ def record_unreached(inventory: str, results: Dict[str, HostResult], run_id: str
         pass
 
 
-def read_controller(inventory: str, hosts: List[str], last: int) -> Dict[str, List[Dict[str, Any]]]:
+def read_controller(inventory: str, hosts: List[str], last: int) -> Dict[str, List[RunRecord]]:
     """The controller's records of ``hosts``, the last ``last`` of each, oldest first."""
-    found: Dict[str, List[Dict[str, Any]]] = {}
-    for text in tail(controller_path(inventory), lines=last * max(1, len(hosts))):
-        try:
-            rec = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("host") in hosts:
-            found.setdefault(rec["host"], []).append(rec)
+    found: Dict[str, List[RunRecord]] = {}
+    for rec in _records(tail(controller_path(inventory), lines=last * max(1, len(hosts)))):
+        if rec.host in hosts:
+            found.setdefault(rec.host, []).append(rec)
     return {h: runs[-last:] for h, runs in found.items()}
 
 
-def read(transport: Transport, v: HostVars, last: int) -> List[Dict[str, Any]]:
-    """The host's last ``last`` runs, oldest first (lines that do not parse are skipped)."""
-    lines = transport.call(agent.files.tail, path=StatePaths.of(v).history, lines=last) or []
-    runs = []
-    for text in lines:
-        try:
-            runs.append(json.loads(text))
-        except ValueError:
-            continue
-    return runs
+def read(transport: Transport, v: HostVars, last: int) -> List[RunRecord]:
+    """The host's last ``last`` runs, oldest first."""
+    return _records(transport.call(agent.files.tail, path=StatePaths.of(v).history, lines=last) or [])

@@ -6,8 +6,9 @@ incident report. No script, no network, no external asset: it opens from a mail 
 import html
 import json
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from cascade_ops.model.records import IncidentReport, RunRecord
 from cascade_ops.model.results import TONES, Tone
 
 HEX = {
@@ -40,17 +41,17 @@ def _anchor(run_id: str, host: str) -> str:
     )
 
 
-def _timeline(run_id: str, records: List[Dict[str, Any]]) -> str:
-    start = min(r["started_at"] for r in records)
-    span = max(r["started_at"] - start + sum(s["duration_s"] for s in r["steps"]) for r in records) or 1.0
+def _timeline(run_id: str, records: List[RunRecord]) -> str:
+    start = min(r.started_at for r in records)
+    span = max(r.started_at - start + sum(s.duration_s for s in r.steps) for r in records) or 1.0
     scale = PLOT_W / span
     rows = []
-    for index, rec in enumerate(sorted(records, key=lambda r: r["host"])):
+    for index, rec in enumerate(sorted(records, key=lambda r: r.host)):
         y = 10 + index * ROW_H
-        x = LABEL_W + (rec["started_at"] - start) * scale
-        bars = ['<text x="4" y="%d" class="host">%s</text>' % (y + 14, html.escape(rec["host"]))]
-        for step in rec["steps"]:
-            width = max(2.0, step["duration_s"] * scale)
+        x = LABEL_W + (rec.started_at - start) * scale
+        bars = ['<text x="4" y="%d" class="host">%s</text>' % (y + 14, html.escape(rec.host))]
+        for step in rec.steps:
+            width = max(2.0, step.duration_s * scale)
             bars.append(
                 '<rect x="%.1f" y="%d" width="%.1f" height="16" fill="%s"><title>%s %s: %s, %.3fs'
                 "</title></rect>"
@@ -58,15 +59,15 @@ def _timeline(run_id: str, records: List[Dict[str, Any]]) -> str:
                     x,
                     y,
                     width,
-                    _colour(step["status"]),
-                    html.escape(rec["host"]),
-                    html.escape(step["name"]),
-                    html.escape(step["status"]),
-                    step["duration_s"],
+                    _colour(step.status),
+                    html.escape(rec.host),
+                    html.escape(step.name),
+                    html.escape(step.status),
+                    step.duration_s,
                 )
             )
-            x += step["duration_s"] * scale
-        rows.append('<a href="#%s">%s</a>' % (_anchor(run_id, rec["host"]), "".join(bars)))
+            x += step.duration_s * scale
+        rows.append('<a href="#%s">%s</a>' % (_anchor(run_id, rec.host), "".join(bars)))
     height = 20 + len(records) * ROW_H
     axis = (
         '<text x="%d" y="%d" class="axis">0s</text><text x="%d" y="%d" class="axis" text-anchor="end">%.2fs'
@@ -81,30 +82,33 @@ def _timeline(run_id: str, records: List[Dict[str, Any]]) -> str:
     )
 
 
-def _details(run_id: str, rec: Dict[str, Any], incident: Optional[Dict[str, Any]]) -> str:
+def _details(run_id: str, rec: RunRecord, incident: Optional[IncidentReport]) -> str:
     steps = "".join(
         '<tr><td>%s</td><td>%s</td><td class="num">%.3fs</td><td>%s</td></tr>'
-        % (html.escape(s["name"]), _badge(s["status"]), s["duration_s"], html.escape(s.get("message", "")))
-        for s in rec["steps"]
+        % (html.escape(s.name), _badge(s.status), s.duration_s, html.escape(s.message or ""))
+        for s in rec.steps
     )
     report = ""
     if incident is not None:
         report = "<details><summary>incident report %s</summary><pre>%s</pre></details>" % (
-            html.escape(rec["incident_report"] or ""),
-            html.escape(json.dumps(incident, indent=2)),
+            html.escape(rec.incident_report or ""),
+            html.escape(json.dumps(incident.to_json(), indent=2)),
         )
     return '<section id="%s" class="detail"><h3>%s %s %s</h3><table>%s</table>%s</section>' % (
-        _anchor(run_id, rec["host"]),
-        html.escape(rec["host"]),
-        _badge(rec["status"]),
-        html.escape(_when(rec["started_at"])),
+        _anchor(run_id, rec.host),
+        html.escape(rec.host),
+        _badge(rec.status),
+        html.escape(_when(rec.started_at)),
         steps,
         report,
     )
 
 
 def render(
-    history: Dict[str, List[Dict[str, Any]]], incidents: Dict[str, Dict[str, Any]], errors: Dict[str, str], title: str
+    history: Dict[str, List[RunRecord]],
+    incidents: Dict[str, Optional[IncidentReport]],
+    errors: Dict[str, str],
+    title: str,
 ) -> str:
     """The page: ``history`` host -> runs (oldest first), ``incidents`` path -> report document,
     ``errors`` host -> why its history could not be read."""
@@ -116,38 +120,38 @@ def render(
                 '<td><a href="#%s">details</a></td></tr>'
                 % (
                     html.escape(host),
-                    html.escape(_when(rec["started_at"])),
-                    html.escape(rec.get("playbook", "")),
-                    _badge(rec["status"]),
-                    rec["duration_s"],
-                    _anchor(rec["run_id"], host),
+                    html.escape(_when(rec.started_at)),
+                    html.escape(rec.playbook),
+                    _badge(rec.status),
+                    rec.duration_s,
+                    _anchor(rec.run_id, host),
                 )
             )
     table += [
         '<tr><td>%s</td><td colspan="5">%s</td></tr>' % (html.escape(h), html.escape(e))
         for h, e in sorted(errors.items())
     ]
-    by_run: Dict[str, List[Dict[str, Any]]] = {}
+    by_run: Dict[str, List[RunRecord]] = {}
     for runs in history.values():
         for rec in runs:
-            by_run.setdefault(rec["run_id"], []).append(rec)
-    recent: List[Tuple[str, List[Dict[str, Any]]]] = sorted(
-        by_run.items(), key=lambda item: max(r["started_at"] for r in item[1]), reverse=True
+            by_run.setdefault(rec.run_id, []).append(rec)
+    recent: List[Tuple[str, List[RunRecord]]] = sorted(
+        by_run.items(), key=lambda item: max(r.started_at for r in item[1]), reverse=True
     )[:RUNS_SHOWN]
     runs_html = []
     for run_id, records in recent:
-        failed = sum(1 for r in records if r["status"] not in ("ok", "changed"))
+        failed = sum(1 for r in records if r.status not in ("ok", "changed"))
         runs_html.append(
             "<h2>run %s: %d hosts, %d not ok (%s)</h2>%s%s"
             % (
                 html.escape(run_id),
                 len(records),
                 failed,
-                html.escape(_when(min(r["started_at"] for r in records))),
+                html.escape(_when(min(r.started_at for r in records))),
                 _timeline(run_id, records),
                 "".join(
-                    _details(run_id, r, incidents.get(r.get("incident_report") or ""))
-                    for r in sorted(records, key=lambda r: r["host"])
+                    _details(run_id, r, incidents.get(r.incident_report or ""))
+                    for r in sorted(records, key=lambda r: r.host)
                 ),
             )
         )

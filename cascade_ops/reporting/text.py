@@ -5,6 +5,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence, Tuple
 
 from cascade_ops.model import owners
+from cascade_ops.model.records import IncidentReport
 from cascade_ops.model.results import TONES, HostStatus, RunResult, StepResult, Tone
 
 if TYPE_CHECKING:  # types only: printing a step line must not load the verification's clients
@@ -187,18 +188,18 @@ def unreadable_text(unreadable: List[str]) -> str:
     return "".join("\n  skipped %s" % why for why in unreadable)
 
 
-def incident_text(path: str, doc: dict, unreadable: Sequence[str] = ()) -> str:
+def incident_text(path: str, report: IncidentReport, unreadable: Sequence[str] = ()) -> str:
     """An incident report in words: diagnosis, evidence, actions, verification, rollback."""
-    lines = ["%s: %s at %s (%.2fs)  [%s]" % (doc["host"], doc["outcome"], doc["started_at"], doc["duration_s"], path)]
+    lines = ["%s: %s at %s (%.2fs)  [%s]" % (report.host, report.outcome, report.started_at, report.duration_s, path)]
     lines += ["  skipped a newer file, %s" % why for why in unreadable]
-    d = doc.get("diagnosis")
+    d = report.diagnosis
     if d:
         lines.append("  diagnosis: " + d["verdict"])
-    if doc.get("hang"):
-        lines.append("  hang: %s" % doc["hang"]["summary"])
-    if doc.get("planned_restart"):
-        lines.append("  planned restart: %s" % doc["planned_restart"])
-    kept = doc.get("socket")
+    if report.hang:
+        lines.append("  hang: %s" % report.hang["summary"])
+    if report.planned_restart:
+        lines.append("  planned restart: %s" % report.planned_restart)
+    kept = report.socket
     if kept:
         lines.append(
             "  socket: %s"
@@ -221,11 +222,11 @@ def incident_text(path: str, doc: dict, unreadable: Sequence[str] = ()) -> str:
                 "    holder pid %d %s, %s, backlog %d, %s"
                 % (h["pid"], h["state"], run_by, h["backlog"], h["command"][:100])
             )
-    if doc.get("evidence"):
-        lines.append("  evidence (captured in %.2fs, before any signal):" % doc["evidence"]["elapsed_s"])
-        lines += _evidence_lines(doc["evidence"])
+    if report.evidence:
+        lines.append("  evidence (captured in %.2fs, before any signal):" % report.evidence["elapsed_s"])
+        lines += _evidence_lines(report.evidence)
     lines.append("  actions:")
-    for step in doc["actions"]:
+    for step in report.actions:
         first, *rest = (step["message"] or "").splitlines() or [""]
         lines.append(
             "    %-*s %-*s %6.3fs  %s"
@@ -233,15 +234,15 @@ def incident_text(path: str, doc: dict, unreadable: Sequence[str] = ()) -> str:
         )
         if step["status"] == "failed":  # the cause (a log tail, a traceback) is the point of a report
             lines += ["      " + line for line in rest]
-    if doc.get("verification"):
+    if report.verification:
         lines.append(
             "  verification: "
             + "; ".join(
-                "%s %s" % (c["name"], "ok" if c["ok"] else "FAILED (%s)" % c["detail"]) for c in doc["verification"]
+                "%s %s" % (c["name"], "ok" if c["ok"] else "FAILED (%s)" % c["detail"]) for c in report.verification
             )
         )
-    if doc.get("rollback"):
-        r = doc["rollback"]
+    if report.rollback:
+        r = report.rollback
         lines.append("  rollback: %s; %s" % ("verified" if r["ok"] else "FAILED", "; ".join(r["files"])))
     return "\n".join(lines)
 

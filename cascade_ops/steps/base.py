@@ -6,11 +6,10 @@ Check mode runs exactly the same ``gather`` and ``plan`` as a real run and stops
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Generic, List, Optional, Tuple, Type, TypeVar, Union
 
 from cascade_ops.config.hostvars import HostVars
 from cascade_ops.errors import CascadeError, HostCommandError
-from cascade_ops.model.facts import Diagnosis
 from cascade_ops.model.results import StepResult, StepStatus
 from cascade_ops.transport import Transport
 
@@ -18,61 +17,80 @@ OK, CHANGED, FAILED, SKIPPED = StepStatus.OK, StepStatus.CHANGED, StepStatus.FAI
 
 
 class StepFailed(CascadeError):
-    """The step cannot do its job; the message tells the operator what to look at."""
+    """The step cannot do its job; the message tells the operator what to look at. ``register``: what
+    it found before it failed, for the incident report (the checks that failed, say)."""
+
+    def __init__(self, message: str, register: "Tuple[Output, ...]" = ()):
+        super().__init__(message)
+        self.register = register
+
+
+Output = object  # what a step hands to later ones: a frozen dataclass its module declares
+Out = TypeVar("Out")
+F = TypeVar("F")  # a step's facts: what its gather read
+P = TypeVar("P")  # a step's plan payload: what its apply needs of the decision
 
 
 @dataclass
-class Plan:
-    """A change to make: ``summary`` completes "would ..." / "did ..."; ``diff`` for --diff."""
+class Plan(Generic[P]):
+    """A change to make: ``summary`` completes "would ..." / "did ..."; ``diff`` for --diff;
+    ``payload`` what apply needs; ``register`` what later steps may plan on, in check mode too."""
 
     summary: str
     diff: str = ""
-    payload: Any = None
+    payload: P = None  # type: ignore[assignment]
+    register: Tuple[Output, ...] = ()
 
 
 @dataclass
 class Unchanged:
     message: str
+    register: Tuple[Output, ...] = ()
 
 
 @dataclass
 class Skipped:
     message: str
+    register: Tuple[Output, ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a plan may read besides its facts: the host's variables and how the run was asked for."""
+
+    vars: HostVars
+    check: bool = False
+    diff: bool = False
 
 
 @dataclass
 class HostRun:
-    """One host's run: its variables, its transport, and what earlier steps found or planned."""
+    """One host's run: its variables and transport, and what its steps registered, in order (Ansible's
+    ``register:``): only the engine (from a plan) and a step's apply (as it acts) add to it."""
 
     host: str
     vars: HostVars
     transport: Transport
     check: bool = False
     diff: bool = False
-    diagnosis: Optional[Diagnosis] = None
-    diagnosed_at: float = 0.0  # time.monotonic() of the diagnosis
-    changed_files: List[str] = field(default_factory=list)
-    restart_planned: bool = False
-    route: Any = None  # ownership.Route: through whom terminate stopped the backend (start follows it)
-    restarted: bool = False  # this run signalled or started the backend (a rollback restarts it only then)
-    installed: List[Tuple[str, Optional[str]]] = field(default_factory=list)  # (file, its backup or None)
-    evidence: Optional[Dict[str, Any]] = None  # captured before terminate signalled anything
-    terminated: List[Dict[str, Any]] = field(default_factory=list)  # terminate's outcome per pid
-    started_pid: Optional[int] = None  # the backend the start step launched
-    checks: List[Any] = field(default_factory=list)  # the verify step's results
-    rollback: Optional[Dict[str, Any]] = None
-    handover: Any = None  # takeover.Handover: the listening socket kept across this restart
-    handover_fd: Optional[int] = None  # the agent's copy of it, for the start step
-    socket: Optional[Dict[str, Any]] = None  # what clients saw: kept or why not, waiting, unaccepted_s
+    outputs: List[Output] = field(default_factory=list)
+
+    @property
+    def context(self) -> Context:
+        return Context(self.vars, self.check, self.diff)
+
+    def register(self, *outputs: Output) -> None:
+        self.outputs.extend(outputs)
+
+    def last(self, kind: Type[Out]) -> Optional[Out]:
+        """The latest output of this type, or None."""
+        return next((o for o in reversed(self.outputs) if isinstance(o, kind)), None)
+
+    def every(self, kind: Type[Out]) -> List[Out]:
+        return [o for o in self.outputs if isinstance(o, kind)]
 
 
-def left_alone(run: HostRun) -> bool:
-    """The diagnosis found nothing to mend (healthy, or slow and ``restart_slow`` off) and no earlier
-    step changed a file the backend runs: nothing is signalled, started or re-verified."""
-    return run.diagnosis is not None and run.diagnosis.left_alone(run.vars.restart_slow) and not run.changed_files
-
-
-Outcome = Union[Plan, Unchanged, Skipped]
+Outcome = Union[Plan[P], Unchanged, Skipped]
 Args = Dict[str, Any]
 
 
@@ -83,20 +101,23 @@ class Arg:
     required: bool = False
 
 
-class Step:
+class Step(Generic[F, P]):
+    """gather reads the host (and what earlier steps registered); plan decides from those facts
+    alone, with no I/O; apply makes the change."""
+
     name: ClassVar[str]
     args: ClassVar[Dict[str, Arg]] = {}
 
-    def gather(self, run: HostRun, args: Args) -> Any:
-        """Read what ``plan`` needs from the host (nothing by default)."""
-        return None
-
-    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
-        """Return Unchanged, Skipped or a Plan; record in ``run`` what later steps must know."""
+    def gather(self, run: HostRun, args: Args) -> F:
+        """Read what ``plan`` needs from the host and from earlier steps' outputs."""
         raise NotImplementedError
 
-    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
-        """Make the change; return what was done, in words."""
+    def plan(self, facts: F, args: Args, ctx: Context) -> "Outcome[P]":
+        """Unchanged, Skipped or a Plan, from the facts alone; raise StepFailed to refuse."""
+        raise NotImplementedError
+
+    def apply(self, run: HostRun, args: Args, plan: Plan[P]) -> str:
+        """Make the change, registering what it did; return what was done, in words."""
         raise NotImplementedError
 
     def rollback_args(self, args: Args) -> Optional[Args]:
@@ -108,7 +129,8 @@ class Step:
         started = time.monotonic()
         diff = ""
         try:
-            outcome = self.plan(run, args, self.gather(run, args))
+            outcome = self.plan(self.gather(run, args), args, run.context)
+            run.register(*outcome.register)
             if isinstance(outcome, Unchanged):
                 status, message = OK, outcome.message
             elif isinstance(outcome, Skipped):
@@ -117,7 +139,10 @@ class Step:
                 diff = outcome.diff if run.diff else ""
                 message = "would " + outcome.summary if run.check else self.apply(run, args, outcome)
                 status = CHANGED
-        except (StepFailed, HostCommandError) as exc:
+        except StepFailed as exc:
+            run.register(*exc.register)
+            status, message = FAILED, str(exc)
+        except HostCommandError as exc:
             status, message = FAILED, str(exc)
         return StepResult(self.name, status, message, time.monotonic() - started, diff)
 

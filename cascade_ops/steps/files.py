@@ -4,11 +4,13 @@ import ast
 import base64
 import hashlib
 import os
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from cascade_ops import agent
 from cascade_ops.model.paths import StatePaths
-from cascade_ops.steps.base import Arg, Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
+from cascade_ops.steps.base import Arg, Args, Context, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
+from cascade_ops.steps.outputs import FileChanged, Installed
 
 
 def _unified_diff(path: str, old: str, new: str) -> str:
@@ -32,7 +34,7 @@ def install(run: HostRun, dest: str, data: bytes, validate_python: bool) -> Dict
         validate_python=validate_python,
     )
     if done["changed"]:
-        run.installed.append((dest, done["backup"]))
+        run.register(Installed(dest, done["backup"]))
     return done
 
 
@@ -40,35 +42,46 @@ def _short(sha: Optional[str]) -> str:
     return sha[:12] if sha else "none"
 
 
-class SeedApp(Step):
+class SeedApp(Step[Tuple[Optional[str], Optional[List[str]], bool], None]):
     """Fill app_dir from app_seed when it holds nothing yet but cascade-ops's own state
     (the bundled demo's first run)."""
 
     name = "seed_app"
     args = {"src": Arg(default="{app_seed}"), "dest": Arg(default="{app_dir}")}
 
-    def gather(self, run: HostRun, args: Args) -> Any:
+    def gather(self, run: HostRun, args: Args) -> Tuple[Optional[str], Optional[List[str]], bool]:
+        """What dest is (dir, file or None), what it holds, and whether src is a directory here."""
         dest = args["dest"]
-        return run.transport.call(agent.files.path_kind, path=dest), run.transport.call(agent.files.list_dir, path=dest)
+        return (
+            run.transport.call(agent.files.path_kind, path=dest),
+            run.transport.call(agent.files.list_dir, path=dest),
+            os.path.isdir(args["src"]),
+        )
 
-    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
-        kind, entries = facts
+    def plan(self, facts: Tuple[Optional[str], Optional[List[str]], bool], args: Args, ctx: Context) -> Outcome[None]:
+        kind, entries, seed_is_dir = facts
         if kind not in ("dir", None):
             raise StepFailed("%s exists and is not a directory" % args["dest"])
-        state = os.path.relpath(run.vars.state_dir, args["dest"])
+        state = os.path.relpath(ctx.vars.state_dir, args["dest"])
         if [e for e in entries or () if e != state]:
             return Unchanged("%s exists" % args["dest"])
-        if not os.path.isdir(args["src"]):
+        if not seed_is_dir:
             raise StepFailed("app_seed %s is not a directory" % args["src"])
-        run.changed_files.append(args["dest"])
-        return Plan("create %s from %s" % (args["dest"], args["src"]))
+        return Plan("create %s from %s" % (args["dest"], args["src"]), register=(FileChanged(args["dest"]),))
 
-    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
+    def apply(self, run: HostRun, args: Args, plan: Plan[None]) -> str:
         run.transport.put_tree(args["src"], args["dest"])
         return "created %s from %s" % (args["dest"], args["src"])
 
 
-class DeployFile(Step):
+@dataclass(frozen=True)
+class DeployFacts:
+    wanted: bytes  # src, read here
+    current: Dict[str, Any]  # dest on the host: exists, sha256
+    old_text: Optional[str]  # dest's text, read only for --diff when it differs
+
+
+class DeployFile(Step[DeployFacts, bytes]):
     """Put a file in place when its sha256 differs: validated first, atomic, previous one backed up."""
 
     name = "deploy_file"
@@ -78,16 +91,20 @@ class DeployFile(Step):
         "validate": Arg(default="python", parse=lambda s: s if s in ("python", "none") else _bad_validate(s)),
     }
 
-    def gather(self, run: HostRun, args: Args) -> Any:
+    def gather(self, run: HostRun, args: Args) -> DeployFacts:
         try:
             with open(args["src"], "rb") as f:
                 wanted = f.read()
         except OSError as exc:
             raise StepFailed("cannot read %s: %s" % (args["src"], exc.strerror))
-        return wanted, run.transport.call(agent.files.file_state, path=args["dest"])
+        current = run.transport.call(agent.files.file_state, path=args["dest"])
+        old = None
+        if run.diff and current.get("sha256") != hashlib.sha256(wanted).hexdigest():
+            old = run.transport.call(agent.files.read_text, path=args["dest"]) or ""
+        return DeployFacts(wanted, current, old)
 
-    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
-        wanted, current = facts
+    def plan(self, facts: DeployFacts, args: Args, ctx: Context) -> Outcome[bytes]:
+        wanted, current = facts.wanted, facts.current
         sha = hashlib.sha256(wanted).hexdigest()
         if current["exists"] and current["sha256"] == sha:
             return Unchanged("%s is up to date (sha256 %s)" % (args["dest"], _short(sha)))
@@ -100,15 +117,16 @@ class DeployFile(Step):
                     % (args["src"], exc.msg, exc.lineno, args["dest"])
                 )
         diff = ""
-        if run.diff:
-            old = run.transport.call(agent.files.read_text, path=args["dest"]) or ""
-            diff = _unified_diff(args["dest"], old, wanted.decode("utf-8", "replace"))
-        run.changed_files.append(args["dest"])
+        if facts.old_text is not None:
+            diff = _unified_diff(args["dest"], facts.old_text, wanted.decode("utf-8", "replace"))
         return Plan(
-            "replace %s (sha256 %s -> %s)" % (args["dest"], _short(current.get("sha256")), _short(sha)), diff, wanted
+            "replace %s (sha256 %s -> %s)" % (args["dest"], _short(current.get("sha256")), _short(sha)),
+            diff,
+            wanted,
+            register=(FileChanged(args["dest"]),),
         )
 
-    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
+    def apply(self, run: HostRun, args: Args, plan: Plan[bytes]) -> str:
         done = install(run, args["dest"], plan.payload, args["validate"] == "python")
         backup = " (previous kept as %s)" % done["backup"] if done["backup"] else ""
         return "replaced %s%s" % (args["dest"], backup)
@@ -198,7 +216,7 @@ def _line_ending(lines: List[str]) -> str:
     return "\r\n" if first.endswith("\r\n") else "\r" if first.endswith("\r") else "\n"
 
 
-class MountRouter(Step):
+class MountRouter(Step[str, bytes]):
     """Ensure main.py imports the auth router and calls app.include_router() on it, once."""
 
     name = "mount_router"
@@ -209,52 +227,53 @@ class MountRouter(Step):
         "alias": Arg(default="auth_router"),
     }
 
-    def gather(self, run: HostRun, args: Args) -> Any:
+    def gather(self, run: HostRun, args: Args) -> str:
         text = run.transport.call(agent.files.read_text, path=args["main"])
         if text is None:
             raise StepFailed("%s does not exist" % args["main"])
         return text
 
-    def plan(self, run: HostRun, args: Args, source: Any) -> Outcome:
-        app_name = run.vars.app.rpartition(":")[2]
+    def plan(self, source: str, args: Args, ctx: Context) -> Outcome[bytes]:
+        app_name = ctx.vars.app.rpartition(":")[2]
         wanted = mount_router(source, args["main"], args["module"], args["router"], args["alias"], app_name)
         if wanted == source:
             return Unchanged("%s already includes %s" % (args["main"], args["alias"]))
-        run.changed_files.append(args["main"])
         return Plan(
             "mount %s in %s" % (args["alias"], args["main"]),
             _unified_diff(args["main"], source, wanted),
             wanted.encode(),
+            register=(FileChanged(args["main"]),),
         )
 
-    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
+    def apply(self, run: HostRun, args: Args, plan: Plan[bytes]) -> str:
         done = install(run, args["main"], plan.payload, validate_python=True)
         return "mounted %s in %s (previous kept as %s)" % (args["alias"], args["main"], done["backup"])
 
 
-class JwtSecret(Step):
+class JwtSecret(Step[Dict[str, Any], None]):
     """Make sure the JWT secret file exists (random, mode 0600); never reads it out."""
 
     name = "jwt_secret"
     args = {"path": Arg(default="{jwt_secret_file}")}
 
-    def gather(self, run: HostRun, args: Args) -> Any:
+    def gather(self, run: HostRun, args: Args) -> Dict[str, Any]:
         return run.transport.call(agent.files.secret_state, path=args["path"])
 
-    def plan(self, run: HostRun, args: Args, state: Any) -> Outcome:
+    def plan(self, state: Dict[str, Any], args: Args, ctx: Context) -> Outcome[None]:
         if state["exists"]:
             if state["problems"]:
                 raise StepFailed("refusing JWT secret %s: %s" % (args["path"], "; ".join(state["problems"])))
             return Unchanged("%s is in place" % args["path"])
-        if run.vars.auth_module:  # the auth module reads it at start-up: a running one holds another
-            run.changed_files.append(args["path"])
-            return Plan("create a random JWT secret in %s (mode 0600)" % args["path"])
+        if ctx.vars.auth_module:  # the auth module reads it at start-up: a running one holds another
+            return Plan(
+                "create a random JWT secret in %s (mode 0600)" % args["path"], register=(FileChanged(args["path"]),)
+            )
         # No auth module runs on this backend: a healthy one is not restarted for a file it does not use.
         return Plan(
             "create a random JWT secret in %s (mode 0600; no auth module uses it, so a running "
             "backend is not restarted for it)" % args["path"]
         )
 
-    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
+    def apply(self, run: HostRun, args: Args, plan: Plan[None]) -> str:
         run.transport.call(agent.files.create_secret, path=args["path"])
         return "created a random JWT secret in %s (mode 0600)" % args["path"]

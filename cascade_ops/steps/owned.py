@@ -11,6 +11,7 @@ from cascade_ops.model.owners import Owner, what
 from cascade_ops.model.paths import StatePaths
 from cascade_ops.steps.base import HostRun, StepFailed
 from cascade_ops.steps.diagnose import gather_diagnosis
+from cascade_ops.steps.outputs import Restarted, Started
 from cascade_ops.steps.ownership import Route
 
 LOG_TAIL_LINES = 20
@@ -32,11 +33,12 @@ def same_owner(a: Owner, b: Owner) -> bool:
     return a.kind == b.kind and all(a.raw.get(k) == b.raw.get(k) for k in ident if k in a.raw and k in b.raw)
 
 
-def _wait_healthy(run: HostRun) -> Dict[str, Any]:
+def wait_healthy(run: HostRun, pid: Optional[int] = None) -> Dict[str, Any]:
+    """Until the backend (``pid``, or whoever its owner started) answers health, or start_timeout."""
     v = run.vars
     return run.transport.call(
         agent.probe.wait_healthy,
-        pid=None,
+        pid=pid,
         bind_host=v.bind_host,
         port=v.port,
         path=v.health_path,
@@ -65,8 +67,8 @@ def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tupl
         secret_env={SECRET_ENV: v.jwt_secret_file},
         listen="%s:%d" % ("[%s]" % listen[0] if ":" in listen[0] else listen[0], listen[1]) if listen else None,
     )
-    run.restarted = True
-    ready = _wait_healthy(run)
+    run.register(Restarted())
+    ready = wait_healthy(run)
     now = Owner.from_agent(dict(owner.raw, **run.transport.call(agent.owners.owner_status, owner=owner.raw)))
     if not ready["ok"]:
         journal = run.transport.call(agent.owners.owner_log, owner=owner.raw, lines=LOG_TAIL_LINES)
@@ -87,7 +89,7 @@ def start_owned(run: HostRun, way: Route, argv: List[str], listen: Optional[Tupl
             "asked %s to start the backend, but port %d is served by %s"
             % (owner.describe(), v.port, "; ".join("pid %d (%s)" % (h.pid, h.owner.describe()) for h in strangers))
         )
-    run.started_pid = now.main_pid or None
+    run.register(Started(now.main_pid or None))
     return "%s %s %s (main pid %d, %s, restarts %d), healthy after %.2fs" % (
         "created transient" if started.get("transient") else "started",
         what(owner.kind),
@@ -107,7 +109,7 @@ def _master_serves(serving: Diagnosis, master: int) -> List[int]:
 def master_serves(run: HostRun, way: Route) -> str:
     """After its workers were ended or replaced: the master's new workers serve, and nobody else."""
     assert way.master is not None
-    ready = _wait_healthy(run)
+    ready = wait_healthy(run)
     if not ready["ok"]:
         raise StepFailed(
             "gunicorn master pid %d did not bring port %d back to health within %.0fs"
@@ -128,13 +130,13 @@ def master_serves(run: HostRun, way: Route) -> str:
     )
 
 
-def reload_master(run: HostRun, way: Route, aside: str) -> str:
+def reload_master(run: HostRun, way: Route, d: Diagnosis, aside: str) -> str:
     """SIGHUP a healthy gunicorn master; done when every old worker has drained and exited."""
-    assert way.master is not None and run.diagnosis is not None
+    assert way.master is not None
     master = way.master
-    old = [p for p in run.diagnosis.processes.values() if p.ppid == master.pid]
+    old = [p for p in d.processes.values() if p.ppid == master.pid]
     run.transport.call(agent.signals.reload, pid=master.pid, start_ticks=master.start_ticks)
-    run.restarted = True
+    run.register(Restarted())
     timeout = run.vars.grace + run.vars.start_timeout
     left = run.transport.call(
         agent.signals.wait_gone, targets=[{"pid": p.pid, "start_ticks": p.start_ticks} for p in old], timeout=timeout

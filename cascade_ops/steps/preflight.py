@@ -3,11 +3,11 @@ the interpreter or start command, the secret file, the bind address). A run that
 does not begin: no file is replaced and no process signalled on a host that fails it."""
 
 import shlex
-from typing import Any, List
+from typing import List
 
 from cascade_ops import agent
 from cascade_ops.config.hostvars import HostVars
-from cascade_ops.steps.base import Args, HostRun, Outcome, Step, StepFailed, Unchanged
+from cascade_ops.steps.base import Args, Context, HostRun, Outcome, Step, StepFailed, Unchanged
 
 
 def start_program(v: HostVars) -> str:
@@ -18,7 +18,7 @@ def start_program(v: HostVars) -> str:
     return v.python
 
 
-class Preflight(Step):
+class Preflight(Step[List[str], None]):
     name = "preflight"
 
     def gather(self, run: HostRun, args: Args) -> List[str]:
@@ -35,7 +35,7 @@ class Preflight(Step):
             )
         )
 
-    def plan(self, run: HostRun, args: Args, problems: Any) -> Outcome:
+    def plan(self, problems: List[str], args: Args, ctx: Context) -> Outcome[None]:
         if problems:
             raise StepFailed("not starting: %s; nothing was changed" % "; ".join(problems))
         return Unchanged("host ready")

@@ -3,17 +3,27 @@ serves when its health path answers."""
 
 import shlex
 import time
-from typing import Any, List, Optional
+from dataclasses import dataclass, replace
+from typing import List, Optional
 
 from cascade_ops import agent
 from cascade_ops.config.hostvars import HostVars
-from cascade_ops.model.facts import owner_hints
+from cascade_ops.model.facts import Diagnosis, owner_hints
 from cascade_ops.model.owners import Owner, kinds
 from cascade_ops.model.paths import StatePaths
 from cascade_ops.steps import ownership
-from cascade_ops.steps.base import Args, HostRun, Outcome, Plan, Step, StepFailed, Unchanged, left_alone
-from cascade_ops.steps.diagnose import gather_diagnosis
-from cascade_ops.steps.owned import SECRET_ENV, backend_env, master_serves, start_owned
+from cascade_ops.steps.base import Args, Context, HostRun, Outcome, Plan, Step, StepFailed, Unchanged
+from cascade_ops.steps.diagnose import gather_diagnosis, left_alone
+from cascade_ops.steps.outputs import (
+    Diagnosed,
+    HandedOver,
+    Restarted,
+    RestartPlanned,
+    SocketKept,
+    Started,
+    StopPlanned,
+)
+from cascade_ops.steps.owned import SECRET_ENV, backend_env, master_serves, start_owned, wait_healthy
 from cascade_ops.steps.takeover import on_kept_socket
 from cascade_ops.steps.terminate import describe, stop_stale
 from cascade_ops.steps.verify import warm_up
@@ -44,7 +54,24 @@ def start_command(v: HostVars, fd: Optional[int] = None) -> List[str]:
     return on_kept_socket(argv, fd, default=True) if fd is not None else argv
 
 
-class Start(Step):
+@dataclass(frozen=True)
+class StartFacts:
+    current: Optional[Diagnosis]  # None after a planned restart
+    configured: Optional[Owner]  # the owner the settings name, asked when nothing held the port
+    stop: Optional[StopPlanned]  # terminate's plan: start follows its route
+    kept_fd: Optional[int]  # the kept listening socket's descriptor, when terminate copied it
+    diagnosed_at: Optional[float]  # when the diagnose step looked (the clients' wait began)
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    route: ownership.Route
+    stop: Optional[StopPlanned]
+    kept_fd: Optional[int]
+    diagnosed_at: Optional[float]
+
+
+class Start(Step[StartFacts, StartPlan]):
     """Start the backend: through its owner (a systemd unit, a supervisord program, a docker
     container, a gunicorn master) when it has one, else detached (own session, stdin /dev/null, log
     and pid file in state_dir); then wait for its health path to answer 200 within ``start_timeout``."""
@@ -54,25 +81,30 @@ class Start(Step):
     def rollback_args(self, args: Args) -> Optional[Args]:
         return args
 
-    def gather(self, run: HostRun, args: Args) -> Any:
-        d = None  # after a planned restart the facts are about to change; in check mode they never will
-        if not run.restart_planned:
-            if left_alone(run):
-                return run.diagnosis, None  # nothing happened since diagnose: its facts still hold
-            d = gather_diagnosis(run)
-            if d.healthy or d.blocking_sockets:
-                return d, None
-        if run.route is not None or ownership.effective_manager(run.vars) not in kinds():
-            return d, None
+    def gather(self, run: HostRun, args: Args) -> StartFacts:
+        stop = run.last(StopPlanned)
+        kept = run.last(SocketKept)
+        diagnosed = run.last(Diagnosed)
+        facts = StartFacts(None, None, stop, kept.fd if kept else None, diagnosed.at if diagnosed else None)
+        # After a planned restart the facts are about to change; in check mode they never will.
+        if run.last(RestartPlanned) is None:
+            alone = left_alone(run)
+            if alone is not None:
+                return replace(facts, current=alone)  # nothing happened since diagnose: its facts still hold
+            facts = replace(facts, current=gather_diagnosis(run))
+            assert facts.current is not None
+            if facts.current.healthy or facts.current.blocking_sockets:
+                return facts
+        if stop is not None or ownership.effective_manager(run.vars) not in kinds():
+            return facts
         # Nothing held the port, so no owner could be observed: ask the one the settings name.
         raw = run.transport.call(
             agent.owners.configured_owner, manager=ownership.effective_manager(run.vars), hints=owner_hints(run.vars)
         )
-        return d, Owner.from_agent(raw)
+        return replace(facts, configured=Owner.from_agent(raw))
 
-    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
-        d, configured = facts
-        v = run.vars
+    def plan(self, facts: StartFacts, args: Args, ctx: Context) -> Outcome[StartPlan]:
+        d, configured, stop, v = facts.current, facts.configured, facts.stop, ctx.vars
         if d is not None:
             pids = ", ".join(str(h.pid) for h in d.holders)
             if d.healthy:
@@ -81,16 +113,17 @@ class Start(Step):
                 return Unchanged("running (pid %s), %s" % (pids, d.verdict()))
             if d.blocking_sockets:
                 raise StepFailed("port %d is held and %s; run the terminate step first" % (d.port, d.verdict()))
+        way = stop.route if stop is not None else ownership.Route(ownership.DETACH)
         if configured is not None:
             if not configured.reachable:
                 raise StepFailed(
                     "%s cannot be asked to start the backend: %s" % (configured.describe(), configured.why)
                 )
-            run.route = ownership.Route(ownership.OWNER, configured)
-        way = run.route or ownership.Route(ownership.DETACH)
+            way = ownership.Route(ownership.OWNER, configured)
+        payload = StartPlan(way, stop, facts.kept_fd, facts.diagnosed_at)
         if way.action in (ownership.RELOAD, ownership.WORKERS):
             assert way.master is not None
-            return Plan("wait for gunicorn master pid %d's new workers to serve" % way.master.pid)
+            return Plan("wait for gunicorn master pid %d's new workers to serve" % way.master.pid, payload=payload)
         if way.action == ownership.OWNER:
             if way.owner.raw.get("load_state") == "not-found":
                 socket = (
@@ -103,16 +136,19 @@ class Start(Step):
                 )
                 return Plan(
                     "create transient systemd unit %s%s running %s"
-                    % (way.owner.name, socket, shlex.join(start_command(v, SOCKET_FD if socket else None)))
+                    % (way.owner.name, socket, shlex.join(start_command(v, SOCKET_FD if socket else None))),
+                    payload=payload,
                 )
-            return Plan("ask %s to start it" % way.owner.describe())
-        if run.handover is not None:
-            return Plan("start %s on port %d's kept socket, then stop the stale backend" % (v.app, v.port))
-        return Plan("start %s on %s:%d" % (v.app, v.bind_host, v.port))
+            return Plan("ask %s to start it" % way.owner.describe(), payload=payload)
+        if stop is not None and stop.handover is not None:
+            return Plan(
+                "start %s on port %d's kept socket, then stop the stale backend" % (v.app, v.port), payload=payload
+            )
+        return Plan("start %s on %s:%d" % (v.app, v.bind_host, v.port), payload=payload)
 
-    def apply(self, run: HostRun, args: Args, plan: Plan) -> str:
-        v = run.vars
-        way = run.route or ownership.Route(ownership.DETACH)
+    def apply(self, run: HostRun, args: Args, plan: Plan[StartPlan]) -> str:
+        v, todo = run.vars, plan.payload
+        way = todo.route
         if way.action in (ownership.RELOAD, ownership.WORKERS):
             return master_serves(run, way)
         if way.action == ownership.OWNER:
@@ -121,11 +157,12 @@ class Start(Step):
             return start_owned(run, way, start_command(v))
         paths = StatePaths.of(v)
         offset = run.transport.call(agent.files.file_size, path=paths.backend_log)  # this start's lines begin here
-        run.restarted = True
-        kept = run.handover if run.handover_fd is not None else None
+        run.register(Restarted())
+        stop = todo.stop
+        kept = stop.handover if stop is not None and todo.kept_fd is not None else None
         spawned = run.transport.call(
             agent.launch.spawn,
-            argv=start_command(v, run.handover_fd),
+            argv=start_command(v, todo.kept_fd),
             cwd=v.app_dir,
             log=paths.backend_log,
             pidfile=paths.backend_pid,
@@ -134,31 +171,24 @@ class Start(Step):
             port=v.port,
             inherit=[kept.inode] if kept else None,
         )
-        pid = run.started_pid = spawned["pid"]
+        pid = spawned["pid"]
+        run.register(Started(pid))
         unrecorded = "; not recorded in %s" % spawned["unrecorded"] if spawned.get("unrecorded") else ""
         handed = ""
-        if kept is not None and run.route is not None:  # the replacement holds the queue: the stale one goes
+        if stop is not None and kept is not None:  # the replacement holds the queue: the stale one goes
             done = stop_stale(
                 run,
-                [{"pid": p.pid, "start_ticks": p.start_ticks} for p in run.route.targets],
+                [{"pid": p.pid, "start_ticks": p.start_ticks} for p in stop.route.targets],
                 [kept.inode],
                 kept_socket=True,
+                hung=stop.hung,
             )
-            run.terminated = done["outcomes"]
             handed = "; on the kept socket (%d connections were waiting, none refused); %s" % (
                 kept.waiting,
                 ", ".join("pid %d %s" % (o["pid"], o["outcome"]) for o in done["outcomes"]),
             )
         warm_up()  # verify's clients load while the backend boots
-        ready = run.transport.call(
-            agent.probe.wait_healthy,
-            pid=pid,
-            bind_host=v.bind_host,
-            port=v.port,
-            path=v.health_path,
-            timeout=v.start_timeout,
-            probe_timeout=v.probe_timeout,
-        )
+        ready = wait_healthy(run, pid)
         if not ready["ok"]:
             why = {
                 "exited": "exited during start-up",
@@ -174,8 +204,8 @@ class Start(Step):
                 "backend pid %d does not hold port %d, which is served by %s; %s"
                 % (pid, v.port, others, self._log_tail(run, offset))
             )
-        if run.socket is not None and kept is not None:
-            run.socket.update(started_pid=pid, unaccepted_s=round(time.monotonic() - run.diagnosed_at, 3))
+        if kept is not None and todo.diagnosed_at is not None:
+            run.register(HandedOver(pid, round(time.monotonic() - todo.diagnosed_at, 3)))
         return "started pid %d, healthy after %.2fs%s%s" % (pid, ready["elapsed_s"], handed, unrecorded)
 
     @staticmethod

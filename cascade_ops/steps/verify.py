@@ -21,23 +21,15 @@ from cascade_ops import agent
 from cascade_ops.agent.probe import probe_address
 from cascade_ops.config.hostvars import HostVars
 from cascade_ops.config.values import parse_bool
-from cascade_ops.steps.base import Arg, Args, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged, left_alone
+from cascade_ops.model.facts import Diagnosis
+from cascade_ops.steps.base import Arg, Args, Context, HostRun, Outcome, Skipped, Step, StepFailed, Unchanged
+from cascade_ops.steps.diagnose import left_alone
+from cascade_ops.steps.outputs import Check, FileChanged, StopPlanned, Verified
 from cascade_ops.transport import Transport
 
 TOKEN_LIFETIME_S = 60
 WARM_UP_JOIN_S = 5.0
 VERIFY_SUBJECT = "cascade-ops-verify"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    elapsed_s: float
-
-    def describe(self) -> str:
-        return "%s %s (%s, %.0f ms)" % (self.name, "ok" if self.ok else "FAILED", self.detail, self.elapsed_s * 1000)
 
 
 def _url(host: str, port: int) -> str:
@@ -234,7 +226,14 @@ def run_checks(transport: Transport, v: HostVars) -> List[Check]:
     return checks
 
 
-class Verify(Step):
+@dataclass(frozen=True)
+class VerifyFacts:
+    pending: bool  # a restart or a changed file is planned
+    left_alone: Optional[Diagnosis]  # the diagnosis, when it left the backend alone
+    checks: Optional[Tuple[Check, ...]]  # None: not read
+
+
+class Verify(Step[VerifyFacts, None]):
     """Run the checks after a change; with ``always: true`` (or ``invoke verify``) on every run."""
 
     name = "verify"
@@ -243,17 +242,24 @@ class Verify(Step):
     def rollback_args(self, args: Args) -> Optional[Args]:
         return dict(args, always=True)  # the previous files are proven to serve, whatever the playbook says
 
-    def plan(self, run: HostRun, args: Args, facts: Any) -> Outcome:
-        pending = run.restart_planned or run.changed_files
-        if run.check and pending:
+    def gather(self, run: HostRun, args: Args) -> VerifyFacts:
+        pending = run.last(StopPlanned) is not None or bool(run.every(FileChanged))
+        alone = left_alone(run)
+        # The checks are read only when the plan can use them: not before a dry run's planned changes,
+        # nor on a backend the diagnosis left alone (unless ``always``).
+        skip = (run.check and pending) or (not args["always"] and alone is not None)
+        return VerifyFacts(pending, alone, None if skip else tuple(run_checks(run.transport, run.vars)))
+
+    def plan(self, facts: VerifyFacts, args: Args, ctx: Context) -> Outcome[None]:
+        if ctx.check and facts.pending:
             return Skipped("would verify after the planned changes")
-        if not args["always"] and left_alone(run):
-            assert run.diagnosis is not None
-            if run.diagnosis.slow:
-                return Unchanged("%s; left running, not verified" % run.diagnosis.verdict())
+        if not args["always"] and facts.left_alone is not None:
+            if facts.left_alone.slow:
+                return Unchanged("%s; left running, not verified" % facts.left_alone.verdict())
             return Unchanged("healthy and unchanged (invoke verify runs every check)")
-        checks = run.checks = run_checks(run.transport, run.vars)
-        summary = "; ".join(c.describe() for c in checks)
-        if not all(c.ok for c in checks):
-            raise StepFailed(summary)
-        return Unchanged(summary)
+        assert facts.checks is not None
+        summary = "; ".join(c.describe() for c in facts.checks)
+        verified = (Verified(facts.checks),)
+        if not all(c.ok for c in facts.checks):
+            raise StepFailed(summary, register=verified)
+        return Unchanged(summary, register=verified)

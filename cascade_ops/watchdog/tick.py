@@ -6,6 +6,7 @@ looks again (another run may have fixed it), checks the restart budget, and runs
 playbook. Budget and streak live in ``state_dir/watch-state.json`` between ticks.
 """
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from cascade_ops.errors import (
 )
 from cascade_ops.model.facts import Diagnosis, read_diagnosis
 from cascade_ops.model.paths import StatePaths
+from cascade_ops.model.records import Fields
 from cascade_ops.model.results import HostStatus
 from cascade_ops.transport import Transport
 
@@ -47,6 +49,32 @@ class WatchState:
         if not self.restarts:
             self.budget_alerted_at = None
 
+    def to_json(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "WatchState":
+        """A missing field takes its default (an older version's file); a mistyped one is a ValueError."""
+        f = Fields(doc, "watch state")
+        restarts = [float(t) for t in f.items("restarts") if _number(t)]
+        if len(restarts) != len(f.items("restarts")):
+            raise ValueError("watch state: restarts holds something other than times")
+        steps = f.get("last_steps", dict, {})
+        if not all(isinstance(k, str) and _number(t) for k, t in steps.items()):
+            raise ValueError("watch state: last_steps is not step -> seconds")
+        return cls(
+            f.get("fail_streak", int, 0),
+            restarts,
+            f.get("budget_alerted_at", float, None),
+            f.get("recoveries_total", int, 0),
+            f.get("last_recovery_at", float, 0.0),
+            {k: float(t) for k, t in steps.items()},
+        )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 @dataclass
 class Tick:
@@ -66,6 +94,44 @@ class Tick:
     def to_json(self) -> Dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
+    @classmethod
+    def from_json(cls, doc: Any) -> "Tick":
+        f = Fields(doc, "tick")
+        return cls(
+            f.get("host", str),
+            f.get("healthy", bool),
+            f.get("verdict", str),
+            f.get("action", str),
+            f.get("outcome", str),
+            f.get("exit_code", int, EXIT_OK),
+            f.get("duration_s", float, 0.0),
+            f.get("recovery", dict, None),
+            f.get("incident_report", str, None),
+            f.get("alert_error", str, None),
+            f.get("ping_error", str, None),
+            f.get("note", str, None),
+        )
+
+
+@dataclass(frozen=True)
+class WatchRecord:
+    """One line of the watch log: a tick (without its recovery, which the run history holds), when
+    it ended, and what the health probe saw."""
+
+    tick: Tick
+    time: float
+    probe: Optional[Dict[str, Any]]
+
+    def to_json(self) -> Dict[str, Any]:
+        doc = dict(self.tick.to_json(), time=self.time, probe=self.probe)
+        doc.pop("recovery", None)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "WatchRecord":
+        f = Fields(doc, "watch record")
+        return cls(Tick.from_json(doc), f.get("time", float), f.get("probe", dict, None))
+
 
 def failed_tick(host: str, error: CascadeError) -> Tick:
     """The tick of a host that could not be reached or read: the other hosts still tick."""
@@ -81,21 +147,15 @@ def _load_state(transport: Transport, path: str, v: HostVars, now: float) -> Tup
     if not text:
         return WatchState(), None
     try:
-        known = {k: val for k, val in json.loads(text).items() if k in WatchState.__dataclass_fields__}
-        state = WatchState(**known)
-        if not all(isinstance(t, (int, float)) for t in state.restarts):
-            raise TypeError("restarts")
-        return state, None
-    except (ValueError, TypeError, AttributeError):
+        return WatchState.from_json(json.loads(text)), None
+    except ValueError:
         pass
     from cascade_ops.reporting import history
 
     restarts = [
-        float(r["started_at"])
+        r.started_at
         for r in history.read(transport, v, HISTORY_LOOKBACK)
-        if str(r.get("playbook", "")).startswith(RECOVERY_PREFIX)
-        and isinstance(r.get("started_at"), (int, float))
-        and now - r["started_at"] < v.window
+        if r.playbook.startswith(RECOVERY_PREFIX) and now - r.started_at < v.window
     ]
     note = "%s was not valid watch state: counting again from the run history (%d recoveries in the last %.0fs)" % (
         path,
@@ -106,7 +166,7 @@ def _load_state(transport: Transport, path: str, v: HostVars, now: float) -> Tup
 
 
 def _save_state(transport: Transport, path: str, state: WatchState) -> None:
-    transport.call(agent.files.write_file, path=path, content=json.dumps(state.__dict__))
+    transport.call(agent.files.write_file, path=path, content=json.dumps(state.to_json()))
 
 
 def tick_host(
@@ -152,12 +212,11 @@ def tick_host(
     tick.duration_s = round(time.monotonic() - started, 4)
     if v.metrics_file:
         _write_metrics(v.metrics_file, host, transport, state, tick, now())
-    record = dict(tick.to_json(), time=now(), probe=diagnosis.probe.__dict__ if diagnosis.probe else None)
-    record.pop("recovery", None)
+    record = WatchRecord(tick, now(), diagnosis.probe.__dict__ if diagnosis.probe else None)
     transport.call(
         agent.files.append_log,
         path=log_path,
-        line=json.dumps(record),
+        line=json.dumps(record.to_json()),
         max_bytes=v.watch_log_max_bytes,
         keep=v.watch_log_keep,
     )
