@@ -1,0 +1,5 @@
+from ansible_collections.cascade.ops.plugins.plugin_utils.action import CascadeAction
+
+
+class ActionModule(CascadeAction):
+    TASK = "verify"

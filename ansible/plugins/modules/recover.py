@@ -1,0 +1,70 @@
+#!/usr/bin/python
+# cascade.ops.recover: the host's side is module_utils.engine; the controller's, the action plugin.
+
+DOCUMENTATION = r"""
+module: recover
+short_description: Recover a hung uvicorn backend
+description:
+  - >-
+    Find who holds the backend's port, stop them gracefully and only them, put the auth module in place,
+    start the backend detached (on the kept listening socket), and verify: health, a JWT round trip,
+    Redis.
+  - >-
+    A healthy, up-to-date backend is left alone (changed=false). A release that fails verification is
+    rolled back and the task fails with the cause.
+  - "The controller needs cascade-ops installed; the host needs only its Python."
+extends_documentation_fragment:
+  - cascade.ops.backend
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author:
+  - cascade-ops developers
+"""
+
+EXAMPLES = r"""
+- name: recover a hung uvicorn backend
+  cascade.ops.recover:
+    port: 8000
+    app_dir: /srv/backend
+    auth_module: files/auth.py
+  become: true
+  register: recovery
+"""
+
+RETURN = r"""
+status:
+  description: How the run on this host ended (ok, changed, failed, rolled_back, locked, ...).
+  returned: always
+  type: str
+steps:
+  description: Each step with its status, message and duration_s.
+  returned: always
+  type: list
+  elements: dict
+duration_s:
+  description: How long the run took on the host.
+  returned: always
+  type: float
+incident_report:
+  description: The incident report's path on the host, when the run changed or failed something.
+  returned: always
+  type: str
+evidence:
+  description: What was gathered from a hung backend before it was stopped (stacks, the accept queue).
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.cascade.ops.plugins.module_utils.engine import argument_spec, run  # noqa: E402
+
+
+def main():
+    run(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True), "recover")
+
+
+if __name__ == "__main__":
+    main()
