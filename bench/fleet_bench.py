@@ -5,7 +5,8 @@
 For each N: every backend hangs (SIGSTOP, or its one-request loop blocked by a request that never
 ends), then `invoke recover --forks N` recovers the fleet (1 s probe). Prints, per N, the median
 wall time, the controller's CPU per host and its peak RSS (of the whole process tree), the same for
-pyinfra doing the same recovery in the same run, and the floor: N OpenSSH clients at once, each
+pyinfra and for ansible-playbook with the cascade.ops collection (ansible/) doing the same recovery
+in the same run, and the floor: N OpenSSH clients at once, each
 running `true`. The backends are a stdlib HTTP server, so the figures measure cascade-ops and SSH,
 not N uvicorn start-ups on two cores. ``--empty-rc`` empties root's ~/.bashrc for the run (a
 `pyenv init` there costs every SSH login ~0.14 s of CPU) and restores it after.
@@ -91,11 +92,11 @@ def _step_totals(size, doc):
     )
 
 
-def measured(argv, cwd):
+def measured(argv, cwd, env=None):
     """One command: (wall s, CPU s of it and what it waited for, its peak RSS in MB, stdout, stderr, exit code)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=cwd)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=cwd, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -160,6 +161,65 @@ def _pyinfra(pyinfra, root, keys, sshds, ports, rounds, how):
             sock.close()
         if code:
             raise SystemExit("pyinfra failed:\n%s%s" % (out[-2000:], err[-2000:]))
+        runs.append((wall, cpu, rss))
+    return _median(runs)
+
+
+def _ansible(playbook_bin, root, keys, sshds, ports, rounds, how, probe_timeout):
+    """The same recovery with ansible-playbook and the cascade.ops collection (ansible/), same hosts,
+    same hung backends, forks N."""
+    import yaml
+
+    collections = root / "collections" / "ansible_collections" / "cascade"
+    collections.mkdir(parents=True, exist_ok=True)
+    if not (collections / "ops").exists():
+        (collections / "ops").symlink_to(REPO / "ansible")
+    hosts = {
+        "h%d" % i: {"ansible_port": ssh_port, "backend_port": port, "backend_dir": str(root / ("ansible-h%d" % i))}
+        for i, ((ssh_port, _), port) in enumerate(zip(sshds, ports))
+    }
+    for values in hosts.values():
+        os.makedirs(values["backend_dir"], exist_ok=True)
+    inventory = root / ("ansible-%d.yaml" % len(ports))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": hosts,
+                    "vars": {
+                        "ansible_host": "127.0.0.1",
+                        "ansible_user": "root",
+                        "ansible_ssh_private_key_file": str(keys / "client"),
+                        "ansible_ssh_common_args": "-o UserKnownHostsFile=%s" % (root / "known_hosts"),
+                        "ansible_python_interpreter": sys.executable,
+                    },
+                }
+            }
+        )
+    )
+    play = root / "ansible-recover.yaml"
+    recover = {
+        "port": "{{ backend_port }}",
+        "app_dir": "{{ backend_dir }}",
+        "python": sys.executable,
+        "process_match": "light_backend",
+        "start_command": "{python} %s {port}" % (REPO / "bench" / "light_backend.py"),
+        "probe_timeout": probe_timeout,
+    }
+    play.write_text(
+        yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [{"cascade.ops.recover": recover}]}])
+    )
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(root / "collections"), ANSIBLE_FORKS=str(len(ports)))
+    argv = [playbook_bin, "-i", str(inventory), str(play)]
+    runs = []
+    for _ in range(rounds):
+        stuck = []
+        hang(ports, how, stuck)
+        wall, cpu, rss, out, err, code = measured(argv, root, env)
+        for sock in stuck:
+            sock.close()
+        if code:
+            raise SystemExit("ansible-playbook failed:\n%s%s" % (out[-2000:], err[-2000:]))
         runs.append((wall, cpu, rss))
     return _median(runs)
 
@@ -235,8 +295,10 @@ def run(options):
     host_key = (keys / "host.pub").read_text().split()[:2]
     sshds, ports = [], []
     invoke = str(Path(sys.executable).with_name("invoke"))
-    results, floors, peers, all_ports = {}, {}, {}, []
+    results, floors, peers, ansibles, all_ports = {}, {}, {}, {}, []
     pyinfra = os.environ.get("PYINFRA") or shutil.which("pyinfra")
+    playbook_bin = str(Path(sys.executable).with_name("ansible-playbook"))
+    playbook_bin = playbook_bin if os.path.exists(playbook_bin) else shutil.which("ansible-playbook")
     try:
         for _ in range(max(sizes)):
             port = free_port()
@@ -315,6 +377,10 @@ def run(options):
             floors[size] = _bare_ssh(keys, root / "known_hosts", [p for p, _ in sshds[:size]])
             if pyinfra:
                 peers[size] = _pyinfra(pyinfra, root, keys, sshds[:size], ports, options.rounds, options.hang)
+            if playbook_bin:
+                ansibles[size] = _ansible(
+                    playbook_bin, root, keys, sshds[:size], ports, options.rounds, options.hang, options.probe_timeout
+                )
             _stop_backends(ports)
     finally:
         _stop_backends(all_ports)
@@ -323,7 +389,7 @@ def run(options):
         shutil.rmtree(root, ignore_errors=True)
     if not pyinfra:
         print("(pyinfra is not installed here, nor named by $PYINFRA: not measured in this run)")
-    if shutil.which("ansible-playbook") is None:
+    if not playbook_bin:
         print("(ansible-playbook is not installed here: not measured in this run)")
     print(
         "hang: %s; root's ~/.bashrc %s; median of %d rounds; --forks N"
@@ -334,17 +400,33 @@ def run(options):
         )
     )
     print(
-        "%6s | %8s %12s %8s | %8s %12s %8s | %13s"
-        % ("hosts", "wall s", "CPU ms/host", "RSS MB", "pyinfra", "CPU ms/host", "RSS MB", "bare ssh true")
+        "%6s | %8s %12s %8s | %8s %12s %8s | %8s %12s %8s | %13s"
+        % (
+            "hosts",
+            "wall s",
+            "CPU ms/host",
+            "RSS MB",
+            "pyinfra",
+            "CPU ms/host",
+            "RSS MB",
+            "ansible",
+            "CPU ms/host",
+            "RSS MB",
+            "bare ssh true",
+        )
     )
+
+    def column(figures, size):
+        if size not in figures:
+            return "%8s %12s %8s" % ("-", "-", "-")
+        return "%8.3f %12.0f %8.0f" % (figures[size][0], figures[size][1] * 1000 / size, figures[size][2])
+
     for size in sizes:
         wall, cpu, rss = results[size]
-        peer = (
-            "%8.3f %12.0f %8.0f" % (peers[size][0], peers[size][1] * 1000 / size, peers[size][2])
-            if size in peers
-            else "%8s %12s %8s" % ("-", "-", "-")
+        print(
+            "%6d | %8.3f %12.0f %8.0f | %s | %s | %13.3f"
+            % (size, wall, cpu * 1000 / size, rss, column(peers, size), column(ansibles, size), floors[size])
         )
-        print("%6d | %8.3f %12.0f %8.0f | %s | %13.3f" % (size, wall, cpu * 1000 / size, rss, peer, floors[size]))
 
 
 if __name__ == "__main__":

@@ -122,3 +122,27 @@ def hang_app_site(site):
     site.vars.update(auth_module=None)
     site.write_inventory()
     return site
+
+
+@pytest.fixture
+def sudo_user(ssh_keys):
+    """An unprivileged SSH user allowed `sudo -n` (root's own processes hold the port)."""
+    if shutil.which("sudo") is None or os.geteuid() != 0:
+        pytest.skip("needs sudo (.ci/run installs it) and root to create a user")
+    name = "cascadeop%s" % uuid.uuid4().hex[:6]
+    # "*": no password, yet not locked ("!"), which sshd without PAM would refuse.
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--password", "*", name], check=True)
+    # sshd reads authorized keys as the user: the test session's key file is root-only.
+    ssh_dir = os.path.expanduser("~%s/.ssh" % name)
+    os.makedirs(ssh_dir, mode=0o700)
+    shutil.copy(ssh_keys / "client.pub", os.path.join(ssh_dir, "authorized_keys"))
+    subprocess.run(["chown", "-R", "%s:%s" % (name, name), ssh_dir], check=True)
+    rule = "/etc/sudoers.d/%s" % name
+    with open(rule, "w") as f:
+        f.write("%s ALL=(root) NOPASSWD: ALL\n" % name)
+    os.chmod(rule, 0o440)
+    try:
+        yield name
+    finally:
+        os.unlink(rule)
+        subprocess.run(["userdel", "--force", "--remove", name], capture_output=True)

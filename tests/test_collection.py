@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -268,3 +270,28 @@ def test_the_collection_builds_with_ansible_galaxy(tmp_path):
     )
     assert built.returncode == 0, built.stdout + built.stderr
     assert (tmp_path / "cascade-ops-0.1.0.tar.gz").exists()
+
+
+def test_a_become_password_travels_only_as_ansible_s_become_sends_it(make_fleet, sudo_user, tmp_path):
+    fleet = make_fleet(1)
+    site = fleet.sites["web1"]
+    assert fleet.cli("recover").returncode == 0  # started by root
+    old = site.backend_pid()
+    os.kill(old, signal.SIGSTOP)
+    password = "pw-%s" % uuid.uuid4().hex
+    subprocess.run(["chpasswd"], input="%s:%s\n" % (sudo_user, password), text=True, check=True)
+    with open("/etc/sudoers.d/%s" % sudo_user, "w") as rule:  # a password every time
+        rule.write("Defaults:%s timestamp_timeout=0\n%s ALL=(root) ALL\n" % (sudo_user, sudo_user))
+    secret = tmp_path / "become.yml"
+    secret.write_text("ansible_become_password: %s\n" % password)
+    play = {"hosts": "backends", "gather_facts": False, "become": True, "remote_user": sudo_user}
+
+    done, results, _ = _play(
+        fleet, tmp_path, [RECOVER], "-e", "@%s" % secret, "-e", "ansible_user=%s" % sudo_user, play=play
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert results["web1"]["changed"] and site.health()["ok"] and site.backend_pid() != old
+    assert psutil.Process(site.backend_pid()).username() == "root"
+    report = Path(results["web1"]["incident_report"]).read_text()
+    assert password not in done.stdout + done.stderr + report + json.dumps(results)

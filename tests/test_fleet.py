@@ -5,7 +5,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +13,6 @@ import time
 import uuid
 
 import psutil
-import pytest
 
 from cascade_ops import api
 from cascade_ops.model.facts import Diagnosis
@@ -263,30 +261,6 @@ def test_host_hanging_mid_run_is_cut_off_at_its_deadline(make_fleet, reaper):
     reaper.track(slow.backend_pid())  # still importing: the next run's start replaces the pid file
     again = fleet.cli("recover", "--limit", "web2", "--var", "host_timeout=3s")
     assert again.returncode != 5 and "another cascade-ops run holds" not in again.stdout
-
-
-@pytest.fixture
-def sudo_user(ssh_keys):
-    """An unprivileged SSH user allowed `sudo -n` (root's own processes hold the port)."""
-    if shutil.which("sudo") is None or os.geteuid() != 0:
-        pytest.skip("needs sudo (.ci/run installs it) and root to create a user")
-    name = "cascadeop%s" % uuid.uuid4().hex[:6]
-    # "*": no password, yet not locked ("!"), which sshd without PAM would refuse.
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--password", "*", name], check=True)
-    # sshd reads authorized keys as the user: the test session's key file is root-only.
-    ssh_dir = os.path.expanduser("~%s/.ssh" % name)
-    os.makedirs(ssh_dir, mode=0o700)
-    shutil.copy(ssh_keys / "client.pub", os.path.join(ssh_dir, "authorized_keys"))
-    subprocess.run(["chown", "-R", "%s:%s" % (name, name), ssh_dir], check=True)
-    rule = "/etc/sudoers.d/%s" % name
-    with open(rule, "w") as f:
-        f.write("%s ALL=(root) NOPASSWD: ALL\n" % name)
-    os.chmod(rule, 0o440)
-    try:
-        yield name
-    finally:
-        os.unlink(rule)
-        subprocess.run(["userdel", "--force", "--remove", name], capture_output=True)
 
 
 def test_become_lets_an_unprivileged_ssh_user_recover_a_root_backend(make_fleet, sudo_user):

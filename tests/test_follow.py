@@ -139,7 +139,7 @@ def test_sigterm_during_a_recovery_lets_it_finish_then_exits_143(hang_app_site, 
     assert "recover recovered" in follower.text(), follower.text()
 
 
-def test_memory_holds_over_a_thousand_probe_cycles(hang_app_site):
+def test_memory_holds_over_three_hundred_probe_cycles(hang_app_site):
     from cascade_ops.api import schedules as scheduled
 
     site = hang_app_site
@@ -148,7 +148,7 @@ def test_memory_holds_over_a_thousand_probe_cycles(hang_app_site):
     scheduled.follow(str(site.inventory), every="0.01s", cycles=100, report=lines.append)  # warm
     before = psutil.Process().memory_info().rss
     started = time.monotonic()
-    code = scheduled.follow(str(site.inventory), every="0.01s", cycles=1000, report=lines.append)
+    code = scheduled.follow(str(site.inventory), every="0.01s", cycles=300, report=lines.append)
     grew = psutil.Process().memory_info().rss - before
     assert code == 0 and grew < 2 << 20, grew
     assert time.monotonic() - started < 90
