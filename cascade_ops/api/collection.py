@@ -133,8 +133,8 @@ def run_task(task: str, options: Mapping[str, Any], check: bool, diff: bool) -> 
     ``changed``, ``failed``, ``msg``, and what the task found."""
     if task not in TASKS:
         raise ConfigError("unknown task (known: %s)" % ", ".join(TASKS), WHERE, field="task")
-    host = task_host("localhost", options)
     try:
+        host = task_host("localhost", options)
         if task == "diagnose":
             return _diagnose(host)
         if task == "verify":

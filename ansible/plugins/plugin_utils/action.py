@@ -13,7 +13,8 @@ from ansible.plugins.action import ActionBase
 
 
 class CascadeAction(ActionBase):
-    TRANSFERS_FILES = True
+    # The remote tmp is made once the options are known good (run), so a wrong one touches nothing.
+    TRANSFERS_FILES = False
     TASK = ""  # recover, deploy, diagnose or verify
 
     def run(self, tmp=None, task_vars=None):
@@ -38,6 +39,7 @@ class CascadeAction(ActionBase):
             result.update(failed=True, msg=str(exc))
             return result
         try:
+            self._make_tmp_path()
             engine = self._send_engine(collection.engine_bundle())
             for name, path in local.items():
                 options[name] = self._send(path, name, engine)
