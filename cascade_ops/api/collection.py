@@ -17,6 +17,7 @@ import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from cascade_ops.config.hostvars import SPECS, Host, Origin, RawVar, owner_vars, resolve
+from cascade_ops.config.inventory import variables
 from cascade_ops.errors import CascadeError, ConfigError
 from cascade_ops.model.results import HostResult
 
@@ -66,15 +67,7 @@ def task_host(name: str, options: Mapping[str, Any], home: Optional[str] = None)
     origin = Origin(WHERE, None, home or os.path.expanduser("~"))
     raw = {key: RawVar(value, origin) for key, value in options.items() if value is not None}
     raw["connection"] = RawVar("local", origin)
-    specs = dict(SPECS, **owner_vars())
-    specs["connection"] = _connection_spec()
-    return Host(name, ("all",), resolve(raw, name, specs, WHERE))
-
-
-def _connection_spec() -> Any:
-    from cascade_ops.config.connections import connection_vars
-
-    return connection_vars()["connection"]
+    return Host(name, ("all",), resolve(raw, name, variables(), WHERE))
 
 
 @functools.lru_cache(maxsize=1)

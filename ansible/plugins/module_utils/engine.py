@@ -84,7 +84,11 @@ def _unpack_folders(options, engine):
         options[name] = target
 
 
-def run(module, task):
+def main(task):
+    """A module's whole body: its options, then the task run by the engine on this host."""
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     engine = module.params["cascade_engine"]
     options = dict((k, v) for k, v in module.params.items() if k in OPTIONS and v is not None)
     try:

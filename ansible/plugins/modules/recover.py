@@ -58,13 +58,7 @@ evidence:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.cascade.ops.plugins.module_utils.engine import argument_spec, run  # noqa: E402
-
-
-def main():
-    run(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True), "recover")
-
+from ansible_collections.cascade.ops.plugins.module_utils.engine import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main("recover")

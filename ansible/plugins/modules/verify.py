@@ -37,13 +37,7 @@ checks:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.cascade.ops.plugins.module_utils.engine import argument_spec, run  # noqa: E402
-
-
-def main():
-    run(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True), "verify")
-
+from ansible_collections.cascade.ops.plugins.module_utils.engine import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main("verify")
